@@ -1,0 +1,128 @@
+/*
+ * HTTP/1.1 request parser (server side), incremental and strict.
+ *
+ * The caller owns one contiguous input buffer per connection that starts at the first
+ * byte of the current request. It appends bytes as they arrive and calls http_parse()
+ * with the whole buffered span each time; the parser remembers how far it got, so a
+ * head dribbled one byte per read costs O(total bytes), not O(n^2).
+ *
+ * Everything the parser reports is an offset into that buffer (struct http_slice), not
+ * a pointer, because the caller may move the request to a larger buffer between calls.
+ * Chunked bodies are decoded in place: the decoded body is contiguous at req->body.
+ *
+ * Strictness (request smuggling defences, RFC 9112):
+ *   - lines end in CRLF; a bare LF or bare CR anywhere in the head is 400;
+ *   - whitespace between a field name and its colon, obs-fold, empty or non-token
+ *     field names, control characters in values: 400;
+ *   - Content-Length together with Transfer-Encoding: 400;
+ *   - Content-Length duplicated (even with equal values), empty, or not 1*DIGIT
+ *     ("+1", "-1", "0x10", "1 0", "1,1"): 400;
+ *   - Transfer-Encoding other than exactly "chunked" (case-insensitive): 501; chunked
+ *     on HTTP/1.0: 400;
+ *   - chunk sizes: 1*HEXDIG only (no sign, no 0x, no spaces, at most 15 digits),
+ *     chunk extensions are skipped but bounded to the line limit, the CRLF after chunk
+ *     data is required, trailers are bounded like headers: otherwise 400;
+ *   - HTTP version other than HTTP/1.0 or HTTP/1.1: 505; a missing Host on 1.1: 400.
+ *
+ * Limits (engine/limits.h): request line over HTTP_LINE_MAX_BYTES: 414; a header line
+ * over it, a head over HTTP_HEAD_MAX_BYTES or more than HTTP_HEADERS_MAX fields: 431;
+ * a body over HTTP_BODY_MAX_BYTES (declared or decoded): 413. Every limit is detected
+ * as soon as the bytes that break it arrive, so the caller never needs more than
+ * HTTP_HEAD_MAX_BYTES + HTTP_BODY_MAX_BYTES + one chunk line of buffer.
+ */
+#ifndef RINGPAY_NET_HTTP_H
+#define RINGPAY_NET_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/limits.h"
+
+enum http_method {
+    HTTP_METHOD_OTHER = 0, /* a valid token we do not implement: the router says 405 */
+    HTTP_GET,
+    HTTP_HEAD,
+    HTTP_POST,
+    HTTP_PUT,
+    HTTP_DELETE,
+    HTTP_PATCH,
+    HTTP_OPTIONS,
+};
+
+/* A span of the caller's buffer, relative to the first byte of the request. */
+struct http_slice {
+    uint32_t off;
+    uint32_t len;
+};
+
+struct http_header {
+    struct http_slice name;  /* as sent; compare case-insensitively */
+    struct http_slice value; /* leading and trailing spaces/tabs trimmed */
+};
+
+struct http_request {
+    enum http_method method;
+    struct http_slice method_token;
+    struct http_slice target; /* request-target exactly as sent (path and query) */
+    struct http_slice path;   /* target up to '?' */
+    struct http_slice query;  /* after '?', len 0 when absent */
+    uint8_t version_minor;    /* 0 or 1 */
+
+    uint16_t header_count;
+    struct http_header headers[HTTP_HEADERS_MAX];
+
+    bool keep_alive;      /* 1.1 without "Connection: close", or 1.0 with keep-alive */
+    bool expect_continue; /* "Expect: 100-continue" */
+    bool chunked;
+    bool has_content_length;
+    uint64_t content_length;
+
+    struct http_slice body; /* decoded body; len 0 when none */
+    uint32_t head_bytes;    /* request line through the blank line */
+    uint32_t wire_bytes;    /* bytes of the buffer this request used, body included */
+
+    uint16_t error_status; /* set when http_parse returns HTTP_PARSE_ERROR */
+    const char *error_reason; /* static text for logs and the error message */
+};
+
+enum http_parse_result {
+    HTTP_PARSE_ERROR = -1,   /* req->error_status says which; answer it and close */
+    HTTP_PARSE_AGAIN = 0,    /* need more bytes */
+    HTTP_PARSE_DONE = 1,     /* req is complete; drop req->wire_bytes from the buffer */
+    HTTP_PARSE_CONTINUE = 2, /* head complete, body pending, client sent Expect:
+                                100-continue: send "100 Continue" once, then call
+                                again as usual (returned at most once per request) */
+};
+
+struct http_parser {
+    uint32_t state;
+    uint32_t scanned;   /* bytes of the buffer examined so far */
+    uint32_t line_start;
+    uint32_t raw_off;   /* chunked: next undecoded byte */
+    uint32_t body_len;  /* chunked: decoded bytes so far */
+    uint64_t chunk_left;
+    uint32_t trailer_bytes;
+    bool continue_sent;
+};
+
+/* Prepares a parser for the next request on a connection. */
+void http_parser_init(struct http_parser *p);
+
+/*
+ * Parses the request that starts at buf[0], of which len bytes have arrived.
+ * buf may be modified (chunked decoding happens in place). On HTTP_PARSE_DONE, req
+ * describes the request and the caller drops req->wire_bytes from the front of its
+ * buffer and calls http_parser_init() before parsing the next one. Bytes after
+ * wire_bytes (a pipelined next request) are never touched.
+ */
+int http_parse(struct http_parser *p, char *buf, size_t len, struct http_request *req);
+
+/* The first header named `name` (case-insensitive), or NULL. */
+const struct http_header *http_header_find(const struct http_request *req, const char *buf,
+                                           const char *name);
+
+/* Reason phrase of a status code ("Not Found"); "Unknown" for codes we never send. */
+const char *http_status_reason(int status);
+
+#endif
