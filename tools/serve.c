@@ -24,6 +24,7 @@
 #include "tools/app.h"
 #include "tools/cmd.h"
 #include "tools/config.h"
+#include "tools/payments.h"
 
 static const char serve_usage[] =
     "usage: ringpay serve [options]\n\n"
@@ -129,6 +130,12 @@ static int start(struct opt *o, struct app *app, struct serve_thread *threads)
         }
         threads[i].reactor = app->reactors[i];
     }
+    char why[512] = "";
+    if (payments_start(&app->payments, o[O_DATA].str, app->cores, app->reactors, why,
+                       sizeof(why)) != 0) {
+        fprintf(stderr, "ringpay: %s\n", why);
+        return -1;
+    }
     for (unsigned i = 0; i < app->cores; i++)
         if (pthread_create(&threads[i].tid, NULL, reactor_main, &threads[i]) != 0) {
             fprintf(stderr, "ringpay: cannot start reactor thread %u\n", i);
@@ -189,6 +196,10 @@ int cmd_serve(int argc, char **argv)
     log_write_str(LOG_INFO, "listening", "listen", o[O_LISTEN].str, "port", port, "cores", cores,
                   "data", o[O_DATA].str, NULL);
 
+    log_write(LOG_WARN,
+              "authentication is not implemented yet: every API request is accepted unsigned; "
+              "run on loopback or a trusted network only",
+              NULL);
     int code = wait_for_stop(&app, threads);
     for (unsigned i = 0; i < app.cores; i++)
         reactor_stop(app.reactors[i]);
@@ -196,8 +207,12 @@ int cmd_serve(int argc, char **argv)
         pthread_join(threads[i].tid, NULL);
         if (threads[i].result != 0)
             code = 1;
-        reactor_destroy(app.reactors[i]);
     }
+    /* Reactors are done (their in-flight jobs answered or abandoned): stop the shards,
+     * which finish whatever is still queued, then free the reactors. */
+    payments_stop(app.payments);
+    for (unsigned i = 0; i < app.cores; i++)
+        reactor_destroy(app.reactors[i]);
     log_write(LOG_INFO, "stopped", NULL);
     return code;
 }
