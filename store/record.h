@@ -14,11 +14,13 @@
  *   refunds    refund id bytes                              refund record
  *   idem       [mlen][merchant][idempotency key bytes]      idempotency record
  *   ledger     [mlen][merchant][u64 BE seq]                 ledger entry
- *   balances   [mlen][merchant][3 currency][u8 account]     [ver][7 zero][i64 LE]
- *   outbox     [u64 BE event seq]                           [ver][mlen][merchant]
- *                                                           [u32 LE len][event JSON]
- *   meta       ASCII name ("format", "seq:<kind>",          [ver][7 zero][u64 LE]
- *              "outbox_seq", "replicated")
+ *   balances   [mlen][merchant][3 currency]                 [ver][7 zero][clearing]
+ *                                                           [pending][available]
+ *   outbox     [u64 BE event seq]                           [ver][mlen][tlen][0]
+ *                                                           [u32 LE json_len][merchant]
+ *                                                           [topic][event JSON]
+ *   meta       ASCII name ("format", "seq:payment",         [ver][7 zero][u64 LE]
+ *              "seq:refund", "seq:event", "replicated")
  */
 #ifndef RINGPAY_STORE_RECORD_H
 #define RINGPAY_STORE_RECORD_H
@@ -26,6 +28,15 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+
+/* Names of the LMDB databases of a shard environment. */
+#define RECORD_DB_PAYMENTS "payments"
+#define RECORD_DB_REFUNDS "refunds"
+#define RECORD_DB_IDEM "idem"
+#define RECORD_DB_LEDGER "ledger"
+#define RECORD_DB_BALANCES "balances"
+#define RECORD_DB_OUTBOX "outbox"
+#define RECORD_DB_META "meta"
 
 /* Version byte of every value record. */
 #define RECORD_VERSION 1
@@ -98,9 +109,8 @@ size_t record_key_merchant(uint8_t *key, const char *m, size_t mlen);
 /* Ledger key [mlen][merchant][u64 BE seq]; returns its length. */
 size_t record_key_ledger(uint8_t *key, const char *m, size_t mlen, uint64_t seq);
 
-/* Balance key [mlen][merchant][currency 3][account]; returns its length. */
-size_t record_key_balance(uint8_t *key, const char *m, size_t mlen, const char currency[3],
-                          uint8_t account);
+/* Balance key [mlen][merchant][currency 3]; returns its length. */
+size_t record_key_balance(uint8_t *key, const char *m, size_t mlen, const char currency[3]);
 
 /* Idempotency key [mlen][merchant][key]; returns its length. */
 size_t record_key_idem(uint8_t *key, const char *m, size_t mlen, const char *idem,
@@ -120,8 +130,7 @@ int record_i64_decode(const void *data, size_t len, int64_t *v);
 
 /* ---- ledger entries --------------------------------------------------------------- */
 
-/* Accounts of a (merchant, currency) (DESIGN "Ledger"); the byte inside balance keys
- * and ledger entries. Same values as the engine's enum ledger_account. */
+/* Accounts of a (merchant, currency) (DESIGN "Ledger"); the byte inside ledger entries. Same values as the engine's enum ledger_account. */
 enum record_account {
     RECORD_ACCOUNT_CLEARING = 1,
     RECORD_ACCOUNT_PENDING = 2,
@@ -164,13 +173,80 @@ int record_currency_valid(const char c[3]);
 
 /* ---- outbox events ---------------------------------------------------------------- */
 
-/* Largest event JSON we store (an event holds one payment and a few amounts). */
+/* Largest event JSON and topic we store. */
 #define RECORD_EVENT_MAX_BYTES 4096
+#define RECORD_TOPIC_MAX 64
 
-/* Outbox value: [ver][mlen][merchant][u32 LE json_len][json]. */
-size_t record_event_size(size_t mlen, size_t json_len);
-size_t record_event_encode(uint8_t *out, const char *m, size_t mlen, const char *json,
-                           size_t json_len);
-/* Decodes in place (pointers into data); 0 or -EBADMSG. */
-int record_event_decode(const void *data, size_t len, const char **m, size_t *mlen,
-                        const char **json, size_t *json_len);
+/* A decoded outbox value; pointers into the record. */
+struct record_event {
+    const char *merchant;
+    size_t merchant_len;
+    const char *topic;
+    size_t topic_len;
+    const char *json;
+    size_t json_len;
+};
+
+/* Outbox value: [ver][mlen][tlen][0][u32 LE json_len][merchant][topic][json]. */
+size_t record_event_size(const struct record_event *ev);
+size_t record_event_encode(uint8_t *out, const struct record_event *ev);
+/* Decodes in place; 0 or -EBADMSG. */
+int record_event_decode(const void *data, size_t len, struct record_event *ev);
+
+/* ---- balances --------------------------------------------------------------------- */
+
+/* The balances of one (merchant, currency):
+ *   [ver][7 zero][clearing i64 LE][pending i64 LE][available i64 LE] */
+#define RECORD_BALANCE_BYTES 32
+struct record_balance {
+    int64_t clearing, pending, available;
+};
+void record_balance_encode(uint8_t out[RECORD_BALANCE_BYTES], const struct record_balance *b);
+int record_balance_decode(const void *data, size_t len, struct record_balance *b);
+
+/* ---- payments and refunds --------------------------------------------------------- */
+
+/* Fixed width of payment and refund ids (engine/ids.h). */
+#define RECORD_PAYMENT_ID_BYTES 22
+#define RECORD_REFERENCE_MAX 512
+
+/*
+ * Payment value (72 fixed bytes, then merchant and reference):
+ *   [ver][status][mlen][has_ref][u16 LE ref_len][currency 3][0][id 22]
+ *   [amount][captured][refunded][created_at_ms][updated_at_ms] (i64 LE each)
+ *   [merchant mlen][reference ref_len]
+ * Refund value (72 fixed bytes, then merchant):
+ *   [ver][payment_status][mlen][currency 3][0 0][id 22][payment id 22][0 0 0 0]
+ *   [amount][created_at_ms] (i64 LE) [merchant mlen]
+ */
+#define RECORD_PAYMENT_FIXED_BYTES 72
+#define RECORD_REFUND_FIXED_BYTES 72
+
+/*
+ * Idempotency value (36 fixed bytes, then the five byte strings in order):
+ *   [ver][present bits of the 4 fingerprint parts][u16 LE status][0 0 0 0]
+ *   [created_at_ms i64 LE][u32 LE len x5: method, path, query, body, answer]
+ */
+#define RECORD_IDEM_FIXED_BYTES 36
+
+struct payment;
+struct refund;
+struct idem_record;
+
+/* Payment codec. encode asserts a valid payment (payment_check) and returns the length;
+ * out holds RECORD_PAYMENT_MAX_BYTES. decode checks every field and invariant of
+ * engine/payment.h (never asserting on disk bytes): 0 or -EBADMSG. */
+#define RECORD_PAYMENT_MAX_BYTES \
+    (RECORD_PAYMENT_FIXED_BYTES + RECORD_MERCHANT_MAX + RECORD_REFERENCE_MAX)
+size_t record_payment_encode(uint8_t *out, const struct payment *p);
+int record_payment_decode(const void *data, size_t len, struct payment *p);
+
+#define RECORD_REFUND_MAX_BYTES (RECORD_REFUND_FIXED_BYTES + RECORD_MERCHANT_MAX)
+size_t record_refund_encode(uint8_t *out, const struct refund *r);
+int record_refund_decode(const void *data, size_t len, struct refund *r);
+
+/* Idempotency codec. size/encode copy the spans (absent parts are remembered as
+ * absent); decode points the spans of *rec into data. */
+size_t record_idem_size(const struct idem_record *rec);
+size_t record_idem_encode(uint8_t *out, const struct idem_record *rec);
+int record_idem_decode(const void *data, size_t len, struct idem_record *rec);

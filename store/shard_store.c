@@ -22,7 +22,11 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "engine/api.h"
+#include "engine/apply.h"
 #include "engine/assert.h"
+#include "engine/json.h"
+#include "engine/ledger.h"
 #include "store/manifest.h"
 #include "store/record.h"
 
@@ -39,10 +43,10 @@ enum shard_dbi {
 };
 
 static const char *const dbi_names[SHARD_DBI_COUNT] = {
-    [SHARD_DBI_PAYMENTS] = "payments", [SHARD_DBI_REFUNDS] = "refunds",
-    [SHARD_DBI_IDEM] = "idem",         [SHARD_DBI_LEDGER] = "ledger",
-    [SHARD_DBI_BALANCES] = "balances", [SHARD_DBI_OUTBOX] = "outbox",
-    [SHARD_DBI_META] = "meta",
+    [SHARD_DBI_PAYMENTS] = RECORD_DB_PAYMENTS, [SHARD_DBI_REFUNDS] = RECORD_DB_REFUNDS,
+    [SHARD_DBI_IDEM] = RECORD_DB_IDEM,         [SHARD_DBI_LEDGER] = RECORD_DB_LEDGER,
+    [SHARD_DBI_BALANCES] = RECORD_DB_BALANCES, [SHARD_DBI_OUTBOX] = RECORD_DB_OUTBOX,
+    [SHARD_DBI_META] = RECORD_DB_META,
 };
 
 struct shard_store {
@@ -282,7 +286,7 @@ static int txn_once(struct shard_store *s, struct shard_txn *t, shard_txn_body_f
     return rc;
 }
 
-__attribute__((unused)) static int txn_run(struct shard_store *s, struct shard_txn *t, shard_txn_body_fn body,
+static int txn_run(struct shard_store *s, struct shard_txn *t, shard_txn_body_fn body,
                         void *arg)
 {
     ASSERT(s != NULL && s->env != NULL && t != NULL && body != NULL);
@@ -344,70 +348,149 @@ void shard_store_set_replicated(struct shard_store *s, uint64_t event_seq)
         s->replicated_pending = event_seq;
 }
 
-/* ---- sequences, balances, ledger, outbox ------------------------------------------ */
 
-/* Returns the next value (1, 2, ...) of the counter meta[name] and stores it. */
-static int seq_next(struct shard_txn *t, const char *name, uint64_t *out)
+/* ---- the engine's store interface over one transaction ----------------------------- */
+
+/*
+ * Each function below implements one member of struct engine_store (engine/apply.h)
+ * with ctx = struct shard_txn. LMDB failures stick in t->err (the batch is aborted);
+ * -ENOENT is a normal answer of reads; -EOVERFLOW from a posting is the operation's
+ * own failure (t->err stays 0, so only that operation is dropped; see apply_batch).
+ */
+
+/* Gets key from dbi: 0, -ENOENT, or the stuck LMDB error. */
+static int txn_get(struct shard_txn *t, int dbi, MDB_val *key, MDB_val *val)
 {
     if (t->err)
         return t->err;
+    int rc = mdb_get(t->txn, t->s->dbi[dbi], key, val);
+    if (rc == MDB_NOTFOUND)
+        return -ENOENT;
+    return txn_fail(t, rc);
+}
+
+static int st_payment_get(void *ctx, const char *id, size_t id_len, struct payment *out)
+{
+    struct shard_txn *t = ctx;
+    if (id_len != RECORD_PAYMENT_ID_BYTES)
+        return -ENOENT;
+    MDB_val key = {.mv_size = id_len, .mv_data = (void *)id}, val;
+    int rc = txn_get(t, SHARD_DBI_PAYMENTS, &key, &val);
+    if (rc)
+        return rc;
+    if (record_payment_decode(val.mv_data, val.mv_size, out) ||
+        memcmp(out->id, id, id_len) != 0)
+        return txn_fail(t, MDB_CORRUPTED);
+    return 0;
+}
+
+static int st_payment_put(void *ctx, const struct payment *p)
+{
+    struct shard_txn *t = ctx;
+    uint8_t buf[RECORD_PAYMENT_MAX_BYTES];
+    MDB_val key = {.mv_size = RECORD_PAYMENT_ID_BYTES, .mv_data = (void *)p->id};
+    MDB_val val = {.mv_data = buf, .mv_size = record_payment_encode(buf, p)};
+    return txn_put(t, SHARD_DBI_PAYMENTS, &key, &val, 0);
+}
+
+static int st_refund_put(void *ctx, const struct refund *r)
+{
+    struct shard_txn *t = ctx;
+    uint8_t buf[RECORD_REFUND_MAX_BYTES];
+    MDB_val key = {.mv_size = RECORD_PAYMENT_ID_BYTES, .mv_data = (void *)r->id};
+    MDB_val val = {.mv_data = buf, .mv_size = record_refund_encode(buf, r)};
+    return txn_put(t, SHARD_DBI_REFUNDS, &key, &val, MDB_NOOVERWRITE);
+}
+
+static const char *seq_name(enum engine_seq which)
+{
+    switch (which) {
+    case ENGINE_SEQ_PAYMENT:
+        return "seq:payment";
+    case ENGINE_SEQ_REFUND:
+        return "seq:refund";
+    case ENGINE_SEQ_EVENT:
+        return "seq:event";
+    }
+    UNREACHABLE();
+    return NULL;
+}
+
+static int st_next_sequence(void *ctx, enum engine_seq which, uint64_t *out)
+{
+    struct shard_txn *t = ctx;
+    if (t->err)
+        return t->err;
+    const char *name = seq_name(which);
     uint64_t v = 0;
     int rc = meta_get(t->txn, t->s, name, &v);
     if (rc && rc != MDB_NOTFOUND)
         return txn_fail(t, rc);
     ASSERT(v < UINT64_MAX);
-    v++;
     uint8_t buf[RECORD_I64_BYTES];
-    record_i64_encode(buf, (int64_t)v);
+    record_i64_encode(buf, (int64_t)(v + 1));
     MDB_val key = {.mv_size = strlen(name), .mv_data = (void *)name};
     MDB_val val = {.mv_size = sizeof(buf), .mv_data = buf};
     rc = txn_put(t, SHARD_DBI_META, &key, &val, 0);
-    if (rc)
-        return rc;
-    *out = v;
-    return 0;
+    if (rc == 0)
+        *out = v + 1;
+    return rc;
 }
 
-/* Reads a balance; an account never posted to is 0. */
-static int balance_read(struct shard_txn *t, const char *m, size_t mlen, const char cur[3],
-                        uint8_t account, int64_t *v)
+static int st_idem_get(void *ctx, const char *m, size_t mlen, const char *k, size_t klen,
+                       struct idem_record *out)
 {
-    if (t->err)
-        return t->err;
+    struct shard_txn *t = ctx;
     uint8_t kbuf[RECORD_KEY_MAX];
-    MDB_val key = {.mv_data = kbuf};
-    key.mv_size = record_key_balance(kbuf, m, mlen, cur, account);
+    MDB_val key = {.mv_data = kbuf, .mv_size = record_key_idem(kbuf, m, mlen, k, klen)};
     MDB_val val;
-    int rc = mdb_get(t->txn, t->s->dbi[SHARD_DBI_BALANCES], &key, &val);
-    if (rc == MDB_NOTFOUND) {
-        *v = 0;
-        return 0;
-    }
+    int rc = txn_get(t, SHARD_DBI_IDEM, &key, &val);
     if (rc)
-        return txn_fail(t, rc);
-    if (record_i64_decode(val.mv_data, val.mv_size, v))
+        return rc;
+    /* The spans point into the map; valid until the next store call (apply.h). */
+    if (record_idem_decode(val.mv_data, val.mv_size, out))
         return txn_fail(t, MDB_CORRUPTED);
     return 0;
 }
 
-static int balance_add(struct shard_txn *t, const char *m, size_t mlen, const char cur[3],
-                       uint8_t account, int64_t delta)
+static int st_idem_put(void *ctx, const char *m, size_t mlen, const char *k, size_t klen,
+                       const struct idem_record *rec)
 {
-    int64_t v = 0;
-    int rc = balance_read(t, m, mlen, cur, account, &v);
+    struct shard_txn *t = ctx;
+    if (t->err)
+        return t->err;
+    uint8_t kbuf[RECORD_KEY_MAX];
+    MDB_val key = {.mv_data = kbuf, .mv_size = record_key_idem(kbuf, m, mlen, k, klen)};
+    MDB_val val = {.mv_size = record_idem_size(rec)};
+    /* MDB_RESERVE: LMDB hands out the space and we encode straight into it. */
+    int rc = txn_put(t, SHARD_DBI_IDEM, &key, &val, MDB_RESERVE);
     if (rc)
         return rc;
-    /* Every amount is <= 10^15 and a shard holds far fewer than 9000 of them per
-     * account and currency... unless it lives long: overflow is checked, not hoped. */
-    int64_t next;
-    if (__builtin_add_overflow(v, delta, &next))
-        return txn_fail(t, -EOVERFLOW);
-    uint8_t kbuf[RECORD_KEY_MAX], vbuf[RECORD_I64_BYTES];
-    MDB_val key = {.mv_data = kbuf};
-    key.mv_size = record_key_balance(kbuf, m, mlen, cur, account);
-    record_i64_encode(vbuf, next);
-    MDB_val val = {.mv_size = sizeof(vbuf), .mv_data = vbuf};
-    return txn_put(t, SHARD_DBI_BALANCES, &key, &val, 0);
+    size_t n = record_idem_encode(val.mv_data, rec);
+    ASSERT(n == val.mv_size);
+    return 0;
+}
+
+/* Reads the balances of (merchant, currency) into *b: 0, -ENOENT, or an error. */
+static int balance_read(struct shard_txn *t, const char *m, size_t mlen, const char *cur,
+                        struct balance *b)
+{
+    uint8_t kbuf[RECORD_KEY_MAX];
+    MDB_val key = {.mv_data = kbuf, .mv_size = record_key_balance(kbuf, m, mlen, cur)};
+    MDB_val val;
+    int rc = txn_get(t, SHARD_DBI_BALANCES, &key, &val);
+    if (rc)
+        return rc;
+    struct record_balance rb;
+    if (record_balance_decode(val.mv_data, val.mv_size, &rb) ||
+        (uint64_t)rb.clearing + (uint64_t)rb.pending + (uint64_t)rb.available != 0)
+        return txn_fail(t, MDB_CORRUPTED);
+    memset(b, 0, sizeof(*b));
+    memcpy(b->currency, cur, CURRENCY_BYTES);
+    b->clearing = rb.clearing;
+    b->pending = rb.pending;
+    b->available = rb.available;
+    return 0;
 }
 
 /* The merchant's last ledger sequence number, 0 when its ledger is empty. */
@@ -435,50 +518,285 @@ static int ledger_last_seq(struct shard_txn *t, const char *m, size_t mlen, uint
     return 0;
 }
 
-/*
- * Appends one posting to the merchant's ledger (next per-merchant sequence number)
- * and moves its amount from the debit to the credit account's balance.
- */
-__attribute__((unused)) static int posting_apply(struct shard_txn *t, const char *m, size_t mlen,
-                         const struct record_ledger_entry *e, uint64_t *seq_out)
+static int st_posting_add(void *ctx, const struct posting *p, int64_t now_ms, uint64_t *seq)
 {
-    if (t->err)
-        return t->err;
-    uint64_t seq = 0;
-    int rc = ledger_last_seq(t, m, mlen, &seq);
+    struct shard_txn *t = ctx;
+    ledger_posting_check(p);
+    struct balance b;
+    int rc = balance_read(t, p->merchant_id, p->merchant_id_len, p->currency, &b);
+    if (rc == -ENOENT) {
+        memset(&b, 0, sizeof(b));
+        memcpy(b.currency, p->currency, CURRENCY_BYTES);
+    } else if (rc) {
+        return rc;
+    }
+    rc = ledger_balance_apply(&b, p);
+    if (rc)
+        return rc; /* -EOVERFLOW: this operation's failure, nothing written yet */
+    uint64_t last = 0;
+    rc = ledger_last_seq(t, p->merchant_id, p->merchant_id_len, &last);
     if (rc)
         return rc;
-    seq++;
+    struct record_ledger_entry e = {.debit = (uint8_t)p->debit, .credit = (uint8_t)p->credit,
+                                    .amount = p->amount, .created_at_ms = now_ms,
+                                    .payment_id_len = RECORD_PAYMENT_ID_BYTES};
+    memcpy(e.currency, p->currency, 3);
+    memcpy(e.payment_id, p->payment_id, RECORD_PAYMENT_ID_BYTES);
     uint8_t kbuf[RECORD_KEY_MAX], vbuf[RECORD_LEDGER_MAX_BYTES];
-    MDB_val key = {.mv_data = kbuf, .mv_size = record_key_ledger(kbuf, m, mlen, seq)};
-    MDB_val val = {.mv_data = vbuf, .mv_size = record_ledger_encode(vbuf, e)};
+    MDB_val key = {.mv_data = kbuf};
+    key.mv_size = record_key_ledger(kbuf, p->merchant_id, p->merchant_id_len, last + 1);
+    MDB_val val = {.mv_data = vbuf, .mv_size = record_ledger_encode(vbuf, &e)};
     rc = txn_put(t, SHARD_DBI_LEDGER, &key, &val, MDB_NOOVERWRITE);
-    if (rc == 0)
-        rc = balance_add(t, m, mlen, e->currency, e->debit, -e->amount);
-    if (rc == 0)
-        rc = balance_add(t, m, mlen, e->currency, e->credit, e->amount);
-    if (rc == 0 && seq_out)
-        *seq_out = seq;
+    if (rc)
+        return rc;
+    struct record_balance rb = {b.clearing, b.pending, b.available};
+    uint8_t bbuf[RECORD_BALANCE_BYTES];
+    record_balance_encode(bbuf, &rb);
+    key.mv_size = record_key_balance(kbuf, p->merchant_id, p->merchant_id_len, p->currency);
+    val = (MDB_val){.mv_data = bbuf, .mv_size = sizeof(bbuf)};
+    rc = txn_put(t, SHARD_DBI_BALANCES, &key, &val, 0);
+    if (rc == 0 && seq)
+        *seq = last + 1;
     return rc;
 }
 
-/* Appends an event to the outbox under the next shard-wide event sequence number. */
-__attribute__((unused)) static int outbox_append(struct shard_txn *t, const char *m, size_t mlen, const char *json,
-                         size_t json_len, uint64_t *seq_out)
+static int st_balance_get(void *ctx, const char *m, size_t mlen, const char *cur,
+                          struct balance *out)
 {
-    ASSERT(json_len >= 1 && json_len <= RECORD_EVENT_MAX_BYTES);
-    uint64_t seq = 0;
-    int rc = seq_next(t, "outbox_seq", &seq);
+    return balance_read(ctx, m, mlen, cur, out);
+}
+
+/* Visits every balance record of merchant m, in currency order. */
+static int st_balance_list(void *ctx, const char *m, size_t mlen, engine_balance_fn fn,
+                           void *arg)
+{
+    struct shard_txn *t = ctx;
+    if (t->err)
+        return t->err;
+    uint8_t kbuf[RECORD_KEY_MAX];
+    size_t prefix = record_key_merchant(kbuf, m, mlen);
+    MDB_val key = {.mv_data = kbuf, .mv_size = prefix}, val;
+    MDB_cursor *c = NULL;
+    int rc = mdb_cursor_open(t->txn, t->s->dbi[SHARD_DBI_BALANCES], &c);
+    if (rc)
+        return txn_fail(t, rc);
+    int ret = 0;
+    for (rc = mdb_cursor_get(c, &key, &val, MDB_SET_RANGE); rc == 0 && ret == 0;
+         rc = mdb_cursor_get(c, &key, &val, MDB_NEXT)) {
+        if (key.mv_size != prefix + 3 || memcmp(key.mv_data, kbuf, prefix) != 0)
+            break;
+        char cur[CURRENCY_BYTES];
+        memcpy(cur, (const uint8_t *)key.mv_data + prefix, CURRENCY_BYTES);
+        struct balance b;
+        if (!record_currency_valid(cur)) {
+            ret = txn_fail(t, MDB_CORRUPTED);
+            break;
+        }
+        ret = balance_read(t, m, mlen, cur, &b);
+        if (ret == 0)
+            ret = fn(arg, &b);
+    }
+    mdb_cursor_close(c);
+    if (rc && rc != MDB_NOTFOUND)
+        return txn_fail(t, rc);
+    return ret;
+}
+
+static int st_ledger_page(void *ctx, const char *m, size_t mlen, uint64_t after,
+                          uint32_t limit, engine_entry_fn fn, void *arg, bool *more)
+{
+    struct shard_txn *t = ctx;
+    *more = false;
+    if (t->err)
+        return t->err;
+    if (after == UINT64_MAX)
+        return 0;
+    uint8_t kbuf[RECORD_KEY_MAX];
+    MDB_val key = {.mv_data = kbuf, .mv_size = record_key_ledger(kbuf, m, mlen, after + 1)};
+    size_t prefix = key.mv_size - 8;
+    MDB_val val;
+    MDB_cursor *c = NULL;
+    int rc = mdb_cursor_open(t->txn, t->s->dbi[SHARD_DBI_LEDGER], &c);
+    if (rc)
+        return txn_fail(t, rc);
+    int ret = 0;
+    uint32_t seen = 0;
+    for (rc = mdb_cursor_get(c, &key, &val, MDB_SET_RANGE); rc == 0 && ret == 0;
+         rc = mdb_cursor_get(c, &key, &val, MDB_NEXT)) {
+        if (key.mv_size != prefix + 8 || memcmp(key.mv_data, kbuf, prefix) != 0)
+            break;
+        if (seen == limit) {
+            *more = true;
+            break;
+        }
+        struct record_ledger_entry re;
+        if (record_ledger_decode(val.mv_data, val.mv_size, &re) ||
+            re.payment_id_len != RECORD_PAYMENT_ID_BYTES) {
+            ret = txn_fail(t, MDB_CORRUPTED);
+            break;
+        }
+        struct ledger_entry e = {.seq = record_get_u64be((const uint8_t *)key.mv_data + prefix),
+                                 .debit = (enum ledger_account)re.debit,
+                                 .credit = (enum ledger_account)re.credit,
+                                 .amount = re.amount, .created_at_ms = re.created_at_ms};
+        memcpy(e.payment_id, re.payment_id, RECORD_PAYMENT_ID_BYTES);
+        memcpy(e.currency, re.currency, CURRENCY_BYTES);
+        seen++;
+        ret = fn(arg, &e);
+    }
+    mdb_cursor_close(c);
+    if (rc && rc != MDB_NOTFOUND)
+        return txn_fail(t, rc);
+    return ret;
+}
+
+static int st_event_append(void *ctx, const struct engine_event *ev)
+{
+    struct shard_txn *t = ctx;
+    ASSERT(ev->seq >= 1 && ev->topic != NULL);
+    struct record_event re = {.merchant = ev->key.ptr, .merchant_len = ev->key.len,
+                              .topic = ev->topic, .topic_len = strlen(ev->topic),
+                              .json = ev->value.ptr, .json_len = ev->value.len};
+    uint8_t kbuf[8];
+    record_put_u64be(kbuf, ev->seq);
+    MDB_val key = {.mv_data = kbuf, .mv_size = sizeof(kbuf)};
+    MDB_val val = {.mv_size = record_event_size(&re)};
+    /* Event sequence numbers only grow, so the key sorts last: MDB_APPEND is valid,
+     * and a reused number fails (MDB_KEYEXIST) instead of overwriting an event. */
+    int rc = txn_put(t, SHARD_DBI_OUTBOX, &key, &val, MDB_APPEND | MDB_RESERVE);
     if (rc)
         return rc;
-    uint8_t kbuf[8], vbuf[2 + RECORD_MERCHANT_MAX + 4 + RECORD_EVENT_MAX_BYTES];
-    record_put_u64be(kbuf, seq);
-    MDB_val key = {.mv_data = kbuf, .mv_size = sizeof(kbuf)};
-    MDB_val val = {.mv_data = vbuf};
-    val.mv_size = record_event_encode(vbuf, m, mlen, json, json_len);
-    /* Sequence numbers only grow, so the key sorts last: MDB_APPEND is valid. */
-    rc = txn_put(t, SHARD_DBI_OUTBOX, &key, &val, MDB_APPEND);
-    if (rc == 0 && seq_out)
-        *seq_out = seq;
+    size_t n = record_event_encode(val.mv_data, &re);
+    ASSERT(n == val.mv_size);
+    return 0;
+}
+
+static const struct engine_store write_store = {
+    .payment_get = st_payment_get,     .payment_put = st_payment_put,
+    .refund_put = st_refund_put,       .next_sequence = st_next_sequence,
+    .idem_get = st_idem_get,           .idem_put = st_idem_put,
+    .posting_add = st_posting_add,     .balance_get = st_balance_get,
+    .balance_list = st_balance_list,   .ledger_page = st_ledger_page,
+    .event_append = st_event_append,
+};
+
+/* Reads only: the write members are NULL (engine/apply.h). */
+static const struct engine_store read_store = {
+    .payment_get = st_payment_get,   .idem_get = st_idem_get,
+    .balance_get = st_balance_get,   .balance_list = st_balance_list,
+    .ledger_page = st_ledger_page,
+};
+
+/* ---- group commit ------------------------------------------------------------------ */
+
+/* Internal: engine_apply failed on its own (t->err == 0); index in batch_run.failed. */
+#define SHARD_ITEM_FAILED (-ECANCELED)
+
+struct batch_run {
+    struct batch_item *items;
+    size_t n;
+    int64_t now_ms;
+    size_t failed; /* the item that failed alone, when the body returns ITEM_FAILED */
+};
+
+/* Renders 503 overloaded into an item's answer. */
+static void answer_overloaded(struct batch_item *it, int rc)
+{
+    struct api_error e;
+    api_error_set(&e, 503, "overloaded", "the shard store could not commit; retry later",
+                  NULL);
+    struct jw w;
+    jw_init(&w, it->answer.body, it->answer.cap);
+    api_render_error(&w, &e, it->op->request_id, it->op->request_id_len);
+    ASSERT(jw_finish(&w) == 0); /* callers give at least ENGINE_ANSWER_MAX_BYTES */
+    it->answer.status = 503;
+    it->answer.replayed = false;
+    it->answer.len = w.len;
+    it->rc = rc;
+}
+
+static void batch_body(struct shard_txn *t, void *varg)
+{
+    struct batch_run *b = varg;
+    for (size_t i = 0; i < b->n; i++) {
+        struct batch_item *it = &b->items[i];
+        if (it->rc)
+            continue; /* dropped on an earlier attempt: already answered 503 */
+        int rc = engine_apply(&write_store, t, it->op, b->now_ms, &it->answer);
+        if (rc == 0)
+            continue;
+        if (t->err == 0) {
+            /* The operation failed by itself (e.g. a balance would overflow). */
+            b->failed = i;
+            t->err = SHARD_ITEM_FAILED;
+        }
+        return;
+    }
+}
+
+int shard_store_apply_batch(struct shard_store *s, struct batch_item *items, size_t n,
+                            int64_t now_ms)
+{
+    ASSERT(s != NULL && (items != NULL || n == 0));
+    for (size_t i = 0; i < n; i++) {
+        ASSERT(items[i].op != NULL && items[i].answer.body != NULL);
+        ASSERT(items[i].answer.cap >= ENGINE_ANSWER_MAX_BYTES);
+        items[i].rc = 0;
+    }
+    struct batch_run b = {.items = items, .n = n, .now_ms = now_ms};
+    struct shard_txn t;
+    int rc;
+    /* Each attempt that fails on one operation alone drops that operation (503) and
+     * runs the rest again from scratch: the transaction was aborted, so nothing of
+     * the first attempt exists, and the others get the same answers as before. */
+    for (int attempt = 0;; attempt++) {
+        rc = txn_run(s, &t, batch_body, &b);
+        if (rc != SHARD_ITEM_FAILED)
+            break;
+        answer_overloaded(&items[b.failed], -EOVERFLOW);
+        s->stats.dropped_items++;
+        if (attempt == SHARD_BATCH_DROP_MAX) {
+            rc = -EAGAIN;
+            break;
+        }
+    }
+    if (rc == 0) {
+        s->stats.batches++;
+        s->stats.items += n;
+        return 0;
+    }
+    rc = errno_of(rc);
+    for (size_t i = 0; i < n; i++)
+        if (items[i].rc == 0)
+            answer_overloaded(&items[i], rc);
     return rc;
+}
+
+static void read_body(struct shard_txn *t, struct batch_item *items, size_t n,
+                      int64_t now_ms)
+{
+    for (size_t i = 0; i < n; i++) {
+        struct batch_item *it = &items[i];
+        ASSERT(it->op->kind == OP_GET_PAYMENT || it->op->kind == OP_BALANCES ||
+               it->op->kind == OP_LEDGER);
+        it->rc = engine_apply(&read_store, t, it->op, now_ms, &it->answer);
+        if (it->rc)
+            answer_overloaded(it, it->rc);
+    }
+}
+
+int shard_store_read(struct shard_store *s, struct batch_item *items, size_t n,
+                     int64_t now_ms)
+{
+    ASSERT(s != NULL && (items != NULL || n == 0));
+    struct shard_txn t = {.s = s};
+    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &t.txn);
+    if (rc) {
+        for (size_t i = 0; i < n; i++)
+            answer_overloaded(&items[i], errno_of(rc));
+        return errno_of(rc);
+    }
+    read_body(&t, items, n, now_ms);
+    mdb_txn_abort(t.txn);
+    return 0;
 }
