@@ -12,6 +12,7 @@
 
 #include "engine/apply.h"
 #include "engine/assert.h"
+#include "engine/ids.h"
 #include "engine/limits.h"
 #include "engine/payment.h"
 
@@ -310,8 +311,10 @@ int record_payment_decode(const void *data, size_t len, struct payment *p)
     memcpy(p->merchant_id, b + RECORD_PAYMENT_FIXED_BYTES, p->merchant_id_len);
     memcpy(p->reference, b + RECORD_PAYMENT_FIXED_BYTES + p->merchant_id_len, p->reference_len);
     if (!record_merchant_valid(p->merchant_id, p->merchant_id_len) ||
-        !record_currency_valid(p->currency) || memchr(p->id, 0, ID_BYTES) ||
-        !payment_state_ok(p) || p->created_at_ms < 0 || p->updated_at_ms < p->created_at_ms)
+        !record_currency_valid(p->currency) ||
+        ids_parse(p->id, ID_BYTES, IDS_PAYMENT, NULL, NULL) != 0 ||
+        !payment_state_ok(p) || p->created_at_ms < 0 || p->updated_at_ms < p->created_at_ms ||
+        p->updated_at_ms > TIME_MS_MAX || memchr(p->reference, 0, p->reference_len))
         return -EBADMSG;
     return 0;
 }
@@ -350,10 +353,13 @@ int record_refund_decode(const void *data, size_t len, struct refund *r)
     memcpy(r->payment_id, b + 30, ID_BYTES);
     r->amount = (int64_t)record_get_u64le(b + 56);
     r->created_at_ms = (int64_t)record_get_u64le(b + 64);
+    if (r->created_at_ms < 0 || r->created_at_ms > TIME_MS_MAX)
+        return -EBADMSG;
     memcpy(r->merchant_id, b + RECORD_REFUND_FIXED_BYTES, r->merchant_id_len);
     if (!record_merchant_valid(r->merchant_id, r->merchant_id_len) ||
         !record_currency_valid(r->currency) || !amount_ok(r->amount) ||
-        memchr(r->id, 0, ID_BYTES) || memchr(r->payment_id, 0, ID_BYTES) ||
+        ids_parse(r->id, ID_BYTES, IDS_REFUND, NULL, NULL) != 0 ||
+        ids_parse(r->payment_id, ID_BYTES, IDS_PAYMENT, NULL, NULL) != 0 ||
         (r->payment_status != PAYMENT_PARTIALLY_REFUNDED &&
          r->payment_status != PAYMENT_REFUNDED))
         return -EBADMSG;
