@@ -92,7 +92,7 @@ int store_manifest_read(const char *dir, unsigned *nshards, char *err, size_t er
         set_err(err, err_size, "cannot read %s: %s", path, strerror(-rc));
         return rc;
     }
-    text[got] = '\0';
+    text[got > 0 ? (size_t)got : 0] = '\0'; /* got >= 0 here; says so to gcc */
     if (got == MANIFEST_MAX_BYTES || strlen(text) != (size_t)got || parse(text, nshards)) {
         set_err(err, err_size, "%s is not a ringpay manifest of format version %d", path,
                 STORE_FORMAT_VERSION);
