@@ -17,13 +17,14 @@ int mem_store_init(struct mem_store *m, size_t cap, size_t arena_bytes)
     m->pay_index = calloc(2 * cap, sizeof(*m->pay_index));
     m->refunds = calloc(cap, sizeof(*m->refunds));
     m->idem = calloc(cap, sizeof(*m->idem));
+    m->idem_index = calloc(2 * cap, sizeof(*m->idem_index));
     m->entries = calloc(2 * cap, sizeof(*m->entries));
     m->balances = calloc(cap, sizeof(*m->balances));
     m->events = calloc(cap, sizeof(*m->events));
     m->arena = malloc(arena_bytes);
     m->arena_cap = arena_bytes;
     m->fail_errno = -EIO;
-    if (!m->payments || !m->pay_index || !m->refunds || !m->idem || !m->entries ||
+    if (!m->payments || !m->pay_index || !m->refunds || !m->idem || !m->idem_index || !m->entries ||
         !m->balances || !m->events || !m->arena) {
         mem_store_free(m);
         return -ENOMEM;
@@ -34,6 +35,7 @@ int mem_store_init(struct mem_store *m, size_t cap, size_t arena_bytes)
 void mem_store_reset(struct mem_store *m)
 {
     memset(m->pay_index, 0, 2 * m->cap * sizeof(*m->pay_index));
+    memset(m->idem_index, 0, 2 * m->cap * sizeof(*m->idem_index));
     m->npayments = m->nrefunds = m->nidem = m->nentries = m->nbalances = m->nevents = 0;
     m->arena_len = 0;
     memset(m->seq, 0, sizeof(m->seq));
@@ -47,6 +49,7 @@ void mem_store_free(struct mem_store *m)
     free(m->pay_index);
     free(m->refunds);
     free(m->idem);
+    free(m->idem_index);
     free(m->entries);
     free(m->balances);
     free(m->events);
@@ -134,16 +137,33 @@ static int next_sequence(void *ctx, enum engine_seq which, uint64_t *out)
     return 0;
 }
 
+static uint64_t idem_hash(const char *merchant, size_t mlen, const char *key, size_t klen)
+{
+    return engine_merchant_hash(merchant, mlen) * 31 ^ engine_merchant_hash(key, klen);
+}
+
+/* Slot of (merchant, key) in idem_index: the matching one or the empty one. */
+static size_t idem_slot(const struct mem_store *m, const char *merchant, size_t mlen,
+                        const char *key, size_t klen)
+{
+    size_t slots = 2 * m->cap, i = idem_hash(merchant, mlen, key, klen) % slots;
+    for (;;) {
+        uint32_t r = m->idem_index[i];
+        if (r == 0)
+            return i;
+        const struct mem_idem *x = &m->idem[r - 1];
+        if (strlen(x->merchant) == mlen && memcmp(x->merchant, merchant, mlen) == 0 &&
+            x->key_len == klen && memcmp(x->key, key, klen) == 0)
+            return i;
+        i = (i + 1) % slots;
+    }
+}
+
 static struct mem_idem *idem_find(struct mem_store *m, const char *merchant, size_t mlen,
                                   const char *key, size_t klen)
 {
-    for (size_t i = m->nidem; i-- > 0;) {
-        struct mem_idem *r = &m->idem[i];
-        if (strlen(r->merchant) == mlen && memcmp(r->merchant, merchant, mlen) == 0 &&
-            r->key_len == klen && memcmp(r->key, key, klen) == 0)
-            return r;
-    }
-    return NULL;
+    uint32_t r = m->idem_index[idem_slot(m, merchant, mlen, key, klen)];
+    return r ? &m->idem[r - 1] : NULL;
 }
 
 static int idem_get(void *ctx, const char *merchant, size_t mlen, const char *key, size_t klen,
@@ -175,6 +195,7 @@ static int idem_put(void *ctx, const char *merchant, size_t mlen, const char *ke
     ASSERT(mlen >= 1 && mlen <= MERCHANT_ID_MAX_BYTES && klen <= IDEMPOTENCY_KEY_MAX_BYTES);
     if (m->nidem == m->cap)
         return -ENOSPC;
+    m->idem_index[idem_slot(m, merchant, mlen, key, klen)] = (uint32_t)(m->nidem + 1);
     struct mem_idem *r = &m->idem[m->nidem++];
     memset(r, 0, sizeof(*r));
     memcpy(r->merchant, merchant, mlen);

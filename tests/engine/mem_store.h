@@ -57,6 +57,7 @@ struct mem_store {
     size_t nrefunds;
     struct mem_idem *idem;
     size_t nidem;
+    uint32_t *idem_index; /* open addressing over (merchant, key): row + 1; 2 * cap */
     struct mem_entry *entries;
     size_t nentries;
     struct mem_balance *balances;
