@@ -11,7 +11,8 @@
 #include "engine/apply.h"
 #include "tests/engine/mem_store.h"
 
-namespace {
+namespace
+{
 
 constexpr uint32_t kShards = 2;
 constexpr size_t kStoreRows = 1 << 16;

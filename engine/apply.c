@@ -49,8 +49,8 @@ static int answer_error_param(struct answer *out, const struct op *op, uint16_t 
     return 0;
 }
 
-static int answer_error(struct answer *out, const struct op *op, uint16_t status,
-                        const char *code, const char *message)
+static int answer_error(struct answer *out, const struct op *op, uint16_t status, const char *code,
+                        const char *message)
 {
     return answer_error_param(out, op, status, code, message, NULL);
 }
@@ -83,8 +83,8 @@ static void fingerprint(const struct op *op, struct engine_span fp[IDEM_FP_PARTS
 
 /* Looks the key up in scope s. Returns 1 when *out is the final answer (a replay or a
  * key reused for another request), 0 to go on, or a store's -errno. */
-static int idem_check(const struct engine_store *st, void *ctx, struct scope s,
-                      const struct op *op, struct answer *out)
+static int idem_check(const struct engine_store *st, void *ctx, struct scope s, const struct op *op,
+                      struct answer *out)
 {
     struct idem_record rec;
     struct engine_span fp[IDEM_FP_PARTS];
@@ -111,8 +111,8 @@ static int idem_check(const struct engine_store *st, void *ctx, struct scope s,
     return 1;
 }
 
-static int idem_store(const struct engine_store *st, void *ctx, struct scope s,
-                      const struct op *op, const struct answer *out, int64_t now_ms)
+static int idem_store(const struct engine_store *st, void *ctx, struct scope s, const struct op *op,
+                      const struct answer *out, int64_t now_ms)
 {
     struct idem_record rec;
     ASSERT(s.len > 0 && out->status != 0);
@@ -317,8 +317,7 @@ static enum payment_err transition(const struct op *op, const struct payment *be
     case OP_VOID:
         e = payment_void(before, now_ms, after, lp);
         if (e == PAYMENT_OK)
-            *ea = (struct event_amounts){"payment.voided", before->amount, before->amount,
-                                         NULL};
+            *ea = (struct event_amounts){"payment.voided", before->amount, before->amount, NULL};
         return e;
     case OP_REFUND:
         ids_format(rid, IDS_REFUND, op->shard, 1); /* provisional, see commit_change */
@@ -464,8 +463,8 @@ static int apply_read_list(const struct engine_store *st, void *ctx, const struc
     return 0;
 }
 
-int engine_apply(const struct engine_store *st, void *ctx, const struct op *op,
-                 int64_t now_ms, struct answer *out)
+int engine_apply(const struct engine_store *st, void *ctx, const struct op *op, int64_t now_ms,
+                 struct answer *out)
 {
     ASSERT(st != NULL && op != NULL && out != NULL && out->body != NULL);
     ASSERT(now_ms >= 0 && now_ms <= TIME_MS_MAX);

@@ -17,8 +17,7 @@
 
 #define NSHARDS 4
 
-static struct engine_span S(const char *s)
-{
+static struct engine_span S(const char *s) {
     return (struct engine_span){s, s ? strlen(s) : 0};
 }
 
@@ -32,8 +31,12 @@ static struct result *decode(const char *method, const char *path, const char *q
                              const char *body, const char *key, const char *auth)
 {
     static struct result r;
-    struct api_request req = {.method = S(method), .path = S(path), .query = S(query),
-                              .body = S(body), .idem_key = S(key), .auth_merchant = S(auth),
+    struct api_request req = {.method = S(method),
+                              .path = S(path),
+                              .query = S(query),
+                              .body = S(body),
+                              .idem_key = S(key),
+                              .auth_merchant = S(auth),
                               .request_id = S("req-1")};
     r.rc = api_decode(&req, NSHARDS, &r.op, &r.err);
     return &r;
@@ -41,8 +44,7 @@ static struct result *decode(const char *method, const char *path, const char *q
 
 #define PAY "pay_02000000000000000b"
 
-static void expect_error(const struct result *r, int status, const char *code,
-                         const char *param)
+static void expect_error(const struct result *r, int status, const char *code, const char *param)
 {
     if (r->rc != -EINVAL)
         fail_msg("decoded, wanted %d %s", status, code);
@@ -110,12 +112,26 @@ static void test_not_found_and_method(void **state)
 {
     (void)state;
     static const char *const shapes[] = {
-        "/", "/v1", "/v1/", "/v2/payments/authorize", "/v1/payments", "/v1/payments/",
-        "/v1/payments/authorize/", "/v1/payments/" PAY "/", "/v1/payments/" PAY "/capture/",
-        "/v1/payments/" PAY "/settle", "/v1/payments//capture", "/v1//payments/authorize",
-        "/v1/merchants/m-1", "/v1/merchants/m-1/orders", "/v1/merchants//balances",
-        "/v1/payments/" PAY "/capture/x", "/V1/payments/authorize", "/v1/Payments/authorize",
-        "/healthz", "v1/payments/authorize",
+        "/",
+        "/v1",
+        "/v1/",
+        "/v2/payments/authorize",
+        "/v1/payments",
+        "/v1/payments/",
+        "/v1/payments/authorize/",
+        "/v1/payments/" PAY "/",
+        "/v1/payments/" PAY "/capture/",
+        "/v1/payments/" PAY "/settle",
+        "/v1/payments//capture",
+        "/v1//payments/authorize",
+        "/v1/merchants/m-1",
+        "/v1/merchants/m-1/orders",
+        "/v1/merchants//balances",
+        "/v1/payments/" PAY "/capture/x",
+        "/V1/payments/authorize",
+        "/v1/Payments/authorize",
+        "/healthz",
+        "v1/payments/authorize",
     };
     for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++) {
         struct result *r = decode("POST", shapes[i], NULL, "{}", "k", NULL);
@@ -124,12 +140,11 @@ static void test_not_found_and_method(void **state)
         assert_string_equal(r->err.code, "not_found");
     }
     /* Malformed ids, refund ids and shards beyond the process's count are 404 too. */
-    expect_error(decode("GET", "/v1/payments/pay_02000000000000000B", NULL, NULL, NULL, NULL),
-                 404, "not_found", NULL);
-    expect_error(decode("GET", "/v1/payments/rfd_02000000000000000b", NULL, NULL, NULL, NULL),
-                 404, "not_found", NULL);
-    expect_error(decode("POST", "/v1/payments/pay_04000000000000000b/void", NULL, NULL, "k",
-                        NULL),
+    expect_error(decode("GET", "/v1/payments/pay_02000000000000000B", NULL, NULL, NULL, NULL), 404,
+                 "not_found", NULL);
+    expect_error(decode("GET", "/v1/payments/rfd_02000000000000000b", NULL, NULL, NULL, NULL), 404,
+                 "not_found", NULL);
+    expect_error(decode("POST", "/v1/payments/pay_04000000000000000b/void", NULL, NULL, "k", NULL),
                  404, "not_found", NULL);
     /* Known shape, wrong method: 405 with Allow, checked before the id. */
     struct result *r = decode("GET", "/v1/payments/authorize", NULL, NULL, NULL, NULL);
@@ -174,12 +189,11 @@ static void test_idempotency_key(void **state)
     /* GET ignores it, even when malformed. */
     assert_int_equal(decode("GET", "/v1/payments/" PAY, NULL, NULL, "", NULL)->rc, 0);
     /* The key is checked before the body. */
-    expect_error(decode("POST", path, NULL, "{", NULL, NULL), 400, "missing_idempotency_key",
-                 NULL);
+    expect_error(decode("POST", path, NULL, "{", NULL, NULL), 400, "missing_idempotency_key", NULL);
 }
 
-static const char *authorize_body(const char *merchant, const char *amount,
-                                  const char *currency, const char *reference)
+static const char *authorize_body(const char *merchant, const char *amount, const char *currency,
+                                  const char *reference)
 {
     static char body[1024];
     int n = snprintf(body, sizeof(body), "{\"merchant_id\":%s,\"amount\":%s,\"currency\":%s",
@@ -192,8 +206,7 @@ static const char *authorize_body(const char *merchant, const char *amount,
 
 static struct result *authorize(const char *m, const char *a, const char *c, const char *ref)
 {
-    return decode("POST", "/v1/payments/authorize", NULL, authorize_body(m, a, c, ref), "k",
-                  NULL);
+    return decode("POST", "/v1/payments/authorize", NULL, authorize_body(m, a, c, ref), "k", NULL);
 }
 
 static void test_authorize_body(void **state)
@@ -215,13 +228,13 @@ static void test_authorize_body(void **state)
     assert_int_equal(authorize(m64, "1", "\"USD\"", NULL)->rc, 0);
     strcpy(m64 + 65, "a\"");
     expect_error(authorize(m64, "1", "\"USD\"", NULL), 400, "invalid_param", "merchant_id");
-    static const char *const bad_merchants[] = {"\"\"", "\"m 1\"", "\"m/1\"", "\"m.1\"",
-                                                "\"m\\u00e9\"", "1", "null"};
+    static const char *const bad_merchants[] = {"\"\"",         "\"m 1\"", "\"m/1\"", "\"m.1\"",
+                                                "\"m\\u00e9\"", "1",       "null"};
     for (size_t i = 0; i < sizeof(bad_merchants) / sizeof(bad_merchants[0]); i++)
         expect_error(authorize(bad_merchants[i], "1", "\"USD\"", NULL), 400, "invalid_param",
                      "merchant_id");
     static const char *const bad_currencies[] = {"\"usd\"", "\"US\"", "\"USDX\"", "\"U1D\"",
-                                                 "\"\"", "840", "null"};
+                                                 "\"\"",    "840",    "null"};
     for (size_t i = 0; i < sizeof(bad_currencies) / sizeof(bad_currencies[0]); i++)
         expect_error(authorize("\"m\"", "1", bad_currencies[i], NULL), 400, "invalid_param",
                      "currency");
@@ -294,8 +307,7 @@ static void test_amounts_through_codec(void **state)
             }
             if (r->rc != -EINVAL || r->err.status != cases[i].status ||
                 strcmp(r->err.code, cases[i].code) != 0)
-                fail_msg("%s %s: rc %d status %d", paths[p], cases[i].body, r->rc,
-                         r->err.status);
+                fail_msg("%s %s: rc %d status %d", paths[p], cases[i].body, r->rc, r->err.status);
         }
     }
     /* void takes no members at all. */
@@ -323,12 +335,23 @@ static void test_ledger_query(void **state)
     static const struct {
         const char *q, *param;
     } bad[] = {
-        {"limit=0", "limit"},       {"limit=1001", "limit"},   {"limit=01", "limit"},
-        {"limit=", "limit"},        {"limit", "limit"},        {"limit=-1", "limit"},
-        {"limit=1.0", "limit"},     {"limit=+5", "limit"},     {"limit=5&limit=5", "limit"},
-        {"after=-1", "after"},      {"after=01", "after"},     {"after=x", "after"},
-        {"after=9223372036854775808", "after"},               {"after=1&after=2", "after"},
-        {"foo=1", "foo"},           {"after=1&", "query"},     {"&", "query"},
+        {"limit=0", "limit"},
+        {"limit=1001", "limit"},
+        {"limit=01", "limit"},
+        {"limit=", "limit"},
+        {"limit", "limit"},
+        {"limit=-1", "limit"},
+        {"limit=1.0", "limit"},
+        {"limit=+5", "limit"},
+        {"limit=5&limit=5", "limit"},
+        {"after=-1", "after"},
+        {"after=01", "after"},
+        {"after=x", "after"},
+        {"after=9223372036854775808", "after"},
+        {"after=1&after=2", "after"},
+        {"foo=1", "foo"},
+        {"after=1&", "query"},
+        {"&", "query"},
         {"after%3D1", "after%3D1"},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -346,9 +369,9 @@ static void test_ledger_query(void **state)
 static void test_authenticated_merchant(void **state)
 {
     (void)state;
-    struct result *r = decode("POST", "/v1/payments/authorize", NULL,
-                              "{\"merchant_id\":\"m-1\",\"amount\":1,\"currency\":\"KRW\"}", "k",
-                              "m-2");
+    struct result *r =
+        decode("POST", "/v1/payments/authorize", NULL,
+               "{\"merchant_id\":\"m-1\",\"amount\":1,\"currency\":\"KRW\"}", "k", "m-2");
     expect_error(r, 403, "forbidden", NULL);
     r = decode("POST", "/v1/payments/authorize", NULL,
                "{\"merchant_id\":\"m-1\",\"amount\":1,\"currency\":\"KRW\"}", "k", "m-1");
@@ -356,8 +379,8 @@ static void test_authenticated_merchant(void **state)
     assert_true(r->op.authenticated);
     expect_error(decode("GET", "/v1/merchants/m-1/balances", NULL, NULL, NULL, "m-12"), 403,
                  "forbidden", NULL);
-    expect_error(decode("GET", "/v1/merchants/m-1/ledger", NULL, NULL, NULL, "m"), 403,
-                 "forbidden", NULL);
+    expect_error(decode("GET", "/v1/merchants/m-1/ledger", NULL, NULL, NULL, "m"), 403, "forbidden",
+                 NULL);
     r = decode("POST", "/v1/payments/" PAY "/refund", NULL, "{}", "k", "m-9");
     assert_int_equal(r->rc, 0);
     assert_true(r->op.authenticated);
@@ -381,10 +404,16 @@ static void expect_json(struct jw *w, const char *want)
 static void test_render_payment_and_refund(void **state)
 {
     (void)state;
-    struct payment p = {.id = "pay_00000000000000002a", .merchant_id = "m-1",
-                        .merchant_id_len = 3, .currency = "KRW", .status = PAYMENT_AUTHORIZED,
-                        .amount = 15000, .has_reference = true, .reference_len = 10,
-                        .reference = "order-\"7\"7", .created_at_ms = 1795600800123LL,
+    struct payment p = {.id = "pay_00000000000000002a",
+                        .merchant_id = "m-1",
+                        .merchant_id_len = 3,
+                        .currency = "KRW",
+                        .status = PAYMENT_AUTHORIZED,
+                        .amount = 15000,
+                        .has_reference = true,
+                        .reference_len = 10,
+                        .reference = "order-\"7\"7",
+                        .created_at_ms = 1795600800123LL,
                         .updated_at_ms = 1795600801000LL};
     struct jw w;
     jw_init(&w, out, sizeof(out));
@@ -401,14 +430,18 @@ static void test_render_payment_and_refund(void **state)
     p.refunded_amount = 500;
     jw_init(&w, out, sizeof(out));
     assert_int_equal(api_render_payment(&w, &p), 0);
-    expect_json(&w, "{\"id\":\"pay_00000000000000002a\",\"merchant_id\":\"m-1\",\"amount\":15000,"
-                    "\"currency\":\"KRW\",\"status\":\"partially_refunded\",\"captured_amount\":12000,"
-                    "\"refunded_amount\":500,\"reference\":null,"
-                    "\"created_at\":\"2026-11-25T10:00:00.123Z\","
-                    "\"updated_at\":\"2026-11-25T10:00:01.000Z\"}");
-    struct refund r = {.id = "rfd_000000000000000001", .payment_id = "pay_00000000000000002a",
-                       .currency = "KRW", .amount = 500,
-                       .payment_status = PAYMENT_PARTIALLY_REFUNDED, .created_at_ms = 0};
+    expect_json(&w,
+                "{\"id\":\"pay_00000000000000002a\",\"merchant_id\":\"m-1\",\"amount\":15000,"
+                "\"currency\":\"KRW\",\"status\":\"partially_refunded\",\"captured_amount\":12000,"
+                "\"refunded_amount\":500,\"reference\":null,"
+                "\"created_at\":\"2026-11-25T10:00:00.123Z\","
+                "\"updated_at\":\"2026-11-25T10:00:01.000Z\"}");
+    struct refund r = {.id = "rfd_000000000000000001",
+                       .payment_id = "pay_00000000000000002a",
+                       .currency = "KRW",
+                       .amount = 500,
+                       .payment_status = PAYMENT_PARTIALLY_REFUNDED,
+                       .created_at_ms = 0};
     jw_init(&w, out, sizeof(out));
     assert_int_equal(api_render_refund(&w, &r), 0);
     expect_json(&w, "{\"id\":\"rfd_000000000000000001\",\"payment_id\":\"pay_00000000000000002a\","
@@ -434,12 +467,14 @@ static void test_render_error(void **state)
                     "\"param\":null,\"request_id\":\"req-\\\"1\"}}");
     struct result *r = decode("POST", "/v1/payments/authorize", NULL,
                               "{\"merchant_id\":\"m\",\"amount\":1,\"currency\":\"USD\","
-                              "\"a\\u0001\":1}", "k", NULL);
+                              "\"a\\u0001\":1}",
+                              "k", NULL);
     assert_int_equal(r->rc, -EINVAL);
     jw_init(&w, out, sizeof(out));
     assert_int_equal(api_render_error(&w, &r->err, r->op.request_id, r->op.request_id_len), 0);
-    expect_json(&w, "{\"error\":{\"code\":\"invalid_param\",\"message\":\"a\\u0001: unknown field\","
-                    "\"param\":\"a\\u0001\",\"request_id\":\"req-1\"}}");
+    expect_json(&w,
+                "{\"error\":{\"code\":\"invalid_param\",\"message\":\"a\\u0001: unknown field\","
+                "\"param\":\"a\\u0001\",\"request_id\":\"req-1\"}}");
     /* Too small a buffer: an error, never an overrun. */
     jw_init(&w, out, 20);
     assert_int_equal(api_render_error(&w, &e, "x", 1), -ENOBUFS);
@@ -454,8 +489,8 @@ static void test_render_lists(void **state)
     api_render_balances_end(&w);
     expect_json(&w, "{\"merchant_id\":\"m-1\",\"balances\":[]}");
     struct balance b1 = {.currency = "EUR", .clearing = -12, .pending = 2, .available = 10};
-    struct balance b2 = {.currency = "KRW", .clearing = -15000, .pending = 3000,
-                         .available = 12000};
+    struct balance b2 = {
+        .currency = "KRW", .clearing = -15000, .pending = 3000, .available = 12000};
     jw_init(&w, out, sizeof(out));
     api_render_balances_begin(&w, "m-1", 3);
     api_render_balance(&w, &b1);
@@ -464,9 +499,12 @@ static void test_render_lists(void **state)
     expect_json(&w, "{\"merchant_id\":\"m-1\",\"balances\":["
                     "{\"currency\":\"EUR\",\"pending\":2,\"available\":10},"
                     "{\"currency\":\"KRW\",\"pending\":3000,\"available\":12000}]}");
-    struct ledger_entry e = {.seq = 41, .payment_id = "pay_00000000000000002a",
-                             .currency = "KRW", .debit = LEDGER_PENDING,
-                             .credit = LEDGER_AVAILABLE, .amount = 12000,
+    struct ledger_entry e = {.seq = 41,
+                             .payment_id = "pay_00000000000000002a",
+                             .currency = "KRW",
+                             .debit = LEDGER_PENDING,
+                             .credit = LEDGER_AVAILABLE,
+                             .amount = 12000,
                              .created_at_ms = 1795600800123LL};
     jw_init(&w, out, sizeof(out));
     api_render_ledger_begin(&w, "m-1", 3);

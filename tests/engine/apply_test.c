@@ -19,7 +19,7 @@
 #include "tests/engine/mem_store.h"
 
 #define NSHARDS 2
-#define T0 1795600800123LL
+#define T0      1795600800123LL
 
 struct env {
     struct mem_store m;
@@ -46,18 +46,22 @@ static int teardown(void **state)
     return 0;
 }
 
-static struct engine_span S(const char *s)
-{
+static struct engine_span S(const char *s) {
     return (struct engine_span){s, s ? strlen(s) : 0};
 }
 
 /* One request through api_decode and engine_apply; returns the HTTP status. Decode
  * errors are rendered like net/ would. */
-static int req(struct env *e, const char *method, const char *path, const char *query,
-               const char *body, const char *key, const char *auth, int64_t now)
+static int
+req(struct env *e, const char *method, const char *path, const char *query, const char *body,
+    const char *key, const char *auth, int64_t now)
 {
-    struct api_request r = {.method = S(method), .path = S(path), .query = S(query),
-                            .body = S(body), .idem_key = S(key), .auth_merchant = S(auth),
+    struct api_request r = {.method = S(method),
+                            .path = S(path),
+                            .query = S(query),
+                            .body = S(body),
+                            .idem_key = S(key),
+                            .auth_merchant = S(auth),
                             .request_id = S("req-x")};
     struct op op;
     struct api_error err;
@@ -109,8 +113,8 @@ static int authorize(struct env *e, const char *merchant, int64_t amount, const 
     return st;
 }
 
-static int act(struct env *e, const char *id, const char *verb, const char *body,
-               const char *key, const char *auth)
+static int act(struct env *e, const char *id, const char *verb, const char *body, const char *key,
+               const char *auth)
 {
     char path[96];
     snprintf(path, sizeof(path), "/v1/payments/%s/%s", id, verb);
@@ -131,7 +135,8 @@ static void test_authorize(void **state)
              "{\"id\":\"%s\",\"merchant_id\":\"m-1\",\"amount\":15000,\"currency\":\"KRW\","
              "\"status\":\"authorized\",\"captured_amount\":0,\"refunded_amount\":0,"
              "\"reference\":null,\"created_at\":\"2026-11-25T10:00:00.123Z\","
-             "\"updated_at\":\"2026-11-25T10:00:00.123Z\"}", want_id);
+             "\"updated_at\":\"2026-11-25T10:00:00.123Z\"}",
+             want_id);
     assert_string_equal(e->body, want);
     const struct payment *p = mem_store_payment(&e->m, want_id);
     assert_non_null(p);
@@ -150,8 +155,10 @@ static void test_authorize(void **state)
     char evt[EVENT_ID_BYTES + 1];
     engine_event_id(evt, shard, 1);
     char head[256];
-    snprintf(head, sizeof(head), "{\"event_id\":\"%s\",\"type\":\"payment.authorized\","
-             "\"occurred_at\":\"2026-11-25T10:00:00.123Z\",\"amount\":15000,\"payment\":{", evt);
+    snprintf(head, sizeof(head),
+             "{\"event_id\":\"%s\",\"type\":\"payment.authorized\","
+             "\"occurred_at\":\"2026-11-25T10:00:00.123Z\",\"amount\":15000,\"payment\":{",
+             evt);
     assert_memory_equal(v, head, strlen(head));
     assert_memory_equal(v + strlen(head) - 1, want, strlen(want)); /* the payment after */
     assert_int_equal(len, strlen(head) - 1 + strlen(want) + 1);
@@ -196,7 +203,7 @@ static void test_state_table(void **state)
         enum payment_status from;
         const char *verb, *body;
         int status;
-        const char *code;   /* error code, or the status after (in the body) */
+        const char *code; /* error code, or the status after (in the body) */
     } table[] = {
         {PAYMENT_AUTHORIZED, "capture", "{}", 200, "\"status\":\"captured\""},
         {PAYMENT_AUTHORIZED, "capture", "{\"amount\":1000}", 200, "\"captured_amount\":1000"},
@@ -221,7 +228,7 @@ static void test_state_table(void **state)
         {PAYMENT_VOIDED, "void", "{}", 409, "invalid_state"},
         {PAYMENT_VOIDED, "refund", "{}", 409, "invalid_state"},
     };
-    static const char *const names[] = {"", "authorized", "captured", "partially_refunded",
+    static const char *const names[] = {"",         "authorized", "captured", "partially_refunded",
                                         "refunded", "voided"};
     for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
         make(e, table[i].from, (int)i);
@@ -232,8 +239,7 @@ static void test_state_table(void **state)
         snprintf(key, sizeof(key), "t-%zu", i);
         int st = act(e, e->last_id, table[i].verb, table[i].body, key, NULL);
         if (st != table[i].status || !has(e, table[i].code))
-            fail_msg("row %zu (%s %s): %d %s", i, names[table[i].from], table[i].verb, st,
-                     e->body);
+            fail_msg("row %zu (%s %s): %d %s", i, names[table[i].from], table[i].verb, st, e->body);
         if (st == 409) {
             /* Refused: the payment, ledger and outbox are untouched; only the key is
              * recorded (one write). */
@@ -244,8 +250,7 @@ static void test_state_table(void **state)
             assert_int_equal(e->m.writes, writes + 1);
             if (strcmp(table[i].code, "invalid_state") == 0) {
                 char msg[64];
-                snprintf(msg, sizeof(msg), "\"message\":\"payment is %s\"",
-                         names[table[i].from]);
+                snprintf(msg, sizeof(msg), "\"message\":\"payment is %s\"", names[table[i].from]);
                 assert_true(has(e, msg));
             }
         } else {
@@ -294,8 +299,8 @@ static void test_idempotent_replay(void **state)
     expect_code(e, "idempotency_key_reused");
     /* The key is scoped to the merchant: m-2 may use "K" too. */
     assert_int_equal(req(e, "POST", "/v1/payments/authorize", NULL,
-                         "{\"merchant_id\":\"m-2\",\"amount\":700,\"currency\":\"EUR\"}", "K",
-                         NULL, T0),
+                         "{\"merchant_id\":\"m-2\",\"amount\":700,\"currency\":\"EUR\"}", "K", NULL,
+                         T0),
                      201);
     assert_false(e->a.replayed);
     /* Another key, same body: a new payment. */
@@ -536,8 +541,9 @@ static void test_currency_limit(void **state)
     struct env *e = *state;
     for (int i = 0; i <= MERCHANT_CURRENCIES_MAX; i++) {
         char body[128], key[16];
-        snprintf(body, sizeof(body), "{\"merchant_id\":\"m-c\",\"amount\":1,\"currency\":\"%c%c%c\"}",
-                 'A' + i / 676, 'A' + i / 26 % 26, 'A' + i % 26);
+        snprintf(body, sizeof(body),
+                 "{\"merchant_id\":\"m-c\",\"amount\":1,\"currency\":\"%c%c%c\"}", 'A' + i / 676,
+                 'A' + i / 26 % 26, 'A' + i % 26);
         snprintf(key, sizeof(key), "c%d", i);
         int st = req(e, "POST", "/v1/payments/authorize", NULL, body, key, NULL, T0);
         if (i < MERCHANT_CURRENCIES_MAX) {

@@ -45,13 +45,13 @@ static void test_strict_parse(void **state)
         "pay_2a000000000000001",   /* short */
         "pay_2a000000000000001f0", /* long */
         "PAY_2a000000000000001f",
-        "pay_2A000000000000001f",  /* upper-case hex */
+        "pay_2A000000000000001f", /* upper-case hex */
         "pay_2a000000000000001F",
         "pay-2a000000000000001f",
         "pay_2a00000000000000 f",
         "pay_2a00000000000000-f",
         "pay_2g000000000000001f",
-        "pay_2a0000000000000000",  /* sequence 0 is never issued */
+        "pay_2a0000000000000000", /* sequence 0 is never issued */
         "evt_2a000000000000001f",
         "xpay_2a00000000000001f",
     };

@@ -25,10 +25,13 @@ static void fields_init(struct fields *x)
 {
     memset(x, 0, sizeof(*x));
     x->f[0] = (struct json_field){.name = "amount", .type = JSON_FIELD_AMOUNT, .required = true};
-    x->f[1] = (struct json_field){.name = "currency", .type = JSON_FIELD_STRING, .required = true,
-                                  .buf = x->cur, .cap = sizeof(x->cur)};
-    x->f[2] = (struct json_field){.name = "reference", .type = JSON_FIELD_STRING,
-                                  .buf = x->ref, .cap = sizeof(x->ref)};
+    x->f[1] = (struct json_field){.name = "currency",
+                                  .type = JSON_FIELD_STRING,
+                                  .required = true,
+                                  .buf = x->cur,
+                                  .cap = sizeof(x->cur)};
+    x->f[2] = (struct json_field){
+        .name = "reference", .type = JSON_FIELD_STRING, .buf = x->ref, .cap = sizeof(x->ref)};
 }
 
 static int parse(const char *body, size_t len, struct fields *x, struct json_error *e)
@@ -48,7 +51,9 @@ static void test_valid_object(void **state)
     struct fields x;
     struct json_error e;
     assert_int_equal(parse_s(" \r\n\t{ \"amount\" : 15000 ,\"currency\":\"KRW\",\n"
-                             "\"reference\":\"order-77\" } \n", &x, &e), 0);
+                             "\"reference\":\"order-77\" } \n",
+                             &x, &e),
+                     0);
     assert_true(x.f[0].present);
     assert_int_equal(x.f[0].amount, 15000);
     assert_string_equal(x.cur, "KRW");
@@ -91,15 +96,45 @@ static void test_syntax_errors(void **state)
 {
     (void)state;
     static const char *const bad[] = {
-        "[]", "1", "\"x\"", "null", "{", "}", "{\"amount\":1", "{\"amount\":1,}",
-        "{,\"amount\":1}", "{\"amount\" 1}", "{\"amount\"::1}", "{\"amount\":1,,\"currency\":\"X\"}",
-        "{'amount':1}", "{\"amount\":1}{}", "{\"amount\":1} x", "{\"amount\":1}]",
-        "{\"amount\":01}", "{\"amount\":tru}", "{\"amount\":nul}", "{\"amount\":1.}",
-        "{\"amount\":.5}", "{\"amount\":+1}", "{\"amount\":1e}", "{\"amount\":-}",
-        "{\"amount\":1 2}", "{\"amount\":1 \"currency\":\"X\"}", "{\"amount\"}", "{\"amount\":}",
-        "{\"currency\":\"a\nb\"}", "{\"currency\":\"a\tb\"}", "{\"currency\":\"\\x\"}",
-        "{\"currency\":\"\\u12\"}", "{\"currency\":\"abc}", "{amount:1}", "{\"amount\":1;}",
-        "{\"amount\":0x10}", "{\"amount\":Infinity}", "{\"amount\":NaN}", "{\"a\":[1,}",
+        "[]",
+        "1",
+        "\"x\"",
+        "null",
+        "{",
+        "}",
+        "{\"amount\":1",
+        "{\"amount\":1,}",
+        "{,\"amount\":1}",
+        "{\"amount\" 1}",
+        "{\"amount\"::1}",
+        "{\"amount\":1,,\"currency\":\"X\"}",
+        "{'amount':1}",
+        "{\"amount\":1}{}",
+        "{\"amount\":1} x",
+        "{\"amount\":1}]",
+        "{\"amount\":01}",
+        "{\"amount\":tru}",
+        "{\"amount\":nul}",
+        "{\"amount\":1.}",
+        "{\"amount\":.5}",
+        "{\"amount\":+1}",
+        "{\"amount\":1e}",
+        "{\"amount\":-}",
+        "{\"amount\":1 2}",
+        "{\"amount\":1 \"currency\":\"X\"}",
+        "{\"amount\"}",
+        "{\"amount\":}",
+        "{\"currency\":\"a\nb\"}",
+        "{\"currency\":\"a\tb\"}",
+        "{\"currency\":\"\\x\"}",
+        "{\"currency\":\"\\u12\"}",
+        "{\"currency\":\"abc}",
+        "{amount:1}",
+        "{\"amount\":1;}",
+        "{\"amount\":0x10}",
+        "{\"amount\":Infinity}",
+        "{\"amount\":NaN}",
+        "{\"a\":[1,}",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         struct fields x;
@@ -252,24 +287,26 @@ static void test_strings(void **state)
     struct fields x;
     struct json_error e;
     assert_int_equal(parse_s("{\"amount\":1,\"currency\":\"EUR\",\"reference\":"
-                             "\"a\\\"b\\\\c\\/d\\n\\u00e9\\ud83d\\ude00\"}", &x, &e), 0);
+                             "\"a\\\"b\\\\c\\/d\\n\\u00e9\\ud83d\\ude00\"}",
+                             &x, &e),
+                     0);
     assert_string_equal(x.ref, "a\"b\\c/d\n\xc3\xa9\xf0\x9f\x98\x80");
     assert_int_equal(x.f[2].len, strlen("a\"b\\c/d\n\xc3\xa9\xf0\x9f\x98\x80"));
     /* Raw UTF-8 passes. */
-    assert_int_equal(parse_s("{\"amount\":1,\"currency\":\"EUR\",\"reference\":\"\xed\x95\x9c\"}",
-                             &x, &e), 0);
+    assert_int_equal(
+        parse_s("{\"amount\":1,\"currency\":\"EUR\",\"reference\":\"\xed\x95\x9c\"}", &x, &e), 0);
     assert_string_equal(x.ref, "\xed\x95\x9c");
     static const char *const bad_utf8[] = {
-        "\\ud83d",        /* lone high surrogate */
-        "\\ude00",        /* lone low surrogate */
-        "\\ud83dx",       /* high surrogate then not an escape */
-        "\\ud83d\\u0041", /* high then non-low */
-        "\xc3\x28",       /* bad continuation */
-        "\xc0\xaf",       /* overlong */
-        "\xed\xa0\x80",   /* encoded surrogate */
+        "\\ud83d",          /* lone high surrogate */
+        "\\ude00",          /* lone low surrogate */
+        "\\ud83dx",         /* high surrogate then not an escape */
+        "\\ud83d\\u0041",   /* high then non-low */
+        "\xc3\x28",         /* bad continuation */
+        "\xc0\xaf",         /* overlong */
+        "\xed\xa0\x80",     /* encoded surrogate */
         "\xf4\x90\x80\x80", /* > U+10FFFF */
         "\xff",
-        "\xe2\x82",       /* truncated */
+        "\xe2\x82", /* truncated */
     };
     for (size_t i = 0; i < sizeof(bad_utf8) / sizeof(bad_utf8[0]); i++) {
         char body[128];
@@ -281,9 +318,13 @@ static void test_strings(void **state)
     }
     /* Longer than the field's buffer (31 bytes + NUL). */
     assert_int_equal(parse_s("{\"amount\":1,\"currency\":\"EUR\",\"reference\":"
-                             "\"0123456789012345678901234567890\"}", &x, &e), 0);
+                             "\"0123456789012345678901234567890\"}",
+                             &x, &e),
+                     0);
     assert_int_equal(parse_s("{\"amount\":1,\"currency\":\"EUR\",\"reference\":"
-                             "\"01234567890123456789012345678901\"}", &x, &e), -EINVAL);
+                             "\"01234567890123456789012345678901\"}",
+                             &x, &e),
+                     -EINVAL);
     assert_string_equal(e.param, "reference");
     assert_string_equal(e.message, "is too long");
 }

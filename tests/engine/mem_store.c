@@ -293,8 +293,8 @@ static int balance_list(void *ctx, const char *merchant, size_t mlen, engine_bal
     return 0;
 }
 
-static int ledger_page(void *ctx, const char *merchant, size_t mlen, uint64_t after,
-                       uint32_t limit, engine_entry_fn fn, void *arg, bool *more)
+static int ledger_page(void *ctx, const char *merchant, size_t mlen, uint64_t after, uint32_t limit,
+                       engine_entry_fn fn, void *arg, bool *more)
 {
     struct mem_store *m = ctx;
     uint32_t n = 0;

@@ -41,9 +41,9 @@ static void make(struct payment *p, enum payment_status s)
     case PAYMENT_REFUNDED:
         assert_int_equal(payment_capture(p, 0, T0 + 1, &tmp, &lp), PAYMENT_OK);
         *p = tmp;
-        assert_int_equal(payment_refund(p, s == PAYMENT_REFUNDED ? 0 : 400, RID, T0 + 2, &tmp,
-                                         &r, &lp),
-                         PAYMENT_OK);
+        assert_int_equal(
+            payment_refund(p, s == PAYMENT_REFUNDED ? 0 : 400, RID, T0 + 2, &tmp, &r, &lp),
+            PAYMENT_OK);
         break;
     }
     *p = tmp;
@@ -229,12 +229,16 @@ static void test_postings_and_balances(void **state)
 static void test_balance_overflow(void **state)
 {
     (void)state;
-    struct balance b = {.currency = "EUR", .clearing = INT64_MIN + 5, .pending = INT64_MAX,
-                        .available = 0};
+    struct balance b = {
+        .currency = "EUR", .clearing = INT64_MIN + 5, .pending = INT64_MAX, .available = 0};
     b.available = -(b.clearing + b.pending); /* = -4 ... keeps the zero sum */
-    struct posting p = {.payment_id = "pay_000000000000000001", .merchant_id = "m",
-                        .merchant_id_len = 1, .currency = "EUR", .debit = LEDGER_CLEARING,
-                        .credit = LEDGER_PENDING, .amount = 10};
+    struct posting p = {.payment_id = "pay_000000000000000001",
+                        .merchant_id = "m",
+                        .merchant_id_len = 1,
+                        .currency = "EUR",
+                        .debit = LEDGER_CLEARING,
+                        .credit = LEDGER_PENDING,
+                        .amount = 10};
     struct balance before = b;
     assert_int_equal(ledger_balance_apply(&b, &p), -EOVERFLOW);
     assert_memory_equal(&b, &before, sizeof(b));
@@ -246,10 +250,8 @@ static void test_balance_overflow(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_state_table),
-        cmocka_unit_test(test_capture_amounts),
-        cmocka_unit_test(test_refund_amounts),
-        cmocka_unit_test(test_postings_and_balances),
+        cmocka_unit_test(test_state_table),      cmocka_unit_test(test_capture_amounts),
+        cmocka_unit_test(test_refund_amounts),   cmocka_unit_test(test_postings_and_balances),
         cmocka_unit_test(test_balance_overflow),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
