@@ -67,6 +67,7 @@ struct api_request {
     struct engine_span body;          /* decoded body; absent = empty */
     struct engine_span idem_key;      /* Idempotency-Key value; absent when no header */
     struct engine_span auth_merchant; /* authenticated merchant; absent with --auth off */
+                                      /* (a valid merchant id: asserted) */
     struct engine_span request_id;    /* X-Request-Id of this request (for error bodies) */
 };
 
