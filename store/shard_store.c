@@ -740,6 +740,7 @@ int shard_store_apply_batch(struct shard_store *s, struct batch_item *items, siz
     ASSERT(s != NULL && (items != NULL || n == 0));
     for (size_t i = 0; i < n; i++) {
         ASSERT(items[i].op != NULL && items[i].answer.body != NULL);
+        ASSERT(items[i].op->shard == s->shard); /* routed to the shard that owns it */
         ASSERT(items[i].answer.cap >= ENGINE_ANSWER_MAX_BYTES);
         items[i].rc = 0;
     }
@@ -777,6 +778,7 @@ static void read_body(struct shard_txn *t, struct batch_item *items, size_t n,
 {
     for (size_t i = 0; i < n; i++) {
         struct batch_item *it = &items[i];
+        ASSERT(it->op->shard == t->s->shard);
         ASSERT(it->op->kind == OP_GET_PAYMENT || it->op->kind == OP_BALANCES ||
                it->op->kind == OP_LEDGER);
         it->rc = engine_apply(&read_store, t, it->op, now_ms, &it->answer);
