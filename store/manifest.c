@@ -86,12 +86,13 @@ int store_manifest_read(const char *dir, unsigned *nshards, char *err, size_t er
         return rc;
     }
     ssize_t got = read(fd, text, MANIFEST_MAX_BYTES);
-    rc = got < 0 ? -errno : 0;
+    rc = -errno;
     close(fd);
-    if (rc) {
+    if (got < 0) {
         set_err(err, err_size, "cannot read %s: %s", path, strerror(-rc));
         return rc;
     }
+    ASSERT(got <= MANIFEST_MAX_BYTES);
     text[got] = '\0';
     if (got == MANIFEST_MAX_BYTES || strlen(text) != (size_t)got || parse(text, nshards)) {
         set_err(err, err_size, "%s is not a ringpay manifest of format version %d", path,

@@ -334,7 +334,7 @@ static int txn_put(struct shard_txn *t, int dbi, MDB_val *key, MDB_val *val, uns
     return txn_fail(t, mdb_put(t->txn, s->dbi[dbi], key, val, flags));
 }
 
-void shard_store_stats(const struct shard_store *s, struct shard_store_stats *out)
+void shard_store_get_stats(const struct shard_store *s, struct shard_store_stats *out)
 {
     ASSERT(s != NULL && out != NULL);
     *out = s->stats;

@@ -23,40 +23,6 @@
 
 #ifdef __cplusplus
 extern "C" {
-/*
- * The group commit: applies items[0..n) in order in ONE write transaction (each
- * operation's reads see the earlier operations' writes: state checks, idempotency
- * keys, balances), then commits durably. Every item gets an answer either way.
- *
- * Returns 0: committed and on disk; every answer is the engine's and may be sent.
- * Returns -errno: nothing of the batch is on disk and every item is answered 503
- * overloaded (rc = that -errno). This happens when the store fails (an I/O error,
- * corrupt data read back, or MDB_MAP_FULL that growing the map once up to
- * map_max_bytes did not cure; in that case the batch was retried once after the
- * growth). An operation that fails on its own without a store error (engine_apply
- * returns -EOVERFLOW for a balance leaving int64) is dropped with a 503 and the rest
- * of the batch is run again in a fresh transaction; its item has rc != 0 even when
- * the call returns 0.
- * n may be 0 (then only a pending replicated mark is written). now_ms: ms since the
- * epoch, the time of every change of the batch.
- */
-int shard_store_apply_batch(struct shard_store *s, struct batch_item *items, size_t n,
-                            int64_t now_ms);
-
-/*
- * Answers read-only operations (GET_PAYMENT, BALANCES, LEDGER; asserted) from one
- * read transaction: committed data only. Returns 0, or -errno when no read
- * transaction could start (every item answered 503). An item whose read fails gets
- * rc != 0 and a 503. Must be called by the thread that owns the store (the map may
- * be resized between batches).
- */
-int shard_store_read(struct shard_store *s, struct batch_item *items, size_t n,
-                     int64_t now_ms);
-
-#ifdef __cplusplus
-}
-#endif
-
 #endif
 
 /* Default initial map size of a shard: 1 GiB of address space (not of disk; the
@@ -119,7 +85,7 @@ int shard_store_open(struct shard_store **out, const char *data_dir, unsigned sh
 void shard_store_close(struct shard_store *s);
 
 /* Counters for /metrics. */
-void shard_store_stats(const struct shard_store *s, struct shard_store_stats *out);
+void shard_store_get_stats(const struct shard_store *s, struct shard_store_stats *out);
 
 /*
  * Records that the outbox up to event_seq (inclusive) is replicated to Kafka. The

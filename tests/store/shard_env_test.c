@@ -240,7 +240,7 @@ static void test_open_reopen_postings(void **state)
     assert_int_equal(a.ledger_seq, 3);
     assert_int_equal(a.event_seq, 3);
     struct shard_store_stats st;
-    shard_store_stats(s, &st);
+    shard_store_get_stats(s, &st);
     assert_int_equal(st.commits, 1);
     shard_store_close(s);
 
@@ -351,7 +351,7 @@ static void test_map_full_grows_and_loses_nothing(void **state)
         assert_int_equal(outbox_count(s), committed);
     }
     struct shard_store_stats st;
-    shard_store_stats(s, &st);
+    shard_store_get_stats(s, &st);
     assert_true(st.map_full >= 1);
     assert_true(st.map_grows >= 1);
     assert_true(st.map_bytes > 64 * 1024);
@@ -387,7 +387,7 @@ static void test_map_full_at_ceiling_fails_cleanly(void **state)
     mdb_txn_abort(txn);
     assert_int_equal(last, 4);
     struct shard_store_stats st;
-    shard_store_stats(s, &st);
+    shard_store_get_stats(s, &st);
     assert_int_equal(st.failed_commits, 1);
     shard_store_close(s);
     rm_rf(dir);
@@ -409,7 +409,7 @@ static void test_injected_faults(void **state)
     assert_int_equal(txn_run(s, &t, post_body, &a), MDB_MAP_FULL);
     assert_int_equal(a.calls, 2);
     struct shard_store_stats st;
-    shard_store_stats(s, &st);
+    shard_store_get_stats(s, &st);
     assert_int_equal(st.map_grows, 1);
     assert_int_equal(read_balance(s, "m-1").pending, 10);
     shard_store_close(s);

@@ -161,7 +161,7 @@ static void test_lifecycle_survives_reopen(void **state)
     assert_int_equal(it[3].answer.status, 409);
     assert_true(contains(&it[3], "invalid_state"));
     struct shard_store_stats st;
-    shard_store_stats(s, &st);
+    shard_store_get_stats(s, &st);
     assert_int_equal(st.batches, 2);
     assert_int_equal(st.items, 6);
     shard_store_close(s);
@@ -268,7 +268,7 @@ static void test_map_full_grows_and_loses_nothing(void **state)
         }
     }
     struct shard_store_stats st;
-    shard_store_stats(s, &st);
+    shard_store_get_stats(s, &st);
     assert_true(st.map_full >= 1);
     assert_true(st.map_grows >= 1);
     assert_int_equal(st.batches, 10);
@@ -338,7 +338,7 @@ static void test_store_error_mid_batch_answers_503(void **state)
         assert_int_equal(it[i].rc, -EIO);
     }
     struct shard_store_stats st;
-    shard_store_stats(s, &st);
+    shard_store_get_stats(s, &st);
     assert_int_equal(st.failed_commits, 1);
     assert_int_equal(st.map_grows, 0);
     /* The fault was one-off: the same batch now commits, as first-time requests. */
