@@ -57,6 +57,7 @@ struct shard_store {
     size_t map_max_bytes; /* ceiling of growth on MDB_MAP_FULL */
     uint64_t replicated_pending; /* mark to store with the next commit */
     uint64_t replicated_stored;  /* mark on disk */
+    uint64_t event_seq;          /* last event sequence number committed */
     struct shard_store_stats stats;
     unsigned fault_after_puts; /* tests: puts that succeed before the fault */
     int fault_errno;           /* tests: LMDB code the injected fault returns; 0 = off */
@@ -123,6 +124,12 @@ static int open_dbis(struct shard_store *s)
         rc = MDB_VERSION_MISMATCH;
     if (rc)
         goto out_abort;
+    rc = meta_get(txn, s, "replicated", &s->replicated_stored);
+    if (rc == 0 || rc == MDB_NOTFOUND)
+        rc = meta_get(txn, s, "seq:event", &s->event_seq);
+    if (rc && rc != MDB_NOTFOUND)
+        goto out_abort;
+    s->replicated_pending = s->replicated_stored;
     return mdb_txn_commit(txn);
 
 out_abort:
@@ -259,6 +266,40 @@ static int map_grow(struct shard_store *s)
     return 0;
 }
 
+/* Records an LMDB result in the transaction; the first error sticks. */
+static int txn_fail(struct shard_txn *t, int mdb_rc)
+{
+    if (mdb_rc && t->err == 0)
+        t->err = mdb_rc;
+    return mdb_rc;
+}
+
+/* Stores the replicated mark and trims the outbox up to it (DESIGN "Kafka
+ * replication": the outbox below the mark is trimmed, in the same transaction). */
+static void outbox_mark(struct shard_txn *t, uint64_t mark)
+{
+    if (txn_fail(t, meta_put(t->txn, t->s, "replicated", mark)))
+        return;
+    MDB_cursor *c = NULL;
+    if (txn_fail(t, mdb_cursor_open(t->txn, t->s->dbi[SHARD_DBI_OUTBOX], &c)))
+        return;
+    MDB_val k, v;
+    int rc;
+    while ((rc = mdb_cursor_get(c, &k, &v, MDB_FIRST)) == 0) {
+        if (k.mv_size != 8) {
+            rc = MDB_CORRUPTED;
+            break;
+        }
+        if (record_get_u64be(k.mv_data) > mark)
+            break;
+        if ((rc = mdb_cursor_del(c, 0)))
+            break;
+    }
+    mdb_cursor_close(c);
+    if (rc != MDB_NOTFOUND)
+        txn_fail(t, rc);
+}
+
 /* Runs body once in a fresh write transaction and commits it. */
 static int txn_once(struct shard_store *s, struct shard_txn *t, shard_txn_body_fn body,
                     void *arg)
@@ -273,7 +314,13 @@ static int txn_once(struct shard_store *s, struct shard_txn *t, shard_txn_body_f
     t->writable = 1;
     body(t, arg);
     if (t->err == 0 && s->replicated_pending > s->replicated_stored)
-        t->err = meta_put(txn, s, "replicated", s->replicated_pending);
+        outbox_mark(t, s->replicated_pending);
+    uint64_t event_seq = s->event_seq;
+    if (t->err == 0) {
+        int grc = meta_get(txn, s, "seq:event", &event_seq);
+        if (grc != MDB_NOTFOUND)
+            txn_fail(t, grc);
+    }
     if (t->err) {
         rc = t->err;
         mdb_txn_abort(txn);
@@ -281,8 +328,10 @@ static int txn_once(struct shard_store *s, struct shard_txn *t, shard_txn_body_f
         rc = mdb_txn_commit(txn); /* durable: data fsync, then the meta page */
     }
     t->txn = NULL;
-    if (rc == 0 && s->replicated_pending > s->replicated_stored)
+    if (rc == 0) {
         s->replicated_stored = s->replicated_pending;
+        s->event_seq = event_seq;
+    }
     return rc;
 }
 
@@ -306,13 +355,6 @@ out:
     return rc;
 }
 
-/* Records an LMDB result in the transaction; the first error sticks. */
-static int txn_fail(struct shard_txn *t, int mdb_rc)
-{
-    if (mdb_rc && t->err == 0)
-        t->err = mdb_rc;
-    return mdb_rc;
-}
 
 /* mdb_put with the test-only fault injection and sticky errors. */
 static int txn_put(struct shard_txn *t, int dbi, MDB_val *key, MDB_val *val, unsigned flags)
@@ -339,6 +381,8 @@ void shard_store_get_stats(const struct shard_store *s, struct shard_store_stats
     ASSERT(s != NULL && out != NULL);
     *out = s->stats;
     out->map_bytes = s->map_bytes;
+    out->event_seq = s->event_seq;
+    out->replicated_seq = s->replicated_stored;
 }
 
 void shard_store_set_replicated(struct shard_store *s, uint64_t event_seq)
@@ -801,4 +845,52 @@ int shard_store_read(struct shard_store *s, struct batch_item *items, size_t n,
     read_body(&t, items, n, now_ms);
     mdb_txn_abort(t.txn);
     return 0;
+}
+
+/* ---- outbox reads ------------------------------------------------------------------ */
+
+static int scan_events(MDB_cursor *c, uint64_t after_seq, size_t max, shard_event_fn fn,
+                       void *arg)
+{
+    uint8_t kbuf[8];
+    if (after_seq == UINT64_MAX)
+        return 0;
+    record_put_u64be(kbuf, after_seq + 1);
+    MDB_val k = {.mv_size = sizeof(kbuf), .mv_data = kbuf}, v;
+    int rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+    for (size_t seen = 0; rc == 0 && seen < max; seen++) {
+        struct record_event re;
+        if (k.mv_size != 8 || record_event_decode(v.mv_data, v.mv_size, &re))
+            return -EBADMSG;
+        struct shard_event ev = {.seq = record_get_u64be(k.mv_data),
+                                 .topic = re.topic, .topic_len = re.topic_len,
+                                 .key = re.merchant, .key_len = re.merchant_len,
+                                 .value = re.json, .value_len = re.json_len};
+        ASSERT(ev.seq > after_seq);
+        int ret = fn(arg, &ev);
+        if (ret)
+            return ret;
+        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    }
+    return rc == MDB_NOTFOUND ? 0 : errno_of(rc);
+}
+
+int shard_store_outbox_scan(struct shard_store *s, uint64_t after_seq, size_t max,
+                            shard_event_fn fn, void *arg)
+{
+    ASSERT(s != NULL && fn != NULL);
+    MDB_txn *txn = NULL;
+    MDB_cursor *c = NULL;
+    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+    if (rc)
+        return errno_of(rc);
+    rc = mdb_cursor_open(txn, s->dbi[SHARD_DBI_OUTBOX], &c);
+    if (rc == 0) {
+        rc = scan_events(c, after_seq, max, fn, arg);
+        mdb_cursor_close(c);
+    } else {
+        rc = errno_of(rc);
+    }
+    mdb_txn_abort(txn);
+    return rc;
 }

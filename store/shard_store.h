@@ -70,6 +70,9 @@ struct shard_store_stats {
     uint64_t map_full;       /* MDB_MAP_FULL seen */
     uint64_t map_grows;      /* map size increases */
     size_t map_bytes;        /* current map size */
+    uint64_t event_seq;      /* last outbox event committed */
+    uint64_t replicated_seq; /* outbox replicated (and trimmed) up to this event */
+    /* event_seq - replicated_seq is the outbox backlog for /metrics. */
 };
 
 /*
@@ -93,6 +96,29 @@ void shard_store_get_stats(const struct shard_store *s, struct shard_store_stats
  * never goes backwards.
  */
 void shard_store_set_replicated(struct shard_store *s, uint64_t event_seq);
+
+/* One outbox event, as shard_store_outbox_scan hands it out: pointers into the map,
+ * valid only during the callback. */
+struct shard_event {
+    uint64_t seq; /* the event_id's sequence number; the outbox key */
+    const char *topic;
+    size_t topic_len;
+    const char *key; /* merchant_id: the Kafka message key */
+    size_t key_len;
+    const char *value; /* the event JSON */
+    size_t value_len;
+};
+
+/* Return 0 to continue, nonzero to stop (the scan returns that value). */
+typedef int (*shard_event_fn)(void *arg, const struct shard_event *ev);
+
+/*
+ * Visits committed outbox events with seq > after_seq in order, at most max of them,
+ * from a read transaction (for the Kafka replicator's bounded window). Returns 0, the
+ * callback's nonzero value, or -errno (-EBADMSG: a corrupt event). Shard thread only.
+ */
+int shard_store_outbox_scan(struct shard_store *s, uint64_t after_seq, size_t max,
+                            shard_event_fn fn, void *arg);
 
 /*
  * The group commit: applies items[0..n) in order in ONE write transaction (each
