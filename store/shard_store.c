@@ -370,6 +370,8 @@ static int txn_put(struct shard_txn *t, int dbi, MDB_val *key, MDB_val *val, uns
             int e = s->fault_errno;
             if (!s->fault_persistent)
                 s->fault_errno = 0;
+            if (e < 0 && e > -4096)
+                return e; /* a -errno: the operation's own failure, not the store's */
             return txn_fail(t, e);
         }
     }

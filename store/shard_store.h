@@ -55,7 +55,9 @@ struct shard_store_options {
     size_t map_max_bytes; /* growth ceiling; 0: SHARD_MAP_MAX_BYTES */
     /* Fault injection, for tests only: after fault_after_puts successful mdb_put
      * calls, the next one fails with the LMDB code fault_errno (once, or every time
-     * when fault_persistent). 0 turns it off. */
+     * when fault_persistent). 0 turns it off. A plain -errno value (-1..-4095) is
+     * returned without marking the transaction failed: it simulates an operation that
+     * fails on its own, which apply_batch drops. */
     unsigned fault_after_puts;
     int fault_errno;
     int fault_persistent;

@@ -439,6 +439,89 @@ static void test_outbox_scan_mark_and_trim(void **state)
     free(dir);
 }
 
+static void test_operation_failing_alone_is_dropped(void **state)
+{
+    char *dir = make_tmp();
+    struct shard_store *s = NULL;
+    assert_int_equal(shard_store_open(&s, dir, 0, NULL), 0);
+    shard_store_close(s);
+    /* m-1's KRW balances at the edge of int64 (still zero-sum). */
+    char path[600];
+    snprintf(path, sizeof(path), "%s/shard-000", dir);
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 8), 0);
+    assert_int_equal(mdb_env_open(env, path, 0, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "balances", 0, &dbi), 0);
+    uint8_t k[8] = {3, 'm', '-', '1', 'K', 'R', 'W'}, v[32] = {1};
+    int64_t edge = INT64_MAX - 10;
+    for (int i = 0; i < 8; i++) {
+        v[8 + i] = (uint8_t)((uint64_t)-edge >> (8 * i));
+        v[16 + i] = (uint8_t)((uint64_t)edge >> (8 * i));
+    }
+    MDB_val key = {7, k}, val = {32, v};
+    assert_int_equal(mdb_put(txn, dbi, &key, &val, 0), 0);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+
+    assert_int_equal(shard_store_open(&s, dir, 0, NULL), 0);
+    struct slot *sl = slots(3);
+    struct batch_item it[3];
+    char b0[128], b1[128], b2[128];
+    authorize_req(b0, sizeof(b0), 5, "m-2");
+    authorize_req(b1, sizeof(b1), 100, "m-1");
+    authorize_req(b2, sizeof(b2), 7, "m-2");
+    prepare(&sl[0], &it[0], (struct req){"POST", "/v1/payments/authorize", NULL, b0, "x0"});
+    prepare(&sl[1], &it[1], (struct req){"POST", "/v1/payments/authorize", NULL, b1, "x1"});
+    prepare(&sl[2], &it[2], (struct req){"POST", "/v1/payments/authorize", NULL, b2, "x2"});
+    /* The engine sees the overflow coming (through balance_get) and refuses it alone. */
+    assert_int_equal(shard_store_apply_batch(s, it, 3, NOW_MS), 0);
+    assert_int_equal(it[0].answer.status, 201);
+    assert_int_equal(it[1].answer.status, 409);
+    assert_true(contains(&it[1], "amount_exceeds_remaining"));
+    assert_int_equal(it[2].answer.status, 201);
+    get(s, "/v1/merchants/m-2/balances", NULL);
+    assert_non_null(strstr(read_body, "\"pending\":12,"));
+    get(s, "/v1/merchants/m-1/balances", NULL);
+    assert_non_null(strstr(read_body, "\"pending\":9223372036854775797,"));
+    shard_store_close(s);
+
+    /* An operation that fails by itself inside the store (simulated: a non-sticky
+     * -EOVERFLOW on item 1's third put) is dropped with a 503; the others commit. */
+    struct shard_store_options opt = {.fault_after_puts = 7 + 2, .fault_errno = -EOVERFLOW};
+    assert_int_equal(shard_store_open(&s, dir, 0, &opt), 0);
+    authorize_req(b1, sizeof(b1), 100, "m-3");
+    prepare(&sl[0], &it[0], (struct req){"POST", "/v1/payments/authorize", NULL, b0, "y0"});
+    prepare(&sl[1], &it[1], (struct req){"POST", "/v1/payments/authorize", NULL, b1, "y1"});
+    prepare(&sl[2], &it[2], (struct req){"POST", "/v1/payments/authorize", NULL, b2, "y2"});
+    assert_int_equal(shard_store_apply_batch(s, it, 3, NOW_MS), 0);
+    assert_int_equal(it[0].answer.status, 201);
+    assert_int_equal(it[1].answer.status, 503);
+    assert_int_equal(it[1].rc, -EOVERFLOW);
+    assert_true(contains(&it[1], "\"code\":\"overloaded\""));
+    assert_int_equal(it[2].answer.status, 201);
+    char id[ID_BYTES + 1];
+    answer_id(&it[0], id);
+    assert_string_equal(id, "pay_000000000000000003");
+    answer_id(&it[2], id); /* the dropped attempt burnt no sequence number */
+    assert_string_equal(id, "pay_000000000000000004");
+    struct shard_store_stats st;
+    shard_store_get_stats(s, &st);
+    assert_int_equal(st.dropped_items, 1);
+    assert_int_equal(st.batches, 1);
+    get(s, "/v1/merchants/m-3/balances", NULL);
+    assert_non_null(strstr(read_body, "\"balances\":[]"));
+    get(s, "/v1/merchants/m-2/balances", NULL);
+    assert_non_null(strstr(read_body, "\"pending\":24,"));
+    shard_store_close(s);
+    free(sl);
+    rm_rf(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -448,6 +531,7 @@ int main(void)
         cmocka_unit_test(test_map_full_at_ceiling_answers_503),
         cmocka_unit_test(test_store_error_mid_batch_answers_503),
         cmocka_unit_test(test_outbox_scan_mark_and_trim),
+        cmocka_unit_test(test_operation_failing_alone_is_dropped),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
