@@ -21,7 +21,8 @@
  *     posting, next_sequence(EVENT) + event_append, and last idem_put of the answer.
  * Decision (what idempotency stores): every answer the domain gave for a known scope:
  * 2xx, 404 not_found of a payment (when the scope merchant is known, i.e. with auth on
- * or for another merchant's payment), 409 invalid_state and amount_exceeds_remaining.
+ * or for another merchant's payment), 409 invalid_state and amount_exceeds_remaining,
+ * and the one domain 400: an authorize in a currency beyond MERCHANT_CURRENCIES_MAX.
  * Not stored: 400/403/405 (decode errors never reach here), 409 idempotency_key_reused,
  * and store failures (engine_apply returns -errno; the batch must be aborted). Retention
  * (SPEC: >= 24 h) is the store's: it may drop records older than its configured age.
