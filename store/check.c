@@ -39,6 +39,7 @@ struct pay_row {
     char currency[3];
     enum payment_status status;
     int64_t amount, captured, refunded;
+    int64_t refund_sum; /* sum of its refund records */
 };
 
 /* One ledger entry, with its merchant (from the key). */
@@ -133,6 +134,7 @@ static int load_payments(struct check *c)
         r->amount = p.amount;
         r->captured = p.captured_amount;
         r->refunded = p.refunded_amount;
+        r->refund_sum = 0;
     }
     mdb_cursor_close(cur);
     return rc == MDB_NOTFOUND ? 0 : rc;
@@ -347,6 +349,48 @@ static void check_balances(struct check *c)
     }
 }
 
+/* Refund records: each names a payment of the same merchant and currency, and a
+ * payment's refunds sum to its refunded amount. */
+static int cmp_pay_id(const void *key, const void *elem);
+
+static int check_refunds(struct check *c)
+{
+    MDB_cursor *cur;
+    MDB_val k, v;
+    int rc = mdb_cursor_open(c->txn, c->dbi[DB_REFUNDS], &cur);
+    if (rc)
+        return rc;
+    while ((rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) == 0) {
+        struct refund r;
+        if (k.mv_size != RECORD_PAYMENT_ID_BYTES ||
+            record_refund_decode(v.mv_data, v.mv_size, &r) ||
+            memcmp(r.id, k.mv_data, RECORD_PAYMENT_ID_BYTES) != 0) {
+            problem(c, "refund %.*s: corrupt record (%zu bytes)", (int)k.mv_size,
+                    (const char *)k.mv_data, v.mv_size);
+            continue;
+        }
+        struct pay_row *p =
+            bsearch(r.payment_id, c->pays, c->npays, sizeof(*c->pays), cmp_pay_id);
+        if (p == NULL || p->mlen != r.merchant_id_len ||
+            memcmp(p->merchant, r.merchant_id, p->mlen) || memcmp(p->currency, r.currency, 3)) {
+            problem(c, "refund %s names payment %s, which does not exist for its merchant "
+                       "and currency",
+                    r.id, r.payment_id);
+            continue;
+        }
+        p->refund_sum += r.amount;
+    }
+    mdb_cursor_close(cur);
+    if (rc != MDB_NOTFOUND)
+        return rc;
+    for (size_t i = 0; i < c->npays; i++)
+        if (c->pays[i].refund_sum != c->pays[i].refunded)
+            problem(c, "payment %.22s: refunds sum to %lld, refunded amount is %lld",
+                    c->pays[i].id, (long long)c->pays[i].refund_sum,
+                    (long long)c->pays[i].refunded);
+    return 0;
+}
+
 /* ---- invariants 4 and 5 ------------------------------------------------------------ */
 
 /* A meta counter; 0 when absent. */
@@ -514,8 +558,10 @@ static int check_txn(struct check *c)
         check_balances(c);
         if (c->sum[0] + c->sum[1] + c->sum[2] != 0)
             problem(c, "the sum of all balances is not zero");
-        rc = check_outbox(c);
+        rc = check_refunds(c);
     }
+    if (rc == 0)
+        rc = check_outbox(c);
     if (rc == 0)
         rc = check_idem(c);
     return rc;

@@ -7,7 +7,10 @@
  * Threading: a store is owned by ONE thread (the shard thread). Every function here
  * must be called from that thread. This is also what makes growing the map safe:
  * LMDB requires that no transaction of the process is open during
- * mdb_env_set_mapsize, and only the owner ever opens one.
+ * mdb_env_set_mapsize, and only the owner ever opens one. Exception: when the store
+ * is opened with map_max_bytes == map_bytes (growth off; the map is address space,
+ * so e.g. 64 GiB costs no disk), shard_store_read may also be called from other
+ * threads (the environment uses MDB_NOTLS), e.g. reactors serving GETs.
  *
  * Durability (SPEC §6): shard_store_apply_batch returns only after mdb_txn_commit
  * returned, and LMDB's default sync mode fsyncs the data and then the meta page
@@ -147,7 +150,7 @@ int shard_store_apply_batch(struct shard_store *s, struct batch_item *items, siz
  * read transaction: committed data only. Returns 0, or -errno when no read
  * transaction could start (every item answered 503). An item whose read fails gets
  * rc != 0 and a 503. Must be called by the thread that owns the store (the map may
- * be resized between batches).
+ * be resized between batches), unless growth is off (see the top of this file).
  */
 int shard_store_read(struct shard_store *s, struct batch_item *items, size_t n,
                      int64_t now_ms);

@@ -276,6 +276,27 @@ static void test_entries_not_matching_state(void **state)
     assert_non_null(strstr(rep, "pending 15000, open authorizations 0"));
 }
 
+static void test_lost_refund(void **state)
+{
+    struct fixture *f = *state;
+    MDB_env *env;
+    MDB_txn *txn = raw_begin(f->dir, &env);
+    MDB_cursor *c;
+    MDB_val k, v;
+    assert_int_equal(mdb_cursor_open(txn, dbi(txn, RECORD_DB_REFUNDS), &c), 0);
+    assert_int_equal(mdb_cursor_get(c, &k, &v, MDB_FIRST), 0);
+    assert_int_equal(mdb_cursor_del(c, 0), 0);
+    mdb_cursor_close(c);
+    raw_commit(env, txn);
+    char rep[8192], want[128];
+    assert_int_equal(run_check(f->dir, rep, sizeof(rep)), 1);
+    snprintf(want, sizeof(want), "payment %s: refunds sum to 0, refunded amount is 500",
+             f->pay[0]);
+    assert_non_null(strstr(rep, want));
+    /* The refund's idempotency record now claims a refund that does not exist. */
+    assert_non_null(strstr(rep, "/r1: status 201 names rfd_"));
+}
+
 static void test_no_manifest(void **state)
 {
     char rep[1024];
@@ -293,6 +314,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_lost_payment, setup, teardown),
         cmocka_unit_test_setup_teardown(test_garbage_record, setup, teardown),
         cmocka_unit_test_setup_teardown(test_entries_not_matching_state, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lost_refund, setup, teardown),
         cmocka_unit_test(test_no_manifest),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
