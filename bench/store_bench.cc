@@ -24,7 +24,8 @@ extern "C" {
 #include "store/shard_store.h"
 }
 
-namespace {
+namespace
+{
 
 struct bench_dir {
     std::string path;
@@ -117,7 +118,12 @@ void BM_AuthorizeBatch(benchmark::State &state)
     state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * n));
     shard_store_close(s);
 }
-BENCHMARK(BM_AuthorizeBatch)->Arg(1)->Arg(16)->Arg(256)->Arg(4096)->UseRealTime()
+BENCHMARK(BM_AuthorizeBatch)
+    ->Arg(1)
+    ->Arg(16)
+    ->Arg(256)
+    ->Arg(4096)
+    ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);
 
 void BM_DurableCommit(benchmark::State &state)

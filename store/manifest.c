@@ -20,8 +20,8 @@
 #include "engine/assert.h"
 #include "engine/limits.h"
 
-#define MANIFEST_NAME "MANIFEST"
-#define MANIFEST_TMP_NAME "MANIFEST.tmp"
+#define MANIFEST_NAME      "MANIFEST"
+#define MANIFEST_TMP_NAME  "MANIFEST.tmp"
 #define MANIFEST_MAX_BYTES 256
 
 static void set_err(char *err, size_t err_size, const char *fmt, ...)
@@ -137,8 +137,8 @@ static int create(const char *dir, unsigned nshards, char *err, size_t err_size)
         set_err(err, err_size, "data directory path %s is too long", dir);
         return -ENAMETOOLONG;
     }
-    int len = snprintf(text, sizeof(text), "ringpay-data %d\nshards %u\n",
-                       STORE_FORMAT_VERSION, nshards);
+    int len =
+        snprintf(text, sizeof(text), "ringpay-data %d\nshards %u\n", STORE_FORMAT_VERSION, nshards);
     ASSERT(len > 0 && (size_t)len < sizeof(text));
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0)
@@ -191,8 +191,8 @@ int store_manifest_open(const char *dir, unsigned nshards, char *err, size_t err
         struct stat st;
         if (store_manifest_shard_path(dir, 0, shard0, sizeof(shard0)) == 0 &&
             stat(shard0, &st) == 0) {
-            set_err(err, err_size, "data directory %s holds shard directories but no %s",
-                    dir, MANIFEST_NAME);
+            set_err(err, err_size, "data directory %s holds shard directories but no %s", dir,
+                    MANIFEST_NAME);
             return -EINVAL;
         }
         return create(dir, nshards, err, err_size);

@@ -152,8 +152,7 @@ int shard_store_apply_batch(struct shard_store *s, struct batch_item *items, siz
  * rc != 0 and a 503. Must be called by the thread that owns the store (the map may
  * be resized between batches), unless growth is off (see the top of this file).
  */
-int shard_store_read(struct shard_store *s, struct batch_item *items, size_t n,
-                     int64_t now_ms);
+int shard_store_read(struct shard_store *s, struct batch_item *items, size_t n, int64_t now_ms);
 
 #ifdef __cplusplus
 }

@@ -24,7 +24,7 @@
 #include "store/record.h"
 #include "store/shard_store.h"
 
-#define NOW_MS 1764064800123LL
+#define NOW_MS  1764064800123LL
 #define NSHARDS 2
 
 struct fixture {
@@ -43,8 +43,8 @@ static int post(struct shard_store *s, const char *path, const char *body, const
 {
     static struct op op;
     static char out[ENGINE_ANSWER_MAX_BYTES];
-    struct api_request q = {.method = span("POST"), .path = span(path), .body = span(body),
-                            .idem_key = span(key)};
+    struct api_request q = {
+        .method = span("POST"), .path = span(path), .body = span(body), .idem_key = span(key)};
     struct api_error err;
     assert_int_equal(api_decode(&q, NSHARDS, &op, &err), 0);
     struct batch_item it = {.op = &op, .answer = {.body = out, .cap = sizeof(out)}};
@@ -81,8 +81,7 @@ static int setup(void **state)
         snprintf(body, sizeof(body),
                  "{\"merchant_id\":\"%s\",\"amount\":15000,\"currency\":\"KRW\"}", m);
         assert_int_equal(post(s, "/v1/payments/authorize", body, "a1", f->pay[2 * sh]), 201);
-        assert_int_equal(post(s, "/v1/payments/authorize", body, "a2", f->pay[2 * sh + 1]),
-                         201);
+        assert_int_equal(post(s, "/v1/payments/authorize", body, "a2", f->pay[2 * sh + 1]), 201);
         snprintf(path, sizeof(path), "/v1/payments/%s/capture", f->pay[2 * sh]);
         assert_int_equal(post(s, path, "{\"amount\":12000}", "c1", NULL), 200);
         snprintf(path, sizeof(path), "/v1/payments/%s/refund", f->pay[2 * sh]);
@@ -290,8 +289,7 @@ static void test_lost_refund(void **state)
     raw_commit(env, txn);
     char rep[8192], want[128];
     assert_int_equal(run_check(f->dir, rep, sizeof(rep)), 1);
-    snprintf(want, sizeof(want), "payment %s: refunds sum to 0, refunded amount is 500",
-             f->pay[0]);
+    snprintf(want, sizeof(want), "payment %s: refunds sum to 0, refunded amount is 500", f->pay[0]);
     assert_non_null(strstr(rep, want));
     /* The refund's idempotency record now claims a refund that does not exist. */
     assert_non_null(strstr(rep, "/r1: status 201 names rfd_"));

@@ -57,9 +57,13 @@ static void post_body(struct shard_txn *t, void *varg)
 {
     struct post_arg *a = varg;
     a->calls++;
-    struct posting p = {.payment_id = PAY_ID, .merchant_id = "m-1", .merchant_id_len = 3,
-                        .currency = "KRW", .debit = LEDGER_CLEARING,
-                        .credit = LEDGER_PENDING, .amount = a->amount};
+    struct posting p = {.payment_id = PAY_ID,
+                        .merchant_id = "m-1",
+                        .merchant_id_len = 3,
+                        .currency = "KRW",
+                        .debit = LEDGER_CLEARING,
+                        .credit = LEDGER_PENDING,
+                        .amount = a->amount};
     a->rc = st_posting_add(t, &p, 1764064800123, &a->ledger_seq);
     if (a->rc)
         return;
@@ -68,8 +72,10 @@ static void post_body(struct shard_txn *t, void *varg)
     if (a->rc)
         return;
     static const char json[] = "{\"type\":\"payment.authorized\"}";
-    struct engine_event ev = {.seq = seq, .topic = "payment.authorized",
-                              .key = {"m-1", 3}, .value = {json, sizeof(json) - 1}};
+    struct engine_event ev = {.seq = seq,
+                              .topic = "payment.authorized",
+                              .key = {"m-1", 3},
+                              .value = {json, sizeof(json) - 1}};
     a->rc = st_event_append(t, &ev);
     a->event_seq = seq;
 }
@@ -157,10 +163,15 @@ static void test_codecs(void **state)
     }
     assert_int_equal(record_payment_decode(buf, n + 1, &q), -EBADMSG);
 
-    struct refund r = {.id = "rfd_030000000000000001", .payment_id = PAY_ID,
-                       .merchant_id = "m-1", .merchant_id_len = 3, .currency = "KRW",
-                       .amount = 500, .payment_status = PAYMENT_PARTIALLY_REFUNDED,
-                       .created_at_ms = 1764064900000}, rr;
+    struct refund r = {.id = "rfd_030000000000000001",
+                       .payment_id = PAY_ID,
+                       .merchant_id = "m-1",
+                       .merchant_id_len = 3,
+                       .currency = "KRW",
+                       .amount = 500,
+                       .payment_status = PAYMENT_PARTIALLY_REFUNDED,
+                       .created_at_ms = 1764064900000},
+                  rr;
     n = record_refund_encode(buf, &r);
     assert_int_equal(record_refund_decode(buf, n, &rr), 0);
     assert_string_equal(rr.id, r.id);
@@ -174,10 +185,12 @@ static void test_codecs(void **state)
     assert_int_equal(record_refund_decode(buf, n, &rr), -EBADMSG);
 
     /* Idempotency record: absent and empty parts stay apart. */
-    struct idem_record rec = {.fp = {{"POST", 4}, {"/v1/payments/authorize", 22},
-                                     {NULL, 0}, {"", 0}},
-                              .status = 201, .body = {"{\"id\":1}", 8},
-                              .created_at_ms = 77}, drec;
+    struct idem_record rec =
+                           {.fp = {{"POST", 4}, {"/v1/payments/authorize", 22}, {NULL, 0}, {"", 0}},
+                            .status = 201,
+                            .body = {"{\"id\":1}", 8},
+                            .created_at_ms = 77},
+                       drec;
     uint8_t ib[256];
     n = record_idem_encode(ib, &rec);
     assert_int_equal(n, record_idem_size(&rec));
@@ -275,9 +288,13 @@ struct overflow_arg {
 static void overflow_body(struct shard_txn *t, void *varg)
 {
     struct overflow_arg *a = varg;
-    struct posting p = {.payment_id = PAY_ID, .merchant_id = "m-1", .merchant_id_len = 3,
-                        .currency = "KRW", .debit = LEDGER_CLEARING,
-                        .credit = LEDGER_PENDING, .amount = AMOUNT_MAX};
+    struct posting p = {.payment_id = PAY_ID,
+                        .merchant_id = "m-1",
+                        .merchant_id_len = 3,
+                        .currency = "KRW",
+                        .debit = LEDGER_CLEARING,
+                        .credit = LEDGER_PENDING,
+                        .amount = AMOUNT_MAX};
     while ((a->rc = st_posting_add(t, &p, 1, NULL)) == 0 && a->committed < 10000)
         a->committed++;
     assert_int_equal(t->err, 0);
@@ -319,8 +336,10 @@ static void fill_body(struct shard_txn *t, void *varg)
         uint64_t seq = 0;
         if (st_next_sequence(t, ENGINE_SEQ_EVENT, &seq))
             return;
-        struct engine_event ev = {.seq = seq, .topic = "payment.captured",
-                                  .key = {"m-1", 3}, .value = {json, sizeof(json)}};
+        struct engine_event ev = {.seq = seq,
+                                  .topic = "payment.captured",
+                                  .key = {"m-1", 3},
+                                  .value = {json, sizeof(json)}};
         if (st_event_append(t, &ev))
             return;
     }

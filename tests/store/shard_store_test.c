@@ -62,9 +62,12 @@ static struct engine_span span(const char *s)
 /* Decodes r (auth off, one shard) into slot and points item at it. */
 static void prepare(struct slot *sl, struct batch_item *it, struct req r)
 {
-    struct api_request q = {.method = span(r.method), .path = span(r.path),
-                            .query = span(r.query), .body = span(r.body),
-                            .idem_key = span(r.idem), .request_id = span("req-1")};
+    struct api_request q = {.method = span(r.method),
+                            .path = span(r.path),
+                            .query = span(r.query),
+                            .body = span(r.body),
+                            .idem_key = span(r.idem),
+                            .request_id = span("req-1")};
     struct api_error err;
     memset(&sl->op, 0, sizeof(sl->op));
     assert_int_equal(api_decode(&q, 1, &sl->op, &err), 0);
@@ -126,14 +129,16 @@ static void test_lifecycle_survives_reopen(void **state)
     assert_int_equal(shard_store_open(&s, dir, 0, NULL), 0);
     struct slot *sl = slots(4);
     struct batch_item it[4];
-    prepare(&sl[0], &it[0], (struct req){"POST", "/v1/payments/authorize", NULL,
-                                         "{\"merchant_id\":\"m-1\",\"amount\":15000,"
-                                         "\"currency\":\"KRW\",\"reference\":\"order-77\"}",
-                                         "k1"});
-    prepare(&sl[1], &it[1], (struct req){"POST", "/v1/payments/authorize", NULL,
-                                         "{\"merchant_id\":\"m-1\",\"amount\":5000,"
-                                         "\"currency\":\"KRW\"}",
-                                         "k2"});
+    prepare(&sl[0], &it[0],
+            (struct req){"POST", "/v1/payments/authorize", NULL,
+                         "{\"merchant_id\":\"m-1\",\"amount\":15000,"
+                         "\"currency\":\"KRW\",\"reference\":\"order-77\"}",
+                         "k1"});
+    prepare(&sl[1], &it[1],
+            (struct req){"POST", "/v1/payments/authorize", NULL,
+                         "{\"merchant_id\":\"m-1\",\"amount\":5000,"
+                         "\"currency\":\"KRW\"}",
+                         "k2"});
     assert_int_equal(shard_store_apply_batch(s, it, 2, NOW_MS), 0);
     assert_int_equal(it[0].answer.status, 201);
     assert_int_equal(it[1].answer.status, 201);
@@ -210,10 +215,11 @@ static void test_same_key_twice_in_one_batch(void **state)
     const char *body = "{\"merchant_id\":\"m-1\",\"amount\":700,\"currency\":\"KRW\"}";
     prepare(&sl[0], &it[0], (struct req){"POST", "/v1/payments/authorize", NULL, body, "same"});
     prepare(&sl[1], &it[1], (struct req){"POST", "/v1/payments/authorize", NULL, body, "same"});
-    prepare(&sl[2], &it[2], (struct req){"POST", "/v1/payments/authorize", NULL,
-                                         "{\"merchant_id\":\"m-1\",\"amount\":701,"
-                                         "\"currency\":\"KRW\"}",
-                                         "same"});
+    prepare(&sl[2], &it[2],
+            (struct req){"POST", "/v1/payments/authorize", NULL,
+                         "{\"merchant_id\":\"m-1\",\"amount\":701,"
+                         "\"currency\":\"KRW\"}",
+                         "same"});
     assert_int_equal(shard_store_apply_batch(s, it, 3, NOW_MS), 0);
     assert_int_equal(it[0].answer.status, 201);
     assert_false(it[0].answer.replayed);
@@ -242,8 +248,8 @@ static int authorize_batch(struct shard_store *s, struct slot *sl, struct batch_
     for (size_t i = 0; i < count; i++) {
         authorize_req(bodies[i], sizeof(bodies[i]), amount, m);
         snprintf(keys[i], sizeof(keys[i]), "key-%d", key_base + (int)i);
-        prepare(&sl[i], &it[i], (struct req){"POST", "/v1/payments/authorize", NULL,
-                                             bodies[i], keys[i]});
+        prepare(&sl[i], &it[i],
+                (struct req){"POST", "/v1/payments/authorize", NULL, bodies[i], keys[i]});
     }
     return shard_store_apply_batch(s, it, count, NOW_MS);
 }
@@ -260,8 +266,8 @@ static void test_map_full_grows_and_loses_nothing(void **state)
     struct batch_item it[FILL];
     char bodies[FILL][128], keys[FILL][32];
     for (int round = 0; round < 10; round++) {
-        assert_int_equal(
-            authorize_batch(s, sl, it, FILL, 100, "m-1", round * FILL, bodies, keys), 0);
+        assert_int_equal(authorize_batch(s, sl, it, FILL, 100, "m-1", round * FILL, bodies, keys),
+                         0);
         for (int i = 0; i < FILL; i++) {
             assert_int_equal(it[i].rc, 0);
             assert_int_equal(it[i].answer.status, 201);
