@@ -30,7 +30,6 @@
 #include "store/manifest.h"
 #include "store/record.h"
 
-
 enum shard_dbi {
     SHARD_DBI_PAYMENTS,
     SHARD_DBI_REFUNDS,
@@ -53,10 +52,11 @@ struct shard_store {
     MDB_env *env;
     MDB_dbi dbi[SHARD_DBI_COUNT];
     unsigned shard;
-    size_t map_bytes;     /* current map size */
-    size_t map_max_bytes; /* ceiling of growth on MDB_MAP_FULL */
+    size_t map_bytes;            /* current map size */
+    size_t map_max_bytes;        /* ceiling of growth on MDB_MAP_FULL */
     uint64_t replicated_pending; /* mark to store with the next commit */
     uint64_t replicated_stored;  /* mark on disk */
+    uint64_t event_seq;          /* last event sequence number committed */
     struct shard_store_stats stats;
     unsigned fault_after_puts; /* tests: puts that succeed before the fault */
     int fault_errno;           /* tests: LMDB code the injected fault returns; 0 = off */
@@ -75,10 +75,8 @@ struct shard_txn {
 
 typedef void (*shard_txn_body_fn)(struct shard_txn *t, void *arg);
 
-static int meta_get(MDB_txn *txn, const struct shard_store *s, const char *name,
-                                uint64_t *v);
-static int meta_put(MDB_txn *txn, const struct shard_store *s, const char *name,
-                                uint64_t v);
+static int meta_get(MDB_txn *txn, const struct shard_store *s, const char *name, uint64_t *v);
+static int meta_put(MDB_txn *txn, const struct shard_store *s, const char *name, uint64_t v);
 
 /* ---- environment ------------------------------------------------------------------ */
 
@@ -98,7 +96,7 @@ static int errno_of(int mdb_rc)
         return -EBADMSG;
     default:
         if (mdb_rc > 0)
-            return -mdb_rc; /* a system errno from LMDB */
+            return -mdb_rc;                    /* a system errno from LMDB */
         return mdb_rc > -4096 ? mdb_rc : -EIO; /* our own -errno, or another MDB_* */
     }
 }
@@ -123,6 +121,12 @@ static int open_dbis(struct shard_store *s)
         rc = MDB_VERSION_MISMATCH;
     if (rc)
         goto out_abort;
+    rc = meta_get(txn, s, "replicated", &s->replicated_stored);
+    if (rc == 0 || rc == MDB_NOTFOUND)
+        rc = meta_get(txn, s, "seq:event", &s->event_seq);
+    if (rc && rc != MDB_NOTFOUND)
+        goto out_abort;
+    s->replicated_pending = s->replicated_stored;
     return mdb_txn_commit(txn);
 
 out_abort:
@@ -209,8 +213,7 @@ void shard_store_close(struct shard_store *s)
 
 /* ---- meta ------------------------------------------------------------------------- */
 
-static int meta_get(MDB_txn *txn, const struct shard_store *s, const char *name,
-                         uint64_t *v)
+static int meta_get(MDB_txn *txn, const struct shard_store *s, const char *name, uint64_t *v)
 {
     MDB_val key = {.mv_size = strlen(name), .mv_data = (void *)name};
     MDB_val val;
@@ -224,8 +227,7 @@ static int meta_get(MDB_txn *txn, const struct shard_store *s, const char *name,
     return 0;
 }
 
-static int meta_put(MDB_txn *txn, const struct shard_store *s, const char *name,
-                         uint64_t v)
+static int meta_put(MDB_txn *txn, const struct shard_store *s, const char *name, uint64_t v)
 {
     uint8_t buf[RECORD_I64_BYTES];
     record_i64_encode(buf, (int64_t)v);
@@ -259,9 +261,42 @@ static int map_grow(struct shard_store *s)
     return 0;
 }
 
+/* Records an LMDB result in the transaction; the first error sticks. */
+static int txn_fail(struct shard_txn *t, int mdb_rc)
+{
+    if (mdb_rc && t->err == 0)
+        t->err = mdb_rc;
+    return mdb_rc;
+}
+
+/* Stores the replicated mark and trims the outbox up to it (DESIGN "Kafka
+ * replication": the outbox below the mark is trimmed, in the same transaction). */
+static void outbox_mark(struct shard_txn *t, uint64_t mark)
+{
+    if (txn_fail(t, meta_put(t->txn, t->s, "replicated", mark)))
+        return;
+    MDB_cursor *c = NULL;
+    if (txn_fail(t, mdb_cursor_open(t->txn, t->s->dbi[SHARD_DBI_OUTBOX], &c)))
+        return;
+    MDB_val k, v;
+    int rc;
+    while ((rc = mdb_cursor_get(c, &k, &v, MDB_FIRST)) == 0) {
+        if (k.mv_size != 8) {
+            rc = MDB_CORRUPTED;
+            break;
+        }
+        if (record_get_u64be(k.mv_data) > mark)
+            break;
+        if ((rc = mdb_cursor_del(c, 0)))
+            break;
+    }
+    mdb_cursor_close(c);
+    if (rc != MDB_NOTFOUND)
+        txn_fail(t, rc);
+}
+
 /* Runs body once in a fresh write transaction and commits it. */
-static int txn_once(struct shard_store *s, struct shard_txn *t, shard_txn_body_fn body,
-                    void *arg)
+static int txn_once(struct shard_store *s, struct shard_txn *t, shard_txn_body_fn body, void *arg)
 {
     MDB_txn *txn = NULL;
     int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
@@ -273,7 +308,13 @@ static int txn_once(struct shard_store *s, struct shard_txn *t, shard_txn_body_f
     t->writable = 1;
     body(t, arg);
     if (t->err == 0 && s->replicated_pending > s->replicated_stored)
-        t->err = meta_put(txn, s, "replicated", s->replicated_pending);
+        outbox_mark(t, s->replicated_pending);
+    uint64_t event_seq = s->event_seq;
+    if (t->err == 0) {
+        int grc = meta_get(txn, s, "seq:event", &event_seq);
+        if (grc != MDB_NOTFOUND)
+            txn_fail(t, grc);
+    }
     if (t->err) {
         rc = t->err;
         mdb_txn_abort(txn);
@@ -281,13 +322,14 @@ static int txn_once(struct shard_store *s, struct shard_txn *t, shard_txn_body_f
         rc = mdb_txn_commit(txn); /* durable: data fsync, then the meta page */
     }
     t->txn = NULL;
-    if (rc == 0 && s->replicated_pending > s->replicated_stored)
+    if (rc == 0) {
         s->replicated_stored = s->replicated_pending;
+        s->event_seq = event_seq;
+    }
     return rc;
 }
 
-static int txn_run(struct shard_store *s, struct shard_txn *t, shard_txn_body_fn body,
-                        void *arg)
+static int txn_run(struct shard_store *s, struct shard_txn *t, shard_txn_body_fn body, void *arg)
 {
     ASSERT(s != NULL && s->env != NULL && t != NULL && body != NULL);
     int rc = txn_once(s, t, body, arg);
@@ -306,14 +348,6 @@ out:
     return rc;
 }
 
-/* Records an LMDB result in the transaction; the first error sticks. */
-static int txn_fail(struct shard_txn *t, int mdb_rc)
-{
-    if (mdb_rc && t->err == 0)
-        t->err = mdb_rc;
-    return mdb_rc;
-}
-
 /* mdb_put with the test-only fault injection and sticky errors. */
 static int txn_put(struct shard_txn *t, int dbi, MDB_val *key, MDB_val *val, unsigned flags)
 {
@@ -328,17 +362,21 @@ static int txn_put(struct shard_txn *t, int dbi, MDB_val *key, MDB_val *val, uns
             int e = s->fault_errno;
             if (!s->fault_persistent)
                 s->fault_errno = 0;
+            if (e < 0 && e > -4096)
+                return e; /* a -errno: the operation's own failure, not the store's */
             return txn_fail(t, e);
         }
     }
     return txn_fail(t, mdb_put(t->txn, s->dbi[dbi], key, val, flags));
 }
 
-void shard_store_stats(const struct shard_store *s, struct shard_store_stats *out)
+void shard_store_get_stats(const struct shard_store *s, struct shard_store_stats *out)
 {
     ASSERT(s != NULL && out != NULL);
     *out = s->stats;
     out->map_bytes = s->map_bytes;
+    out->event_seq = s->event_seq;
+    out->replicated_seq = s->replicated_stored;
 }
 
 void shard_store_set_replicated(struct shard_store *s, uint64_t event_seq)
@@ -347,7 +385,6 @@ void shard_store_set_replicated(struct shard_store *s, uint64_t event_seq)
     if (event_seq > s->replicated_pending)
         s->replicated_pending = event_seq;
 }
-
 
 /* ---- the engine's store interface over one transaction ----------------------------- */
 
@@ -378,8 +415,7 @@ static int st_payment_get(void *ctx, const char *id, size_t id_len, struct payme
     int rc = txn_get(t, SHARD_DBI_PAYMENTS, &key, &val);
     if (rc)
         return rc;
-    if (record_payment_decode(val.mv_data, val.mv_size, out) ||
-        memcmp(out->id, id, id_len) != 0)
+    if (record_payment_decode(val.mv_data, val.mv_size, out) || memcmp(out->id, id, id_len) != 0)
         return txn_fail(t, MDB_CORRUPTED);
     return 0;
 }
@@ -537,8 +573,10 @@ static int st_posting_add(void *ctx, const struct posting *p, int64_t now_ms, ui
     rc = ledger_last_seq(t, p->merchant_id, p->merchant_id_len, &last);
     if (rc)
         return rc;
-    struct record_ledger_entry e = {.debit = (uint8_t)p->debit, .credit = (uint8_t)p->credit,
-                                    .amount = p->amount, .created_at_ms = now_ms,
+    struct record_ledger_entry e = {.debit = (uint8_t)p->debit,
+                                    .credit = (uint8_t)p->credit,
+                                    .amount = p->amount,
+                                    .created_at_ms = now_ms,
                                     .payment_id_len = RECORD_PAYMENT_ID_BYTES};
     memcpy(e.currency, p->currency, 3);
     memcpy(e.payment_id, p->payment_id, RECORD_PAYMENT_ID_BYTES);
@@ -567,8 +605,7 @@ static int st_balance_get(void *ctx, const char *m, size_t mlen, const char *cur
 }
 
 /* Visits every balance record of merchant m, in currency order. */
-static int st_balance_list(void *ctx, const char *m, size_t mlen, engine_balance_fn fn,
-                           void *arg)
+static int st_balance_list(void *ctx, const char *m, size_t mlen, engine_balance_fn fn, void *arg)
 {
     struct shard_txn *t = ctx;
     if (t->err)
@@ -602,8 +639,8 @@ static int st_balance_list(void *ctx, const char *m, size_t mlen, engine_balance
     return ret;
 }
 
-static int st_ledger_page(void *ctx, const char *m, size_t mlen, uint64_t after,
-                          uint32_t limit, engine_entry_fn fn, void *arg, bool *more)
+static int st_ledger_page(void *ctx, const char *m, size_t mlen, uint64_t after, uint32_t limit,
+                          engine_entry_fn fn, void *arg, bool *more)
 {
     struct shard_txn *t = ctx;
     *more = false;
@@ -638,7 +675,8 @@ static int st_ledger_page(void *ctx, const char *m, size_t mlen, uint64_t after,
         struct ledger_entry e = {.seq = record_get_u64be((const uint8_t *)key.mv_data + prefix),
                                  .debit = (enum ledger_account)re.debit,
                                  .credit = (enum ledger_account)re.credit,
-                                 .amount = re.amount, .created_at_ms = re.created_at_ms};
+                                 .amount = re.amount,
+                                 .created_at_ms = re.created_at_ms};
         memcpy(e.payment_id, re.payment_id, RECORD_PAYMENT_ID_BYTES);
         memcpy(e.currency, re.currency, CURRENCY_BYTES);
         seen++;
@@ -654,9 +692,12 @@ static int st_event_append(void *ctx, const struct engine_event *ev)
 {
     struct shard_txn *t = ctx;
     ASSERT(ev->seq >= 1 && ev->topic != NULL);
-    struct record_event re = {.merchant = ev->key.ptr, .merchant_len = ev->key.len,
-                              .topic = ev->topic, .topic_len = strlen(ev->topic),
-                              .json = ev->value.ptr, .json_len = ev->value.len};
+    struct record_event re = {.merchant = ev->key.ptr,
+                              .merchant_len = ev->key.len,
+                              .topic = ev->topic,
+                              .topic_len = strlen(ev->topic),
+                              .json = ev->value.ptr,
+                              .json_len = ev->value.len};
     uint8_t kbuf[8];
     record_put_u64be(kbuf, ev->seq);
     MDB_val key = {.mv_data = kbuf, .mv_size = sizeof(kbuf)};
@@ -672,18 +713,25 @@ static int st_event_append(void *ctx, const struct engine_event *ev)
 }
 
 static const struct engine_store write_store = {
-    .payment_get = st_payment_get,     .payment_put = st_payment_put,
-    .refund_put = st_refund_put,       .next_sequence = st_next_sequence,
-    .idem_get = st_idem_get,           .idem_put = st_idem_put,
-    .posting_add = st_posting_add,     .balance_get = st_balance_get,
-    .balance_list = st_balance_list,   .ledger_page = st_ledger_page,
+    .payment_get = st_payment_get,
+    .payment_put = st_payment_put,
+    .refund_put = st_refund_put,
+    .next_sequence = st_next_sequence,
+    .idem_get = st_idem_get,
+    .idem_put = st_idem_put,
+    .posting_add = st_posting_add,
+    .balance_get = st_balance_get,
+    .balance_list = st_balance_list,
+    .ledger_page = st_ledger_page,
     .event_append = st_event_append,
 };
 
 /* Reads only: the write members are NULL (engine/apply.h). */
 static const struct engine_store read_store = {
-    .payment_get = st_payment_get,   .idem_get = st_idem_get,
-    .balance_get = st_balance_get,   .balance_list = st_balance_list,
+    .payment_get = st_payment_get,
+    .idem_get = st_idem_get,
+    .balance_get = st_balance_get,
+    .balance_list = st_balance_list,
     .ledger_page = st_ledger_page,
 };
 
@@ -703,8 +751,7 @@ struct batch_run {
 static void answer_overloaded(struct batch_item *it, int rc)
 {
     struct api_error e;
-    api_error_set(&e, 503, "overloaded", "the shard store could not commit; retry later",
-                  NULL);
+    api_error_set(&e, 503, "overloaded", "the shard store could not commit; retry later", NULL);
     struct jw w;
     jw_init(&w, it->answer.body, it->answer.cap);
     api_render_error(&w, &e, it->op->request_id, it->op->request_id_len);
@@ -740,6 +787,7 @@ int shard_store_apply_batch(struct shard_store *s, struct batch_item *items, siz
     ASSERT(s != NULL && (items != NULL || n == 0));
     for (size_t i = 0; i < n; i++) {
         ASSERT(items[i].op != NULL && items[i].answer.body != NULL);
+        ASSERT(items[i].op->shard == s->shard); /* routed to the shard that owns it */
         ASSERT(items[i].answer.cap >= ENGINE_ANSWER_MAX_BYTES);
         items[i].rc = 0;
     }
@@ -772,11 +820,11 @@ int shard_store_apply_batch(struct shard_store *s, struct batch_item *items, siz
     return rc;
 }
 
-static void read_body(struct shard_txn *t, struct batch_item *items, size_t n,
-                      int64_t now_ms)
+static void read_body(struct shard_txn *t, struct batch_item *items, size_t n, int64_t now_ms)
 {
     for (size_t i = 0; i < n; i++) {
         struct batch_item *it = &items[i];
+        ASSERT(it->op->shard == t->s->shard);
         ASSERT(it->op->kind == OP_GET_PAYMENT || it->op->kind == OP_BALANCES ||
                it->op->kind == OP_LEDGER);
         it->rc = engine_apply(&read_store, t, it->op, now_ms, &it->answer);
@@ -785,8 +833,7 @@ static void read_body(struct shard_txn *t, struct batch_item *items, size_t n,
     }
 }
 
-int shard_store_read(struct shard_store *s, struct batch_item *items, size_t n,
-                     int64_t now_ms)
+int shard_store_read(struct shard_store *s, struct batch_item *items, size_t n, int64_t now_ms)
 {
     ASSERT(s != NULL && (items != NULL || n == 0));
     struct shard_txn t = {.s = s};
@@ -799,4 +846,54 @@ int shard_store_read(struct shard_store *s, struct batch_item *items, size_t n,
     read_body(&t, items, n, now_ms);
     mdb_txn_abort(t.txn);
     return 0;
+}
+
+/* ---- outbox reads ------------------------------------------------------------------ */
+
+static int scan_events(MDB_cursor *c, uint64_t after_seq, size_t max, shard_event_fn fn, void *arg)
+{
+    uint8_t kbuf[8];
+    if (after_seq == UINT64_MAX)
+        return 0;
+    record_put_u64be(kbuf, after_seq + 1);
+    MDB_val k = {.mv_size = sizeof(kbuf), .mv_data = kbuf}, v;
+    int rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+    for (size_t seen = 0; rc == 0 && seen < max; seen++) {
+        struct record_event re;
+        if (k.mv_size != 8 || record_event_decode(v.mv_data, v.mv_size, &re))
+            return -EBADMSG;
+        struct shard_event ev = {.seq = record_get_u64be(k.mv_data),
+                                 .topic = re.topic,
+                                 .topic_len = re.topic_len,
+                                 .key = re.merchant,
+                                 .key_len = re.merchant_len,
+                                 .value = re.json,
+                                 .value_len = re.json_len};
+        ASSERT(ev.seq > after_seq);
+        int ret = fn(arg, &ev);
+        if (ret)
+            return ret;
+        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    }
+    return rc == MDB_NOTFOUND ? 0 : errno_of(rc);
+}
+
+int shard_store_outbox_scan(struct shard_store *s, uint64_t after_seq, size_t max,
+                            shard_event_fn fn, void *arg)
+{
+    ASSERT(s != NULL && fn != NULL);
+    MDB_txn *txn = NULL;
+    MDB_cursor *c = NULL;
+    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+    if (rc)
+        return errno_of(rc);
+    rc = mdb_cursor_open(txn, s->dbi[SHARD_DBI_OUTBOX], &c);
+    if (rc == 0) {
+        rc = scan_events(c, after_seq, max, fn, arg);
+        mdb_cursor_close(c);
+    } else {
+        rc = errno_of(rc);
+    }
+    mdb_txn_abort(txn);
+    return rc;
 }
