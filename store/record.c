@@ -62,6 +62,15 @@ size_t record_key_idem(uint8_t *key, const char *m, size_t mlen, const char *ide
     return n + idem_len;
 }
 
+size_t record_key_idem_exp(uint8_t *key, int64_t created_at_ms, const uint8_t *idem_key,
+                           size_t idem_key_len)
+{
+    ASSERT(created_at_ms >= 0 && idem_key_len <= RECORD_KEY_MAX);
+    record_put_u64be(key, (uint64_t)created_at_ms);
+    memcpy(key + 8, idem_key, idem_key_len);
+    return 8 + idem_key_len;
+}
+
 size_t record_key_split(const uint8_t *key, size_t len, const char **m, size_t *mlen)
 {
     if (len < 1 || key[0] == 0 || (size_t)key[0] + 1 > len)

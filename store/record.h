@@ -33,6 +33,7 @@
 #define RECORD_DB_PAYMENTS "payments"
 #define RECORD_DB_REFUNDS  "refunds"
 #define RECORD_DB_IDEM     "idem"
+#define RECORD_DB_IDEM_EXP "idem_exp"
 #define RECORD_DB_LEDGER   "ledger"
 #define RECORD_DB_BALANCES "balances"
 #define RECORD_DB_OUTBOX   "outbox"
@@ -114,6 +115,11 @@ size_t record_key_balance(uint8_t *key, const char *m, size_t mlen, const char c
 
 /* Idempotency key [mlen][merchant][key]; returns its length. */
 size_t record_key_idem(uint8_t *key, const char *m, size_t mlen, const char *idem, size_t idem_len);
+
+/* Expiry index key [u64 BE created_at_ms][idempotency key as above]: the records in
+ * creation order, so the oldest are found first. Returns its length. */
+size_t record_key_idem_exp(uint8_t *key, int64_t created_at_ms, const uint8_t *idem_key,
+                           size_t idem_key_len);
 
 /*
  * Splits a merchant-prefixed key: on success sets *m / *mlen to the merchant bytes

@@ -38,6 +38,7 @@ enum shard_dbi {
     SHARD_DBI_BALANCES,
     SHARD_DBI_OUTBOX,
     SHARD_DBI_META,
+    SHARD_DBI_IDEM_EXP,
     SHARD_DBI_COUNT
 };
 
@@ -45,7 +46,7 @@ static const char *const dbi_names[SHARD_DBI_COUNT] = {
     [SHARD_DBI_PAYMENTS] = RECORD_DB_PAYMENTS, [SHARD_DBI_REFUNDS] = RECORD_DB_REFUNDS,
     [SHARD_DBI_IDEM] = RECORD_DB_IDEM,         [SHARD_DBI_LEDGER] = RECORD_DB_LEDGER,
     [SHARD_DBI_BALANCES] = RECORD_DB_BALANCES, [SHARD_DBI_OUTBOX] = RECORD_DB_OUTBOX,
-    [SHARD_DBI_META] = RECORD_DB_META,
+    [SHARD_DBI_META] = RECORD_DB_META,         [SHARD_DBI_IDEM_EXP] = RECORD_DB_IDEM_EXP,
 };
 
 struct shard_store {
@@ -61,6 +62,7 @@ struct shard_store {
     unsigned fault_after_puts; /* tests: puts that succeed before the fault */
     int fault_errno;           /* tests: LMDB code the injected fault returns; 0 = off */
     int fault_persistent;      /* tests: keep failing after the first fault */
+    int64_t idem_ttl_ms;       /* idempotency records older than this are swept */
     char path[STORE_PATH_MAX];
 };
 
@@ -71,6 +73,7 @@ struct shard_txn {
     MDB_txn *txn;
     int err;      /* first LMDB error, 0 while all went well */
     int writable; /* 0 in a read-only transaction */
+    size_t swept; /* idempotency records this transaction deleted */
 };
 
 typedef void (*shard_txn_body_fn)(struct shard_txn *t, void *arg);
@@ -179,6 +182,7 @@ int shard_store_open(struct shard_store **out, const char *data_dir, unsigned sh
     s->map_max_bytes = opt && opt->map_max_bytes ? opt->map_max_bytes : SHARD_MAP_MAX_BYTES;
     if (s->map_max_bytes < s->map_bytes)
         s->map_max_bytes = s->map_bytes;
+    s->idem_ttl_ms = opt && opt->idem_ttl_ms > 0 ? opt->idem_ttl_ms : IDEM_TTL_DEFAULT_MS;
     if (opt) {
         s->fault_after_puts = opt->fault_after_puts;
         s->fault_errno = opt->fault_errno;
@@ -306,6 +310,7 @@ static int txn_once(struct shard_store *s, struct shard_txn *t, shard_txn_body_f
     t->txn = txn;
     t->err = 0;
     t->writable = 1;
+    t->swept = 0;
     body(t, arg);
     if (t->err == 0 && s->replicated_pending > s->replicated_stored)
         outbox_mark(t, s->replicated_pending);
@@ -325,6 +330,7 @@ static int txn_once(struct shard_store *s, struct shard_txn *t, shard_txn_body_f
     if (rc == 0) {
         s->replicated_stored = s->replicated_pending;
         s->event_seq = event_seq;
+        s->stats.idem_swept += t->swept;
     }
     return rc;
 }
@@ -504,7 +510,54 @@ static int st_idem_put(void *ctx, const char *m, size_t mlen, const char *k, siz
         return rc;
     size_t n = record_idem_encode(val.mv_data, rec);
     ASSERT(n == val.mv_size);
-    return 0;
+    /* The expiry index entry. It goes around the fault injection of txn_put on purpose:
+     * the injection tests count the puts of the records themselves. */
+    uint8_t xbuf[8 + RECORD_KEY_MAX];
+    MDB_val xkey = {.mv_data = xbuf,
+                    .mv_size = record_key_idem_exp(xbuf, rec->created_at_ms, kbuf, key.mv_size)};
+    MDB_val empty = {.mv_data = NULL, .mv_size = 0};
+    return txn_fail(t, mdb_put(t->txn, t->s->dbi[SHARD_DBI_IDEM_EXP], &xkey, &empty, 0));
+}
+
+/*
+ * Deletes up to max idempotency records created before cutoff_ms, oldest first, with
+ * their expiry index entries, inside the batch's transaction (no extra commit). A
+ * record whose creation time differs from its index entry is not deleted (it cannot
+ * happen today: records are written once; the check keeps a stale index harmless).
+ */
+static void idem_sweep(struct shard_txn *t, int64_t cutoff_ms, size_t max)
+{
+    MDB_cursor *c = NULL;
+    if (cutoff_ms <= 0 || txn_fail(t, mdb_cursor_open(t->txn, t->s->dbi[SHARD_DBI_IDEM_EXP], &c)))
+        return;
+    MDB_val k, v;
+    int rc;
+    size_t swept = 0;
+    while (swept < max && (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST)) == 0) {
+        if (k.mv_size <= 8) {
+            rc = MDB_CORRUPTED;
+            break;
+        }
+        int64_t created = (int64_t)record_get_u64be(k.mv_data);
+        if (created >= cutoff_ms)
+            break;
+        MDB_val ik = {.mv_data = (uint8_t *)k.mv_data + 8, .mv_size = k.mv_size - 8};
+        MDB_val iv;
+        rc = mdb_get(t->txn, t->s->dbi[SHARD_DBI_IDEM], &ik, &iv);
+        struct idem_record rec;
+        if (rc == 0 && record_idem_decode(iv.mv_data, iv.mv_size, &rec) == 0 &&
+            rec.created_at_ms == created)
+            rc = mdb_del(t->txn, t->s->dbi[SHARD_DBI_IDEM], &ik, NULL);
+        else if (rc == MDB_NOTFOUND || rc == 0)
+            rc = 0;
+        if (rc || (rc = mdb_cursor_del(c, 0)))
+            break;
+        swept++;
+    }
+    mdb_cursor_close(c);
+    if (rc && rc != MDB_NOTFOUND)
+        txn_fail(t, rc);
+    t->swept += swept;
 }
 
 /* Reads the balances of (merchant, currency) into *b: 0, -ENOENT, or an error. */
@@ -779,6 +832,11 @@ static void batch_body(struct shard_txn *t, void *varg)
         }
         return;
     }
+    /* Sweep twice as many expired keys as the batch can have made, at least
+     * IDEM_SWEEP_MIN: the sweep keeps pace with any insert rate, and its cost per
+     * commit stays bounded. */
+    size_t max = 2 * b->n > IDEM_SWEEP_MIN ? 2 * b->n : IDEM_SWEEP_MIN;
+    idem_sweep(t, b->now_ms - t->s->idem_ttl_ms, max);
 }
 
 int shard_store_apply_batch(struct shard_store *s, struct batch_item *items, size_t n,

@@ -64,6 +64,8 @@ struct shard_store_options {
     unsigned fault_after_puts;
     int fault_errno;
     int fault_persistent;
+    /* Idempotency records older than this are swept; 0: IDEM_TTL_DEFAULT_MS. */
+    int64_t idem_ttl_ms;
 };
 
 struct shard_store_stats {
@@ -72,6 +74,7 @@ struct shard_store_stats {
     uint64_t dropped_items;  /* operations that failed alone, answered 503 */
     uint64_t commits;        /* write transactions committed */
     uint64_t failed_commits; /* batches answered 503 because the store failed */
+    uint64_t idem_swept;     /* expired idempotency records deleted */
     uint64_t map_full;       /* MDB_MAP_FULL seen */
     uint64_t map_grows;      /* map size increases */
     size_t map_bytes;        /* current map size */

@@ -528,6 +528,61 @@ static void test_operation_failing_alone_is_dropped(void **state)
     free(dir);
 }
 
+/* Idempotency records older than the TTL are swept by later commits, in the same
+ * transaction: the old key then makes a new payment, while a key inside the TTL still
+ * replays. Records younger than the TTL are never touched. */
+static void test_idem_expiry_sweeps_old_keys(void **state)
+{
+    (void)state;
+    char *dir = make_tmp();
+    struct shard_store_options opt = {.idem_ttl_ms = 60 * 1000};
+    struct shard_store *s = NULL;
+    assert_int_equal(shard_store_open(&s, dir, 0, &opt), 0);
+    char body[256];
+    authorize_req(body, sizeof(body), 1000, "m-ttl");
+    struct slot *sl = slots(4);
+    struct batch_item it[4];
+    char first[ID_BYTES + 1], again[ID_BYTES + 1], young[ID_BYTES + 1], young2[ID_BYTES + 1];
+
+    prepare(&sl[0], &it[0], (struct req){"POST", "/v1/payments/authorize", NULL, body, "old"});
+    assert_int_equal(shard_store_apply_batch(s, &it[0], 1, NOW_MS), 0);
+    answer_id(&it[0], first);
+    /* 30 s later: inside the TTL, a new key; the old one still replays. */
+    prepare(&sl[1], &it[1], (struct req){"POST", "/v1/payments/authorize", NULL, body, "young"});
+    prepare(&sl[2], &it[2], (struct req){"POST", "/v1/payments/authorize", NULL, body, "old"});
+    assert_int_equal(shard_store_apply_batch(s, &it[1], 2, NOW_MS + 30 * 1000), 0);
+    answer_id(&it[1], young);
+    assert_true(it[2].answer.replayed);
+    answer_id(&it[2], again);
+    assert_string_equal(again, first);
+    struct shard_store_stats st;
+    shard_store_get_stats(s, &st);
+    assert_int_equal(st.idem_swept, 0);
+
+    /* 61 s after the first: "old" expired and is swept by this very commit (after its
+     * own operations ran, so the replay below is still answered from the record). */
+    prepare(&sl[3], &it[3], (struct req){"POST", "/v1/payments/authorize", NULL, body, "old"});
+    assert_int_equal(shard_store_apply_batch(s, &it[3], 1, NOW_MS + 61 * 1000), 0);
+    assert_true(it[3].answer.replayed);
+    shard_store_get_stats(s, &st);
+    assert_int_equal(st.idem_swept, 1);
+    /* Next commit: "old" is gone, so it authorizes anew; "young" still replays. */
+    prepare(&sl[0], &it[0], (struct req){"POST", "/v1/payments/authorize", NULL, body, "old"});
+    prepare(&sl[1], &it[1], (struct req){"POST", "/v1/payments/authorize", NULL, body, "young"});
+    assert_int_equal(shard_store_apply_batch(s, &it[0], 2, NOW_MS + 62 * 1000), 0);
+    assert_int_equal(it[0].answer.status, 201);
+    assert_false(it[0].answer.replayed);
+    answer_id(&it[0], again);
+    assert_string_not_equal(again, first);
+    assert_true(it[1].answer.replayed);
+    answer_id(&it[1], young2);
+    assert_string_equal(young2, young);
+    shard_store_close(s);
+    assert_int_equal(store_check(dir, stderr), 0);
+    free(sl);
+    rm_rf(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -538,6 +593,7 @@ int main(void)
         cmocka_unit_test(test_store_error_mid_batch_answers_503),
         cmocka_unit_test(test_outbox_scan_mark_and_trim),
         cmocka_unit_test(test_operation_failing_alone_is_dropped),
+        cmocka_unit_test(test_idem_expiry_sweeps_old_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
