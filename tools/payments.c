@@ -377,7 +377,8 @@ void payments_on_turn(struct payments *p, struct reactor *r)
 int payments_ready(const struct payments *p)
 {
     for (unsigned i = 0; i < p->cores; i++)
-        if (!__atomic_load_n(&p->ports[i].running, __ATOMIC_ACQUIRE))
+        if (!__atomic_load_n(&p->ports[i].running, __ATOMIC_ACQUIRE) ||
+            __atomic_load_n(&p->ports[i].shard.failed, __ATOMIC_ACQUIRE))
             return 0;
     return 1;
 }
