@@ -687,26 +687,27 @@ static void on_sigint(int sig)
     stop_requested = 1;
 }
 
-/* Runs the threads and prints the report; returns the exit code. */
-static int run(const struct load_config *cfg)
+/* Runs the threads and merges their results into *out; 0, or -1 after one line. */
+static int run(const struct load_config *cfg, struct load_result *out)
 {
     static struct load_thread threads[LOAD_THREADS_MAX];
     int code = 0;
     unsigned started = 0, inited = 0;
-    if (cfg->requests)
-        request_budget = (int64_t)cfg->requests;
+    request_budget = (int64_t)cfg->requests;
+    __atomic_store_n(&threads_ready, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&threads_go, 0, __ATOMIC_RELAXED);
     for (; inited < cfg->threads; inited++)
         if (thread_init(&threads[inited], cfg, inited) != 0) {
             fprintf(stderr, "ringpay: out of memory for %u connections\n", cfg->connections);
             inited++;
-            code = 1;
+            code = -1;
             goto out_free;
         }
     for (; started < cfg->threads; started++)
         if (pthread_create(&threads[started].tid, NULL, thread_main, &threads[started]) != 0) {
             fprintf(stderr, "ringpay: cannot start load thread %u\n", started);
             stop_requested = 1; /* the started ones end at once */
-            code = 1;
+            code = -1;
             break;
         }
     /* Start together once every thread has opened its connections. */
@@ -717,21 +718,13 @@ static int run(const struct load_config *cfg)
     __atomic_store_n(&threads_go, 1, __ATOMIC_RELEASE);
     for (unsigned i = 0; i < started; i++) {
         pthread_join(threads[i].tid, NULL);
-        if (threads[i].result != 0)
-            code = 1;
-    }
-    if (code == 0) {
-        struct load_result *r = malloc(sizeof(*r));
-        if (r == NULL) {
-            code = 1;
-            goto out_free;
+        if (threads[i].result != 0) {
+            fprintf(stderr, "ringpay: load thread %u: %s\n", i, strerror(-threads[i].result));
+            code = -1;
         }
-        merge_results(threads, cfg->threads, r);
-        if (!cfg->json)
-            print_human(cfg, r);
-        print_json(cfg, r);
-        free(r);
     }
+    if (code == 0)
+        merge_results(threads, cfg->threads, out);
 out_free:
     for (unsigned i = 0; i < inited; i++)
         thread_free(&threads[i]);
@@ -851,5 +844,14 @@ int cmd_load(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
-    return run(&cfg);
+    struct load_result *r = malloc(sizeof(*r)); /* the histogram is ~25 KiB */
+    if (r == NULL || run(&cfg, r) != 0) {
+        free(r);
+        return 1;
+    }
+    if (!cfg.json)
+        print_human(&cfg, r);
+    print_json(&cfg, r);
+    free(r);
+    return 0;
 }
