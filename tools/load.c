@@ -376,10 +376,10 @@ static void conn_event(struct load_thread *t, struct conn *c, uint32_t events, u
 
 /* ---- the loop ---- */
 
-/* Open loop: send every slot that is due on a connection with room. */
-static void open_issue(struct load_thread *t, uint64_t now)
+/* Open loop: send every slot due by `due` on a connection with room. */
+static void open_issue(struct load_thread *t, uint64_t due, uint64_t now)
 {
-    while (!t->stopping && t->next_sched_ns <= now) {
+    while (!t->stopping && t->next_sched_ns <= due) {
         struct conn *c = NULL;
         for (unsigned i = 0; i < t->nconns && c == NULL; i++) {
             struct conn *x = &t->conns[(t->rr + i) % t->nconns];
@@ -406,8 +406,10 @@ static void tick(struct load_thread *t, uint64_t now)
         struct conn *c = &t->conns[i];
         if (c->fd >= 0 && c->count > 0 && now - c->fifo[c->head].sent_ns > timeout_ns)
             conn_close(t, c, &t->counts.timeouts, 0, now);
-        else if (c->fd >= 0 && !c->connected && now - c->reconnect_ns > timeout_ns)
-            conn_close(t, c, &t->counts.connect_errors, LOAD_RECONNECT_DELAY_NS, now);
+        else if (c->fd >= 0 && !c->connected && now - c->reconnect_ns > timeout_ns) {
+            t->counts.connect_errors++;
+            conn_close(t, c, &t->counts.errors, LOAD_RECONNECT_DELAY_NS, now);
+        }
         if (c->fd < 0 && !t->stopping && now >= c->reconnect_ns) {
             c->reconnect_ns = now; /* connect start, for the connect timeout */
             if (conn_open(t, c) != 0) {
@@ -419,12 +421,18 @@ static void tick(struct load_thread *t, uint64_t now)
     t->next_tick_ns = now + LOAD_TICK_NS;
 }
 
+/* Slots scheduled before the deadline are still sent if a connection has room; the
+ * rest are "missed": the server was too slow to take them. */
 static void begin_stop(struct load_thread *t, uint64_t now)
 {
+    if (t->cfg->rate && now >= t->deadline_ns && !stop_requested) {
+        uint64_t last = t->deadline_ns - 1;
+        open_issue(t, last, now);
+        if (t->next_sched_ns <= last)
+            t->counts.missed += (last - t->next_sched_ns) / t->interval_ns + 1;
+    }
     t->stopping = true;
     t->stop_ns = now;
-    if (t->cfg->rate && t->next_sched_ns < now) /* scheduled but never sent */
-        t->counts.missed += (now - t->next_sched_ns) / t->interval_ns + 1;
 }
 
 static uint64_t wait_ns(const struct load_thread *t, uint64_t now)
@@ -451,7 +459,7 @@ static void run_loop(struct load_thread *t)
         if (now >= t->next_tick_ns)
             tick(t, now);
         if (t->cfg->rate)
-            open_issue(t, now);
+            open_issue(t, now, now);
         uint64_t w = wait_ns(t, now);
         struct timespec ts = {.tv_sec = (time_t)(w / 1000000000ull),
                               .tv_nsec = (long)(w % 1000000000ull)};
@@ -460,11 +468,10 @@ static void run_loop(struct load_thread *t)
             t->result = -errno;
             break;
         }
-        now = now_ns();
         for (int i = 0; i < n; i++) {
             struct conn *c = events[i].data.ptr;
-            if (c->fd >= 0)
-                conn_event(t, c, events[i].events, now);
+            if (c->fd >= 0) /* a fresh clock per event: latency excludes the batch */
+                conn_event(t, c, events[i].events, now_ns());
         }
     }
     t->end_ns = now_ns();
