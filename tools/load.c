@@ -51,16 +51,17 @@
 #include "tools/loadstats.h"
 
 #define LOAD_CONNECTIONS_MAX 10000
-#define LOAD_PIPELINE_MAX CONN_PIPELINE_MAX /* the engine's own per-connection bound */
-#define LOAD_THREADS_MAX 64
-#define LOAD_REQ_MAX_BYTES 2048  /* one formatted request, signer headers included */
-#define LOAD_IN_BYTES (32 * 1024) /* received bytes per connection; a larger response is
-                                   * a protocol error (API answers are < 1 KiB) */
-#define LOAD_ID_MAX 64
+#define LOAD_PIPELINE_MAX    CONN_PIPELINE_MAX /* the engine's own per-connection bound */
+#define LOAD_THREADS_MAX     64
+#define LOAD_REQ_MAX_BYTES   2048 /* one formatted request, signer headers included */
+#define LOAD_IN_BYTES                                                                              \
+    (32 * 1024) /* received bytes per connection; a larger response is                             \
+                 * a protocol error (API answers are < 1 KiB) */
+#define LOAD_ID_MAX             64
 #define LOAD_RECONNECT_DELAY_NS (100 * 1000000ull)
-#define LOAD_TICK_NS (10 * 1000000ull) /* timeout and reconnect scan */
-#define REQUESTS_CEILING_S 300
-#define STATUS_MAX 600
+#define LOAD_TICK_NS            (10 * 1000000ull) /* timeout and reconnect scan */
+#define REQUESTS_CEILING_S      300
+#define STATUS_MAX              600
 
 _Static_assert(LOAD_PIPELINE_MAX <= 255, "fifo indexes are small");
 
@@ -162,8 +163,11 @@ static int build_request(struct load_thread *t, struct conn *c, enum req_kind *k
 {
     const struct load_config *cfg = t->cfg;
     char target[128], body[256], key[80];
-    struct loadstats_req req = {.method = "POST", .target = target, .host = cfg->target,
-                                .idempotency_key = key, .body = body};
+    struct loadstats_req req = {.method = "POST",
+                                .target = target,
+                                .host = cfg->target,
+                                .idempotency_key = key,
+                                .body = body};
     uint64_t seq = t->seq++;
     snprintf(key, sizeof(key), "ld%016llx-%u-%llu", (unsigned long long)cfg->run_id, t->index,
              (unsigned long long)seq);
@@ -182,11 +186,11 @@ static int build_request(struct load_thread *t, struct conn *c, enum req_kind *k
         *kind = K_AUTHORIZE;
         unsigned long long global = seq * cfg->threads + t->index;
         snprintf(target, sizeof(target), "/v1/payments/authorize");
-        req.body_len = (size_t)snprintf(
-            body, sizeof(body),
-            "{\"merchant_id\":\"m-%llu\",\"amount\":%llu,\"currency\":\"KRW\","
-            "\"reference\":\"load-%llu\"}",
-            global % cfg->merchants, 1000 + (global * 7919) % 99000, global);
+        req.body_len =
+            (size_t)snprintf(body, sizeof(body),
+                             "{\"merchant_id\":\"m-%llu\",\"amount\":%llu,\"currency\":\"KRW\","
+                             "\"reference\":\"load-%llu\"}",
+                             global % cfg->merchants, 1000 + (global * 7919) % 99000, global);
     }
     ASSERT(c->out_cap - c->out_len >= LOAD_REQ_MAX_BYTES);
     int n = loadstats_req_format(c->out + c->out_len, LOAD_REQ_MAX_BYTES, &req, cfg->signer,
@@ -243,8 +247,7 @@ static int conn_open(struct load_thread *t, struct conn *c)
         close(fd);
         return err;
     }
-    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
-                             .data.ptr = c};
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = c};
     if (epoll_ctl(t->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
         int err = -errno;
         close(fd);
@@ -450,9 +453,9 @@ static void run_loop(struct load_thread *t)
     struct epoll_event events[256];
     for (;;) {
         uint64_t now = now_ns();
-        if (!t->stopping && (now >= t->deadline_ns || stop_requested ||
-                             (t->cfg->requests &&
-                              __atomic_load_n(&request_budget, __ATOMIC_RELAXED) <= 0)))
+        if (!t->stopping &&
+            (now >= t->deadline_ns || stop_requested ||
+             (t->cfg->requests && __atomic_load_n(&request_budget, __ATOMIC_RELAXED) <= 0)))
             begin_stop(t, now);
         if (t->stopping && t->inflight == 0)
             break;
@@ -638,9 +641,9 @@ static void print_json(const struct load_config *cfg, const struct load_result *
            scenario_names[cfg->scenario], cfg->target, cfg->connections, cfg->pipeline,
            cfg->threads, (unsigned long long)cfg->rate, r->elapsed_s,
            (unsigned long long)(c->responses + c->errors + c->timeouts),
-           (unsigned long long)status_class(c, 2),
-           (unsigned long long)(c->errors + c->timeouts), (unsigned long long)c->timeouts,
-           (unsigned long long)c->connect_errors, (unsigned long long)c->missed);
+           (unsigned long long)status_class(c, 2), (unsigned long long)(c->errors + c->timeouts),
+           (unsigned long long)c->timeouts, (unsigned long long)c->connect_errors,
+           (unsigned long long)c->missed);
     const char *sep = "";
     for (unsigned s = 0; s < STATUS_MAX; s++)
         if (c->status[s]) {
@@ -654,8 +657,7 @@ static void print_json(const struct load_config *cfg, const struct load_result *
            (unsigned long long)loadstats_hist_percentile(h, 0.50),
            (unsigned long long)loadstats_hist_percentile(h, 0.90),
            (unsigned long long)loadstats_hist_percentile(h, 0.99),
-           (unsigned long long)loadstats_hist_percentile(h, 0.999),
-           (unsigned long long)h->max_us,
+           (unsigned long long)loadstats_hist_percentile(h, 0.999), (unsigned long long)h->max_us,
            (unsigned long long)(h->count ? h->sum_us / h->count : 0));
 }
 
@@ -683,8 +685,7 @@ static void print_human(const struct load_config *cfg, const struct load_result 
            (unsigned long long)loadstats_hist_percentile(h, 0.50),
            (unsigned long long)loadstats_hist_percentile(h, 0.90),
            (unsigned long long)loadstats_hist_percentile(h, 0.99),
-           (unsigned long long)loadstats_hist_percentile(h, 0.999),
-           (unsigned long long)h->max_us,
+           (unsigned long long)loadstats_hist_percentile(h, 0.999), (unsigned long long)h->max_us,
            (unsigned long long)(h->count ? h->sum_us / h->count : 0));
 }
 
@@ -753,8 +754,19 @@ static const char load_usage[] =
     "unless --allow-remote.";
 
 enum {
-    O_TARGET, O_CONNS, O_DURATION, O_REQUESTS, O_RATE, O_PIPELINE, O_THREADS, O_SCENARIO,
-    O_MERCHANTS, O_TIMEOUT, O_JSON, O_REMOTE, O_COUNT
+    O_TARGET,
+    O_CONNS,
+    O_DURATION,
+    O_REQUESTS,
+    O_RATE,
+    O_PIPELINE,
+    O_THREADS,
+    O_SCENARIO,
+    O_MERCHANTS,
+    O_TIMEOUT,
+    O_JSON,
+    O_REMOTE,
+    O_COUNT
 };
 
 static int parse_scenario(const char *s, enum scenario *out)
@@ -802,10 +814,11 @@ int cmd_load(int argc, char **argv)
                      LOAD_CONNECTIONS_MAX},
         [O_DURATION] = {"duration-s", OPT_UINT, "10", "run time in seconds", 1, 86400},
         [O_REQUESTS] = {"requests", OPT_UINT, "0",
-                        "stop after this many requests (0: by --duration-s)", 0,
-                        1000000000000ul},
-        [O_RATE] = {"rate", OPT_UINT, "0", "open loop: requests/s over all connections "
-                    "(0: closed loop)", 0, 100000000},
+                        "stop after this many requests (0: by --duration-s)", 0, 1000000000000ul},
+        [O_RATE] = {"rate", OPT_UINT, "0",
+                    "open loop: requests/s over all connections "
+                    "(0: closed loop)",
+                    0, 100000000},
         [O_PIPELINE] = {"pipeline", OPT_UINT, "1", "requests in flight per connection", 1,
                         LOAD_PIPELINE_MAX},
         [O_THREADS] = {"threads", OPT_UINT, "1", "threads, each with its own event loop", 1,
@@ -836,8 +849,7 @@ int cmd_load(int argc, char **argv)
         .run_id = ((uint64_t)time(NULL) << 20) ^ (uint64_t)getpid(),
     };
     /* --requests alone still ends by itself, at a ceiling well above any sane run. */
-    uint64_t seconds = cfg.requests && !o[O_DURATION].set ? REQUESTS_CEILING_S
-                                                          : o[O_DURATION].num;
+    uint64_t seconds = cfg.requests && !o[O_DURATION].set ? REQUESTS_CEILING_S : o[O_DURATION].num;
     cfg.duration_ns = seconds * 1000000000ull;
     if (parse_scenario(o[O_SCENARIO].str, &cfg.scenario) != 0 || check_config(o, &cfg) != 0)
         return 2;

@@ -96,8 +96,8 @@ int loadstats_req_format(char *out, size_t cap, const struct loadstats_req *req,
 {
     ASSERT(req->method && req->target && req->host);
     ASSERT(req->body != NULL || req->body_len == 0);
-    int n = snprintf(out, cap, "%s %s HTTP/1.1\r\nHost: %s\r\n", req->method, req->target,
-                     req->host);
+    int n =
+        snprintf(out, cap, "%s %s HTTP/1.1\r\nHost: %s\r\n", req->method, req->target, req->host);
     if (n < 0 || (size_t)n >= cap)
         return -1;
     size_t off = (size_t)n;
@@ -141,8 +141,7 @@ static const char *find_crlfcrlf(const char *buf, size_t len)
 /* "HTTP/1.x NNN[ reason]": fills status and whether the version is 1.0. */
 static int parse_status_line(const char *p, size_t len, unsigned *status, bool *v10)
 {
-    if (len < 12 || memcmp(p, "HTTP/1.", 7) != 0 || (p[7] != '0' && p[7] != '1') ||
-        p[8] != ' ')
+    if (len < 12 || memcmp(p, "HTTP/1.", 7) != 0 || (p[7] != '0' && p[7] != '1') || p[8] != ' ')
         return -EPROTO;
     for (int i = 9; i < 12; i++)
         if (p[i] < '0' || p[i] > '9')
@@ -269,8 +268,7 @@ int loadstats_resp_parse(const char *buf, size_t len, struct loadstats_resp *out
     return 1;
 }
 
-int loadstats_json_string(const char *body, size_t len, const char *name, char *out,
-                          size_t cap)
+int loadstats_json_string(const char *body, size_t len, const char *name, char *out, size_t cap)
 {
     size_t nl = strlen(name);
     ASSERT(cap > 0 && nl > 0);

@@ -32,11 +32,11 @@
 /* ---- latency histogram ---- */
 
 #define LOADSTATS_HIST_LINEAR_US 1024u /* 2^10: exact up to ~1 ms */
-#define LOADSTATS_HIST_SUB_BITS 7
-#define LOADSTATS_HIST_SUB (1u << LOADSTATS_HIST_SUB_BITS) /* 128 buckets per octave */
-#define LOADSTATS_HIST_TOP_EXP 26                          /* last octave [2^25, 2^26) */
-#define LOADSTATS_HIST_MAX_US ((1ull << LOADSTATS_HIST_TOP_EXP) - 1)
-#define LOADSTATS_HIST_BUCKETS                                                             \
+#define LOADSTATS_HIST_SUB_BITS  7
+#define LOADSTATS_HIST_SUB       (1u << LOADSTATS_HIST_SUB_BITS) /* 128 buckets per octave */
+#define LOADSTATS_HIST_TOP_EXP   26                              /* last octave [2^25, 2^26) */
+#define LOADSTATS_HIST_MAX_US    ((1ull << LOADSTATS_HIST_TOP_EXP) - 1)
+#define LOADSTATS_HIST_BUCKETS                                                                     \
     (LOADSTATS_HIST_LINEAR_US + (LOADSTATS_HIST_TOP_EXP - 10) * LOADSTATS_HIST_SUB)
 
 _Static_assert(LOADSTATS_HIST_LINEAR_US == 1u << 10, "the linear range is the first 10 bits");
@@ -73,9 +73,9 @@ uint64_t loadstats_hist_bucket_high(size_t bucket);
 /* ---- requests ---- */
 
 struct loadstats_req {
-    const char *method; /* "GET", "POST" */
-    const char *target; /* path and query exactly as sent */
-    const char *host;   /* Host header value */
+    const char *method;          /* "GET", "POST" */
+    const char *target;          /* path and query exactly as sent */
+    const char *host;            /* Host header value */
     const char *idempotency_key; /* NULL: no header */
     const char *body;            /* NULL with body_len 0: no body */
     size_t body_len;
@@ -101,12 +101,12 @@ int loadstats_req_format(char *out, size_t cap, const struct loadstats_req *req,
 /* ---- responses ---- */
 
 struct loadstats_resp {
-    unsigned status;     /* 100..599 */
-    size_t head_len;     /* bytes up to and including the blank line */
-    size_t body_off;     /* == head_len */
+    unsigned status; /* 100..599 */
+    size_t head_len; /* bytes up to and including the blank line */
+    size_t body_off; /* == head_len */
     size_t body_len;
-    size_t total_len;    /* head_len + body_len: bytes to drop from the buffer */
-    bool close;          /* "Connection: close", or HTTP/1.0 without keep-alive */
+    size_t total_len; /* head_len + body_len: bytes to drop from the buffer */
+    bool close;       /* "Connection: close", or HTTP/1.0 without keep-alive */
 };
 
 #define LOADSTATS_RESP_HEAD_MAX (64 * 1024) /* a longer head is a protocol error */
@@ -125,7 +125,6 @@ int loadstats_resp_parse(const char *buf, size_t len, struct loadstats_resp *out
  * so "id" does not match "request_id". Returns its length, or -1 when absent, not a
  * plain string (escapes are refused) or longer than cap - 1.
  */
-int loadstats_json_string(const char *body, size_t len, const char *name, char *out,
-                          size_t cap);
+int loadstats_json_string(const char *body, size_t len, const char *name, char *out, size_t cap);
 
 #endif

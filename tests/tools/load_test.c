@@ -99,8 +99,7 @@ static int test_signer(void *ctx, const struct loadstats_req *req, char *out, si
 {
     int *calls = ctx;
     (*calls)++;
-    return snprintf(out, cap, "X-Ringpay-Key: k1\r\nX-Ringpay-Signature: v1=%s\r\n",
-                    req->target);
+    return snprintf(out, cap, "X-Ringpay-Key: k1\r\nX-Ringpay-Signature: v1=%s\r\n", req->target);
 }
 
 static int failing_signer(void *ctx, const struct loadstats_req *req, char *out, size_t cap)
@@ -118,8 +117,12 @@ static void req_format_get_and_post(void **state)
     assert_memory_equal(buf, want_get, (size_t)n);
 
     const char body[] = "{\"a\":1}";
-    struct loadstats_req post = {.method = "POST", .target = "/v1/x", .host = "h:1",
-                                 .idempotency_key = "k-7", .body = body, .body_len = 7};
+    struct loadstats_req post = {.method = "POST",
+                                 .target = "/v1/x",
+                                 .host = "h:1",
+                                 .idempotency_key = "k-7",
+                                 .body = body,
+                                 .body_len = 7};
     int calls = 0;
     n = loadstats_req_format(buf, sizeof(buf), &post, test_signer, &calls);
     static const char want_post[] = "POST /v1/x HTTP/1.1\r\nHost: h:1\r\n"
@@ -240,7 +243,7 @@ static void json_string_finds_members_only(void **state)
 /* ---- the load loop against a loopback server ---- */
 
 #define SRV_CONNS 64
-#define SRV_KEYS 8192
+#define SRV_KEYS  8192
 
 struct srv {
     int lfd;
@@ -330,8 +333,8 @@ static bool srv_serve(struct srv *s, struct srv_conn *c)
             break;
         batch++;
         if (!s->mute) {
-            out_len += srv_answer(s, c->buf + off, head + body, out + out_len,
-                                  sizeof(out) - out_len);
+            out_len +=
+                srv_answer(s, c->buf + off, head + body, out + out_len, sizeof(out) - out_len);
             if (strstr(out, "Connection: close")) {
                 keep = false;
                 off += head + body;
@@ -408,9 +411,15 @@ static void srv_stop(struct srv *s)
 
 static void cfg_for(struct load_config *cfg, const struct srv *s, enum scenario sc)
 {
-    *cfg = (struct load_config){.scenario = sc, .connections = 4, .pipeline = 1, .threads = 1,
-                                .merchants = 8, .timeout_ms = 2000, .run_id = 42,
-                                .duration_ns = 20 * 1000000000ull, .target = "127.0.0.1"};
+    *cfg = (struct load_config){.scenario = sc,
+                                .connections = 4,
+                                .pipeline = 1,
+                                .threads = 1,
+                                .merchants = 8,
+                                .timeout_ms = 2000,
+                                .run_id = 42,
+                                .duration_ns = 20 * 1000000000ull,
+                                .target = "127.0.0.1"};
     struct sockaddr_in *a = (struct sockaddr_in *)&cfg->addr;
     a->sin_family = AF_INET;
     a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
