@@ -527,7 +527,8 @@ static void *thread_main(void *arg)
     t->deadline_ns = t->start_ns + cfg->duration_ns;
     if (cfg->rate) {
         uint64_t per_thread = cfg->rate / cfg->threads + (t->index < cfg->rate % cfg->threads);
-        t->interval_ns = per_thread ? 1000000000ull / per_thread : UINT64_MAX / 2;
+        ASSERT(per_thread > 0); /* check_config: rate >= threads */
+        t->interval_ns = 1000000000ull / per_thread;
         /* Spread the threads' schedules; connections get a moment to open first. */
         t->next_sched_ns = t->start_ns + t->interval_ns * t->index / cfg->threads;
     }
@@ -791,6 +792,11 @@ static int check_config(const struct opt *o, struct load_config *cfg)
     if (cfg->threads > cfg->connections) {
         fprintf(stderr, "ringpay: --threads %u exceeds --connections %u\n", cfg->threads,
                 cfg->connections);
+        return -1;
+    }
+    if (cfg->rate && cfg->rate < cfg->threads) {
+        fprintf(stderr, "ringpay: --rate %llu is below --threads %u (each thread needs a share)\n",
+                (unsigned long long)cfg->rate, cfg->threads);
         return -1;
     }
     struct rlimit rl;
