@@ -124,7 +124,8 @@ struct load_thread {
     unsigned nconns;
     uint64_t seq;
     uint64_t start_ns, deadline_ns, stop_ns, end_ns, next_tick_ns;
-    uint64_t next_sched_ns, interval_ns;
+    uint64_t next_sched_ns, interval_ns; /* open loop: slot k is at sched0 + k / rate */
+    uint64_t sched0_ns, slot, per_thread_rate;
     unsigned rr;
     bool stopping;
     unsigned inflight;
@@ -395,7 +396,8 @@ static void open_issue(struct load_thread *t, uint64_t due, uint64_t now)
         if (!take_budget(t))
             return;
         queue_request(t, c, t->next_sched_ns, now);
-        t->next_sched_ns += t->interval_ns;
+        t->slot++; /* exact, not a sum of rounded intervals */
+        t->next_sched_ns = t->sched0_ns + t->slot * 1000000000ull / t->per_thread_rate;
         if (conn_flush(c) != 0)
             conn_close(t, c, &t->counts.errors, LOAD_RECONNECT_DELAY_NS, now);
     }
@@ -431,8 +433,11 @@ static void begin_stop(struct load_thread *t, uint64_t now)
     if (t->cfg->rate && now >= t->deadline_ns && !stop_requested) {
         uint64_t last = t->deadline_ns - 1;
         open_issue(t, last, now);
-        if (t->next_sched_ns <= last)
-            t->counts.missed += (last - t->next_sched_ns) / t->interval_ns + 1;
+        /* Slots k with sched0 + floor(k * 1e9 / rate) <= last: ceil((d + 1) * rate / 1e9). */
+        unsigned __int128 due = (unsigned __int128)(last - t->sched0_ns + 1) * t->per_thread_rate;
+        uint64_t slots = (uint64_t)((due + 999999999u) / 1000000000u);
+        if (slots > t->slot)
+            t->counts.missed += slots - t->slot;
     }
     t->stopping = true;
     t->stop_ns = now;
@@ -526,11 +531,12 @@ static void *thread_main(void *arg)
             conn_close(t, &t->conns[i], &t->counts.errors, LOAD_RECONNECT_DELAY_NS, t->start_ns);
     t->deadline_ns = t->start_ns + cfg->duration_ns;
     if (cfg->rate) {
-        uint64_t per_thread = cfg->rate / cfg->threads + (t->index < cfg->rate % cfg->threads);
-        ASSERT(per_thread > 0); /* check_config: rate >= threads */
-        t->interval_ns = 1000000000ull / per_thread;
-        /* Spread the threads' schedules; connections get a moment to open first. */
-        t->next_sched_ns = t->start_ns + t->interval_ns * t->index / cfg->threads;
+        t->per_thread_rate = cfg->rate / cfg->threads + (t->index < cfg->rate % cfg->threads);
+        ASSERT(t->per_thread_rate > 0); /* check_config: rate >= threads */
+        t->interval_ns = 1000000000ull / t->per_thread_rate;
+        /* Spread the threads' schedules over one interval. */
+        t->sched0_ns = t->start_ns + t->interval_ns * t->index / cfg->threads;
+        t->next_sched_ns = t->sched0_ns;
     }
     run_loop(t);
     return NULL;
