@@ -413,8 +413,10 @@ static int has_unsent(const struct endpoint *ep)
 static void endpoint_loop(struct endpoint *ep)
 {
     struct mesh *t = ep->mesh;
-    while (!ep->stopped) {
+    for (;;) {
         reap(ep);
+        if (ep->stopped)
+            return;
         unsigned got = xcore_drain(&t->x, ep->id, on_mesh_msg, ep, DRAIN_BUDGET);
         int blocked = send_some(ep);
         flush_all(ep);
@@ -496,10 +498,14 @@ static int watchdog(struct mesh *t)
     for (unsigned i = 0; i < MESH_ENDPOINTS; i++) {
         struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
         io_uring_prep_msg_ring(sqe, t->ep[i].ring.ring_fd, 0, STOP_TAG, 0);
+        io_uring_sqe_set_data64(sqe, i);
     }
-    io_uring_submit(&ring);
-    struct timespec settle = {0, 100 * 1000000};
-    nanosleep(&settle, NULL);
+    assert_int_equal(io_uring_submit(&ring), MESH_ENDPOINTS);
+    for (unsigned i = 0; i < MESH_ENDPOINTS; i++) {
+        struct io_uring_cqe cqe = wait_one(&ring, 1000);
+        print_message("watchdog: STOP to endpoint %llu: %d\n", (unsigned long long)cqe.user_data,
+                      cqe.res);
+    }
     io_uring_queue_exit(&ring);
     return -1;
 }
