@@ -119,11 +119,16 @@ struct three_rings {
     struct io_uring ring[3];
 };
 
-static void three_setup(struct three_rings *t, unsigned sender_entries)
+/* The flags the reactors use; one thread may own several such rings. */
+#define ENDPOINT_RING_FLAGS                                                                        \
+    (IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_COOP_TASKRUN)
+
+static void three_setup(struct three_rings *t, unsigned sender_entries, unsigned flags)
 {
     assert_int_equal(xcore_init(&t->x, 3, 8, sizeof(struct msg)), 0);
     for (unsigned i = 0; i < 3; i++) {
-        assert_int_equal(io_uring_queue_init(i == 0 ? sender_entries : 8, &t->ring[i], 0), 0);
+        unsigned entries = i == 0 ? sender_entries : 8;
+        assert_int_equal(io_uring_queue_init(entries, &t->ring[i], flags), 0);
         xcore_set_ring_fd(&t->x, i, t->ring[i].ring_fd);
     }
 }
@@ -141,10 +146,10 @@ static void send_req(struct xcore *x, unsigned from, unsigned to, uint64_t seq)
     assert_int_equal(xcore_send(x, from, to, &m), 0);
 }
 
-static void test_flush_one_wake_per_destination(void **state)
+static void flush_one_wake_per_destination(unsigned flags)
 {
     static struct three_rings t;
-    three_setup(&t, 8);
+    three_setup(&t, 8, flags);
     struct io_uring_cqe cqe;
 
     assert_int_equal(xcore_flush(&t.x, 0, &t.ring[0], WAKE_TAG), 0); /* nothing sent */
@@ -180,10 +185,22 @@ static void test_flush_one_wake_per_destination(void **state)
     three_teardown(&t);
 }
 
+static void test_flush_one_wake_per_destination(void **state)
+{
+    flush_one_wake_per_destination(0);
+}
+
+/* Same with DEFER_TASKRUN rings, where the kernel posts the wake CQE as task work of
+ * the target's owner: still one CQE per destination, none on the sender. */
+static void test_flush_one_wake_per_destination_defer_taskrun(void **state)
+{
+    flush_one_wake_per_destination(ENDPOINT_RING_FLAGS);
+}
+
 static void test_flush_with_full_sq_keeps_the_rest_pending(void **state)
 {
     static struct three_rings t;
-    three_setup(&t, 1); /* sender SQ of one entry */
+    three_setup(&t, 1, 0); /* sender SQ of one entry */
     send_req(&t.x, 0, 1, 0);
     send_req(&t.x, 0, 2, 0);
     assert_int_equal(xcore_flush(&t.x, 0, &t.ring[0], WAKE_TAG), -EBUSY);
@@ -203,7 +220,7 @@ static void test_flush_with_full_sq_keeps_the_rest_pending(void **state)
 static void test_failed_wake_is_reported_and_rearmed(void **state)
 {
     static struct three_rings t;
-    three_setup(&t, 8);
+    three_setup(&t, 8, 0);
     int not_a_ring = eventfd(0, EFD_CLOEXEC);
     assert_true(not_a_ring >= 0);
     xcore_set_ring_fd(&t.x, 1, not_a_ring);
@@ -447,8 +464,7 @@ static void *endpoint_main(void *arg)
     struct endpoint *ep = arg;
     struct mesh *t = ep->mesh;
     struct io_uring_params p = {0};
-    p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_COOP_TASKRUN |
-              IORING_SETUP_CQSIZE;
+    p.flags = ENDPOINT_RING_FLAGS | IORING_SETUP_CQSIZE;
     p.cq_entries = 4096;
     ep->init_err = io_uring_queue_init_params(64, &ep->ring, &p);
     if (ep->init_err == 0)
@@ -584,6 +600,7 @@ int main(void)
         cmocka_unit_test(test_init_rejects_bad_arguments),
         cmocka_unit_test(test_send_full_ring_is_backpressure),
         cmocka_unit_test(test_flush_one_wake_per_destination),
+        cmocka_unit_test(test_flush_one_wake_per_destination_defer_taskrun),
         cmocka_unit_test(test_flush_with_full_sq_keeps_the_rest_pending),
         cmocka_unit_test(test_failed_wake_is_reported_and_rearmed),
         cmocka_unit_test(test_drain_is_round_robin_fair),
