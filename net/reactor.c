@@ -97,6 +97,7 @@ struct conn {
     uint32_t in_len, in_cap;
     char *small;
     struct http_parser parser;
+    struct http_request req; /* the request being parsed: the parser accumulates it */
     uint64_t request_start_ms; /* first byte of the request being read; 0: none */
     uint64_t last_active_ms;
     uint64_t linger_deadline_ms;
@@ -673,11 +674,11 @@ static bool window_full(const struct conn *c)
 /* Parses and dispatches every complete request in the input buffer. */
 static void conn_process(struct reactor *r, struct conn *c)
 {
-    struct http_request req;
+    struct http_request *req = &c->req;
     while (c->state == CONN_OPEN && c->in_len > 0 && !window_full(c)) {
         if (c->request_start_ms == 0)
             c->request_start_ms = r->now_ms ? r->now_ms : 1;
-        int rc = http_parse(&c->parser, c->in, c->in_len, &req);
+        int rc = http_parse(&c->parser, c->in, c->in_len, req);
         if (rc == HTTP_PARSE_AGAIN)
             return;
         if (rc == HTTP_PARSE_CONTINUE) {
@@ -687,17 +688,17 @@ static void conn_process(struct reactor *r, struct conn *c)
             continue;
         }
         if (rc == HTTP_PARSE_ERROR) {
-            reply_fatal(r, c, req.error_status ? req.error_status : 400,
-                        req.error_reason ? req.error_reason : "malformed request");
+            reply_fatal(r, c, req->error_status ? req->error_status : 400,
+                        req->error_reason ? req->error_reason : "malformed request");
             return;
         }
-        ASSERT(rc == HTTP_PARSE_DONE && req.wire_bytes <= c->in_len);
+        ASSERT(rc == HTTP_PARSE_DONE && req->wire_bytes <= c->in_len);
         c->continue_owed = false;
-        dispatch(r, c, &req);
+        dispatch(r, c, req);
         if (c->state == CONN_DEAD || c->state == CONN_FREE)
             return;
-        memmove(c->in, c->in + req.wire_bytes, c->in_len - req.wire_bytes);
-        c->in_len -= req.wire_bytes;
+        memmove(c->in, c->in + req->wire_bytes, c->in_len - req->wire_bytes);
+        c->in_len -= req->wire_bytes;
         c->request_start_ms = 0;
         http_parser_init(&c->parser);
         shrink_input(r, c);
@@ -987,13 +988,17 @@ static void begin_stop(struct reactor *r)
      * from queueing new handshakes once that reference is gone. */
     close(r->listen_fd);
     r->listen_fd = -1;
-    /* Idle connections go now; the others after their in-flight answers. */
+    /* Idle connections go now. One with answers pending closes after them; one in the
+     * middle of receiving a request keeps reading it, answers it with Connection:
+     * close, and goes (bounded by the request timeout and the grace period). */
     for (uint32_t i = 0; i < r->conns_high; i++) {
         struct conn *c = &r->conns[i];
-        if (c->state == CONN_OPEN && conn_idle(c))
-            conn_kill(r, c); /* nothing in flight; a request still arriving is not yet */
-        else if (c->state == CONN_OPEN)
+        if (c->state != CONN_OPEN)
+            continue;
+        if (!conn_idle(c))
             c->state = CONN_CLOSING;
+        else if (c->in_len == 0)
+            conn_kill(r, c);
     }
 }
 

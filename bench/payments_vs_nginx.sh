@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Durable authorizations over HTTP versus nginx answering a fixed body, same load
+# generator (`ringpay load`, the same POST /v1/payments/authorize bytes, 64 keep-alive
+# connections, closed loop), in one run, alternating ROUNDS times. Then, in the same
+# run: one durable LMDB commit (store_bench BM_DurableCommit), and an open-loop run at
+# half of ringpay's measured maximum, whose p99 is compared with 3 commits.
+#
+# usage: bench/payments_vs_nginx.sh [build dir]   (env: CONNS=64 DURATION=10 ROUNDS=3
+#        THREADS=1 CORES=$(nproc) PIPELINE=1)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${1:-build}
+CONNS=${CONNS:-64}
+DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-3}
+THREADS=${THREADS:-1}
+PIPELINE=${PIPELINE:-1}
+CORES=${CORES:-$(nproc)}
+RP_PORT=18280
+NG_PORT=18281
+tmp=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"' EXIT
+
+sed -e "s/NWORKERS/$(nproc)/" -e "s#PIDFILE#$tmp/nginx.pid#" -e "s/PORT/$NG_PORT/" \
+    bench/nginx.conf >"$tmp/nginx.conf"
+nginx -c "$tmp/nginx.conf" -p "$tmp" &
+"$BUILD/ringpay" serve --listen 127.0.0.1:$RP_PORT --cores "$CORES" --data "$tmp/data" \
+    --log-level error &
+for _ in $(seq 50); do
+    curl -sf "http://127.0.0.1:$RP_PORT/readyz" >/dev/null &&
+        curl -sf "http://127.0.0.1:$NG_PORT/" >/dev/null && break
+    sleep 0.1
+done
+
+load() { # port [extra args] -> JSON line
+    local port=$1
+    shift
+    "$BUILD/ringpay" load --target 127.0.0.1:"$port" --scenario authorize \
+        --connections "$CONNS" --threads "$THREADS" --pipeline "$PIPELINE" \
+        --duration-s "$DURATION" --json "$@"
+}
+field() { python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(eval(sys.argv[2]))' "$@"; }
+
+for r in $(seq "$ROUNDS"); do
+    load $NG_PORT >>"$tmp/nginx.json"
+    load $RP_PORT >>"$tmp/ringpay.json"
+done
+median() { # file expr
+    python3 - "$1" "$2" <<'PY'
+import json, sys, statistics
+rows = [json.loads(l) for l in open(sys.argv[1])]
+print(statistics.median(eval(sys.argv[2], {}, {"d": d}) for d in rows))
+PY
+}
+ng_rps=$(median "$tmp/nginx.json" 'd["rps"]')
+rp_rps=$(median "$tmp/ringpay.json" 'd["rps"]')
+half=$(python3 -c "print(int($rp_rps / 2))")
+open=$(load $RP_PORT --rate "$half")
+commit_us=$("$BUILD/bench/store_bench" --benchmark_filter='BM_DurableCommit' \
+    --benchmark_format=json 2>/dev/null | python3 -c '
+import json, sys
+b = json.load(sys.stdin)["benchmarks"][0]
+print(round(b["real_time"] * {"ns": 1e-3, "us": 1, "ms": 1e3}[b["time_unit"]], 1))')
+
+echo "cores=$CORES connections=$CONNS threads=$THREADS pipeline=$PIPELINE duration=${DURATION}s rounds=$ROUNDS"
+echo
+echo "| server | requests/s (median) | p50 µs | p99 µs | ratio |"
+echo "|---|---:|---:|---:|---:|"
+echo "| nginx, fixed body | $(printf %.0f "$ng_rps") | $(median "$tmp/nginx.json" 'd["latency_us"]["p50"]') | $(median "$tmp/nginx.json" 'd["latency_us"]["p99"]') | |"
+echo "| ringpay, durable authorize | $(printf %.0f "$rp_rps") | $(median "$tmp/ringpay.json" 'd["latency_us"]["p50"]') | $(median "$tmp/ringpay.json" 'd["latency_us"]["p99"]') | $(python3 -c "print('%.2f×' % ($rp_rps / $ng_rps))") |"
+echo
+echo "one durable LMDB commit (store_bench BM_DurableCommit): ${commit_us} µs"
+echo "open loop at half of ringpay's maximum ($half/s): p50 $(field "$open" 'd["latency_us"]["p50"]') µs," \
+    "p99 $(field "$open" 'd["latency_us"]["p99"]') µs, answered $(field "$open" 'd["ok"]'), missed $(field "$open" 'd["missed"]');" \
+    "p99 / commit = $(python3 -c "print('%.2f' % ($(field "$open" 'd["latency_us"]["p99"]') / $commit_us))")"
+echo
+echo "raw JSON:"
+sed 's/^/    nginx   /' "$tmp/nginx.json"
+sed 's/^/    ringpay /' "$tmp/ringpay.json"
+echo "    open    $open"
