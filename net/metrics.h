@@ -1,0 +1,55 @@
+/*
+ * Per-core request metrics, rendered as Prometheus text.
+ *
+ * Each reactor owns one struct metrics and is its only writer; any thread may render
+ * all of them. Counters are updated with relaxed atomic loads and stores (no locked
+ * instructions: there is one writer), and read with relaxed loads, so a scrape sees
+ * each counter whole, possibly a few requests behind.
+ *
+ * Routes are labels chosen by the application (an array of names given at init);
+ * statuses are the small fixed set the engine can answer.
+ */
+#ifndef RINGPAY_NET_METRICS_H
+#define RINGPAY_NET_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define METRICS_ROUTES_MAX 16
+#define METRICS_STATUSES 22
+#define METRICS_BUCKETS 14
+
+struct metrics {
+    unsigned core;
+    unsigned route_count;
+    const char *const *route_names;
+    uint64_t requests[METRICS_ROUTES_MAX][METRICS_STATUSES];
+    uint64_t latency_buckets[METRICS_BUCKETS]; /* cumulative only at render time */
+    uint64_t latency_count;
+    uint64_t latency_sum_ns;
+    uint64_t connections_open;
+    uint64_t connections_accepted;
+    uint64_t connections_rejected; /* over the per-core cap */
+    uint64_t timeouts;             /* 408 and idle closes */
+};
+
+void metrics_init(struct metrics *m, unsigned core, const char *const *route_names,
+                  unsigned route_count);
+
+/* Counts one answered request of `route` with `status`, taking `latency_ns`. */
+void metrics_request(struct metrics *m, unsigned route, int status, uint64_t latency_ns);
+
+/* Adds delta to one of the gauge or counter fields (single writer). */
+static inline void metrics_add(uint64_t *field, int64_t delta)
+{
+    uint64_t v = __atomic_load_n(field, __ATOMIC_RELAXED);
+    __atomic_store_n(field, v + (uint64_t)delta, __ATOMIC_RELAXED);
+}
+
+/*
+ * Renders every core's metrics into buf as Prometheus text format 0.0.4. Returns the
+ * length written, or -ENOSPC if buf is too small (nothing useful is in buf then).
+ */
+long metrics_render(const struct metrics *const *cores, unsigned n, char *buf, size_t cap);
+
+#endif

@@ -1,0 +1,120 @@
+/*
+ * The reactor: one thread per core, one io_uring, the connections it accepted.
+ *
+ * A reactor owns a SO_REUSEPORT listener with a multishot accept, a provided-buffer
+ * ring feeding multishot recvs, and for every connection an input buffer, a parser and
+ * a window of up to CONN_PIPELINE_MAX requests awaiting their answers. The
+ * application sees only complete requests (on_request) and answers each exactly once
+ * with reactor_reply(), now or later (an answer computed on another core comes back
+ * through the application's own rings; on_wake tells it to look). Answers leave in
+ * request order whatever order they are given in; one send per connection is in
+ * flight at a time and carries every answer that is ready.
+ *
+ * Threading: everything here runs on the reactor's thread, except reactor_stop(),
+ * which any thread may call (it writes an eventfd).
+ */
+#ifndef RINGPAY_NET_REACTOR_H
+#define RINGPAY_NET_REACTOR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "net/http.h"
+#include "net/metrics.h"
+
+struct reactor;
+struct io_uring;
+
+/* Names one request's place in its connection's answer window. Stale refs (the
+ * connection closed meanwhile) are recognised and their answers dropped. */
+struct reactor_ref {
+    uint32_t conn;
+    uint32_t gen;
+    uint32_t seq;
+};
+
+/* What the application sees of a request. Valid only during on_request. */
+struct reactor_request {
+    struct reactor_ref ref;
+    const struct http_request *http;
+    const char *buf;        /* the offsets of http are relative to this */
+    const char *request_id; /* NUL-terminated, echoed from X-Request-Id or made */
+    size_t request_id_len;
+};
+
+struct reactor_response {
+    int status;
+    unsigned route;           /* metrics label index */
+    const char *content_type; /* NULL: no body type */
+    const char *headers;      /* extra header lines, each ending in CRLF, or NULL */
+    const char *body;
+    size_t body_len;
+};
+
+struct reactor_handler {
+    void (*on_request)(void *ctx, struct reactor *r, const struct reactor_request *req);
+    /* A wake-up CQE with user_data == REACTOR_WAKE_TAG arrived (cross-core work). */
+    void (*on_wake)(void *ctx, struct reactor *r, int res);
+    /* Once per turn, before the reactor submits and sleeps: flush cross-core work. */
+    void (*on_turn)(void *ctx, struct reactor *r);
+};
+
+struct reactor_config {
+    unsigned core;
+    int cpu; /* pin the thread here; -1: don't pin */
+    struct sockaddr_storage addr;
+    socklen_t addr_len;
+    unsigned max_connections;
+    unsigned header_timeout_ms;
+    unsigned idle_timeout_ms;
+    const struct reactor_handler *handler;
+    void *handler_ctx;
+    const char *const *route_names; /* metrics labels; the last one is "other" */
+    unsigned route_count;
+    unsigned route_other;           /* label for requests the reactor answers itself */
+};
+
+/* The CQE user_data that marks a cross-core wake-up (see net/xcore.h). */
+#define REACTOR_WAKE_TAG 0x7761000000000000ull
+
+/*
+ * Sets up the reactor on the calling thread's behalf: io_uring, buffer ring, listener,
+ * connection pool. Fails with a negative errno and a one-line reason in why (cap
+ * why_bytes) naming what is missing (io_uring disabled, kernel too old, address in
+ * use...). Nothing is left open on failure.
+ */
+int reactor_create(struct reactor **out, const struct reactor_config *cfg, char *why,
+                   size_t why_bytes);
+
+/* Runs the loop on the calling thread (pinning it first) until reactor_stop() and a
+ * graceful drain. Returns 0, or -errno on a fatal ring error. */
+int reactor_run(struct reactor *r);
+
+/* Asks the loop to stop accepting, finish in-flight requests and return. Any thread. */
+void reactor_stop(struct reactor *r);
+
+void reactor_destroy(struct reactor *r);
+
+/* Queues the answer of one request. May be called from on_request or later, on the
+ * reactor's thread. A stale ref is ignored. */
+void reactor_reply(struct reactor *r, struct reactor_ref ref, const struct reactor_response *resp);
+
+/* Builds the SPEC error body {"error":{...}} into buf; returns its length. */
+size_t reactor_error_body(char *buf, size_t cap, const char *code, const char *message,
+                          const char *request_id);
+
+/* Convenience: reply with the SPEC error body. */
+void reactor_reply_error(struct reactor *r, const struct reactor_request *req, int status,
+                         unsigned route, const char *code, const char *message,
+                         const char *extra_headers);
+
+struct io_uring *reactor_ring(struct reactor *r);
+int reactor_ring_fd(struct reactor *r);
+unsigned reactor_core(const struct reactor *r);
+const struct metrics *reactor_metrics(const struct reactor *r);
+/* The actual bound port (useful with port 0). */
+int reactor_port(const struct reactor *r);
+
+#endif

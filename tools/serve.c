@@ -1,0 +1,203 @@
+/*
+ * `ringpay serve`: starts one pinned reactor per core and waits for a signal.
+ *
+ * Start-up order: configuration (fail with one line), data directory, reactors (core 0
+ * first, so that port 0 picks one port that the others then share through
+ * SO_REUSEPORT), threads, readiness. SIGTERM/SIGINT stop accepting, let every reactor
+ * finish its in-flight requests, and exit 0. Signals are blocked in every thread and
+ * taken by the main thread with sigtimedwait, so no handler runs on a reactor.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "engine/limits.h"
+#include "net/log.h"
+#include "net/reactor.h"
+#include "tools/app.h"
+#include "tools/cmd.h"
+#include "tools/config.h"
+
+static const char serve_usage[] =
+    "usage: ringpay serve [options]\n\n"
+    "Runs the payment engine: the HTTP API on --listen, one pinned io_uring reactor per\n"
+    "core. SIGTERM or SIGINT stops accepting, finishes in-flight requests and exits 0.";
+
+struct serve_thread {
+    pthread_t tid;
+    struct reactor *reactor;
+    int result;
+    volatile int done;
+};
+
+static void *reactor_main(void *arg)
+{
+    struct serve_thread *t = arg;
+    t->result = reactor_run(t->reactor);
+    __atomic_store_n(&t->done, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+static int make_dir(const char *dir)
+{
+    if (mkdir(dir, 0700) == 0 || errno == EEXIST) {
+        struct stat st;
+        if (stat(dir, &st) == 0 && S_ISDIR(st.st_mode) && access(dir, W_OK) == 0)
+            return 0;
+    }
+    fprintf(stderr, "ringpay: --data %s: not a writable directory (%s)\n", dir,
+            errno ? strerror(errno) : "not a directory");
+    return -1;
+}
+
+/* Waits for SIGTERM/SIGINT (stop) or a reactor failing; returns the exit code. */
+static int wait_for_stop(struct app *app, struct serve_thread *threads)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    struct timespec tick = {.tv_sec = 0, .tv_nsec = 200 * 1000000L};
+    for (;;) {
+        int sig = sigtimedwait(&set, NULL, &tick);
+        if (sig == SIGTERM || sig == SIGINT) {
+            log_write_str(LOG_INFO, "stopping", "signal", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+                          NULL);
+            return 0;
+        }
+        if (sig == SIGHUP) {
+            log_write(LOG_INFO, "SIGHUP: nothing to reload", NULL);
+            continue;
+        }
+        for (unsigned i = 0; i < app->cores; i++)
+            if (__atomic_load_n(&threads[i].done, __ATOMIC_ACQUIRE)) {
+                log_write(LOG_ERROR, "a reactor stopped unexpectedly", NULL);
+                return 1;
+            }
+    }
+}
+
+enum { O_LISTEN, O_CORES, O_DATA, O_MAXCONN, O_HEADER_TMO, O_IDLE_TMO, O_LOG_LEVEL, O_COUNT };
+
+static int start(struct opt *o, struct app *app, struct serve_thread *threads)
+{
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    struct reactor_config rc = {
+        .addr = o[O_LISTEN].addr,
+        .addr_len = o[O_LISTEN].addr_len,
+        .max_connections = (unsigned)o[O_MAXCONN].num,
+        .header_timeout_ms = (unsigned)o[O_HEADER_TMO].num,
+        .idle_timeout_ms = (unsigned)o[O_IDLE_TMO].num,
+        .handler = &app_handler,
+        .handler_ctx = app,
+        .route_names = app_route_names,
+        .route_count = ROUTE_COUNT,
+        .route_other = ROUTE_OTHER,
+    };
+    for (unsigned i = 0; i < app->cores; i++) {
+        char why[256] = "";
+        rc.core = i;
+        rc.cpu = (int)(i % (unsigned)(online > 0 ? online : 1));
+        int err = reactor_create(&app->reactors[i], &rc, why, sizeof(why));
+        if (err) {
+            fprintf(stderr, "ringpay: %s\n", why);
+            return -1;
+        }
+        if (i == 0) { /* port 0: every core shares the port core 0 got */
+            uint16_t port = htons((uint16_t)reactor_port(app->reactors[0]));
+            if (rc.addr.ss_family == AF_INET6)
+                ((struct sockaddr_in6 *)&rc.addr)->sin6_port = port;
+            else
+                ((struct sockaddr_in *)&rc.addr)->sin_port = port;
+        }
+        threads[i].reactor = app->reactors[i];
+    }
+    for (unsigned i = 0; i < app->cores; i++)
+        if (pthread_create(&threads[i].tid, NULL, reactor_main, &threads[i]) != 0) {
+            fprintf(stderr, "ringpay: cannot start reactor thread %u\n", i);
+            return -1;
+        }
+    return 0;
+}
+
+int cmd_serve(int argc, char **argv)
+{
+    char cores_def[24];
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    snprintf(cores_def, sizeof(cores_def), "%ld", online > 0 ? online : 1);
+    struct opt o[O_COUNT] = {
+        [O_LISTEN] = {"listen", OPT_ADDR, "127.0.0.1:8080", "HTTP address HOST:PORT"},
+        [O_CORES] = {"cores", OPT_UINT, cores_def, "pinned reactors (and shards)", 1, CORES_MAX},
+        [O_DATA] = {"data", OPT_STRING, "./data", "data directory"},
+        [O_MAXCONN] = {"max-connections", OPT_UINT, "4096", "open connections per core", 1,
+                       CONN_PER_CORE_MAX},
+        [O_HEADER_TMO] = {"header-timeout-ms", OPT_UINT, "10000",
+                          "time to receive a whole request (408 after)", 10, 3600000},
+        [O_IDLE_TMO] = {"idle-timeout-ms", OPT_UINT, "75000",
+                        "idle keep-alive connections are closed after", 10, 86400000},
+        [O_LOG_LEVEL] = {"log-level", OPT_STRING, "info", "debug, info, warn or error"},
+    };
+    int rc = config_parse(o, O_COUNT, argc, argv, serve_usage);
+    if (rc != 0)
+        return rc > 0 ? 0 : 2;
+    int level = log_level_parse(o[O_LOG_LEVEL].str);
+    if (level < 0) {
+        fprintf(stderr, "ringpay: --log-level: expected debug, info, warn or error, got \"%s\"\n",
+                o[O_LOG_LEVEL].str);
+        return 2;
+    }
+    log_set_level((enum log_level)level);
+    if (make_dir(o[O_DATA].str) != 0)
+        return 2;
+    raise_fd_limit();
+
+    /* Block the stop signals before any thread exists, so only sigtimedwait sees them. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+
+    static struct app app;
+    static struct serve_thread threads[CORES_MAX];
+    app.cores = (unsigned)o[O_CORES].num;
+    if (start(o, &app, threads) != 0)
+        return 2;
+    __atomic_store_n(&app.ready, 1, __ATOMIC_RELEASE);
+    char port[16], cores[16];
+    snprintf(port, sizeof(port), "%d", reactor_port(app.reactors[0]));
+    snprintf(cores, sizeof(cores), "%u", app.cores);
+    log_write_str(LOG_INFO, "listening", "listen", o[O_LISTEN].str, "port", port, "cores", cores,
+                  "data", o[O_DATA].str, NULL);
+
+    int code = wait_for_stop(&app, threads);
+    for (unsigned i = 0; i < app.cores; i++)
+        reactor_stop(app.reactors[i]);
+    for (unsigned i = 0; i < app.cores; i++) {
+        pthread_join(threads[i].tid, NULL);
+        if (threads[i].result != 0)
+            code = 1;
+        reactor_destroy(app.reactors[i]);
+    }
+    log_write(LOG_INFO, "stopped", NULL);
+    return code;
+}
