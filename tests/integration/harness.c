@@ -306,8 +306,8 @@ int rp_server_spawn(struct rp_server *s, const char *const extra_args[],
     snprintf(s->dir, sizeof(s->dir), "/tmp/ringpay-itest-XXXXXX");
     if (!mkdtemp(s->dir))
         return -errno;
-    snprintf(s->data_dir, sizeof(s->data_dir), "%s/data", s->dir);
-    snprintf(s->log_path, sizeof(s->log_path), "%s/stderr.log", s->dir);
+    snprintf(s->data_dir, sizeof(s->data_dir), "%.400s/data", s->dir);
+    snprintf(s->log_path, sizeof(s->log_path), "%.400s/stderr.log", s->dir);
     if (mkdir(s->data_dir, 0700) != 0)
         return -errno;
     int log_fd = open(s->log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
