@@ -9,6 +9,11 @@
 #ifndef RINGPAY_ENGINE_LIMITS_H
 #define RINGPAY_ENGINE_LIMITS_H
 
+/* C++ (bench/) includes this header too; its spelling of _Static_assert differs. */
+#if defined(__cplusplus) && !defined(_Static_assert)
+#define _Static_assert static_assert
+#endif
+
 /* ---- HTTP framing (SPEC §6) ------------------------------------------------------ */
 
 /* One request line or one header line, CRLF included. Longer request line: 414;
@@ -83,6 +88,21 @@
  * retries on its next turn (backpressure). Power of two. */
 #define XCORE_RING_SLOTS 4096
 
+/* ---- Shards -------------------------------------------------------------------------- */
+
+/* Operations one group commit takes at most. Under load a batch is everything queued
+ * since the last commit; this caps the work (and the answers held back) behind one
+ * fsync. At ~1 µs of apply time per operation a full batch adds ~4 ms, about one
+ * commit's fsync on ordinary SSDs. */
+#define SHARD_BATCH_MAX 4096
+
+/* Idempotency keys are kept at least this long (SPEC §2: at least 24 h; the
+ * --idempotency-ttl-hours flag may only raise it). */
+#define IDEM_TTL_DEFAULT_MS (24LL * 3600 * 1000)
+
+/* Expired idempotency records deleted per commit at least (see shard_store.c). */
+#define IDEM_SWEEP_MIN 256
+
 /* Cores (and so shards) one process runs. */
 #define CORES_MAX 64
 
@@ -93,5 +113,83 @@ _Static_assert(CONN_LARGE_BUF_BYTES >= HTTP_HEAD_MAX_BYTES + HTTP_BODY_MAX_BYTES
 _Static_assert((XCORE_RING_SLOTS & (XCORE_RING_SLOTS - 1)) == 0, "power of two");
 _Static_assert((RECV_BUF_COUNT & (RECV_BUF_COUNT - 1)) == 0, "buf ring is a power of two");
 _Static_assert(CONN_PER_CORE_DEFAULT <= CONN_PER_CORE_MAX, "default within max");
+
+/* ---- Payments and the API codec (SPEC §2) ------------------------------------------ */
+
+/* Amounts are integers in minor units, 1 <= amount <= 10^15 (SPEC §2). 10^15 minor units
+ * is more than any single card or bank payment; it also leaves int64 room for the sum of
+ * ~9000 maximal payments in one balance (the store checks overflow, ledger.h). */
+#define AMOUNT_MIN 1LL
+#define AMOUNT_MAX 1000000000000000LL
+
+/* merchant_id: 1-64 of [A-Za-z0-9_-] (SPEC §2). */
+#define MERCHANT_ID_MAX_BYTES 64
+
+/* reference: at most 128 characters (SPEC §2), counted as Unicode code points; UTF-8
+ * takes at most 4 bytes per code point, so the stored bytes are bounded by 512. */
+#define REFERENCE_MAX_CHARS 128
+#define REFERENCE_MAX_BYTES (4 * REFERENCE_MAX_CHARS)
+
+/* Idempotency-Key header: 1-255 printable ASCII (SPEC §2). 255 fits a UUID, a ULID
+ * or a client's own composite key, and one LMDB key (511 bytes) with the merchant. */
+#define IDEMPOTENCY_KEY_MAX_BYTES 255
+
+/* ISO 4217 style: exactly three upper-case letters. */
+#define CURRENCY_BYTES 3
+
+/* Ledger pages: `limit` is 1..1000 (SPEC §2), 100 when absent. 1000 entries render to
+ * about 200 KiB, which bounds ENGINE_READ_ANSWER_MAX_BYTES. */
+#define LEDGER_PAGE_MAX 1000
+#define LEDGER_PAGE_DEFAULT 100
+
+/* Distinct currencies one merchant may use. ISO 4217 lists about 180 active codes; the
+ * bound keeps a balances answer finite (an authorize in a 257th currency is 400). */
+#define MERCHANT_CURRENCIES_MAX 256
+
+/* Payment and refund ids: "pay_" or "rfd_", 2 lower-case hex digits of the shard and
+ * 16 of the shard's sequence (engine/ids.h). Fixed width, so 22 bytes exactly. */
+#define ID_BYTES 22
+
+/* Event ids: "evt_" + 2 hex digits of the shard + "_" + 16 hex digits of the shard's
+ * event sequence (engine/apply.h). 23 bytes exactly. */
+#define EVENT_ID_BYTES 23
+
+/* Shards addressable by an id: two hex digits. */
+#define SHARDS_MAX 256
+
+/* jsmn tokens for one request body. A valid body has at most 4 members (9 tokens); the
+ * parser reports the first unknown or duplicate member, which always lies within the
+ * first 64 tokens, so a bigger body never needs more tokens to be rejected. */
+#define JSON_TOKENS_MAX 64
+
+/* Nesting depth of the JSON writer (answers nest 3 deep: object, array, object). */
+#define JSON_WRITER_DEPTH_MAX 8
+
+/* The `param` of an error names a field; an unknown field name longer than this is cut
+ * (at a UTF-8 boundary) so that an error answer stays small. */
+#define API_PARAM_MAX_BYTES 64
+
+/* The `message` of an error. */
+#define API_MESSAGE_MAX_BYTES 160
+
+/* Every answer of a state-changing request (payment, refund, error) fits this: a payment
+ * is under 1200 bytes even with a 512-byte reference. Also the idempotency record's body. */
+#define ENGINE_ANSWER_MAX_BYTES 4096
+
+/* Answers of GET balances and GET ledger: 1000 ledger entries of at most ~200 bytes, or
+ * 256 currencies of ~80 bytes. */
+#define ENGINE_READ_ANSWER_MAX_BYTES (256 * 1024)
+
+/* One outbox event value: a payment, the amounts and the envelope. */
+#define ENGINE_EVENT_MAX_BYTES 4096
+
+/* Timestamps are int64 ms since 1970-01-01T00:00:00Z, rendered RFC 3339 with a 4-digit
+ * year; the last such instant is 9999-12-31T23:59:59.999Z. */
+#define TIME_MS_MAX 253402300799999LL
+
+_Static_assert(CORES_MAX <= SHARDS_MAX, "every core's shard fits in an id");
+_Static_assert(ENGINE_ANSWER_MAX_BYTES <= ENGINE_READ_ANSWER_MAX_BYTES, "read answers are larger");
+_Static_assert(LEDGER_PAGE_DEFAULT <= LEDGER_PAGE_MAX, "default within max");
+_Static_assert(AMOUNT_MAX < (1LL << 62), "two amounts add without overflow");
 
 #endif

@@ -10,11 +10,19 @@
 #include <string.h>
 
 #include "net/metrics.h"
+#include "tools/payments.h"
 
 const char *const app_route_names[ROUTE_COUNT] = {
     [ROUTE_HEALTHZ] = "/healthz",
     [ROUTE_READYZ] = "/readyz",
     [ROUTE_METRICS] = "/metrics",
+    [ROUTE_AUTHORIZE] = "/v1/payments/authorize",
+    [ROUTE_CAPTURE] = "/v1/payments/{id}/capture",
+    [ROUTE_VOID] = "/v1/payments/{id}/void",
+    [ROUTE_REFUND] = "/v1/payments/{id}/refund",
+    [ROUTE_GET_PAYMENT] = "/v1/payments/{id}",
+    [ROUTE_BALANCES] = "/v1/merchants/{id}/balances",
+    [ROUTE_LEDGER] = "/v1/merchants/{id}/ledger",
     [ROUTE_OTHER] = "other",
 };
 
@@ -49,7 +57,9 @@ static void serve_metrics(struct app *app, struct reactor *r, const struct react
         all[i] = reactor_metrics(app->reactors[i]);
     char *body = malloc(METRICS_BODY_MAX);
     long len = body ? metrics_render(all, app->cores, body, METRICS_BODY_MAX) : -1;
-    if (len < 0) {
+    long more = len < 0 ? -1 : payments_metrics(app->payments, body + len,
+                                                   METRICS_BODY_MAX - (size_t)len);
+    if (len < 0 || more < 0) {
         free(body);
         reactor_reply_error(r, rq, 503, ROUTE_METRICS, "overloaded", "metrics unavailable",
                             "Retry-After: 1\r\n");
@@ -60,7 +70,7 @@ static void serve_metrics(struct app *app, struct reactor *r, const struct react
         .route = ROUTE_METRICS,
         .content_type = "text/plain; version=0.0.4; charset=utf-8",
         .body = body,
-        .body_len = (size_t)len,
+        .body_len = (size_t)(len + more),
     };
     reactor_reply(r, rq->ref, &resp);
     free(body);
@@ -78,7 +88,10 @@ static void on_request(void *ctx, struct reactor *r, const struct reactor_reques
         route = ROUTE_READYZ;
     else if (path_is(rq, "/metrics"))
         route = ROUTE_METRICS;
-    else {
+    else if (rq->http->path.len >= 4 && memcmp(rq->buf + rq->http->path.off, "/v1/", 4) == 0) {
+        payments_on_request(app->payments, r, rq);
+        return;
+    } else {
         reactor_reply_error(r, rq, 404, ROUTE_OTHER, "not_found", "no such route", NULL);
         return;
     }
@@ -92,7 +105,7 @@ static void on_request(void *ctx, struct reactor *r, const struct reactor_reques
         reply_json(r, rq, 200, route, "{\"status\":\"ok\"}", NULL);
         break;
     case ROUTE_READYZ:
-        if (__atomic_load_n(&app->ready, __ATOMIC_ACQUIRE))
+        if (__atomic_load_n(&app->ready, __ATOMIC_ACQUIRE) && payments_ready(app->payments))
             reply_json(r, rq, 200, route, "{\"status\":\"ready\"}", NULL);
         else
             reactor_reply_error(r, rq, 503, route, "not_ready", "shards are not serving yet",
@@ -104,6 +117,20 @@ static void on_request(void *ctx, struct reactor *r, const struct reactor_reques
     }
 }
 
+static void on_wake(void *ctx, struct reactor *r, int res)
+{
+    struct app *app = ctx;
+    payments_on_wake(app->payments, r, res);
+}
+
+static void on_turn(void *ctx, struct reactor *r)
+{
+    struct app *app = ctx;
+    payments_on_turn(app->payments, r);
+}
+
 const struct reactor_handler app_handler = {
     .on_request = on_request,
+    .on_wake = on_wake,
+    .on_turn = on_turn,
 };

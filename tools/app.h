@@ -16,16 +16,26 @@ enum app_route {
     ROUTE_HEALTHZ,
     ROUTE_READYZ,
     ROUTE_METRICS,
+    ROUTE_AUTHORIZE,
+    ROUTE_CAPTURE,
+    ROUTE_VOID,
+    ROUTE_REFUND,
+    ROUTE_GET_PAYMENT,
+    ROUTE_BALANCES,
+    ROUTE_LEDGER,
     ROUTE_OTHER,
     ROUTE_COUNT,
 };
 
 extern const char *const app_route_names[ROUTE_COUNT];
 
+struct payments;
+
 struct app {
     unsigned cores;
     struct reactor *reactors[CORES_MAX];
-    int ready; /* every shard open and serving: read with __atomic_load_n */
+    struct payments *payments;
+    int ready; /* started; /readyz also asks every shard: read with __atomic_load_n */
 };
 
 /* The handler every reactor runs; ctx is the struct app. */

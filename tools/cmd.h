@@ -7,5 +7,6 @@
 #define RINGPAY_TOOLS_CMD_H
 
 int cmd_serve(int argc, char **argv);
+int cmd_check(int argc, char **argv);
 
 #endif

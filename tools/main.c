@@ -12,6 +12,7 @@ static const struct {
     const char *summary;
 } commands[] = {
     {"serve", cmd_serve, "run the payment engine (HTTP API over io_uring)"},
+    {"check", cmd_check, "audit a stopped engine's data directory"},
 };
 
 static void usage(FILE *f)

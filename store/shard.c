@@ -1,0 +1,119 @@
+/*
+ * The shard thread's loop (see shard.h).
+ *
+ * Invariant: a job is returned to its reactor only after the transaction holding its
+ * writes committed (LMDB's durable commit: data fsync, then the meta page), or with a
+ * 503 if the store failed. Reads of a turn run after that turn's commit, so a GET
+ * pipelined behind a POST on one connection sees the POST.
+ */
+#define _GNU_SOURCE
+#include "store/shard.h"
+
+#include <errno.h>
+#include <sched.h>
+#include <time.h>
+
+#include "engine/assert.h"
+#include "engine/limits.h"
+
+/* How long an idle shard sleeps before it looks at its stop flag again. */
+#define SHARD_IDLE_WAIT_MS 100
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static bool is_read(const struct op *op)
+{
+    return op->kind == OP_GET_PAYMENT || op->kind == OP_BALANCES || op->kind == OP_LEDGER;
+}
+
+static void stat_add(uint64_t *field, uint64_t delta)
+{
+    __atomic_store_n(field, __atomic_load_n(field, __ATOMIC_RELAXED) + delta, __ATOMIC_RELAXED);
+}
+
+/* Returns every job to its reactor; a full ring is waited out (the reactor drains
+ * it every turn), flushing wake-ups so the reactor is awake to make room. */
+static void reply_all(struct shard *sh, struct shard_job **jobs, size_t n)
+{
+    const struct shard_transport *t = sh->transport;
+    for (size_t i = 0; i < n; i++) {
+        while (t->reply(sh->transport_ctx, jobs[i]) == -EAGAIN) {
+            /* At shutdown the reactor may be gone and its ring never drain again;
+             * the job is abandoned to the exiting process. */
+            if (__atomic_load_n(&sh->stop, __ATOMIC_ACQUIRE))
+                break;
+            t->flush(sh->transport_ctx);
+            sched_yield();
+        }
+    }
+    t->flush(sh->transport_ctx);
+}
+
+/* Applies one turn's jobs: the writes in one durable transaction, then the reads. */
+static void run_batch(struct shard *sh, struct shard_job **jobs, size_t n,
+                      struct batch_item *items)
+{
+    if (__atomic_load_n(&sh->failed, __ATOMIC_RELAXED)) {
+        for (size_t i = 0; i < n; i++) {
+            jobs[i]->rc = -EIO;
+            jobs[i]->answer.status = 0;
+            jobs[i]->answer.len = 0;
+        }
+        return;
+    }
+    int64_t now = wall_ms();
+    size_t w = 0, r = n;
+    /* Writes fill items from the front, reads from the back, both in arrival order
+     * among themselves (reads are reversed twice: filled backwards, read backwards). */
+    for (size_t i = 0; i < n; i++) {
+        struct batch_item *it = is_read(&jobs[i]->op) ? &items[--r] : &items[w++];
+        it->op = &jobs[i]->op;
+        it->answer = jobs[i]->answer;
+        it->rc = 0;
+    }
+    if (w > 0) {
+        int rc = shard_store_apply_batch(sh->store, items, w, now);
+        if (rc == -EIO)
+            __atomic_store_n(&sh->failed, 1, __ATOMIC_RELEASE);
+        stat_add(&sh->stats.batches, 1);
+        if (w > __atomic_load_n(&sh->stats.batch_max, __ATOMIC_RELAXED))
+            __atomic_store_n(&sh->stats.batch_max, w, __ATOMIC_RELAXED);
+    }
+    if (r < n)
+        shard_store_read(sh->store, items + r, n - r, now);
+    for (size_t i = 0, wi = 0, ri = n; i < n; i++) {
+        struct batch_item *it = is_read(&jobs[i]->op) ? &items[--ri] : &items[wi++];
+        ASSERT(it->op == &jobs[i]->op);
+        jobs[i]->answer = it->answer;
+        jobs[i]->rc = it->rc;
+    }
+    stat_add(&sh->stats.jobs, n);
+}
+
+int shard_run(struct shard *sh)
+{
+    static __thread struct shard_job *jobs[SHARD_BATCH_MAX];
+    static __thread struct batch_item items[SHARD_BATCH_MAX];
+    const struct shard_transport *t = sh->transport;
+    for (;;) {
+        size_t n = t->recv(sh->transport_ctx, jobs, SHARD_BATCH_MAX);
+        if (n == 0) {
+            if (__atomic_load_n(&sh->stop, __ATOMIC_ACQUIRE))
+                return 0;
+            t->wait(sh->transport_ctx, SHARD_IDLE_WAIT_MS);
+            continue;
+        }
+        run_batch(sh, jobs, n, items);
+        reply_all(sh, jobs, n);
+    }
+}
+
+void shard_stop(struct shard *sh)
+{
+    __atomic_store_n(&sh->stop, 1, __ATOMIC_RELEASE);
+}

@@ -1,0 +1,957 @@
+/*
+ * The LMDB shard store: one LMDB environment per shard, written by one thread (the
+ * shard thread) in group-commit batches. See shard_store.h for the contract and
+ * record.h for the byte layouts.
+ *
+ * Invariants:
+ * - The environment is opened with LMDB's default durable sync: mdb_txn_commit
+ *   returns only after the data pages and then the meta page are fsynced. Never
+ *   MDB_NOSYNC, MDB_MAPASYNC or MDB_NOMETASYNC (SPEC §6).
+ * - Every write of a batch happens inside one write transaction; answers of a batch
+ *   are valid only after mdb_txn_commit returned 0. Any store error aborts the whole
+ *   transaction, so a batch is all-or-nothing on disk.
+ * - Only the shard thread touches the environment, so no read transaction can be
+ *   open while the map is grown (mdb_env_set_mapsize requires that in-process).
+ */
+#include "store/shard_store.h"
+
+#include <errno.h>
+#include <lmdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "engine/api.h"
+#include "engine/apply.h"
+#include "engine/assert.h"
+#include "engine/json.h"
+#include "engine/ledger.h"
+#include "store/manifest.h"
+#include "store/record.h"
+
+enum shard_dbi {
+    SHARD_DBI_PAYMENTS,
+    SHARD_DBI_REFUNDS,
+    SHARD_DBI_IDEM,
+    SHARD_DBI_LEDGER,
+    SHARD_DBI_BALANCES,
+    SHARD_DBI_OUTBOX,
+    SHARD_DBI_META,
+    SHARD_DBI_IDEM_EXP,
+    SHARD_DBI_COUNT
+};
+
+static const char *const dbi_names[SHARD_DBI_COUNT] = {
+    [SHARD_DBI_PAYMENTS] = RECORD_DB_PAYMENTS, [SHARD_DBI_REFUNDS] = RECORD_DB_REFUNDS,
+    [SHARD_DBI_IDEM] = RECORD_DB_IDEM,         [SHARD_DBI_LEDGER] = RECORD_DB_LEDGER,
+    [SHARD_DBI_BALANCES] = RECORD_DB_BALANCES, [SHARD_DBI_OUTBOX] = RECORD_DB_OUTBOX,
+    [SHARD_DBI_META] = RECORD_DB_META,         [SHARD_DBI_IDEM_EXP] = RECORD_DB_IDEM_EXP,
+};
+
+struct shard_store {
+    MDB_env *env;
+    MDB_dbi dbi[SHARD_DBI_COUNT];
+    unsigned shard;
+    size_t map_bytes;            /* current map size */
+    size_t map_max_bytes;        /* ceiling of growth on MDB_MAP_FULL */
+    uint64_t replicated_pending; /* mark to store with the next commit */
+    uint64_t replicated_stored;  /* mark on disk */
+    uint64_t event_seq;          /* last event sequence number committed */
+    struct shard_store_stats stats;
+    unsigned fault_after_puts; /* tests: puts that succeed before the fault */
+    int fault_errno;           /* tests: LMDB code the injected fault returns; 0 = off */
+    int fault_persistent;      /* tests: keep failing after the first fault */
+    int64_t idem_ttl_ms;       /* idempotency records older than this are swept */
+    char path[STORE_PATH_MAX];
+};
+
+/* One write (or read) transaction of a batch. The first LMDB error sticks in err and
+ * makes every later store call of the batch fail fast; the batch is then aborted. */
+struct shard_txn {
+    struct shard_store *s;
+    MDB_txn *txn;
+    int err;      /* first LMDB error, 0 while all went well */
+    int writable; /* 0 in a read-only transaction */
+    size_t swept; /* idempotency records this transaction deleted */
+};
+
+typedef void (*shard_txn_body_fn)(struct shard_txn *t, void *arg);
+
+static int meta_get(MDB_txn *txn, const struct shard_store *s, const char *name, uint64_t *v);
+static int meta_put(MDB_txn *txn, const struct shard_store *s, const char *name, uint64_t v);
+
+/* ---- environment ------------------------------------------------------------------ */
+
+static int errno_of(int mdb_rc)
+{
+    /* LMDB returns errno values for system errors and MDB_* (< 0) for its own. */
+    switch (mdb_rc) {
+    case 0:
+        return 0;
+    case MDB_MAP_FULL:
+    case MDB_TXN_FULL:
+        return -ENOSPC;
+    case MDB_CORRUPTED:
+    case MDB_PAGE_NOTFOUND:
+    case MDB_INVALID:
+    case MDB_VERSION_MISMATCH:
+        return -EBADMSG;
+    default:
+        if (mdb_rc > 0)
+            return -mdb_rc;                    /* a system errno from LMDB */
+        return mdb_rc > -4096 ? mdb_rc : -EIO; /* our own -errno, or another MDB_* */
+    }
+}
+
+/* Opens or creates every named DBI and checks (or writes) the format version. */
+static int open_dbis(struct shard_store *s)
+{
+    MDB_txn *txn = NULL;
+    int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    if (rc)
+        return rc;
+    for (int i = 0; i < SHARD_DBI_COUNT; i++) {
+        rc = mdb_dbi_open(txn, dbi_names[i], MDB_CREATE, &s->dbi[i]);
+        if (rc)
+            goto out_abort;
+    }
+    uint64_t format = 0;
+    rc = meta_get(txn, s, "format", &format);
+    if (rc == MDB_NOTFOUND)
+        rc = meta_put(txn, s, "format", STORE_FORMAT_VERSION);
+    else if (rc == 0 && format != STORE_FORMAT_VERSION)
+        rc = MDB_VERSION_MISMATCH;
+    if (rc)
+        goto out_abort;
+    rc = meta_get(txn, s, "replicated", &s->replicated_stored);
+    if (rc == 0 || rc == MDB_NOTFOUND)
+        rc = meta_get(txn, s, "seq:event", &s->event_seq);
+    if (rc && rc != MDB_NOTFOUND)
+        goto out_abort;
+    s->replicated_pending = s->replicated_stored;
+    return mdb_txn_commit(txn);
+
+out_abort:
+    mdb_txn_abort(txn);
+    return rc;
+}
+
+static int env_open(struct shard_store *s, const char *path)
+{
+    int rc = mdb_env_create(&s->env);
+    if (rc)
+        return rc;
+    rc = mdb_env_set_maxdbs(s->env, SHARD_DBI_COUNT);
+    if (rc)
+        goto out_close_env;
+    rc = mdb_env_set_mapsize(s->env, s->map_bytes);
+    if (rc)
+        goto out_close_env;
+    /* MDB_NOTLS: transactions are tied to the store, not to a thread's slot. No sync
+     * flags are relaxed: every commit is durable before it returns. */
+    rc = mdb_env_open(s->env, path, MDB_NOTLS | MDB_NORDAHEAD, 0600);
+    if (rc)
+        goto out_close_env;
+    MDB_envinfo info;
+    rc = mdb_env_info(s->env, &info);
+    if (rc)
+        goto out_close_env;
+    s->map_bytes = info.me_mapsize; /* an existing file may be larger than asked */
+    rc = open_dbis(s);
+    if (rc)
+        goto out_close_env;
+    return 0;
+
+out_close_env:
+    mdb_env_close(s->env);
+    s->env = NULL;
+    return rc;
+}
+
+int shard_store_open(struct shard_store **out, const char *data_dir, unsigned shard,
+                     const struct shard_store_options *opt)
+{
+    ASSERT(out != NULL && data_dir != NULL);
+    *out = NULL;
+    struct shard_store *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return -ENOMEM;
+    s->shard = shard;
+    s->map_bytes = opt && opt->map_bytes ? opt->map_bytes : SHARD_MAP_DEFAULT_BYTES;
+    s->map_max_bytes = opt && opt->map_max_bytes ? opt->map_max_bytes : SHARD_MAP_MAX_BYTES;
+    if (s->map_max_bytes < s->map_bytes)
+        s->map_max_bytes = s->map_bytes;
+    s->idem_ttl_ms = opt && opt->idem_ttl_ms > 0 ? opt->idem_ttl_ms : IDEM_TTL_DEFAULT_MS;
+    if (opt) {
+        s->fault_after_puts = opt->fault_after_puts;
+        s->fault_errno = opt->fault_errno;
+        s->fault_persistent = opt->fault_persistent;
+    }
+    int rc = store_manifest_shard_path(data_dir, shard, s->path, sizeof(s->path));
+    if (rc)
+        goto out_free;
+    if (mkdir(s->path, 0700) && errno != EEXIST) {
+        rc = -errno;
+        goto out_free;
+    }
+    rc = errno_of(env_open(s, s->path));
+    if (rc)
+        goto out_free;
+    *out = s;
+    return 0;
+
+out_free:
+    free(s);
+    return rc;
+}
+
+void shard_store_close(struct shard_store *s)
+{
+    if (s == NULL)
+        return;
+    ASSERT(s->env != NULL);
+    mdb_env_close(s->env);
+    free(s);
+}
+
+/* ---- meta ------------------------------------------------------------------------- */
+
+static int meta_get(MDB_txn *txn, const struct shard_store *s, const char *name, uint64_t *v)
+{
+    MDB_val key = {.mv_size = strlen(name), .mv_data = (void *)name};
+    MDB_val val;
+    int rc = mdb_get(txn, s->dbi[SHARD_DBI_META], &key, &val);
+    if (rc)
+        return rc;
+    int64_t i = 0;
+    if (record_i64_decode(val.mv_data, val.mv_size, &i))
+        return MDB_CORRUPTED;
+    *v = (uint64_t)i;
+    return 0;
+}
+
+static int meta_put(MDB_txn *txn, const struct shard_store *s, const char *name, uint64_t v)
+{
+    uint8_t buf[RECORD_I64_BYTES];
+    record_i64_encode(buf, (int64_t)v);
+    MDB_val key = {.mv_size = strlen(name), .mv_data = (void *)name};
+    MDB_val val = {.mv_size = sizeof(buf), .mv_data = buf};
+    return mdb_put(txn, s->dbi[SHARD_DBI_META], &key, &val, 0);
+}
+
+/* ---- write transactions and MAP_FULL ---------------------------------------------- */
+
+/* Doubles the map, up to map_max_bytes. Returns 0, or MDB_MAP_FULL at the ceiling. */
+static int map_grow(struct shard_store *s)
+{
+    if (s->map_bytes >= s->map_max_bytes)
+        return MDB_MAP_FULL;
+    size_t next = s->map_bytes * 2;
+    if (next > s->map_max_bytes || next < s->map_bytes)
+        next = s->map_max_bytes;
+    /* No transaction of this process is open here: only the shard thread uses the
+     * environment and its write transaction was just aborted. */
+    int rc = mdb_env_set_mapsize(s->env, next);
+    if (rc)
+        return rc;
+    MDB_envinfo info;
+    rc = mdb_env_info(s->env, &info);
+    if (rc)
+        return rc;
+    ASSERT(info.me_mapsize >= next);
+    s->map_bytes = info.me_mapsize;
+    s->stats.map_grows++;
+    return 0;
+}
+
+/* Records an LMDB result in the transaction; the first error sticks. */
+static int txn_fail(struct shard_txn *t, int mdb_rc)
+{
+    if (mdb_rc && t->err == 0)
+        t->err = mdb_rc;
+    return mdb_rc;
+}
+
+/* Stores the replicated mark and trims the outbox up to it (DESIGN "Kafka
+ * replication": the outbox below the mark is trimmed, in the same transaction). */
+static void outbox_mark(struct shard_txn *t, uint64_t mark)
+{
+    if (txn_fail(t, meta_put(t->txn, t->s, "replicated", mark)))
+        return;
+    MDB_cursor *c = NULL;
+    if (txn_fail(t, mdb_cursor_open(t->txn, t->s->dbi[SHARD_DBI_OUTBOX], &c)))
+        return;
+    MDB_val k, v;
+    int rc;
+    while ((rc = mdb_cursor_get(c, &k, &v, MDB_FIRST)) == 0) {
+        if (k.mv_size != 8) {
+            rc = MDB_CORRUPTED;
+            break;
+        }
+        if (record_get_u64be(k.mv_data) > mark)
+            break;
+        if ((rc = mdb_cursor_del(c, 0)))
+            break;
+    }
+    mdb_cursor_close(c);
+    if (rc != MDB_NOTFOUND)
+        txn_fail(t, rc);
+}
+
+/* Runs body once in a fresh write transaction and commits it. */
+static int txn_once(struct shard_store *s, struct shard_txn *t, shard_txn_body_fn body, void *arg)
+{
+    MDB_txn *txn = NULL;
+    int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    if (rc)
+        return rc;
+    t->s = s;
+    t->txn = txn;
+    t->err = 0;
+    t->writable = 1;
+    t->swept = 0;
+    body(t, arg);
+    if (t->err == 0 && s->replicated_pending > s->replicated_stored)
+        outbox_mark(t, s->replicated_pending);
+    uint64_t event_seq = s->event_seq;
+    if (t->err == 0) {
+        int grc = meta_get(txn, s, "seq:event", &event_seq);
+        if (grc != MDB_NOTFOUND)
+            txn_fail(t, grc);
+    }
+    if (t->err) {
+        rc = t->err;
+        mdb_txn_abort(txn);
+    } else {
+        rc = mdb_txn_commit(txn); /* durable: data fsync, then the meta page */
+    }
+    t->txn = NULL;
+    if (rc == 0) {
+        s->replicated_stored = s->replicated_pending;
+        s->event_seq = event_seq;
+        s->stats.idem_swept += t->swept;
+    }
+    return rc;
+}
+
+static int txn_run(struct shard_store *s, struct shard_txn *t, shard_txn_body_fn body, void *arg)
+{
+    ASSERT(s != NULL && s->env != NULL && t != NULL && body != NULL);
+    int rc = txn_once(s, t, body, arg);
+    if (rc != MDB_MAP_FULL)
+        goto out;
+    /* The transaction is gone; nothing of the batch is on disk. Grow, retry once. */
+    s->stats.map_full++;
+    rc = map_grow(s);
+    if (rc == 0)
+        rc = txn_once(s, t, body, arg);
+out:
+    if (rc == 0)
+        s->stats.commits++;
+    else
+        s->stats.failed_commits++;
+    return rc;
+}
+
+/* mdb_put with the test-only fault injection and sticky errors. */
+static int txn_put(struct shard_txn *t, int dbi, MDB_val *key, MDB_val *val, unsigned flags)
+{
+    ASSERT(t->writable && dbi >= 0 && dbi < SHARD_DBI_COUNT);
+    if (t->err)
+        return t->err;
+    struct shard_store *s = t->s;
+    if (s->fault_errno) {
+        if (s->fault_after_puts > 0) {
+            s->fault_after_puts--;
+        } else {
+            int e = s->fault_errno;
+            if (!s->fault_persistent)
+                s->fault_errno = 0;
+            if (e < 0 && e > -4096)
+                return e; /* a -errno: the operation's own failure, not the store's */
+            return txn_fail(t, e);
+        }
+    }
+    return txn_fail(t, mdb_put(t->txn, s->dbi[dbi], key, val, flags));
+}
+
+void shard_store_get_stats(const struct shard_store *s, struct shard_store_stats *out)
+{
+    ASSERT(s != NULL && out != NULL);
+    *out = s->stats;
+    out->map_bytes = s->map_bytes;
+    out->event_seq = s->event_seq;
+    out->replicated_seq = s->replicated_stored;
+}
+
+void shard_store_set_replicated(struct shard_store *s, uint64_t event_seq)
+{
+    ASSERT(s != NULL);
+    if (event_seq > s->replicated_pending)
+        s->replicated_pending = event_seq;
+}
+
+/* ---- the engine's store interface over one transaction ----------------------------- */
+
+/*
+ * Each function below implements one member of struct engine_store (engine/apply.h)
+ * with ctx = struct shard_txn. LMDB failures stick in t->err (the batch is aborted);
+ * -ENOENT is a normal answer of reads; -EOVERFLOW from a posting is the operation's
+ * own failure (t->err stays 0, so only that operation is dropped; see apply_batch).
+ */
+
+/* Gets key from dbi: 0, -ENOENT, or the stuck LMDB error. */
+static int txn_get(struct shard_txn *t, int dbi, MDB_val *key, MDB_val *val)
+{
+    if (t->err)
+        return t->err;
+    int rc = mdb_get(t->txn, t->s->dbi[dbi], key, val);
+    if (rc == MDB_NOTFOUND)
+        return -ENOENT;
+    return txn_fail(t, rc);
+}
+
+static int st_payment_get(void *ctx, const char *id, size_t id_len, struct payment *out)
+{
+    struct shard_txn *t = ctx;
+    if (id_len != RECORD_PAYMENT_ID_BYTES)
+        return -ENOENT;
+    MDB_val key = {.mv_size = id_len, .mv_data = (void *)id}, val;
+    int rc = txn_get(t, SHARD_DBI_PAYMENTS, &key, &val);
+    if (rc)
+        return rc;
+    if (record_payment_decode(val.mv_data, val.mv_size, out) || memcmp(out->id, id, id_len) != 0)
+        return txn_fail(t, MDB_CORRUPTED);
+    return 0;
+}
+
+static int st_payment_put(void *ctx, const struct payment *p)
+{
+    struct shard_txn *t = ctx;
+    uint8_t buf[RECORD_PAYMENT_MAX_BYTES];
+    MDB_val key = {.mv_size = RECORD_PAYMENT_ID_BYTES, .mv_data = (void *)p->id};
+    MDB_val val = {.mv_data = buf, .mv_size = record_payment_encode(buf, p)};
+    return txn_put(t, SHARD_DBI_PAYMENTS, &key, &val, 0);
+}
+
+static int st_refund_put(void *ctx, const struct refund *r)
+{
+    struct shard_txn *t = ctx;
+    uint8_t buf[RECORD_REFUND_MAX_BYTES];
+    MDB_val key = {.mv_size = RECORD_PAYMENT_ID_BYTES, .mv_data = (void *)r->id};
+    MDB_val val = {.mv_data = buf, .mv_size = record_refund_encode(buf, r)};
+    return txn_put(t, SHARD_DBI_REFUNDS, &key, &val, MDB_NOOVERWRITE);
+}
+
+static const char *seq_name(enum engine_seq which)
+{
+    switch (which) {
+    case ENGINE_SEQ_PAYMENT:
+        return "seq:payment";
+    case ENGINE_SEQ_REFUND:
+        return "seq:refund";
+    case ENGINE_SEQ_EVENT:
+        return "seq:event";
+    }
+    UNREACHABLE();
+    return NULL;
+}
+
+static int st_next_sequence(void *ctx, enum engine_seq which, uint64_t *out)
+{
+    struct shard_txn *t = ctx;
+    if (t->err)
+        return t->err;
+    const char *name = seq_name(which);
+    uint64_t v = 0;
+    int rc = meta_get(t->txn, t->s, name, &v);
+    if (rc && rc != MDB_NOTFOUND)
+        return txn_fail(t, rc);
+    ASSERT(v < UINT64_MAX);
+    uint8_t buf[RECORD_I64_BYTES];
+    record_i64_encode(buf, (int64_t)(v + 1));
+    MDB_val key = {.mv_size = strlen(name), .mv_data = (void *)name};
+    MDB_val val = {.mv_size = sizeof(buf), .mv_data = buf};
+    rc = txn_put(t, SHARD_DBI_META, &key, &val, 0);
+    if (rc == 0)
+        *out = v + 1;
+    return rc;
+}
+
+static int st_idem_get(void *ctx, const char *m, size_t mlen, const char *k, size_t klen,
+                       struct idem_record *out)
+{
+    struct shard_txn *t = ctx;
+    uint8_t kbuf[RECORD_KEY_MAX];
+    MDB_val key = {.mv_data = kbuf, .mv_size = record_key_idem(kbuf, m, mlen, k, klen)};
+    MDB_val val;
+    int rc = txn_get(t, SHARD_DBI_IDEM, &key, &val);
+    if (rc)
+        return rc;
+    /* The spans point into the map; valid until the next store call (apply.h). */
+    if (record_idem_decode(val.mv_data, val.mv_size, out))
+        return txn_fail(t, MDB_CORRUPTED);
+    return 0;
+}
+
+static int st_idem_put(void *ctx, const char *m, size_t mlen, const char *k, size_t klen,
+                       const struct idem_record *rec)
+{
+    struct shard_txn *t = ctx;
+    if (t->err)
+        return t->err;
+    uint8_t kbuf[RECORD_KEY_MAX];
+    MDB_val key = {.mv_data = kbuf, .mv_size = record_key_idem(kbuf, m, mlen, k, klen)};
+    MDB_val val = {.mv_size = record_idem_size(rec)};
+    /* MDB_RESERVE: LMDB hands out the space and we encode straight into it. */
+    int rc = txn_put(t, SHARD_DBI_IDEM, &key, &val, MDB_RESERVE);
+    if (rc)
+        return rc;
+    size_t n = record_idem_encode(val.mv_data, rec);
+    ASSERT(n == val.mv_size);
+    /* The expiry index entry. It goes around the fault injection of txn_put on purpose:
+     * the injection tests count the puts of the records themselves. */
+    uint8_t xbuf[8 + RECORD_KEY_MAX];
+    MDB_val xkey = {.mv_data = xbuf,
+                    .mv_size = record_key_idem_exp(xbuf, rec->created_at_ms, kbuf, key.mv_size)};
+    MDB_val empty = {.mv_data = NULL, .mv_size = 0};
+    return txn_fail(t, mdb_put(t->txn, t->s->dbi[SHARD_DBI_IDEM_EXP], &xkey, &empty, 0));
+}
+
+/*
+ * Deletes up to max idempotency records created before cutoff_ms, oldest first, with
+ * their expiry index entries, inside the batch's transaction (no extra commit). A
+ * record whose creation time differs from its index entry is not deleted (it cannot
+ * happen today: records are written once; the check keeps a stale index harmless).
+ */
+static void idem_sweep(struct shard_txn *t, int64_t cutoff_ms, size_t max)
+{
+    MDB_cursor *c = NULL;
+    if (cutoff_ms <= 0 || txn_fail(t, mdb_cursor_open(t->txn, t->s->dbi[SHARD_DBI_IDEM_EXP], &c)))
+        return;
+    MDB_val k, v;
+    int rc;
+    size_t swept = 0;
+    while (swept < max && (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST)) == 0) {
+        if (k.mv_size <= 8) {
+            rc = MDB_CORRUPTED;
+            break;
+        }
+        int64_t created = (int64_t)record_get_u64be(k.mv_data);
+        if (created >= cutoff_ms)
+            break;
+        MDB_val ik = {.mv_data = (uint8_t *)k.mv_data + 8, .mv_size = k.mv_size - 8};
+        MDB_val iv;
+        rc = mdb_get(t->txn, t->s->dbi[SHARD_DBI_IDEM], &ik, &iv);
+        struct idem_record rec;
+        if (rc == 0 && record_idem_decode(iv.mv_data, iv.mv_size, &rec) == 0 &&
+            rec.created_at_ms == created)
+            rc = mdb_del(t->txn, t->s->dbi[SHARD_DBI_IDEM], &ik, NULL);
+        else if (rc == MDB_NOTFOUND || rc == 0)
+            rc = 0;
+        if (rc || (rc = mdb_cursor_del(c, 0)))
+            break;
+        swept++;
+    }
+    mdb_cursor_close(c);
+    if (rc && rc != MDB_NOTFOUND)
+        txn_fail(t, rc);
+    t->swept += swept;
+}
+
+/* Reads the balances of (merchant, currency) into *b: 0, -ENOENT, or an error. */
+static int balance_read(struct shard_txn *t, const char *m, size_t mlen, const char *cur,
+                        struct balance *b)
+{
+    uint8_t kbuf[RECORD_KEY_MAX];
+    MDB_val key = {.mv_data = kbuf, .mv_size = record_key_balance(kbuf, m, mlen, cur)};
+    MDB_val val;
+    int rc = txn_get(t, SHARD_DBI_BALANCES, &key, &val);
+    if (rc)
+        return rc;
+    struct record_balance rb;
+    if (record_balance_decode(val.mv_data, val.mv_size, &rb) ||
+        (uint64_t)rb.clearing + (uint64_t)rb.pending + (uint64_t)rb.available != 0)
+        return txn_fail(t, MDB_CORRUPTED);
+    memset(b, 0, sizeof(*b));
+    memcpy(b->currency, cur, CURRENCY_BYTES);
+    b->clearing = rb.clearing;
+    b->pending = rb.pending;
+    b->available = rb.available;
+    return 0;
+}
+
+/* The merchant's last ledger sequence number, 0 when its ledger is empty. */
+static int ledger_last_seq(struct shard_txn *t, const char *m, size_t mlen, uint64_t *seq)
+{
+    uint8_t kbuf[RECORD_KEY_MAX];
+    MDB_val key = {.mv_data = kbuf}, val;
+    key.mv_size = record_key_ledger(kbuf, m, mlen, UINT64_MAX);
+    size_t prefix = key.mv_size - 8;
+    MDB_cursor *c = NULL;
+    int rc = mdb_cursor_open(t->txn, t->s->dbi[SHARD_DBI_LEDGER], &c);
+    if (rc)
+        return txn_fail(t, rc);
+    rc = mdb_cursor_get(c, &key, &val, MDB_SET_RANGE);
+    if (rc == 0)
+        rc = mdb_cursor_get(c, &key, &val, MDB_PREV);
+    else if (rc == MDB_NOTFOUND)
+        rc = mdb_cursor_get(c, &key, &val, MDB_LAST);
+    *seq = 0;
+    if (rc == 0 && key.mv_size == prefix + 8 && memcmp(key.mv_data, kbuf, prefix) == 0)
+        *seq = record_get_u64be((const uint8_t *)key.mv_data + prefix);
+    mdb_cursor_close(c);
+    if (rc && rc != MDB_NOTFOUND)
+        return txn_fail(t, rc);
+    return 0;
+}
+
+static int st_posting_add(void *ctx, const struct posting *p, int64_t now_ms, uint64_t *seq)
+{
+    struct shard_txn *t = ctx;
+    ledger_posting_check(p);
+    struct balance b;
+    int rc = balance_read(t, p->merchant_id, p->merchant_id_len, p->currency, &b);
+    if (rc == -ENOENT) {
+        memset(&b, 0, sizeof(b));
+        memcpy(b.currency, p->currency, CURRENCY_BYTES);
+    } else if (rc) {
+        return rc;
+    }
+    rc = ledger_balance_apply(&b, p);
+    if (rc)
+        return rc; /* -EOVERFLOW: this operation's failure, nothing written yet */
+    uint64_t last = 0;
+    rc = ledger_last_seq(t, p->merchant_id, p->merchant_id_len, &last);
+    if (rc)
+        return rc;
+    struct record_ledger_entry e = {.debit = (uint8_t)p->debit,
+                                    .credit = (uint8_t)p->credit,
+                                    .amount = p->amount,
+                                    .created_at_ms = now_ms,
+                                    .payment_id_len = RECORD_PAYMENT_ID_BYTES};
+    memcpy(e.currency, p->currency, 3);
+    memcpy(e.payment_id, p->payment_id, RECORD_PAYMENT_ID_BYTES);
+    uint8_t kbuf[RECORD_KEY_MAX], vbuf[RECORD_LEDGER_MAX_BYTES];
+    MDB_val key = {.mv_data = kbuf};
+    key.mv_size = record_key_ledger(kbuf, p->merchant_id, p->merchant_id_len, last + 1);
+    MDB_val val = {.mv_data = vbuf, .mv_size = record_ledger_encode(vbuf, &e)};
+    rc = txn_put(t, SHARD_DBI_LEDGER, &key, &val, MDB_NOOVERWRITE);
+    if (rc)
+        return rc;
+    struct record_balance rb = {b.clearing, b.pending, b.available};
+    uint8_t bbuf[RECORD_BALANCE_BYTES];
+    record_balance_encode(bbuf, &rb);
+    key.mv_size = record_key_balance(kbuf, p->merchant_id, p->merchant_id_len, p->currency);
+    val = (MDB_val){.mv_data = bbuf, .mv_size = sizeof(bbuf)};
+    rc = txn_put(t, SHARD_DBI_BALANCES, &key, &val, 0);
+    if (rc == 0 && seq)
+        *seq = last + 1;
+    return rc;
+}
+
+static int st_balance_get(void *ctx, const char *m, size_t mlen, const char *cur,
+                          struct balance *out)
+{
+    return balance_read(ctx, m, mlen, cur, out);
+}
+
+/* Visits every balance record of merchant m, in currency order. */
+static int st_balance_list(void *ctx, const char *m, size_t mlen, engine_balance_fn fn, void *arg)
+{
+    struct shard_txn *t = ctx;
+    if (t->err)
+        return t->err;
+    uint8_t kbuf[RECORD_KEY_MAX];
+    size_t prefix = record_key_merchant(kbuf, m, mlen);
+    MDB_val key = {.mv_data = kbuf, .mv_size = prefix}, val;
+    MDB_cursor *c = NULL;
+    int rc = mdb_cursor_open(t->txn, t->s->dbi[SHARD_DBI_BALANCES], &c);
+    if (rc)
+        return txn_fail(t, rc);
+    int ret = 0;
+    for (rc = mdb_cursor_get(c, &key, &val, MDB_SET_RANGE); rc == 0 && ret == 0;
+         rc = mdb_cursor_get(c, &key, &val, MDB_NEXT)) {
+        if (key.mv_size != prefix + 3 || memcmp(key.mv_data, kbuf, prefix) != 0)
+            break;
+        char cur[CURRENCY_BYTES];
+        memcpy(cur, (const uint8_t *)key.mv_data + prefix, CURRENCY_BYTES);
+        struct balance b;
+        if (!record_currency_valid(cur)) {
+            ret = txn_fail(t, MDB_CORRUPTED);
+            break;
+        }
+        ret = balance_read(t, m, mlen, cur, &b);
+        if (ret == 0)
+            ret = fn(arg, &b);
+    }
+    mdb_cursor_close(c);
+    if (rc && rc != MDB_NOTFOUND)
+        return txn_fail(t, rc);
+    return ret;
+}
+
+static int st_ledger_page(void *ctx, const char *m, size_t mlen, uint64_t after, uint32_t limit,
+                          engine_entry_fn fn, void *arg, bool *more)
+{
+    struct shard_txn *t = ctx;
+    *more = false;
+    if (t->err)
+        return t->err;
+    if (after == UINT64_MAX)
+        return 0;
+    uint8_t kbuf[RECORD_KEY_MAX];
+    MDB_val key = {.mv_data = kbuf, .mv_size = record_key_ledger(kbuf, m, mlen, after + 1)};
+    size_t prefix = key.mv_size - 8;
+    MDB_val val;
+    MDB_cursor *c = NULL;
+    int rc = mdb_cursor_open(t->txn, t->s->dbi[SHARD_DBI_LEDGER], &c);
+    if (rc)
+        return txn_fail(t, rc);
+    int ret = 0;
+    uint32_t seen = 0;
+    for (rc = mdb_cursor_get(c, &key, &val, MDB_SET_RANGE); rc == 0 && ret == 0;
+         rc = mdb_cursor_get(c, &key, &val, MDB_NEXT)) {
+        if (key.mv_size != prefix + 8 || memcmp(key.mv_data, kbuf, prefix) != 0)
+            break;
+        if (seen == limit) {
+            *more = true;
+            break;
+        }
+        struct record_ledger_entry re;
+        if (record_ledger_decode(val.mv_data, val.mv_size, &re) ||
+            re.payment_id_len != RECORD_PAYMENT_ID_BYTES) {
+            ret = txn_fail(t, MDB_CORRUPTED);
+            break;
+        }
+        struct ledger_entry e = {.seq = record_get_u64be((const uint8_t *)key.mv_data + prefix),
+                                 .debit = (enum ledger_account)re.debit,
+                                 .credit = (enum ledger_account)re.credit,
+                                 .amount = re.amount,
+                                 .created_at_ms = re.created_at_ms};
+        memcpy(e.payment_id, re.payment_id, RECORD_PAYMENT_ID_BYTES);
+        memcpy(e.currency, re.currency, CURRENCY_BYTES);
+        seen++;
+        ret = fn(arg, &e);
+    }
+    mdb_cursor_close(c);
+    if (rc && rc != MDB_NOTFOUND)
+        return txn_fail(t, rc);
+    return ret;
+}
+
+static int st_event_append(void *ctx, const struct engine_event *ev)
+{
+    struct shard_txn *t = ctx;
+    ASSERT(ev->seq >= 1 && ev->topic != NULL);
+    struct record_event re = {.merchant = ev->key.ptr,
+                              .merchant_len = ev->key.len,
+                              .topic = ev->topic,
+                              .topic_len = strlen(ev->topic),
+                              .json = ev->value.ptr,
+                              .json_len = ev->value.len};
+    uint8_t kbuf[8];
+    record_put_u64be(kbuf, ev->seq);
+    MDB_val key = {.mv_data = kbuf, .mv_size = sizeof(kbuf)};
+    MDB_val val = {.mv_size = record_event_size(&re)};
+    /* Event sequence numbers only grow, so the key sorts last: MDB_APPEND is valid,
+     * and a reused number fails (MDB_KEYEXIST) instead of overwriting an event. */
+    int rc = txn_put(t, SHARD_DBI_OUTBOX, &key, &val, MDB_APPEND | MDB_RESERVE);
+    if (rc)
+        return rc;
+    size_t n = record_event_encode(val.mv_data, &re);
+    ASSERT(n == val.mv_size);
+    return 0;
+}
+
+static const struct engine_store write_store = {
+    .payment_get = st_payment_get,
+    .payment_put = st_payment_put,
+    .refund_put = st_refund_put,
+    .next_sequence = st_next_sequence,
+    .idem_get = st_idem_get,
+    .idem_put = st_idem_put,
+    .posting_add = st_posting_add,
+    .balance_get = st_balance_get,
+    .balance_list = st_balance_list,
+    .ledger_page = st_ledger_page,
+    .event_append = st_event_append,
+};
+
+/* Reads only: the write members are NULL (engine/apply.h). */
+static const struct engine_store read_store = {
+    .payment_get = st_payment_get,
+    .idem_get = st_idem_get,
+    .balance_get = st_balance_get,
+    .balance_list = st_balance_list,
+    .ledger_page = st_ledger_page,
+};
+
+/* ---- group commit ------------------------------------------------------------------ */
+
+/* Internal: engine_apply failed on its own (t->err == 0); index in batch_run.failed. */
+#define SHARD_ITEM_FAILED (-ECANCELED)
+
+struct batch_run {
+    struct batch_item *items;
+    size_t n;
+    int64_t now_ms;
+    size_t failed; /* the item that failed alone, when the body returns ITEM_FAILED */
+};
+
+/* Renders 503 overloaded into an item's answer. */
+static void answer_overloaded(struct batch_item *it, int rc)
+{
+    struct api_error e;
+    api_error_set(&e, 503, "overloaded", "the shard store could not commit; retry later", NULL);
+    struct jw w;
+    jw_init(&w, it->answer.body, it->answer.cap);
+    api_render_error(&w, &e, it->op->request_id, it->op->request_id_len);
+    ASSERT(jw_finish(&w) == 0); /* callers give at least ENGINE_ANSWER_MAX_BYTES */
+    it->answer.status = 503;
+    it->answer.replayed = false;
+    it->answer.len = w.len;
+    it->rc = rc;
+}
+
+static void batch_body(struct shard_txn *t, void *varg)
+{
+    struct batch_run *b = varg;
+    for (size_t i = 0; i < b->n; i++) {
+        struct batch_item *it = &b->items[i];
+        if (it->rc)
+            continue; /* dropped on an earlier attempt: already answered 503 */
+        int rc = engine_apply(&write_store, t, it->op, b->now_ms, &it->answer);
+        if (rc == 0)
+            continue;
+        if (t->err == 0) {
+            /* The operation failed by itself (e.g. a balance would overflow). */
+            b->failed = i;
+            t->err = SHARD_ITEM_FAILED;
+        }
+        return;
+    }
+    /* Sweep twice as many expired keys as the batch can have made, at least
+     * IDEM_SWEEP_MIN: the sweep keeps pace with any insert rate, and its cost per
+     * commit stays bounded. */
+    size_t max = 2 * b->n > IDEM_SWEEP_MIN ? 2 * b->n : IDEM_SWEEP_MIN;
+    idem_sweep(t, b->now_ms - t->s->idem_ttl_ms, max);
+}
+
+int shard_store_apply_batch(struct shard_store *s, struct batch_item *items, size_t n,
+                            int64_t now_ms)
+{
+    ASSERT(s != NULL && (items != NULL || n == 0));
+    for (size_t i = 0; i < n; i++) {
+        ASSERT(items[i].op != NULL && items[i].answer.body != NULL);
+        ASSERT(items[i].op->shard == s->shard); /* routed to the shard that owns it */
+        ASSERT(items[i].answer.cap >= ENGINE_ANSWER_MAX_BYTES);
+        items[i].rc = 0;
+    }
+    struct batch_run b = {.items = items, .n = n, .now_ms = now_ms};
+    struct shard_txn t;
+    int rc;
+    /* Each attempt that fails on one operation alone drops that operation (503) and
+     * runs the rest again from scratch: the transaction was aborted, so nothing of
+     * the first attempt exists, and the others get the same answers as before. */
+    for (int attempt = 0;; attempt++) {
+        rc = txn_run(s, &t, batch_body, &b);
+        if (rc != SHARD_ITEM_FAILED)
+            break;
+        answer_overloaded(&items[b.failed], -EOVERFLOW);
+        s->stats.dropped_items++;
+        if (attempt == SHARD_BATCH_DROP_MAX) {
+            rc = -EAGAIN;
+            break;
+        }
+    }
+    if (rc == 0) {
+        s->stats.batches++;
+        s->stats.items += n;
+        return 0;
+    }
+    rc = errno_of(rc);
+    for (size_t i = 0; i < n; i++)
+        if (items[i].rc == 0)
+            answer_overloaded(&items[i], rc);
+    return rc;
+}
+
+static void read_body(struct shard_txn *t, struct batch_item *items, size_t n, int64_t now_ms)
+{
+    for (size_t i = 0; i < n; i++) {
+        struct batch_item *it = &items[i];
+        ASSERT(it->op->shard == t->s->shard);
+        ASSERT(it->op->kind == OP_GET_PAYMENT || it->op->kind == OP_BALANCES ||
+               it->op->kind == OP_LEDGER);
+        it->rc = engine_apply(&read_store, t, it->op, now_ms, &it->answer);
+        if (it->rc)
+            answer_overloaded(it, it->rc);
+    }
+}
+
+int shard_store_read(struct shard_store *s, struct batch_item *items, size_t n, int64_t now_ms)
+{
+    ASSERT(s != NULL && (items != NULL || n == 0));
+    struct shard_txn t = {.s = s};
+    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &t.txn);
+    if (rc) {
+        for (size_t i = 0; i < n; i++)
+            answer_overloaded(&items[i], errno_of(rc));
+        return errno_of(rc);
+    }
+    read_body(&t, items, n, now_ms);
+    mdb_txn_abort(t.txn);
+    return 0;
+}
+
+/* ---- outbox reads ------------------------------------------------------------------ */
+
+static int scan_events(MDB_cursor *c, uint64_t after_seq, size_t max, shard_event_fn fn, void *arg)
+{
+    uint8_t kbuf[8];
+    if (after_seq == UINT64_MAX)
+        return 0;
+    record_put_u64be(kbuf, after_seq + 1);
+    MDB_val k = {.mv_size = sizeof(kbuf), .mv_data = kbuf}, v;
+    int rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+    for (size_t seen = 0; rc == 0 && seen < max; seen++) {
+        struct record_event re;
+        if (k.mv_size != 8 || record_event_decode(v.mv_data, v.mv_size, &re))
+            return -EBADMSG;
+        struct shard_event ev = {.seq = record_get_u64be(k.mv_data),
+                                 .topic = re.topic,
+                                 .topic_len = re.topic_len,
+                                 .key = re.merchant,
+                                 .key_len = re.merchant_len,
+                                 .value = re.json,
+                                 .value_len = re.json_len};
+        ASSERT(ev.seq > after_seq);
+        int ret = fn(arg, &ev);
+        if (ret)
+            return ret;
+        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    }
+    return rc == MDB_NOTFOUND ? 0 : errno_of(rc);
+}
+
+int shard_store_outbox_scan(struct shard_store *s, uint64_t after_seq, size_t max,
+                            shard_event_fn fn, void *arg)
+{
+    ASSERT(s != NULL && fn != NULL);
+    MDB_txn *txn = NULL;
+    MDB_cursor *c = NULL;
+    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+    if (rc)
+        return errno_of(rc);
+    rc = mdb_cursor_open(txn, s->dbi[SHARD_DBI_OUTBOX], &c);
+    if (rc == 0) {
+        rc = scan_events(c, after_seq, max, fn, arg);
+        mdb_cursor_close(c);
+    } else {
+        rc = errno_of(rc);
+    }
+    mdb_txn_abort(txn);
+    return rc;
+}

@@ -1,0 +1,164 @@
+/*
+ * The LMDB shard store: the durable state of one shard (payments, refunds,
+ * idempotency records, the merchants' ledgers and balances, the outbox of events)
+ * in one LMDB environment at DATA/shard-NNN/, and the group commit that applies a
+ * batch of operations in one durable transaction.
+ *
+ * Threading: a store is owned by ONE thread (the shard thread). Every function here
+ * must be called from that thread. This is also what makes growing the map safe:
+ * LMDB requires that no transaction of the process is open during
+ * mdb_env_set_mapsize, and only the owner ever opens one. Exception: when the store
+ * is opened with map_max_bytes == map_bytes (growth off; the map is address space,
+ * so e.g. 64 GiB costs no disk), shard_store_read may also be called from other
+ * threads (the environment uses MDB_NOTLS), e.g. reactors serving GETs.
+ *
+ * Durability (SPEC §6): shard_store_apply_batch returns only after mdb_txn_commit
+ * returned, and LMDB's default sync mode fsyncs the data and then the meta page
+ * inside it. The answers it wrote are valid to send only after it returns.
+ */
+#ifndef RINGPAY_STORE_SHARD_STORE_H
+#define RINGPAY_STORE_SHARD_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/apply.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Default initial map size of a shard: 1 GiB of address space (not of disk; the
+ * file grows with the data). */
+#define SHARD_MAP_DEFAULT_BYTES ((size_t)1 << 30)
+
+/* Default ceiling of map growth on MDB_MAP_FULL: 64 GiB per shard. Past it a batch is
+ * answered 503 overloaded; an operator must make room. */
+#define SHARD_MAP_MAX_BYTES ((size_t)64 << 30)
+
+/* Operations of one batch that may fail on their own (and be dropped, answered 503)
+ * before the whole batch is given up. Such failures are rare (a balance that would
+ * leave int64); the bound keeps one poisoned batch from being retried without end. */
+#define SHARD_BATCH_DROP_MAX 8
+
+struct shard_store;
+
+/* One operation of a batch. The caller fills op and answer.body/cap (at least
+ * ENGINE_ANSWER_MAX_BYTES; ENGINE_READ_ANSWER_MAX_BYTES for BALANCES and LEDGER); the
+ * store fills answer.status/replayed/len and rc. op and the request bytes it borrows
+ * must stay valid until the call returns. */
+struct batch_item {
+    const struct op *op;
+    struct answer answer;
+    int rc; /* 0: the engine's answer; -errno: the store failed, answer is 503 */
+};
+
+struct shard_store_options {
+    size_t map_bytes;     /* initial map size; 0: SHARD_MAP_DEFAULT_BYTES */
+    size_t map_max_bytes; /* growth ceiling; 0: SHARD_MAP_MAX_BYTES */
+    /* Fault injection, for tests only: after fault_after_puts successful mdb_put
+     * calls, the next one fails with the LMDB code fault_errno (once, or every time
+     * when fault_persistent). 0 turns it off. A plain -errno value (-1..-4095) is
+     * returned without marking the transaction failed: it simulates an operation that
+     * fails on its own, which apply_batch drops. */
+    unsigned fault_after_puts;
+    int fault_errno;
+    int fault_persistent;
+    /* Idempotency records older than this are swept; 0: IDEM_TTL_DEFAULT_MS. */
+    int64_t idem_ttl_ms;
+};
+
+struct shard_store_stats {
+    uint64_t batches;        /* batches committed */
+    uint64_t items;          /* operations in committed batches */
+    uint64_t dropped_items;  /* operations that failed alone, answered 503 */
+    uint64_t commits;        /* write transactions committed */
+    uint64_t failed_commits; /* batches answered 503 because the store failed */
+    uint64_t idem_swept;     /* expired idempotency records deleted */
+    uint64_t map_full;       /* MDB_MAP_FULL seen */
+    uint64_t map_grows;      /* map size increases */
+    size_t map_bytes;        /* current map size */
+    uint64_t event_seq;      /* last outbox event committed */
+    uint64_t replicated_seq; /* outbox replicated (and trimmed) up to this event */
+    /* event_seq - replicated_seq is the outbox backlog for /metrics. */
+};
+
+/*
+ * Opens (creating on first use) the environment of shard `shard` under data_dir,
+ * which store_manifest_open must have accepted. opt may be NULL for defaults.
+ * Returns 0 and the store in *out, or -errno (-EBADMSG: the environment holds
+ * another format version or is corrupt). On error nothing is left open.
+ */
+int shard_store_open(struct shard_store **out, const char *data_dir, unsigned shard,
+                     const struct shard_store_options *opt);
+
+/* Closes the environment and frees the store. NULL is a no-op. */
+void shard_store_close(struct shard_store *s);
+
+/* Counters for /metrics. */
+void shard_store_get_stats(const struct shard_store *s, struct shard_store_stats *out);
+
+/*
+ * Records that the outbox up to event_seq (inclusive) is replicated to Kafka. The
+ * mark is written by the next batch's transaction, so it costs no extra fsync; it
+ * never goes backwards.
+ */
+void shard_store_set_replicated(struct shard_store *s, uint64_t event_seq);
+
+/* One outbox event, as shard_store_outbox_scan hands it out: pointers into the map,
+ * valid only during the callback. */
+struct shard_event {
+    uint64_t seq; /* the event_id's sequence number; the outbox key */
+    const char *topic;
+    size_t topic_len;
+    const char *key; /* merchant_id: the Kafka message key */
+    size_t key_len;
+    const char *value; /* the event JSON */
+    size_t value_len;
+};
+
+/* Return 0 to continue, nonzero to stop (the scan returns that value). */
+typedef int (*shard_event_fn)(void *arg, const struct shard_event *ev);
+
+/*
+ * Visits committed outbox events with seq > after_seq in order, at most max of them,
+ * from a read transaction (for the Kafka replicator's bounded window). Returns 0, the
+ * callback's nonzero value, or -errno (-EBADMSG: a corrupt event). Shard thread only.
+ */
+int shard_store_outbox_scan(struct shard_store *s, uint64_t after_seq, size_t max,
+                            shard_event_fn fn, void *arg);
+
+/*
+ * The group commit: applies items[0..n) in order in ONE write transaction (each
+ * operation's reads see the earlier operations' writes: state checks, idempotency
+ * keys, balances), then commits durably. Every item gets an answer either way.
+ *
+ * Returns 0: committed and on disk; every answer is the engine's and may be sent.
+ * Returns -errno: nothing of the batch is on disk and every item is answered 503
+ * overloaded (rc = that -errno). This happens when the store fails (an I/O error,
+ * corrupt data read back, or MDB_MAP_FULL that growing the map once up to
+ * map_max_bytes did not cure; in that case the batch was retried once after the
+ * growth). An operation that fails on its own without a store error (engine_apply
+ * returns -EOVERFLOW for a balance leaving int64) is dropped with a 503 and the rest
+ * of the batch is run again in a fresh transaction; its item has rc != 0 even when
+ * the call returns 0.
+ * n may be 0 (then only a pending replicated mark is written). now_ms: ms since the
+ * epoch, the time of every change of the batch.
+ */
+int shard_store_apply_batch(struct shard_store *s, struct batch_item *items, size_t n,
+                            int64_t now_ms);
+
+/*
+ * Answers read-only operations (GET_PAYMENT, BALANCES, LEDGER; asserted) from one
+ * read transaction: committed data only. Returns 0, or -errno when no read
+ * transaction could start (every item answered 503). An item whose read fails gets
+ * rc != 0 and a 503. Must be called by the thread that owns the store (the map may
+ * be resized between batches), unless growth is off (see the top of this file).
+ */
+int shard_store_read(struct shard_store *s, struct batch_item *items, size_t n, int64_t now_ms);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
