@@ -45,8 +45,8 @@ static void copy_cut(char *dst, size_t cap, const char *src, size_t len)
     dst[len] = '\0';
 }
 
-void api_error_set(struct api_error *err, uint16_t status, const char *code,
-                   const char *message, const char *param)
+void api_error_set(struct api_error *err, uint16_t status, const char *code, const char *message,
+                   const char *param)
 {
     memset(err, 0, sizeof(*err));
     err->status = status;
@@ -170,12 +170,20 @@ static int decode_authorize(struct engine_span body, struct op *op, struct api_e
 {
     char currency[CURRENCY_BYTES + 2];
     struct json_field f[] = {
-        {.name = "merchant_id", .type = JSON_FIELD_STRING, .required = true,
-         .buf = op->merchant_id, .cap = sizeof(op->merchant_id)},
+        {.name = "merchant_id",
+         .type = JSON_FIELD_STRING,
+         .required = true,
+         .buf = op->merchant_id,
+         .cap = sizeof(op->merchant_id)},
         {.name = "amount", .type = JSON_FIELD_AMOUNT, .required = true},
-        {.name = "currency", .type = JSON_FIELD_STRING, .required = true, .buf = currency,
+        {.name = "currency",
+         .type = JSON_FIELD_STRING,
+         .required = true,
+         .buf = currency,
          .cap = sizeof(currency)},
-        {.name = "reference", .type = JSON_FIELD_STRING, .buf = op->reference,
+        {.name = "reference",
+         .type = JSON_FIELD_STRING,
+         .buf = op->reference,
          .cap = sizeof(op->reference)},
     };
     struct json_error je;
@@ -185,8 +193,8 @@ static int decode_authorize(struct engine_span body, struct op *op, struct api_e
         return invalid_param(err, "merchant_id", "must be 1-64 characters of [A-Za-z0-9_-]");
     op->merchant_id_len = (uint8_t)f[0].len;
     op->amount = f[1].amount;
-    if (f[2].len != CURRENCY_BYTES || currency[0] < 'A' || currency[0] > 'Z' ||
-        currency[1] < 'A' || currency[1] > 'Z' || currency[2] < 'A' || currency[2] > 'Z')
+    if (f[2].len != CURRENCY_BYTES || currency[0] < 'A' || currency[0] > 'Z' || currency[1] < 'A' ||
+        currency[1] > 'Z' || currency[2] < 'A' || currency[2] > 'Z')
         return invalid_param(err, "currency", "must be three upper-case letters");
     memcpy(op->currency, currency, CURRENCY_BYTES + 1);
     op->has_reference = f[3].present;
@@ -226,8 +234,8 @@ static bool parse_uint(const char *s, size_t n, uint64_t max, uint64_t *out)
     return true;
 }
 
-static int ledger_param(struct engine_span name, struct engine_span val, bool *seen,
-                        struct op *op, struct api_error *err)
+static int ledger_param(struct engine_span name, struct engine_span val, bool *seen, struct op *op,
+                        struct api_error *err)
 {
     bool is_after = span_is(name, "after"), is_limit = span_is(name, "limit");
     if (!is_after && !is_limit) {
@@ -289,7 +297,7 @@ static int decode_head(const struct api_request *req, enum route *r, struct segm
                        struct op *op, struct api_error *err)
 {
     static const char *const allow[] = {
-        [ROUTE_AUTHORIZE] = "POST", [ROUTE_CAPTURE] = "POST", [ROUTE_VOID] = "POST",
+        [ROUTE_AUTHORIZE] = "POST", [ROUTE_CAPTURE] = "POST",    [ROUTE_VOID] = "POST",
         [ROUTE_REFUND] = "POST",    [ROUTE_GET_PAYMENT] = "GET", [ROUTE_BALANCES] = "GET",
         [ROUTE_LEDGER] = "GET",
     };
@@ -304,7 +312,8 @@ static int decode_head(const struct api_request *req, enum route *r, struct segm
     if (allow[*r][0] != 'P')
         return 0;
     if (req->idem_key.ptr == NULL)
-        return fail(err, 400, "missing_idempotency_key", "POST requests need an Idempotency-Key header");
+        return fail(err, 400, "missing_idempotency_key",
+                    "POST requests need an Idempotency-Key header");
     if (!idem_key_ok(req->idem_key))
         return invalid_param(err, "Idempotency-Key", "must be 1-255 printable ASCII characters");
     memcpy(op->idem_key, req->idem_key.ptr, req->idem_key.len);
@@ -383,9 +392,12 @@ int api_decode(const struct api_request *req, uint32_t nshards, struct op *op,
                struct api_error *err)
 {
     static const enum op_kind kinds[] = {
-        [ROUTE_AUTHORIZE] = OP_AUTHORIZE, [ROUTE_CAPTURE] = OP_CAPTURE,
-        [ROUTE_VOID] = OP_VOID,           [ROUTE_REFUND] = OP_REFUND,
-        [ROUTE_GET_PAYMENT] = OP_GET_PAYMENT, [ROUTE_BALANCES] = OP_BALANCES,
+        [ROUTE_AUTHORIZE] = OP_AUTHORIZE,
+        [ROUTE_CAPTURE] = OP_CAPTURE,
+        [ROUTE_VOID] = OP_VOID,
+        [ROUTE_REFUND] = OP_REFUND,
+        [ROUTE_GET_PAYMENT] = OP_GET_PAYMENT,
+        [ROUTE_BALANCES] = OP_BALANCES,
         [ROUTE_LEDGER] = OP_LEDGER,
     };
     ASSERT(nshards >= 1 && nshards <= SHARDS_MAX);
@@ -394,8 +406,7 @@ int api_decode(const struct api_request *req, uint32_t nshards, struct op *op,
     memset(op, 0, sizeof(*op));
     memset(err, 0, sizeof(*err));
     if (req->request_id.ptr != NULL) {
-        copy_cut(op->request_id, sizeof(op->request_id), req->request_id.ptr,
-                 req->request_id.len);
+        copy_cut(op->request_id, sizeof(op->request_id), req->request_id.ptr, req->request_id.len);
         op->request_id_len = (uint8_t)strlen(op->request_id);
     }
     enum route r;

@@ -67,6 +67,7 @@ struct api_request {
     struct engine_span body;          /* decoded body; absent = empty */
     struct engine_span idem_key;      /* Idempotency-Key value; absent when no header */
     struct engine_span auth_merchant; /* authenticated merchant; absent with --auth off */
+                                      /* (a valid merchant id: asserted) */
     struct engine_span request_id;    /* X-Request-Id of this request (for error bodies) */
 };
 
@@ -93,15 +94,15 @@ struct op {
 
     char payment_id[ID_BYTES + 1]; /* CAPTURE, VOID, REFUND, GET_PAYMENT */
 
-    int64_t amount;                     /* AUTHORIZE: 1..AMOUNT_MAX; CAPTURE, REFUND:
-                                           0 = absent (default amount) */
-    char currency[CURRENCY_BYTES + 1];  /* AUTHORIZE */
-    bool has_reference;                 /* AUTHORIZE */
+    int64_t amount;                    /* AUTHORIZE: 1..AMOUNT_MAX; CAPTURE, REFUND:
+                                          0 = absent (default amount) */
+    char currency[CURRENCY_BYTES + 1]; /* AUTHORIZE */
+    bool has_reference;                /* AUTHORIZE */
     uint16_t reference_len;
     char reference[REFERENCE_MAX_BYTES + 1];
 
-    uint64_t after;  /* LEDGER: entries with seq > after */
-    uint32_t limit;  /* LEDGER: 1..LEDGER_PAGE_MAX */
+    uint64_t after; /* LEDGER: entries with seq > after */
+    uint32_t limit; /* LEDGER: 1..LEDGER_PAGE_MAX */
 
     /* POST only: the Idempotency-Key, 1..255 printable ASCII, NUL-terminated. */
     uint16_t idem_key_len;
@@ -119,9 +120,9 @@ struct op {
  * says; `allow` is the Allow header value for 405 (else NULL). */
 struct api_error {
     uint16_t status;
-    const char *code;                      /* static, e.g. "invalid_param" */
+    const char *code; /* static, e.g. "invalid_param" */
     char message[API_MESSAGE_MAX_BYTES + 1];
-    bool has_param;                        /* false: "param":null */
+    bool has_param; /* false: "param":null */
     char param[API_PARAM_MAX_BYTES + 1];
     const char *allow;
 };
@@ -133,8 +134,8 @@ int api_decode(const struct api_request *req, uint32_t nshards, struct op *op,
 
 /* Sets *err to status/code/message (printf-free: message is copied, cut to fit) and
  * param (NULL: none). */
-void api_error_set(struct api_error *err, uint16_t status, const char *code,
-                   const char *message, const char *param);
+void api_error_set(struct api_error *err, uint16_t status, const char *code, const char *message,
+                   const char *param);
 
 /* ---- Renderers: each appends one complete JSON value to w, 0 or -ENOBUFS ---------- */
 

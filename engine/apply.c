@@ -35,18 +35,24 @@ void engine_event_id(char out[EVENT_ID_BYTES + 1], uint32_t shard, uint64_t seq)
 
 /* ---- Answers ----------------------------------------------------------------------- */
 
-static int answer_error(struct answer *out, const struct op *op, uint16_t status,
-                        const char *code, const char *message)
+static int answer_error_param(struct answer *out, const struct op *op, uint16_t status,
+                              const char *code, const char *message, const char *param)
 {
     struct api_error e;
     struct jw w;
-    api_error_set(&e, status, code, message, NULL);
+    api_error_set(&e, status, code, message, param);
     jw_init(&w, out->body, out->cap);
     if (api_render_error(&w, &e, op->request_id, op->request_id_len))
         return -ENOBUFS;
     out->status = status;
     out->len = w.len;
     return 0;
+}
+
+static int answer_error(struct answer *out, const struct op *op, uint16_t status, const char *code,
+                        const char *message)
+{
+    return answer_error_param(out, op, status, code, message, NULL);
 }
 
 static int answer_payment(struct answer *out, uint16_t status, const struct payment *p)
@@ -77,8 +83,8 @@ static void fingerprint(const struct op *op, struct engine_span fp[IDEM_FP_PARTS
 
 /* Looks the key up in scope s. Returns 1 when *out is the final answer (a replay or a
  * key reused for another request), 0 to go on, or a store's -errno. */
-static int idem_check(const struct engine_store *st, void *ctx, struct scope s,
-                      const struct op *op, struct answer *out)
+static int idem_check(const struct engine_store *st, void *ctx, struct scope s, const struct op *op,
+                      struct answer *out)
 {
     struct idem_record rec;
     struct engine_span fp[IDEM_FP_PARTS];
@@ -105,8 +111,8 @@ static int idem_check(const struct engine_store *st, void *ctx, struct scope s,
     return 1;
 }
 
-static int idem_store(const struct engine_store *st, void *ctx, struct scope s,
-                      const struct op *op, const struct answer *out, int64_t now_ms)
+static int idem_store(const struct engine_store *st, void *ctx, struct scope s, const struct op *op,
+                      const struct answer *out, int64_t now_ms)
 {
     struct idem_record rec;
     ASSERT(s.len > 0 && out->status != 0);
@@ -120,14 +126,21 @@ static int idem_store(const struct engine_store *st, void *ctx, struct scope s,
 }
 
 /* A refused operation: its error answer, stored under the key when there is a scope. */
+static int refuse_param(const struct engine_store *st, void *ctx, struct scope s,
+                        const struct op *op, struct answer *out, int64_t now_ms, uint16_t status,
+                        const char *code, const char *message, const char *param)
+{
+    int rc = answer_error_param(out, op, status, code, message, param);
+    if (rc == 0 && s.len > 0)
+        rc = idem_store(st, ctx, s, op, out, now_ms);
+    return rc;
+}
+
 static int refuse(const struct engine_store *st, void *ctx, struct scope s, const struct op *op,
                   struct answer *out, int64_t now_ms, uint16_t status, const char *code,
                   const char *message)
 {
-    int rc = answer_error(out, op, status, code, message);
-    if (rc == 0 && s.len > 0)
-        rc = idem_store(st, ctx, s, op, out, now_ms);
-    return rc;
+    return refuse_param(st, ctx, s, op, out, now_ms, status, code, message, NULL);
 }
 
 /* ---- Ledger and events ------------------------------------------------------------- */
@@ -254,8 +267,8 @@ static int apply_authorize(const struct engine_store *st, void *ctx, const struc
     if (rc < 0)
         return rc;
     if (rc)
-        return refuse(st, ctx, s, op, out, now_ms, 400, "invalid_param",
-                      "currency: the merchant uses too many currencies");
+        return refuse_param(st, ctx, s, op, out, now_ms, 400, "invalid_param",
+                            "currency: the merchant uses too many currencies", "currency");
     /* Decide on a provisional id; the real one is drawn only once nothing can fail. */
     ids_format(id, IDS_PAYMENT, op->shard, 1);
     payment_authorize(&p, id, op->merchant_id, op->merchant_id_len, op->amount, op->currency,
@@ -304,8 +317,7 @@ static enum payment_err transition(const struct op *op, const struct payment *be
     case OP_VOID:
         e = payment_void(before, now_ms, after, lp);
         if (e == PAYMENT_OK)
-            *ea = (struct event_amounts){"payment.voided", before->amount, before->amount,
-                                         NULL};
+            *ea = (struct event_amounts){"payment.voided", before->amount, before->amount, NULL};
         return e;
     case OP_REFUND:
         ids_format(rid, IDS_REFUND, op->shard, 1); /* provisional, see commit_change */
@@ -451,8 +463,8 @@ static int apply_read_list(const struct engine_store *st, void *ctx, const struc
     return 0;
 }
 
-int engine_apply(const struct engine_store *st, void *ctx, const struct op *op,
-                 int64_t now_ms, struct answer *out)
+int engine_apply(const struct engine_store *st, void *ctx, const struct op *op, int64_t now_ms,
+                 struct answer *out)
 {
     ASSERT(st != NULL && op != NULL && out != NULL && out->body != NULL);
     ASSERT(now_ms >= 0 && now_ms <= TIME_MS_MAX);

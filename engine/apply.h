@@ -21,7 +21,8 @@
  *     posting, next_sequence(EVENT) + event_append, and last idem_put of the answer.
  * Decision (what idempotency stores): every answer the domain gave for a known scope:
  * 2xx, 404 not_found of a payment (when the scope merchant is known, i.e. with auth on
- * or for another merchant's payment), 409 invalid_state and amount_exceeds_remaining.
+ * or for another merchant's payment), 409 invalid_state and amount_exceeds_remaining,
+ * and the one domain 400: an authorize in a currency beyond MERCHANT_CURRENCIES_MAX.
  * Not stored: 400/403/405 (decode errors never reach here), 409 idempotency_key_reused,
  * and store failures (engine_apply returns -errno; the batch must be aborted). Retention
  * (SPEC: >= 24 h) is the store's: it may drop records older than its configured age.
@@ -77,9 +78,9 @@ struct idem_record {
  * (ENGINE_SEQ_EVENT) returned just before) and copies the bytes. */
 struct engine_event {
     uint64_t seq;
-    const char *topic;          /* "payment.authorized", ... NUL-terminated */
-    struct engine_span key;     /* merchant_id */
-    struct engine_span value;   /* JSON, <= ENGINE_EVENT_MAX_BYTES */
+    const char *topic;        /* "payment.authorized", ... NUL-terminated */
+    struct engine_span key;   /* merchant_id */
+    struct engine_span value; /* JSON, <= ENGINE_EVENT_MAX_BYTES */
 };
 
 /* Visitors for listings: return 0 to continue, nonzero to stop (the store then returns
@@ -106,11 +107,11 @@ struct engine_store {
      * balances with ledger_balance_apply() (creating them at zero). */
     int (*posting_add)(void *ctx, const struct posting *p, int64_t now_ms, uint64_t *seq);
     /* 0 and *out, or -ENOENT when the merchant never used that currency. */
-    int (*balance_get)(void *ctx, const char *merchant, size_t merchant_len,
-                       const char *currency, struct balance *out);
+    int (*balance_get)(void *ctx, const char *merchant, size_t merchant_len, const char *currency,
+                       struct balance *out);
     /* Visits the merchant's balances in currency order. */
-    int (*balance_list)(void *ctx, const char *merchant, size_t merchant_len,
-                        engine_balance_fn fn, void *arg);
+    int (*balance_list)(void *ctx, const char *merchant, size_t merchant_len, engine_balance_fn fn,
+                        void *arg);
     /* Visits up to `limit` entries with seq > after in seq order; *more is set to
      * whether an entry beyond them exists. */
     int (*ledger_page)(void *ctx, const char *merchant, size_t merchant_len, uint64_t after,
@@ -122,18 +123,18 @@ struct engine_store {
 /* The result of one operation. The caller provides body/cap: at least
  * ENGINE_ANSWER_MAX_BYTES, and ENGINE_READ_ANSWER_MAX_BYTES for BALANCES and LEDGER. */
 struct answer {
-    uint16_t status;    /* HTTP status */
-    bool replayed;      /* an idempotent replay: add "Idempotent-Replayed: true" */
-    char *body;         /* in: caller buffer */
-    size_t cap;         /* in: its size */
-    size_t len;         /* out: JSON bytes written */
+    uint16_t status; /* HTTP status */
+    bool replayed;   /* an idempotent replay: add "Idempotent-Replayed: true" */
+    char *body;      /* in: caller buffer */
+    size_t cap;      /* in: its size */
+    size_t len;      /* out: JSON bytes written */
 };
 
 /* Runs op at time now_ms (ms since the epoch, 0..TIME_MS_MAX) against store st with
  * context ctx. Returns 0 with *out filled (any HTTP status), or a store's -errno
  * (-ENOBUFS: out->cap too small), after which the transaction must be aborted. */
-int engine_apply(const struct engine_store *st, void *ctx, const struct op *op,
-                 int64_t now_ms, struct answer *out);
+int engine_apply(const struct engine_store *st, void *ctx, const struct op *op, int64_t now_ms,
+                 struct answer *out);
 
 /* "evt_" + 2 hex digits of shard + "_" + 16 hex digits of seq, and a NUL. */
 void engine_event_id(char out[EVENT_ID_BYTES + 1], uint32_t shard, uint64_t seq);

@@ -10,7 +10,7 @@
 
 #define IDS_PREFIX_BYTES 4
 #define IDS_SHARD_DIGITS 2
-#define IDS_SEQ_DIGITS 16
+#define IDS_SEQ_DIGITS   16
 
 _Static_assert(IDS_PREFIX_BYTES + IDS_SHARD_DIGITS + IDS_SEQ_DIGITS == ID_BYTES, "id width");
 _Static_assert(SHARDS_MAX == 1 << (4 * IDS_SHARD_DIGITS), "two hex digits of shard");

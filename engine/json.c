@@ -119,8 +119,8 @@ static int skip_value(const jsmntok_t *toks, int ntok, int i)
 /* Checks one key/value pair at toks[k], toks[k + 1], whose key must start after
  * `prev_end` with a comma unless it is the first. Returns the next token index, ntok
  * when the tokens ran out, or -1 on a syntax error. */
-static int member_syntax(const char *s, const jsmntok_t *toks, int ntok, int k,
-                         int *prev_end, bool first)
+static int member_syntax(const char *s, const jsmntok_t *toks, int ntok, int k, int *prev_end,
+                         bool first)
 {
     const jsmntok_t *key = &toks[k];
     if (key->type != JSMN_STRING || !gap_ok(s, *prev_end, tok_begin(key), first ? 0 : ','))
@@ -144,8 +144,7 @@ static int member_syntax(const char *s, const jsmntok_t *toks, int ntok, int k,
 }
 
 /* Syntax of the whole body. truncated: jsmn ran out of tokens (ntok were filled). */
-static bool body_syntax(const char *s, size_t len, const jsmntok_t *toks, int ntok,
-                        bool truncated)
+static bool body_syntax(const char *s, size_t len, const jsmntok_t *toks, int ntok, bool truncated)
 {
     if (ntok < 1 || toks[0].type != JSMN_OBJECT || !gap_ok(s, 0, toks[0].start, 0))
         return false;
@@ -258,8 +257,7 @@ static bool decode_string(const char *s, size_t n, char *out, size_t cap, size_t
     return true;
 }
 
-static int param_error(struct json_error *err, const char *param, size_t len,
-                       const char *message)
+static int param_error(struct json_error *err, const char *param, size_t len, const char *message)
 {
     err->kind = JSON_ERR_PARAM;
     err->message = message;
@@ -331,8 +329,8 @@ static int members(const char *s, const jsmntok_t *toks, int ntok, struct json_f
         if (!decode_string(s + k->start, (size_t)(k->end - k->start), key, sizeof(key), &klen))
             return param_error(err, "", 0, "field name must be valid UTF-8");
         size_t f = 0;
-        while (f < nfields && !(strlen(fields[f].name) == klen &&
-                                memcmp(fields[f].name, key, klen) == 0))
+        while (f < nfields &&
+               !(strlen(fields[f].name) == klen && memcmp(fields[f].name, key, klen) == 0))
             f++;
         if (f == nfields)
             return param_error(err, key, klen < sizeof(key) ? klen : sizeof(key) - 1,
@@ -347,8 +345,8 @@ static int members(const char *s, const jsmntok_t *toks, int ntok, struct json_f
     return 0;
 }
 
-int json_parse_object(const char *body, size_t len, struct json_field *fields,
-                      size_t nfields, struct json_error *err)
+int json_parse_object(const char *body, size_t len, struct json_field *fields, size_t nfields,
+                      struct json_error *err)
 {
     ASSERT(nfields <= 16 && (body != NULL || len == 0) && len < (size_t)1 << 30);
     bool seen[16] = {false};
@@ -506,9 +504,14 @@ static int put_escaped(struct jw *w, const char *s, size_t n)
         run = 0;
         char e[6] = {'\\', 0, 0, 0, 0, 0};
         size_t elen = 2;
-        const char *simple = c == '"' ? "\"" : c == '\\' ? "\\" : c == '\b' ? "b"
-                           : c == '\f' ? "f" : c == '\n' ? "n" : c == '\r' ? "r"
-                           : c == '\t' ? "t" : NULL;
+        const char *simple = c == '"'    ? "\""
+                             : c == '\\' ? "\\"
+                             : c == '\b' ? "b"
+                             : c == '\f' ? "f"
+                             : c == '\n' ? "n"
+                             : c == '\r' ? "r"
+                             : c == '\t' ? "t"
+                                         : NULL;
         if (simple != NULL) {
             e[1] = simple[0];
         } else {
@@ -612,10 +615,10 @@ static void civil_from_days(int64_t days, int64_t *y, unsigned *m, unsigned *d)
 {
     int64_t z = days + 719468; /* days since 0000-03-01 */
     int64_t era = z / 146097;
-    unsigned doe = (unsigned)(z - era * 146097);                         /* 0..146096 */
+    unsigned doe = (unsigned)(z - era * 146097);                          /* 0..146096 */
     unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365; /* 0..399 */
-    unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);             /* 0..365 */
-    unsigned mp = (5 * doy + 2) / 153;                                  /* 0..11 from March */
+    unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);               /* 0..365 */
+    unsigned mp = (5 * doy + 2) / 153;                                    /* 0..11 from March */
     *d = doy - (153 * mp + 2) / 5 + 1;
     *m = mp < 10 ? mp + 3 : mp - 9;
     *y = (int64_t)yoe + era * 400 + (*m <= 2);

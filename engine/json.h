@@ -52,15 +52,15 @@ enum json_field_type {
 
 struct json_field {
     /* In: */
-    const char *name;          /* member key, NUL-terminated ASCII */
+    const char *name; /* member key, NUL-terminated ASCII */
     enum json_field_type type;
     bool required;
-    char *buf;                 /* STRING: destination of the decoded bytes */
-    size_t cap;                /* STRING: bytes available in buf, NUL included */
+    char *buf;  /* STRING: destination of the decoded bytes */
+    size_t cap; /* STRING: bytes available in buf, NUL included */
     /* Out: */
-    bool present;              /* given and not null */
-    size_t len;                /* STRING: decoded length in bytes */
-    int64_t amount;            /* AMOUNT: the value */
+    bool present;   /* given and not null */
+    size_t len;     /* STRING: decoded length in bytes */
+    int64_t amount; /* AMOUNT: the value */
 };
 
 enum json_err_kind {
@@ -78,8 +78,8 @@ struct json_error {
 /* Parses body[0..len) against fields[0..nfields). Returns 0 with every field's `present`,
  * `len` and `amount` set, or -EINVAL with *err filled (fields are then unspecified).
  * body need not be NUL-terminated and may contain any bytes. */
-int json_parse_object(const char *body, size_t len, struct json_field *fields,
-                      size_t nfields, struct json_error *err);
+int json_parse_object(const char *body, size_t len, struct json_field *fields, size_t nfields,
+                      struct json_error *err);
 
 /* Whether s[0..len) is valid UTF-8 (RFC 3629: no overlongs, no surrogates, <= U+10FFFF).
  * *chars receives the number of code points when non-NULL. */
@@ -104,14 +104,14 @@ int jw_obj_begin(struct jw *w);
 int jw_obj_end(struct jw *w);
 int jw_arr_begin(struct jw *w);
 int jw_arr_end(struct jw *w);
-int jw_key(struct jw *w, const char *key);             /* "key": (key is trusted ASCII) */
-int jw_str(struct jw *w, const char *s, size_t len);   /* a quoted, escaped string value */
-int jw_cstr(struct jw *w, const char *s);              /* same, NUL-terminated */
+int jw_key(struct jw *w, const char *key);           /* "key": (key is trusted ASCII) */
+int jw_str(struct jw *w, const char *s, size_t len); /* a quoted, escaped string value */
+int jw_cstr(struct jw *w, const char *s);            /* same, NUL-terminated */
 int jw_int(struct jw *w, int64_t v);
 int jw_uint(struct jw *w, uint64_t v);
 int jw_null(struct jw *w);
 int jw_bool(struct jw *w, bool v);
-int jw_time(struct jw *w, int64_t ms);                 /* RFC 3339 string, see below */
+int jw_time(struct jw *w, int64_t ms); /* RFC 3339 string, see below */
 
 /* 0 when everything fit (w->len bytes written), else -ENOBUFS. Asserts every object and
  * array was closed. */

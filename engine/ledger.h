@@ -38,13 +38,13 @@ enum ledger_account {
 
 /* One movement of money, as the engine hands it to the store. */
 struct posting {
-    char payment_id[ID_BYTES + 1];                 /* NUL-terminated */
-    char merchant_id[MERCHANT_ID_MAX_BYTES + 1];   /* NUL-terminated */
+    char payment_id[ID_BYTES + 1];               /* NUL-terminated */
+    char merchant_id[MERCHANT_ID_MAX_BYTES + 1]; /* NUL-terminated */
     uint8_t merchant_id_len;
-    char currency[CURRENCY_BYTES + 1];             /* NUL-terminated */
+    char currency[CURRENCY_BYTES + 1]; /* NUL-terminated */
     enum ledger_account debit;
-    enum ledger_account credit;                    /* != debit */
-    int64_t amount;                                /* 1..AMOUNT_MAX */
+    enum ledger_account credit; /* != debit */
+    int64_t amount;             /* 1..AMOUNT_MAX */
 };
 
 /* The postings of one operation: at most two. */

@@ -96,6 +96,13 @@
  * commit's fsync on ordinary SSDs. */
 #define SHARD_BATCH_MAX 4096
 
+/* Idempotency keys are kept at least this long (SPEC §2: at least 24 h; the
+ * --idempotency-ttl-hours flag may only raise it). */
+#define IDEM_TTL_DEFAULT_MS (24LL * 3600 * 1000)
+
+/* Expired idempotency records deleted per commit at least (see shard_store.c). */
+#define IDEM_SWEEP_MIN 256
+
 /* Cores (and so shards) one process runs. */
 #define CORES_MAX 64
 

@@ -100,10 +100,9 @@ static void post(struct ledger_postings *out, const struct payment *p, enum ledg
     ledger_posting_check(x);
 }
 
-void payment_authorize(struct payment *p, const char *id, const char *merchant,
-                       size_t merchant_len, int64_t amount, const char *currency,
-                       const char *reference, size_t reference_len, int64_t now_ms,
-                       struct ledger_postings *out)
+void payment_authorize(struct payment *p, const char *id, const char *merchant, size_t merchant_len,
+                       int64_t amount, const char *currency, const char *reference,
+                       size_t reference_len, int64_t now_ms, struct ledger_postings *out)
 {
     ASSERT(merchant_len >= 1 && merchant_len <= MERCHANT_ID_MAX_BYTES);
     ASSERT(reference_len <= REFERENCE_MAX_BYTES);
@@ -125,9 +124,8 @@ void payment_authorize(struct payment *p, const char *id, const char *merchant,
     post(out, p, LEDGER_CLEARING, LEDGER_PENDING, amount);
 }
 
-enum payment_err payment_capture(const struct payment *before, int64_t amount,
-                                 int64_t now_ms, struct payment *after,
-                                 struct ledger_postings *out)
+enum payment_err payment_capture(const struct payment *before, int64_t amount, int64_t now_ms,
+                                 struct payment *after, struct ledger_postings *out)
 {
     payment_check(before);
     ASSERT(amount >= 0 && amount <= AMOUNT_MAX);
@@ -147,8 +145,8 @@ enum payment_err payment_capture(const struct payment *before, int64_t amount,
     return PAYMENT_OK;
 }
 
-enum payment_err payment_void(const struct payment *before, int64_t now_ms,
-                              struct payment *after, struct ledger_postings *out)
+enum payment_err payment_void(const struct payment *before, int64_t now_ms, struct payment *after,
+                              struct ledger_postings *out)
 {
     payment_check(before);
     if (before->status != PAYMENT_AUTHORIZED)
@@ -162,9 +160,8 @@ enum payment_err payment_void(const struct payment *before, int64_t now_ms,
     return PAYMENT_OK;
 }
 
-enum payment_err payment_refund(const struct payment *before, int64_t amount,
-                                const char *refund_id, int64_t now_ms,
-                                struct payment *after, struct refund *r,
+enum payment_err payment_refund(const struct payment *before, int64_t amount, const char *refund_id,
+                                int64_t now_ms, struct payment *after, struct refund *r,
                                 struct ledger_postings *out)
 {
     payment_check(before);
@@ -179,9 +176,8 @@ enum payment_err payment_refund(const struct payment *before, int64_t amount,
         return PAYMENT_ERR_AMOUNT;
     *after = *before;
     after->refunded_amount += x;
-    after->status = after->refunded_amount == after->captured_amount
-                        ? PAYMENT_REFUNDED
-                        : PAYMENT_PARTIALLY_REFUNDED;
+    after->status = after->refunded_amount == after->captured_amount ? PAYMENT_REFUNDED
+                                                                     : PAYMENT_PARTIALLY_REFUNDED;
     after->updated_at_ms = now_ms > before->updated_at_ms ? now_ms : before->updated_at_ms;
     payment_check(after);
 

@@ -46,29 +46,29 @@ enum payment_status {
 };
 
 struct payment {
-    char id[ID_BYTES + 1];                        /* "pay_...", NUL-terminated */
-    char merchant_id[MERCHANT_ID_MAX_BYTES + 1];  /* NUL-terminated */
+    char id[ID_BYTES + 1];                       /* "pay_...", NUL-terminated */
+    char merchant_id[MERCHANT_ID_MAX_BYTES + 1]; /* NUL-terminated */
     uint8_t merchant_id_len;
-    char currency[CURRENCY_BYTES + 1];            /* NUL-terminated */
+    char currency[CURRENCY_BYTES + 1]; /* NUL-terminated */
     enum payment_status status;
-    int64_t amount;                               /* authorized */
+    int64_t amount; /* authorized */
     int64_t captured_amount;
-    int64_t refunded_amount;                      /* sum of refunds */
-    bool has_reference;                           /* false: rendered as null */
-    uint16_t reference_len;                       /* bytes, <= REFERENCE_MAX_BYTES */
-    char reference[REFERENCE_MAX_BYTES + 1];      /* UTF-8, NUL-terminated */
+    int64_t refunded_amount;                 /* sum of refunds */
+    bool has_reference;                      /* false: rendered as null */
+    uint16_t reference_len;                  /* bytes, <= REFERENCE_MAX_BYTES */
+    char reference[REFERENCE_MAX_BYTES + 1]; /* UTF-8, NUL-terminated */
     int64_t created_at_ms;
     int64_t updated_at_ms;
 };
 
 struct refund {
-    char id[ID_BYTES + 1];                        /* "rfd_...", same shard as payment */
+    char id[ID_BYTES + 1]; /* "rfd_...", same shard as payment */
     char payment_id[ID_BYTES + 1];
-    char merchant_id[MERCHANT_ID_MAX_BYTES + 1];  /* the payment's merchant */
+    char merchant_id[MERCHANT_ID_MAX_BYTES + 1]; /* the payment's merchant */
     uint8_t merchant_id_len;
     char currency[CURRENCY_BYTES + 1];
     int64_t amount;
-    enum payment_status payment_status;           /* the payment's status after it */
+    enum payment_status payment_status; /* the payment's status after it */
     int64_t created_at_ms;
 };
 
@@ -94,24 +94,21 @@ void payment_check(const struct payment *p);
 /* Fills *p as a new authorized payment and *out with its posting. Arguments are already
  * validated (asserted): id a payment id, merchant 1..64 bytes, currency three letters,
  * amount in range, reference (may be NULL: absent) <= REFERENCE_MAX_BYTES. */
-void payment_authorize(struct payment *p, const char *id, const char *merchant,
-                       size_t merchant_len, int64_t amount, const char *currency,
-                       const char *reference, size_t reference_len, int64_t now_ms,
-                       struct ledger_postings *out);
+void payment_authorize(struct payment *p, const char *id, const char *merchant, size_t merchant_len,
+                       int64_t amount, const char *currency, const char *reference,
+                       size_t reference_len, int64_t now_ms, struct ledger_postings *out);
 
 /* Capture `amount` (0: the full authorized amount) of `before`. */
-enum payment_err payment_capture(const struct payment *before, int64_t amount,
-                                 int64_t now_ms, struct payment *after,
-                                 struct ledger_postings *out);
+enum payment_err payment_capture(const struct payment *before, int64_t amount, int64_t now_ms,
+                                 struct payment *after, struct ledger_postings *out);
 
 /* Void `before`. */
-enum payment_err payment_void(const struct payment *before, int64_t now_ms,
-                              struct payment *after, struct ledger_postings *out);
+enum payment_err payment_void(const struct payment *before, int64_t now_ms, struct payment *after,
+                              struct ledger_postings *out);
 
 /* Refund `amount` (0: all that is left) of `before` as refund `refund_id`; fills *r. */
-enum payment_err payment_refund(const struct payment *before, int64_t amount,
-                                const char *refund_id, int64_t now_ms,
-                                struct payment *after, struct refund *r,
+enum payment_err payment_refund(const struct payment *before, int64_t amount, const char *refund_id,
+                                int64_t now_ms, struct payment *after, struct refund *r,
                                 struct ledger_postings *out);
 
 #ifdef __cplusplus

@@ -27,7 +27,7 @@
 
 enum { DB_PAYMENTS, DB_REFUNDS, DB_IDEM, DB_LEDGER, DB_BALANCES, DB_OUTBOX, DB_META, DB_N };
 static const char *const db_names[DB_N] = {
-    RECORD_DB_PAYMENTS, RECORD_DB_REFUNDS, RECORD_DB_IDEM,  RECORD_DB_LEDGER,
+    RECORD_DB_PAYMENTS, RECORD_DB_REFUNDS, RECORD_DB_IDEM, RECORD_DB_LEDGER,
     RECORD_DB_BALANCES, RECORD_DB_OUTBOX,  RECORD_DB_META,
 };
 
@@ -39,6 +39,7 @@ struct pay_row {
     char currency[3];
     enum payment_status status;
     int64_t amount, captured, refunded;
+    int64_t refund_sum; /* sum of its refund records */
 };
 
 /* One ledger entry, with its merchant (from the key). */
@@ -133,6 +134,7 @@ static int load_payments(struct check *c)
         r->amount = p.amount;
         r->captured = p.captured_amount;
         r->refunded = p.refunded_amount;
+        r->refund_sum = 0;
     }
     mdb_cursor_close(cur);
     return rc == MDB_NOTFOUND ? 0 : rc;
@@ -151,11 +153,9 @@ static int load_entries(struct check *c)
         size_t mlen;
         size_t off = record_key_split(k.mv_data, k.mv_size, &m, &mlen);
         struct record_ledger_entry e;
-        if (off == 0 || k.mv_size != off + 8 ||
-            record_ledger_decode(v.mv_data, v.mv_size, &e) ||
+        if (off == 0 || k.mv_size != off + 8 || record_ledger_decode(v.mv_data, v.mv_size, &e) ||
             e.payment_id_len != RECORD_PAYMENT_ID_BYTES) {
-            problem(c, "ledger entry: corrupt key or record (%zu/%zu bytes)", k.mv_size,
-                    v.mv_size);
+            problem(c, "ledger entry: corrupt key or record (%zu/%zu bytes)", k.mv_size, v.mv_size);
             continue;
         }
         if ((rc = reserve((void **)&c->entries, &cap, c->nentries, sizeof(*c->entries))))
@@ -191,15 +191,15 @@ static int load_balances(struct check *c)
         if (off == 0 || k.mv_size != off + 3 ||
             !record_currency_valid((const char *)k.mv_data + off) ||
             record_balance_decode(v.mv_data, v.mv_size, &b)) {
-            problem(c, "balance: corrupt key or record (%zu/%zu bytes)", k.mv_size,
-                    v.mv_size);
+            problem(c, "balance: corrupt key or record (%zu/%zu bytes)", k.mv_size, v.mv_size);
             continue;
         }
         const char *cu = (const char *)k.mv_data + off;
         __int128 s = (__int128)b.clearing + b.pending + b.available;
         if (s != 0)
-            problem(c, "balance %.*s/%.3s: clearing %lld + pending %lld + available %lld "
-                       "= %lld, not 0",
+            problem(c,
+                    "balance %.*s/%.3s: clearing %lld + pending %lld + available %lld "
+                    "= %lld, not 0",
                     (int)mlen, m, cu, (long long)b.clearing, (long long)b.pending,
                     (long long)b.available, (long long)s);
         c->sum[0] += b.clearing;
@@ -265,16 +265,15 @@ static int64_t *sum_slot(struct pay_sums *s, uint8_t debit, uint8_t credit)
 }
 
 /* Compares the sums recomputed from a payment's entries with its state. */
-static void check_payment_sums(struct check *c, const struct pay_row *p,
-                               const struct pay_sums *s)
+static void check_payment_sums(struct check *c, const struct pay_row *p, const struct pay_sums *s)
 {
     int64_t want_released = 0;
     if (p->status == PAYMENT_VOIDED)
         want_released = p->amount;
     else if (p->status != PAYMENT_AUTHORIZED)
         want_released = p->amount - p->captured;
-    if (s->authorized != p->amount || s->captured != p->captured ||
-        s->released != want_released || s->refunded != p->refunded)
+    if (s->authorized != p->amount || s->captured != p->captured || s->released != want_released ||
+        s->refunded != p->refunded)
         problem(c,
                 "payment %.22s (%s): entries give authorized %lld captured %lld released "
                 "%lld refunded %lld; state says %lld %lld %lld %lld",
@@ -292,9 +291,9 @@ static void check_entries(struct check *c)
     for (size_t i = 0; i < c->npays; i++) {
         const struct pay_row *p = &c->pays[i];
         for (; e < c->nentries && memcmp(c->entries[e].id, p->id, sizeof(p->id)) < 0; e++)
-            problem(c, "ledger entry %.*s/%llu names unknown payment %.22s",
-                    c->entries[e].mlen, c->entries[e].merchant,
-                    (unsigned long long)c->entries[e].seq, c->entries[e].id);
+            problem(c, "ledger entry %.*s/%llu names unknown payment %.22s", c->entries[e].mlen,
+                    c->entries[e].merchant, (unsigned long long)c->entries[e].seq,
+                    c->entries[e].id);
         struct pay_sums s = {0};
         for (; e < c->nentries && memcmp(c->entries[e].id, p->id, sizeof(p->id)) == 0; e++) {
             const struct entry_row *r = &c->entries[e];
@@ -311,8 +310,7 @@ static void check_entries(struct check *c)
     }
     for (; e < c->nentries; e++)
         problem(c, "ledger entry %.*s/%llu names unknown payment %.22s", c->entries[e].mlen,
-                c->entries[e].merchant, (unsigned long long)c->entries[e].seq,
-                c->entries[e].id);
+                c->entries[e].merchant, (unsigned long long)c->entries[e].seq, c->entries[e].id);
 }
 
 /* Invariant 2: stored pending/available against the payments. */
@@ -339,12 +337,54 @@ static void check_balances(struct check *c)
         const char *m;
         size_t mlen;
         size_t off = record_key_split(b->key, b->key_len, &m, &mlen);
-        problem(c, "balance %.*s/%.3s: pending %lld, open authorizations %lld; available "
-                   "%lld, captured minus refunded %lld",
+        problem(c,
+                "balance %.*s/%.3s: pending %lld, open authorizations %lld; available "
+                "%lld, captured minus refunded %lld",
                 (int)mlen, m, (const char *)b->key + off, (long long)b->stored.pending,
                 (long long)b->want_pending, (long long)b->stored.available,
                 (long long)b->want_available);
     }
+}
+
+/* Refund records: each names a payment of the same merchant and currency, and a
+ * payment's refunds sum to its refunded amount. */
+static int cmp_pay_id(const void *key, const void *elem);
+
+static int check_refunds(struct check *c)
+{
+    MDB_cursor *cur;
+    MDB_val k, v;
+    int rc = mdb_cursor_open(c->txn, c->dbi[DB_REFUNDS], &cur);
+    if (rc)
+        return rc;
+    while ((rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) == 0) {
+        struct refund r;
+        if (k.mv_size != RECORD_PAYMENT_ID_BYTES ||
+            record_refund_decode(v.mv_data, v.mv_size, &r) ||
+            memcmp(r.id, k.mv_data, RECORD_PAYMENT_ID_BYTES) != 0) {
+            problem(c, "refund %.*s: corrupt record (%zu bytes)", (int)k.mv_size,
+                    (const char *)k.mv_data, v.mv_size);
+            continue;
+        }
+        struct pay_row *p = bsearch(r.payment_id, c->pays, c->npays, sizeof(*c->pays), cmp_pay_id);
+        if (p == NULL || p->mlen != r.merchant_id_len ||
+            memcmp(p->merchant, r.merchant_id, p->mlen) || memcmp(p->currency, r.currency, 3)) {
+            problem(c,
+                    "refund %s names payment %s, which does not exist for its merchant "
+                    "and currency",
+                    r.id, r.payment_id);
+            continue;
+        }
+        p->refund_sum += r.amount;
+    }
+    mdb_cursor_close(cur);
+    if (rc != MDB_NOTFOUND)
+        return rc;
+    for (size_t i = 0; i < c->npays; i++)
+        if (c->pays[i].refund_sum != c->pays[i].refunded)
+            problem(c, "payment %.22s: refunds sum to %lld, refunded amount is %lld", c->pays[i].id,
+                    (long long)c->pays[i].refund_sum, (long long)c->pays[i].refunded);
+    return 0;
 }
 
 /* ---- invariants 4 and 5 ------------------------------------------------------------ */
@@ -423,15 +463,14 @@ static int check_idem_claim(struct check *c, const char *m, size_t mlen,
     const char *b = rec->body.ptr;
     if (rec->body.len < hl + RECORD_PAYMENT_ID_BYTES + 1 || memcmp(b, head, hl) != 0 ||
         b[hl + RECORD_PAYMENT_ID_BYTES] != '"') {
-        problem(c, "idempotency %.*s/%.*s: status %u names no payment or refund", (int)mlen,
-                m, (int)klen, key, rec->status);
+        problem(c, "idempotency %.*s/%.*s: status %u names no payment or refund", (int)mlen, m,
+                (int)klen, key, rec->status);
         return 0;
     }
     const char *id = b + hl;
     bool found = false;
     if (memcmp(id, "pay_", 4) == 0) {
-        const struct pay_row *p =
-            bsearch(id, c->pays, c->npays, sizeof(*c->pays), cmp_pay_id);
+        const struct pay_row *p = bsearch(id, c->pays, c->npays, sizeof(*c->pays), cmp_pay_id);
         found = p && p->mlen == mlen && memcmp(p->merchant, m, mlen) == 0;
     } else if (memcmp(id, "rfd_", 4) == 0) {
         MDB_val k = {.mv_size = RECORD_PAYMENT_ID_BYTES, .mv_data = (void *)id}, v;
@@ -443,8 +482,9 @@ static int check_idem_claim(struct check *c, const char *m, size_t mlen,
                 r.merchant_id_len == mlen && memcmp(r.merchant_id, m, mlen) == 0;
     }
     if (!found)
-        problem(c, "idempotency %.*s/%.*s: status %u names %.22s, which does not exist for "
-                   "that merchant",
+        problem(c,
+                "idempotency %.*s/%.*s: status %u names %.22s, which does not exist for "
+                "that merchant",
                 (int)mlen, m, (int)klen, key, rec->status, id);
     return 0;
 }
@@ -462,14 +502,12 @@ static int check_idem(struct check *c)
         size_t off = record_key_split(k.mv_data, k.mv_size, &m, &mlen);
         struct idem_record rec;
         if (off == 0 || off == k.mv_size || record_idem_decode(v.mv_data, v.mv_size, &rec)) {
-            problem(c, "idempotency: corrupt key or record (%zu/%zu bytes)", k.mv_size,
-                    v.mv_size);
+            problem(c, "idempotency: corrupt key or record (%zu/%zu bytes)", k.mv_size, v.mv_size);
             continue;
         }
         if (rec.status < 200 || rec.status > 299)
             continue;
-        rc = check_idem_claim(c, m, mlen, &rec, (const char *)k.mv_data + off,
-                              k.mv_size - off);
+        rc = check_idem_claim(c, m, mlen, &rec, (const char *)k.mv_data + off, k.mv_size - off);
         if (rc)
             break;
     }
@@ -514,8 +552,10 @@ static int check_txn(struct check *c)
         check_balances(c);
         if (c->sum[0] + c->sum[1] + c->sum[2] != 0)
             problem(c, "the sum of all balances is not zero");
-        rc = check_outbox(c);
+        rc = check_refunds(c);
     }
+    if (rc == 0)
+        rc = check_outbox(c);
     if (rc == 0)
         rc = check_idem(c);
     return rc;
@@ -590,8 +630,9 @@ int store_check(const char *dir, FILE *report)
         fprintf(report, "all shards: the sum of all balances is not zero\n");
         problems++;
     }
-    fprintf(report, "check: %u shards, %llu payments, %llu ledger entries, %llu events; "
-                    "clearing ",
+    fprintf(report,
+            "check: %u shards, %llu payments, %llu ledger entries, %llu events; "
+            "clearing ",
             nshards, (unsigned long long)pays, (unsigned long long)entries,
             (unsigned long long)events);
     print_i128(report, total[0]);

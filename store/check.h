@@ -10,6 +10,8 @@
  *  3. every payment's ledger entries match its state (authorized, captured, released
  *     and refunded amounts recomputed from its entries), and every ledger entry
  *     names an existing payment of the same merchant and currency;
+ *     every refund record names a payment of its merchant and currency, and a
+ *     payment's refunds sum to its refunded amount;
  *  4. outbox: event sequence numbers are gapless from just past the replicated mark
  *     to the shard's last issued event number, and every event decodes;
  *  5. idempotency records that claim success (2xx) name a payment or refund that

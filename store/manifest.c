@@ -20,8 +20,8 @@
 #include "engine/assert.h"
 #include "engine/limits.h"
 
-#define MANIFEST_NAME "MANIFEST"
-#define MANIFEST_TMP_NAME "MANIFEST.tmp"
+#define MANIFEST_NAME      "MANIFEST"
+#define MANIFEST_TMP_NAME  "MANIFEST.tmp"
 #define MANIFEST_MAX_BYTES 256
 
 static void set_err(char *err, size_t err_size, const char *fmt, ...)
@@ -86,13 +86,14 @@ int store_manifest_read(const char *dir, unsigned *nshards, char *err, size_t er
         return rc;
     }
     ssize_t got = read(fd, text, MANIFEST_MAX_BYTES);
-    rc = got < 0 ? -errno : 0;
+    rc = -errno;
     close(fd);
-    if (rc) {
+    if (got < 0) {
         set_err(err, err_size, "cannot read %s: %s", path, strerror(-rc));
         return rc;
     }
-    text[got > 0 ? (size_t)got : 0] = '\0'; /* got >= 0 here; says so to gcc */
+    ASSERT(got <= MANIFEST_MAX_BYTES);
+    text[got] = '\0';
     if (got == MANIFEST_MAX_BYTES || strlen(text) != (size_t)got || parse(text, nshards)) {
         set_err(err, err_size, "%s is not a ringpay manifest of format version %d", path,
                 STORE_FORMAT_VERSION);
@@ -136,8 +137,8 @@ static int create(const char *dir, unsigned nshards, char *err, size_t err_size)
         set_err(err, err_size, "data directory path %s is too long", dir);
         return -ENAMETOOLONG;
     }
-    int len = snprintf(text, sizeof(text), "ringpay-data %d\nshards %u\n",
-                       STORE_FORMAT_VERSION, nshards);
+    int len =
+        snprintf(text, sizeof(text), "ringpay-data %d\nshards %u\n", STORE_FORMAT_VERSION, nshards);
     ASSERT(len > 0 && (size_t)len < sizeof(text));
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0)
@@ -190,8 +191,8 @@ int store_manifest_open(const char *dir, unsigned nshards, char *err, size_t err
         struct stat st;
         if (store_manifest_shard_path(dir, 0, shard0, sizeof(shard0)) == 0 &&
             stat(shard0, &st) == 0) {
-            set_err(err, err_size, "data directory %s holds shard directories but no %s",
-                    dir, MANIFEST_NAME);
+            set_err(err, err_size, "data directory %s holds shard directories but no %s", dir,
+                    MANIFEST_NAME);
             return -EINVAL;
         }
         return create(dir, nshards, err, err_size);

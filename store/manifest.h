@@ -18,6 +18,10 @@
 
 #include <stddef.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Version of the layout of the data directory and of every LMDB record in it. */
 #define STORE_FORMAT_VERSION 1
 
@@ -43,5 +47,9 @@ int store_manifest_read(const char *dir, unsigned *nshards, char *err, size_t er
 
 /* Writes "DIR/shard-NNN" into buf. Returns 0, or -ENAMETOOLONG. */
 int store_manifest_shard_path(const char *dir, unsigned shard, char *buf, size_t buf_size);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

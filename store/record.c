@@ -22,8 +22,8 @@ int record_merchant_valid(const char *m, size_t len)
         return 0;
     for (size_t i = 0; i < len; i++) {
         char c = m[i];
-        int ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
-                 (c >= '0' && c <= '9') || c == '_' || c == '-';
+        int ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                 c == '_' || c == '-';
         if (!ok)
             return 0;
     }
@@ -53,14 +53,22 @@ size_t record_key_balance(uint8_t *key, const char *m, size_t mlen, const char c
     return n + 3;
 }
 
-size_t record_key_idem(uint8_t *key, const char *m, size_t mlen, const char *idem,
-                       size_t idem_len)
+size_t record_key_idem(uint8_t *key, const char *m, size_t mlen, const char *idem, size_t idem_len)
 {
     ASSERT(idem != NULL && idem_len >= 1 && idem_len <= RECORD_IDEM_KEY_MAX);
     size_t n = record_key_merchant(key, m, mlen);
     memcpy(key + n, idem, idem_len);
     ASSERT(n + idem_len <= RECORD_KEY_MAX);
     return n + idem_len;
+}
+
+size_t record_key_idem_exp(uint8_t *key, int64_t created_at_ms, const uint8_t *idem_key,
+                           size_t idem_key_len)
+{
+    ASSERT(created_at_ms >= 0 && idem_key_len <= RECORD_KEY_MAX);
+    record_put_u64be(key, (uint64_t)created_at_ms);
+    memcpy(key + 8, idem_key, idem_key_len);
+    return 8 + idem_key_len;
 }
 
 size_t record_key_split(const uint8_t *key, size_t len, const char **m, size_t *mlen)
@@ -185,8 +193,7 @@ int record_event_decode(const void *data, size_t len, struct record_event *ev)
     ev->merchant_len = p[1];
     ev->topic_len = p[2];
     ev->json_len = record_get_u32le(p + 4);
-    if (ev->json_len == 0 || ev->json_len > RECORD_EVENT_MAX_BYTES ||
-        record_event_size(ev) != len)
+    if (ev->json_len == 0 || ev->json_len > RECORD_EVENT_MAX_BYTES || record_event_size(ev) != len)
         return -EBADMSG;
     ev->merchant = (const char *)p + 8;
     ev->topic = ev->merchant + ev->merchant_len;
@@ -282,8 +289,7 @@ size_t record_payment_encode(uint8_t *out, const struct payment *p)
     record_put_u64le(out + 56, (uint64_t)p->created_at_ms);
     record_put_u64le(out + 64, (uint64_t)p->updated_at_ms);
     memcpy(out + RECORD_PAYMENT_FIXED_BYTES, p->merchant_id, p->merchant_id_len);
-    memcpy(out + RECORD_PAYMENT_FIXED_BYTES + p->merchant_id_len, p->reference,
-           p->reference_len);
+    memcpy(out + RECORD_PAYMENT_FIXED_BYTES + p->merchant_id_len, p->reference, p->reference_len);
     return RECORD_PAYMENT_FIXED_BYTES + p->merchant_id_len + p->reference_len;
 }
 
@@ -312,8 +318,8 @@ int record_payment_decode(const void *data, size_t len, struct payment *p)
     memcpy(p->reference, b + RECORD_PAYMENT_FIXED_BYTES + p->merchant_id_len, p->reference_len);
     if (!record_merchant_valid(p->merchant_id, p->merchant_id_len) ||
         !record_currency_valid(p->currency) ||
-        ids_parse(p->id, ID_BYTES, IDS_PAYMENT, NULL, NULL) != 0 ||
-        !payment_state_ok(p) || p->created_at_ms < 0 || p->updated_at_ms < p->created_at_ms ||
+        ids_parse(p->id, ID_BYTES, IDS_PAYMENT, NULL, NULL) != 0 || !payment_state_ok(p) ||
+        p->created_at_ms < 0 || p->updated_at_ms < p->created_at_ms ||
         p->updated_at_ms > TIME_MS_MAX || memchr(p->reference, 0, p->reference_len))
         return -EBADMSG;
     return 0;
@@ -360,8 +366,7 @@ int record_refund_decode(const void *data, size_t len, struct refund *r)
         !record_currency_valid(r->currency) || !amount_ok(r->amount) ||
         ids_parse(r->id, ID_BYTES, IDS_REFUND, NULL, NULL) != 0 ||
         ids_parse(r->payment_id, ID_BYTES, IDS_PAYMENT, NULL, NULL) != 0 ||
-        (r->payment_status != PAYMENT_PARTIALLY_REFUNDED &&
-         r->payment_status != PAYMENT_REFUNDED))
+        (r->payment_status != PAYMENT_PARTIALLY_REFUNDED && r->payment_status != PAYMENT_REFUNDED))
         return -EBADMSG;
     return 0;
 }
@@ -417,8 +422,7 @@ int record_idem_decode(const void *data, size_t len, struct idem_record *rec)
     memset(rec, 0, sizeof(*rec));
     rec->status = (uint16_t)(b[2] | b[3] << 8);
     rec->created_at_ms = (int64_t)record_get_u64le(b + 8);
-    struct engine_span *parts[5] = {&rec->fp[0], &rec->fp[1], &rec->fp[2], &rec->fp[3],
-                                    &rec->body};
+    struct engine_span *parts[5] = {&rec->fp[0], &rec->fp[1], &rec->fp[2], &rec->fp[3], &rec->body};
     size_t off = RECORD_IDEM_FIXED_BYTES;
     for (int i = 0; i < 5; i++) {
         size_t plen = record_get_u32le(b + 16 + 4 * i);

@@ -31,12 +31,13 @@
 
 /* Names of the LMDB databases of a shard environment. */
 #define RECORD_DB_PAYMENTS "payments"
-#define RECORD_DB_REFUNDS "refunds"
-#define RECORD_DB_IDEM "idem"
-#define RECORD_DB_LEDGER "ledger"
+#define RECORD_DB_REFUNDS  "refunds"
+#define RECORD_DB_IDEM     "idem"
+#define RECORD_DB_IDEM_EXP "idem_exp"
+#define RECORD_DB_LEDGER   "ledger"
 #define RECORD_DB_BALANCES "balances"
-#define RECORD_DB_OUTBOX "outbox"
-#define RECORD_DB_META "meta"
+#define RECORD_DB_OUTBOX   "outbox"
+#define RECORD_DB_META     "meta"
 
 /* Version byte of every value record. */
 #define RECORD_VERSION 1
@@ -113,8 +114,12 @@ size_t record_key_ledger(uint8_t *key, const char *m, size_t mlen, uint64_t seq)
 size_t record_key_balance(uint8_t *key, const char *m, size_t mlen, const char currency[3]);
 
 /* Idempotency key [mlen][merchant][key]; returns its length. */
-size_t record_key_idem(uint8_t *key, const char *m, size_t mlen, const char *idem,
-                       size_t idem_len);
+size_t record_key_idem(uint8_t *key, const char *m, size_t mlen, const char *idem, size_t idem_len);
+
+/* Expiry index key [u64 BE created_at_ms][idempotency key as above]: the records in
+ * creation order, so the oldest are found first. Returns its length. */
+size_t record_key_idem_exp(uint8_t *key, int64_t created_at_ms, const uint8_t *idem_key,
+                           size_t idem_key_len);
 
 /*
  * Splits a merchant-prefixed key: on success sets *m / *mlen to the merchant bytes
@@ -130,7 +135,8 @@ int record_i64_decode(const void *data, size_t len, int64_t *v);
 
 /* ---- ledger entries --------------------------------------------------------------- */
 
-/* Accounts of a (merchant, currency) (DESIGN "Ledger"); the byte inside ledger entries. Same values as the engine's enum ledger_account. */
+/* Accounts of a (merchant, currency) (DESIGN "Ledger"); the byte inside ledger entries. Same values
+ * as the engine's enum ledger_account. */
 enum record_account {
     RECORD_ACCOUNT_CLEARING = 1,
     RECORD_ACCOUNT_PENDING = 2,
@@ -157,7 +163,7 @@ struct record_ledger_entry {
     char payment_id[RECORD_ID_MAX];
 };
 #define RECORD_LEDGER_FIXED_BYTES 24
-#define RECORD_LEDGER_MAX_BYTES (RECORD_LEDGER_FIXED_BYTES + RECORD_ID_MAX)
+#define RECORD_LEDGER_MAX_BYTES   (RECORD_LEDGER_FIXED_BYTES + RECORD_ID_MAX)
 
 /* Largest amount the SPEC allows (10^15 minor units). */
 #define RECORD_AMOUNT_MAX 1000000000000000LL
@@ -175,7 +181,7 @@ int record_currency_valid(const char c[3]);
 
 /* Largest event JSON and topic we store. */
 #define RECORD_EVENT_MAX_BYTES 4096
-#define RECORD_TOPIC_MAX 64
+#define RECORD_TOPIC_MAX       64
 
 /* A decoded outbox value; pointers into the record. */
 struct record_event {
@@ -208,7 +214,7 @@ int record_balance_decode(const void *data, size_t len, struct record_balance *b
 
 /* Fixed width of payment and refund ids (engine/ids.h). */
 #define RECORD_PAYMENT_ID_BYTES 22
-#define RECORD_REFERENCE_MAX 512
+#define RECORD_REFERENCE_MAX    512
 
 /*
  * Payment value (72 fixed bytes, then merchant and reference):
@@ -220,7 +226,7 @@ int record_balance_decode(const void *data, size_t len, struct record_balance *b
  *   [amount][created_at_ms] (i64 LE) [merchant mlen]
  */
 #define RECORD_PAYMENT_FIXED_BYTES 72
-#define RECORD_REFUND_FIXED_BYTES 72
+#define RECORD_REFUND_FIXED_BYTES  72
 
 /*
  * Idempotency value (36 fixed bytes, then the five byte strings in order):
@@ -236,7 +242,7 @@ struct idem_record;
 /* Payment codec. encode asserts a valid payment (payment_check) and returns the length;
  * out holds RECORD_PAYMENT_MAX_BYTES. decode checks every field and invariant of
  * engine/payment.h (never asserting on disk bytes): 0 or -EBADMSG. */
-#define RECORD_PAYMENT_MAX_BYTES \
+#define RECORD_PAYMENT_MAX_BYTES                                                                   \
     (RECORD_PAYMENT_FIXED_BYTES + RECORD_MERCHANT_MAX + RECORD_REFERENCE_MAX)
 size_t record_payment_encode(uint8_t *out, const struct payment *p);
 int record_payment_decode(const void *data, size_t len, struct payment *p);

@@ -58,6 +58,14 @@ static void reply_all(struct shard *sh, struct shard_job **jobs, size_t n)
 static void run_batch(struct shard *sh, struct shard_job **jobs, size_t n,
                       struct batch_item *items)
 {
+    if (__atomic_load_n(&sh->failed, __ATOMIC_RELAXED)) {
+        for (size_t i = 0; i < n; i++) {
+            jobs[i]->rc = -EIO;
+            jobs[i]->answer.status = 0;
+            jobs[i]->answer.len = 0;
+        }
+        return;
+    }
     int64_t now = wall_ms();
     size_t w = 0, r = n;
     /* Writes fill items from the front, reads from the back, both in arrival order
@@ -69,7 +77,9 @@ static void run_batch(struct shard *sh, struct shard_job **jobs, size_t n,
         it->rc = 0;
     }
     if (w > 0) {
-        shard_store_apply_batch(sh->store, items, w, now);
+        int rc = shard_store_apply_batch(sh->store, items, w, now);
+        if (rc == -EIO)
+            __atomic_store_n(&sh->failed, 1, __ATOMIC_RELEASE);
         stat_add(&sh->stats.batches, 1);
         if (w > __atomic_load_n(&sh->stats.batch_max, __ATOMIC_RELAXED))
             __atomic_store_n(&sh->stats.batch_max, w, __ATOMIC_RELAXED);

@@ -56,6 +56,12 @@ struct shard {
     const struct shard_transport *transport;
     void *transport_ctx;
     volatile int stop;           /* set by shard_stop() */
+    /* Set when a commit failed with an I/O error. Linux may drop the dirty pages of a
+     * failed fsync and report success on the next one, so a shard that saw one can no
+     * longer promise durability: from then on it answers every job 503 without
+     * touching the store, and /readyz says not ready, until an operator restarts it
+     * (LMDB reopens from the last good meta page). */
+    int failed;
     struct shard_stats stats;    /* written by the shard thread, relaxed atomics */
 };
 

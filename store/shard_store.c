@@ -30,7 +30,6 @@
 #include "store/manifest.h"
 #include "store/record.h"
 
-
 enum shard_dbi {
     SHARD_DBI_PAYMENTS,
     SHARD_DBI_REFUNDS,
@@ -39,6 +38,7 @@ enum shard_dbi {
     SHARD_DBI_BALANCES,
     SHARD_DBI_OUTBOX,
     SHARD_DBI_META,
+    SHARD_DBI_IDEM_EXP,
     SHARD_DBI_COUNT
 };
 
@@ -46,21 +46,23 @@ static const char *const dbi_names[SHARD_DBI_COUNT] = {
     [SHARD_DBI_PAYMENTS] = RECORD_DB_PAYMENTS, [SHARD_DBI_REFUNDS] = RECORD_DB_REFUNDS,
     [SHARD_DBI_IDEM] = RECORD_DB_IDEM,         [SHARD_DBI_LEDGER] = RECORD_DB_LEDGER,
     [SHARD_DBI_BALANCES] = RECORD_DB_BALANCES, [SHARD_DBI_OUTBOX] = RECORD_DB_OUTBOX,
-    [SHARD_DBI_META] = RECORD_DB_META,
+    [SHARD_DBI_META] = RECORD_DB_META,         [SHARD_DBI_IDEM_EXP] = RECORD_DB_IDEM_EXP,
 };
 
 struct shard_store {
     MDB_env *env;
     MDB_dbi dbi[SHARD_DBI_COUNT];
     unsigned shard;
-    size_t map_bytes;     /* current map size */
-    size_t map_max_bytes; /* ceiling of growth on MDB_MAP_FULL */
+    size_t map_bytes;            /* current map size */
+    size_t map_max_bytes;        /* ceiling of growth on MDB_MAP_FULL */
     uint64_t replicated_pending; /* mark to store with the next commit */
     uint64_t replicated_stored;  /* mark on disk */
+    uint64_t event_seq;          /* last event sequence number committed */
     struct shard_store_stats stats;
     unsigned fault_after_puts; /* tests: puts that succeed before the fault */
     int fault_errno;           /* tests: LMDB code the injected fault returns; 0 = off */
     int fault_persistent;      /* tests: keep failing after the first fault */
+    int64_t idem_ttl_ms;       /* idempotency records older than this are swept */
     char path[STORE_PATH_MAX];
 };
 
@@ -71,14 +73,13 @@ struct shard_txn {
     MDB_txn *txn;
     int err;      /* first LMDB error, 0 while all went well */
     int writable; /* 0 in a read-only transaction */
+    size_t swept; /* idempotency records this transaction deleted */
 };
 
 typedef void (*shard_txn_body_fn)(struct shard_txn *t, void *arg);
 
-static int meta_get(MDB_txn *txn, const struct shard_store *s, const char *name,
-                                uint64_t *v);
-static int meta_put(MDB_txn *txn, const struct shard_store *s, const char *name,
-                                uint64_t v);
+static int meta_get(MDB_txn *txn, const struct shard_store *s, const char *name, uint64_t *v);
+static int meta_put(MDB_txn *txn, const struct shard_store *s, const char *name, uint64_t v);
 
 /* ---- environment ------------------------------------------------------------------ */
 
@@ -98,7 +99,7 @@ static int errno_of(int mdb_rc)
         return -EBADMSG;
     default:
         if (mdb_rc > 0)
-            return -mdb_rc; /* a system errno from LMDB */
+            return -mdb_rc;                    /* a system errno from LMDB */
         return mdb_rc > -4096 ? mdb_rc : -EIO; /* our own -errno, or another MDB_* */
     }
 }
@@ -123,6 +124,12 @@ static int open_dbis(struct shard_store *s)
         rc = MDB_VERSION_MISMATCH;
     if (rc)
         goto out_abort;
+    rc = meta_get(txn, s, "replicated", &s->replicated_stored);
+    if (rc == 0 || rc == MDB_NOTFOUND)
+        rc = meta_get(txn, s, "seq:event", &s->event_seq);
+    if (rc && rc != MDB_NOTFOUND)
+        goto out_abort;
+    s->replicated_pending = s->replicated_stored;
     return mdb_txn_commit(txn);
 
 out_abort:
@@ -175,6 +182,7 @@ int shard_store_open(struct shard_store **out, const char *data_dir, unsigned sh
     s->map_max_bytes = opt && opt->map_max_bytes ? opt->map_max_bytes : SHARD_MAP_MAX_BYTES;
     if (s->map_max_bytes < s->map_bytes)
         s->map_max_bytes = s->map_bytes;
+    s->idem_ttl_ms = opt && opt->idem_ttl_ms > 0 ? opt->idem_ttl_ms : IDEM_TTL_DEFAULT_MS;
     if (opt) {
         s->fault_after_puts = opt->fault_after_puts;
         s->fault_errno = opt->fault_errno;
@@ -209,8 +217,7 @@ void shard_store_close(struct shard_store *s)
 
 /* ---- meta ------------------------------------------------------------------------- */
 
-static int meta_get(MDB_txn *txn, const struct shard_store *s, const char *name,
-                         uint64_t *v)
+static int meta_get(MDB_txn *txn, const struct shard_store *s, const char *name, uint64_t *v)
 {
     MDB_val key = {.mv_size = strlen(name), .mv_data = (void *)name};
     MDB_val val;
@@ -224,8 +231,7 @@ static int meta_get(MDB_txn *txn, const struct shard_store *s, const char *name,
     return 0;
 }
 
-static int meta_put(MDB_txn *txn, const struct shard_store *s, const char *name,
-                         uint64_t v)
+static int meta_put(MDB_txn *txn, const struct shard_store *s, const char *name, uint64_t v)
 {
     uint8_t buf[RECORD_I64_BYTES];
     record_i64_encode(buf, (int64_t)v);
@@ -259,9 +265,42 @@ static int map_grow(struct shard_store *s)
     return 0;
 }
 
+/* Records an LMDB result in the transaction; the first error sticks. */
+static int txn_fail(struct shard_txn *t, int mdb_rc)
+{
+    if (mdb_rc && t->err == 0)
+        t->err = mdb_rc;
+    return mdb_rc;
+}
+
+/* Stores the replicated mark and trims the outbox up to it (DESIGN "Kafka
+ * replication": the outbox below the mark is trimmed, in the same transaction). */
+static void outbox_mark(struct shard_txn *t, uint64_t mark)
+{
+    if (txn_fail(t, meta_put(t->txn, t->s, "replicated", mark)))
+        return;
+    MDB_cursor *c = NULL;
+    if (txn_fail(t, mdb_cursor_open(t->txn, t->s->dbi[SHARD_DBI_OUTBOX], &c)))
+        return;
+    MDB_val k, v;
+    int rc;
+    while ((rc = mdb_cursor_get(c, &k, &v, MDB_FIRST)) == 0) {
+        if (k.mv_size != 8) {
+            rc = MDB_CORRUPTED;
+            break;
+        }
+        if (record_get_u64be(k.mv_data) > mark)
+            break;
+        if ((rc = mdb_cursor_del(c, 0)))
+            break;
+    }
+    mdb_cursor_close(c);
+    if (rc != MDB_NOTFOUND)
+        txn_fail(t, rc);
+}
+
 /* Runs body once in a fresh write transaction and commits it. */
-static int txn_once(struct shard_store *s, struct shard_txn *t, shard_txn_body_fn body,
-                    void *arg)
+static int txn_once(struct shard_store *s, struct shard_txn *t, shard_txn_body_fn body, void *arg)
 {
     MDB_txn *txn = NULL;
     int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
@@ -271,9 +310,16 @@ static int txn_once(struct shard_store *s, struct shard_txn *t, shard_txn_body_f
     t->txn = txn;
     t->err = 0;
     t->writable = 1;
+    t->swept = 0;
     body(t, arg);
     if (t->err == 0 && s->replicated_pending > s->replicated_stored)
-        t->err = meta_put(txn, s, "replicated", s->replicated_pending);
+        outbox_mark(t, s->replicated_pending);
+    uint64_t event_seq = s->event_seq;
+    if (t->err == 0) {
+        int grc = meta_get(txn, s, "seq:event", &event_seq);
+        if (grc != MDB_NOTFOUND)
+            txn_fail(t, grc);
+    }
     if (t->err) {
         rc = t->err;
         mdb_txn_abort(txn);
@@ -281,13 +327,15 @@ static int txn_once(struct shard_store *s, struct shard_txn *t, shard_txn_body_f
         rc = mdb_txn_commit(txn); /* durable: data fsync, then the meta page */
     }
     t->txn = NULL;
-    if (rc == 0 && s->replicated_pending > s->replicated_stored)
+    if (rc == 0) {
         s->replicated_stored = s->replicated_pending;
+        s->event_seq = event_seq;
+        s->stats.idem_swept += t->swept;
+    }
     return rc;
 }
 
-static int txn_run(struct shard_store *s, struct shard_txn *t, shard_txn_body_fn body,
-                        void *arg)
+static int txn_run(struct shard_store *s, struct shard_txn *t, shard_txn_body_fn body, void *arg)
 {
     ASSERT(s != NULL && s->env != NULL && t != NULL && body != NULL);
     int rc = txn_once(s, t, body, arg);
@@ -306,14 +354,6 @@ out:
     return rc;
 }
 
-/* Records an LMDB result in the transaction; the first error sticks. */
-static int txn_fail(struct shard_txn *t, int mdb_rc)
-{
-    if (mdb_rc && t->err == 0)
-        t->err = mdb_rc;
-    return mdb_rc;
-}
-
 /* mdb_put with the test-only fault injection and sticky errors. */
 static int txn_put(struct shard_txn *t, int dbi, MDB_val *key, MDB_val *val, unsigned flags)
 {
@@ -328,17 +368,21 @@ static int txn_put(struct shard_txn *t, int dbi, MDB_val *key, MDB_val *val, uns
             int e = s->fault_errno;
             if (!s->fault_persistent)
                 s->fault_errno = 0;
+            if (e < 0 && e > -4096)
+                return e; /* a -errno: the operation's own failure, not the store's */
             return txn_fail(t, e);
         }
     }
     return txn_fail(t, mdb_put(t->txn, s->dbi[dbi], key, val, flags));
 }
 
-void shard_store_stats(const struct shard_store *s, struct shard_store_stats *out)
+void shard_store_get_stats(const struct shard_store *s, struct shard_store_stats *out)
 {
     ASSERT(s != NULL && out != NULL);
     *out = s->stats;
     out->map_bytes = s->map_bytes;
+    out->event_seq = s->event_seq;
+    out->replicated_seq = s->replicated_stored;
 }
 
 void shard_store_set_replicated(struct shard_store *s, uint64_t event_seq)
@@ -347,7 +391,6 @@ void shard_store_set_replicated(struct shard_store *s, uint64_t event_seq)
     if (event_seq > s->replicated_pending)
         s->replicated_pending = event_seq;
 }
-
 
 /* ---- the engine's store interface over one transaction ----------------------------- */
 
@@ -378,8 +421,7 @@ static int st_payment_get(void *ctx, const char *id, size_t id_len, struct payme
     int rc = txn_get(t, SHARD_DBI_PAYMENTS, &key, &val);
     if (rc)
         return rc;
-    if (record_payment_decode(val.mv_data, val.mv_size, out) ||
-        memcmp(out->id, id, id_len) != 0)
+    if (record_payment_decode(val.mv_data, val.mv_size, out) || memcmp(out->id, id, id_len) != 0)
         return txn_fail(t, MDB_CORRUPTED);
     return 0;
 }
@@ -468,7 +510,54 @@ static int st_idem_put(void *ctx, const char *m, size_t mlen, const char *k, siz
         return rc;
     size_t n = record_idem_encode(val.mv_data, rec);
     ASSERT(n == val.mv_size);
-    return 0;
+    /* The expiry index entry. It goes around the fault injection of txn_put on purpose:
+     * the injection tests count the puts of the records themselves. */
+    uint8_t xbuf[8 + RECORD_KEY_MAX];
+    MDB_val xkey = {.mv_data = xbuf,
+                    .mv_size = record_key_idem_exp(xbuf, rec->created_at_ms, kbuf, key.mv_size)};
+    MDB_val empty = {.mv_data = NULL, .mv_size = 0};
+    return txn_fail(t, mdb_put(t->txn, t->s->dbi[SHARD_DBI_IDEM_EXP], &xkey, &empty, 0));
+}
+
+/*
+ * Deletes up to max idempotency records created before cutoff_ms, oldest first, with
+ * their expiry index entries, inside the batch's transaction (no extra commit). A
+ * record whose creation time differs from its index entry is not deleted (it cannot
+ * happen today: records are written once; the check keeps a stale index harmless).
+ */
+static void idem_sweep(struct shard_txn *t, int64_t cutoff_ms, size_t max)
+{
+    MDB_cursor *c = NULL;
+    if (cutoff_ms <= 0 || txn_fail(t, mdb_cursor_open(t->txn, t->s->dbi[SHARD_DBI_IDEM_EXP], &c)))
+        return;
+    MDB_val k, v;
+    int rc;
+    size_t swept = 0;
+    while (swept < max && (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST)) == 0) {
+        if (k.mv_size <= 8) {
+            rc = MDB_CORRUPTED;
+            break;
+        }
+        int64_t created = (int64_t)record_get_u64be(k.mv_data);
+        if (created >= cutoff_ms)
+            break;
+        MDB_val ik = {.mv_data = (uint8_t *)k.mv_data + 8, .mv_size = k.mv_size - 8};
+        MDB_val iv;
+        rc = mdb_get(t->txn, t->s->dbi[SHARD_DBI_IDEM], &ik, &iv);
+        struct idem_record rec;
+        if (rc == 0 && record_idem_decode(iv.mv_data, iv.mv_size, &rec) == 0 &&
+            rec.created_at_ms == created)
+            rc = mdb_del(t->txn, t->s->dbi[SHARD_DBI_IDEM], &ik, NULL);
+        else if (rc == MDB_NOTFOUND || rc == 0)
+            rc = 0;
+        if (rc || (rc = mdb_cursor_del(c, 0)))
+            break;
+        swept++;
+    }
+    mdb_cursor_close(c);
+    if (rc && rc != MDB_NOTFOUND)
+        txn_fail(t, rc);
+    t->swept += swept;
 }
 
 /* Reads the balances of (merchant, currency) into *b: 0, -ENOENT, or an error. */
@@ -537,8 +626,10 @@ static int st_posting_add(void *ctx, const struct posting *p, int64_t now_ms, ui
     rc = ledger_last_seq(t, p->merchant_id, p->merchant_id_len, &last);
     if (rc)
         return rc;
-    struct record_ledger_entry e = {.debit = (uint8_t)p->debit, .credit = (uint8_t)p->credit,
-                                    .amount = p->amount, .created_at_ms = now_ms,
+    struct record_ledger_entry e = {.debit = (uint8_t)p->debit,
+                                    .credit = (uint8_t)p->credit,
+                                    .amount = p->amount,
+                                    .created_at_ms = now_ms,
                                     .payment_id_len = RECORD_PAYMENT_ID_BYTES};
     memcpy(e.currency, p->currency, 3);
     memcpy(e.payment_id, p->payment_id, RECORD_PAYMENT_ID_BYTES);
@@ -567,8 +658,7 @@ static int st_balance_get(void *ctx, const char *m, size_t mlen, const char *cur
 }
 
 /* Visits every balance record of merchant m, in currency order. */
-static int st_balance_list(void *ctx, const char *m, size_t mlen, engine_balance_fn fn,
-                           void *arg)
+static int st_balance_list(void *ctx, const char *m, size_t mlen, engine_balance_fn fn, void *arg)
 {
     struct shard_txn *t = ctx;
     if (t->err)
@@ -602,8 +692,8 @@ static int st_balance_list(void *ctx, const char *m, size_t mlen, engine_balance
     return ret;
 }
 
-static int st_ledger_page(void *ctx, const char *m, size_t mlen, uint64_t after,
-                          uint32_t limit, engine_entry_fn fn, void *arg, bool *more)
+static int st_ledger_page(void *ctx, const char *m, size_t mlen, uint64_t after, uint32_t limit,
+                          engine_entry_fn fn, void *arg, bool *more)
 {
     struct shard_txn *t = ctx;
     *more = false;
@@ -638,7 +728,8 @@ static int st_ledger_page(void *ctx, const char *m, size_t mlen, uint64_t after,
         struct ledger_entry e = {.seq = record_get_u64be((const uint8_t *)key.mv_data + prefix),
                                  .debit = (enum ledger_account)re.debit,
                                  .credit = (enum ledger_account)re.credit,
-                                 .amount = re.amount, .created_at_ms = re.created_at_ms};
+                                 .amount = re.amount,
+                                 .created_at_ms = re.created_at_ms};
         memcpy(e.payment_id, re.payment_id, RECORD_PAYMENT_ID_BYTES);
         memcpy(e.currency, re.currency, CURRENCY_BYTES);
         seen++;
@@ -654,9 +745,12 @@ static int st_event_append(void *ctx, const struct engine_event *ev)
 {
     struct shard_txn *t = ctx;
     ASSERT(ev->seq >= 1 && ev->topic != NULL);
-    struct record_event re = {.merchant = ev->key.ptr, .merchant_len = ev->key.len,
-                              .topic = ev->topic, .topic_len = strlen(ev->topic),
-                              .json = ev->value.ptr, .json_len = ev->value.len};
+    struct record_event re = {.merchant = ev->key.ptr,
+                              .merchant_len = ev->key.len,
+                              .topic = ev->topic,
+                              .topic_len = strlen(ev->topic),
+                              .json = ev->value.ptr,
+                              .json_len = ev->value.len};
     uint8_t kbuf[8];
     record_put_u64be(kbuf, ev->seq);
     MDB_val key = {.mv_data = kbuf, .mv_size = sizeof(kbuf)};
@@ -672,18 +766,25 @@ static int st_event_append(void *ctx, const struct engine_event *ev)
 }
 
 static const struct engine_store write_store = {
-    .payment_get = st_payment_get,     .payment_put = st_payment_put,
-    .refund_put = st_refund_put,       .next_sequence = st_next_sequence,
-    .idem_get = st_idem_get,           .idem_put = st_idem_put,
-    .posting_add = st_posting_add,     .balance_get = st_balance_get,
-    .balance_list = st_balance_list,   .ledger_page = st_ledger_page,
+    .payment_get = st_payment_get,
+    .payment_put = st_payment_put,
+    .refund_put = st_refund_put,
+    .next_sequence = st_next_sequence,
+    .idem_get = st_idem_get,
+    .idem_put = st_idem_put,
+    .posting_add = st_posting_add,
+    .balance_get = st_balance_get,
+    .balance_list = st_balance_list,
+    .ledger_page = st_ledger_page,
     .event_append = st_event_append,
 };
 
 /* Reads only: the write members are NULL (engine/apply.h). */
 static const struct engine_store read_store = {
-    .payment_get = st_payment_get,   .idem_get = st_idem_get,
-    .balance_get = st_balance_get,   .balance_list = st_balance_list,
+    .payment_get = st_payment_get,
+    .idem_get = st_idem_get,
+    .balance_get = st_balance_get,
+    .balance_list = st_balance_list,
     .ledger_page = st_ledger_page,
 };
 
@@ -703,8 +804,7 @@ struct batch_run {
 static void answer_overloaded(struct batch_item *it, int rc)
 {
     struct api_error e;
-    api_error_set(&e, 503, "overloaded", "the shard store could not commit; retry later",
-                  NULL);
+    api_error_set(&e, 503, "overloaded", "the shard store could not commit; retry later", NULL);
     struct jw w;
     jw_init(&w, it->answer.body, it->answer.cap);
     api_render_error(&w, &e, it->op->request_id, it->op->request_id_len);
@@ -732,6 +832,11 @@ static void batch_body(struct shard_txn *t, void *varg)
         }
         return;
     }
+    /* Sweep twice as many expired keys as the batch can have made, at least
+     * IDEM_SWEEP_MIN: the sweep keeps pace with any insert rate, and its cost per
+     * commit stays bounded. */
+    size_t max = 2 * b->n > IDEM_SWEEP_MIN ? 2 * b->n : IDEM_SWEEP_MIN;
+    idem_sweep(t, b->now_ms - t->s->idem_ttl_ms, max);
 }
 
 int shard_store_apply_batch(struct shard_store *s, struct batch_item *items, size_t n,
@@ -740,6 +845,7 @@ int shard_store_apply_batch(struct shard_store *s, struct batch_item *items, siz
     ASSERT(s != NULL && (items != NULL || n == 0));
     for (size_t i = 0; i < n; i++) {
         ASSERT(items[i].op != NULL && items[i].answer.body != NULL);
+        ASSERT(items[i].op->shard == s->shard); /* routed to the shard that owns it */
         ASSERT(items[i].answer.cap >= ENGINE_ANSWER_MAX_BYTES);
         items[i].rc = 0;
     }
@@ -772,11 +878,11 @@ int shard_store_apply_batch(struct shard_store *s, struct batch_item *items, siz
     return rc;
 }
 
-static void read_body(struct shard_txn *t, struct batch_item *items, size_t n,
-                      int64_t now_ms)
+static void read_body(struct shard_txn *t, struct batch_item *items, size_t n, int64_t now_ms)
 {
     for (size_t i = 0; i < n; i++) {
         struct batch_item *it = &items[i];
+        ASSERT(it->op->shard == t->s->shard);
         ASSERT(it->op->kind == OP_GET_PAYMENT || it->op->kind == OP_BALANCES ||
                it->op->kind == OP_LEDGER);
         it->rc = engine_apply(&read_store, t, it->op, now_ms, &it->answer);
@@ -785,8 +891,7 @@ static void read_body(struct shard_txn *t, struct batch_item *items, size_t n,
     }
 }
 
-int shard_store_read(struct shard_store *s, struct batch_item *items, size_t n,
-                     int64_t now_ms)
+int shard_store_read(struct shard_store *s, struct batch_item *items, size_t n, int64_t now_ms)
 {
     ASSERT(s != NULL && (items != NULL || n == 0));
     struct shard_txn t = {.s = s};
@@ -799,4 +904,54 @@ int shard_store_read(struct shard_store *s, struct batch_item *items, size_t n,
     read_body(&t, items, n, now_ms);
     mdb_txn_abort(t.txn);
     return 0;
+}
+
+/* ---- outbox reads ------------------------------------------------------------------ */
+
+static int scan_events(MDB_cursor *c, uint64_t after_seq, size_t max, shard_event_fn fn, void *arg)
+{
+    uint8_t kbuf[8];
+    if (after_seq == UINT64_MAX)
+        return 0;
+    record_put_u64be(kbuf, after_seq + 1);
+    MDB_val k = {.mv_size = sizeof(kbuf), .mv_data = kbuf}, v;
+    int rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+    for (size_t seen = 0; rc == 0 && seen < max; seen++) {
+        struct record_event re;
+        if (k.mv_size != 8 || record_event_decode(v.mv_data, v.mv_size, &re))
+            return -EBADMSG;
+        struct shard_event ev = {.seq = record_get_u64be(k.mv_data),
+                                 .topic = re.topic,
+                                 .topic_len = re.topic_len,
+                                 .key = re.merchant,
+                                 .key_len = re.merchant_len,
+                                 .value = re.json,
+                                 .value_len = re.json_len};
+        ASSERT(ev.seq > after_seq);
+        int ret = fn(arg, &ev);
+        if (ret)
+            return ret;
+        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    }
+    return rc == MDB_NOTFOUND ? 0 : errno_of(rc);
+}
+
+int shard_store_outbox_scan(struct shard_store *s, uint64_t after_seq, size_t max,
+                            shard_event_fn fn, void *arg)
+{
+    ASSERT(s != NULL && fn != NULL);
+    MDB_txn *txn = NULL;
+    MDB_cursor *c = NULL;
+    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+    if (rc)
+        return errno_of(rc);
+    rc = mdb_cursor_open(txn, s->dbi[SHARD_DBI_OUTBOX], &c);
+    if (rc == 0) {
+        rc = scan_events(c, after_seq, max, fn, arg);
+        mdb_cursor_close(c);
+    } else {
+        rc = errno_of(rc);
+    }
+    mdb_txn_abort(txn);
+    return rc;
 }

@@ -7,7 +7,10 @@
  * Threading: a store is owned by ONE thread (the shard thread). Every function here
  * must be called from that thread. This is also what makes growing the map safe:
  * LMDB requires that no transaction of the process is open during
- * mdb_env_set_mapsize, and only the owner ever opens one.
+ * mdb_env_set_mapsize, and only the owner ever opens one. Exception: when the store
+ * is opened with map_max_bytes == map_bytes (growth off; the map is address space,
+ * so e.g. 64 GiB costs no disk), shard_store_read may also be called from other
+ * threads (the environment uses MDB_NOTLS), e.g. reactors serving GETs.
  *
  * Durability (SPEC §6): shard_store_apply_batch returns only after mdb_txn_commit
  * returned, and LMDB's default sync mode fsyncs the data and then the meta page
@@ -23,40 +26,6 @@
 
 #ifdef __cplusplus
 extern "C" {
-/*
- * The group commit: applies items[0..n) in order in ONE write transaction (each
- * operation's reads see the earlier operations' writes: state checks, idempotency
- * keys, balances), then commits durably. Every item gets an answer either way.
- *
- * Returns 0: committed and on disk; every answer is the engine's and may be sent.
- * Returns -errno: nothing of the batch is on disk and every item is answered 503
- * overloaded (rc = that -errno). This happens when the store fails (an I/O error,
- * corrupt data read back, or MDB_MAP_FULL that growing the map once up to
- * map_max_bytes did not cure; in that case the batch was retried once after the
- * growth). An operation that fails on its own without a store error (engine_apply
- * returns -EOVERFLOW for a balance leaving int64) is dropped with a 503 and the rest
- * of the batch is run again in a fresh transaction; its item has rc != 0 even when
- * the call returns 0.
- * n may be 0 (then only a pending replicated mark is written). now_ms: ms since the
- * epoch, the time of every change of the batch.
- */
-int shard_store_apply_batch(struct shard_store *s, struct batch_item *items, size_t n,
-                            int64_t now_ms);
-
-/*
- * Answers read-only operations (GET_PAYMENT, BALANCES, LEDGER; asserted) from one
- * read transaction: committed data only. Returns 0, or -errno when no read
- * transaction could start (every item answered 503). An item whose read fails gets
- * rc != 0 and a 503. Must be called by the thread that owns the store (the map may
- * be resized between batches).
- */
-int shard_store_read(struct shard_store *s, struct batch_item *items, size_t n,
-                     int64_t now_ms);
-
-#ifdef __cplusplus
-}
-#endif
-
 #endif
 
 /* Default initial map size of a shard: 1 GiB of address space (not of disk; the
@@ -89,10 +58,14 @@ struct shard_store_options {
     size_t map_max_bytes; /* growth ceiling; 0: SHARD_MAP_MAX_BYTES */
     /* Fault injection, for tests only: after fault_after_puts successful mdb_put
      * calls, the next one fails with the LMDB code fault_errno (once, or every time
-     * when fault_persistent). 0 turns it off. */
+     * when fault_persistent). 0 turns it off. A plain -errno value (-1..-4095) is
+     * returned without marking the transaction failed: it simulates an operation that
+     * fails on its own, which apply_batch drops. */
     unsigned fault_after_puts;
     int fault_errno;
     int fault_persistent;
+    /* Idempotency records older than this are swept; 0: IDEM_TTL_DEFAULT_MS. */
+    int64_t idem_ttl_ms;
 };
 
 struct shard_store_stats {
@@ -101,9 +74,13 @@ struct shard_store_stats {
     uint64_t dropped_items;  /* operations that failed alone, answered 503 */
     uint64_t commits;        /* write transactions committed */
     uint64_t failed_commits; /* batches answered 503 because the store failed */
+    uint64_t idem_swept;     /* expired idempotency records deleted */
     uint64_t map_full;       /* MDB_MAP_FULL seen */
     uint64_t map_grows;      /* map size increases */
     size_t map_bytes;        /* current map size */
+    uint64_t event_seq;      /* last outbox event committed */
+    uint64_t replicated_seq; /* outbox replicated (and trimmed) up to this event */
+    /* event_seq - replicated_seq is the outbox backlog for /metrics. */
 };
 
 /*
@@ -119,7 +96,7 @@ int shard_store_open(struct shard_store **out, const char *data_dir, unsigned sh
 void shard_store_close(struct shard_store *s);
 
 /* Counters for /metrics. */
-void shard_store_stats(const struct shard_store *s, struct shard_store_stats *out);
+void shard_store_get_stats(const struct shard_store *s, struct shard_store_stats *out);
 
 /*
  * Records that the outbox up to event_seq (inclusive) is replicated to Kafka. The
@@ -127,6 +104,29 @@ void shard_store_stats(const struct shard_store *s, struct shard_store_stats *ou
  * never goes backwards.
  */
 void shard_store_set_replicated(struct shard_store *s, uint64_t event_seq);
+
+/* One outbox event, as shard_store_outbox_scan hands it out: pointers into the map,
+ * valid only during the callback. */
+struct shard_event {
+    uint64_t seq; /* the event_id's sequence number; the outbox key */
+    const char *topic;
+    size_t topic_len;
+    const char *key; /* merchant_id: the Kafka message key */
+    size_t key_len;
+    const char *value; /* the event JSON */
+    size_t value_len;
+};
+
+/* Return 0 to continue, nonzero to stop (the scan returns that value). */
+typedef int (*shard_event_fn)(void *arg, const struct shard_event *ev);
+
+/*
+ * Visits committed outbox events with seq > after_seq in order, at most max of them,
+ * from a read transaction (for the Kafka replicator's bounded window). Returns 0, the
+ * callback's nonzero value, or -errno (-EBADMSG: a corrupt event). Shard thread only.
+ */
+int shard_store_outbox_scan(struct shard_store *s, uint64_t after_seq, size_t max,
+                            shard_event_fn fn, void *arg);
 
 /*
  * The group commit: applies items[0..n) in order in ONE write transaction (each
@@ -153,10 +153,9 @@ int shard_store_apply_batch(struct shard_store *s, struct batch_item *items, siz
  * read transaction: committed data only. Returns 0, or -errno when no read
  * transaction could start (every item answered 503). An item whose read fails gets
  * rc != 0 and a 503. Must be called by the thread that owns the store (the map may
- * be resized between batches).
+ * be resized between batches), unless growth is off (see the top of this file).
  */
-int shard_store_read(struct shard_store *s, struct batch_item *items, size_t n,
-                     int64_t now_ms);
+int shard_store_read(struct shard_store *s, struct batch_item *items, size_t n, int64_t now_ms);
 
 #ifdef __cplusplus
 }

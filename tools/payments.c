@@ -377,18 +377,22 @@ void payments_on_turn(struct payments *p, struct reactor *r)
 int payments_ready(const struct payments *p)
 {
     for (unsigned i = 0; i < p->cores; i++)
-        if (!__atomic_load_n(&p->ports[i].running, __ATOMIC_ACQUIRE))
+        if (!__atomic_load_n(&p->ports[i].running, __ATOMIC_ACQUIRE) ||
+            __atomic_load_n(&p->ports[i].shard.failed, __ATOMIC_ACQUIRE))
             return 0;
     return 1;
 }
 
-static int open_stores(struct payments *p, const char *dir, char *why, size_t why_bytes)
+static int open_stores(struct payments *p, const struct payments_config *cfg, char *why,
+                       size_t why_bytes)
 {
+    const char *dir = cfg->data_dir;
     int err = store_manifest_open(dir, p->cores, why, why_bytes);
     if (err)
         return err;
+    struct shard_store_options opt = {.idem_ttl_ms = cfg->idem_ttl_ms};
     for (unsigned i = 0; i < p->cores; i++) {
-        err = shard_store_open(&p->stores[i], dir, i, NULL);
+        err = shard_store_open(&p->stores[i], dir, i, &opt);
         if (err) {
             snprintf(why, why_bytes, "cannot open shard %u under %s: %s", i, dir,
                      strerror(-err));
@@ -398,14 +402,15 @@ static int open_stores(struct payments *p, const char *dir, char *why, size_t wh
     return 0;
 }
 
-int payments_start(struct payments **out, const char *data_dir, unsigned cores,
+int payments_start(struct payments **out, const struct payments_config *cfg,
                    struct reactor *const *reactors, char *why, size_t why_bytes)
 {
     struct payments *p = calloc(1, sizeof(*p));
     if (p == NULL)
         return -ENOMEM;
+    unsigned cores = cfg->cores;
     p->cores = cores;
-    int err = open_stores(p, data_dir, why, why_bytes);
+    int err = open_stores(p, cfg, why, why_bytes);
     if (err)
         goto out_free;
     err = xcore_init(&p->mesh, 2 * cores, XCORE_RING_SLOTS, sizeof(struct shard_job *));

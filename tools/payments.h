@@ -14,6 +14,7 @@
 #define RINGPAY_TOOLS_PAYMENTS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "net/reactor.h"
 
@@ -25,7 +26,13 @@ struct payments;
  * exist (their rings are registered with the mesh) but not run yet. Fails with a
  * negative errno and one line in why.
  */
-int payments_start(struct payments **out, const char *data_dir, unsigned cores,
+struct payments_config {
+    const char *data_dir;
+    unsigned cores;
+    int64_t idem_ttl_ms; /* idempotency retention; 0: the default (24 h) */
+};
+
+int payments_start(struct payments **out, const struct payments_config *cfg,
                    struct reactor *const *reactors, char *why, size_t why_bytes);
 
 /* Stops and joins the shard threads, closes the stores. Call after every reactor

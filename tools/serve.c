@@ -95,7 +95,17 @@ static int wait_for_stop(struct app *app, struct serve_thread *threads)
     }
 }
 
-enum { O_LISTEN, O_CORES, O_DATA, O_MAXCONN, O_HEADER_TMO, O_IDLE_TMO, O_LOG_LEVEL, O_COUNT };
+enum {
+    O_LISTEN,
+    O_CORES,
+    O_DATA,
+    O_MAXCONN,
+    O_HEADER_TMO,
+    O_IDLE_TMO,
+    O_IDEM_TTL,
+    O_LOG_LEVEL,
+    O_COUNT
+};
 
 static int start(struct opt *o, struct app *app, struct serve_thread *threads)
 {
@@ -131,8 +141,12 @@ static int start(struct opt *o, struct app *app, struct serve_thread *threads)
         threads[i].reactor = app->reactors[i];
     }
     char why[512] = "";
-    if (payments_start(&app->payments, o[O_DATA].str, app->cores, app->reactors, why,
-                       sizeof(why)) != 0) {
+    struct payments_config pc = {
+        .data_dir = o[O_DATA].str,
+        .cores = app->cores,
+        .idem_ttl_ms = (int64_t)o[O_IDEM_TTL].num * 3600 * 1000,
+    };
+    if (payments_start(&app->payments, &pc, app->reactors, why, sizeof(why)) != 0) {
         fprintf(stderr, "ringpay: %s\n", why);
         return -1;
     }
@@ -159,6 +173,8 @@ int cmd_serve(int argc, char **argv)
                           "time to receive a whole request (408 after)", 10, 3600000},
         [O_IDLE_TMO] = {"idle-timeout-ms", OPT_UINT, "75000",
                         "idle keep-alive connections are closed after", 10, 86400000},
+        [O_IDEM_TTL] = {"idempotency-ttl-hours", OPT_UINT, "24",
+                        "keep idempotency keys this long (at least 24)", 24, 24 * 366},
         [O_LOG_LEVEL] = {"log-level", OPT_STRING, "info", "debug, info, warn or error"},
     };
     int rc = config_parse(o, O_COUNT, argc, argv, serve_usage);

@@ -88,8 +88,12 @@ static void test_other_shard_count_refused(void **state)
 static void test_malformed_refused(void **state)
 {
     static const char *const bad[] = {
-        "", "ringpay-data 2\nshards 4\n", "ringpay-data 1\nshards 0\n",
-        "ringpay-data 1\nshards 65\n", "ringpay-data 1\nshards 4\nextra\n", "garbage",
+        "",
+        "ringpay-data 2\nshards 4\n",
+        "ringpay-data 1\nshards 0\n",
+        "ringpay-data 1\nshards 65\n",
+        "ringpay-data 1\nshards 4\nextra\n",
+        "garbage",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         char *tmp = make_tmp();

@@ -57,9 +57,13 @@ static void post_body(struct shard_txn *t, void *varg)
 {
     struct post_arg *a = varg;
     a->calls++;
-    struct posting p = {.payment_id = PAY_ID, .merchant_id = "m-1", .merchant_id_len = 3,
-                        .currency = "KRW", .debit = LEDGER_CLEARING,
-                        .credit = LEDGER_PENDING, .amount = a->amount};
+    struct posting p = {.payment_id = PAY_ID,
+                        .merchant_id = "m-1",
+                        .merchant_id_len = 3,
+                        .currency = "KRW",
+                        .debit = LEDGER_CLEARING,
+                        .credit = LEDGER_PENDING,
+                        .amount = a->amount};
     a->rc = st_posting_add(t, &p, 1764064800123, &a->ledger_seq);
     if (a->rc)
         return;
@@ -68,8 +72,10 @@ static void post_body(struct shard_txn *t, void *varg)
     if (a->rc)
         return;
     static const char json[] = "{\"type\":\"payment.authorized\"}";
-    struct engine_event ev = {.seq = seq, .topic = "payment.authorized",
-                              .key = {"m-1", 3}, .value = {json, sizeof(json) - 1}};
+    struct engine_event ev = {.seq = seq,
+                              .topic = "payment.authorized",
+                              .key = {"m-1", 3},
+                              .value = {json, sizeof(json) - 1}};
     a->rc = st_event_append(t, &ev);
     a->event_seq = seq;
 }
@@ -157,10 +163,15 @@ static void test_codecs(void **state)
     }
     assert_int_equal(record_payment_decode(buf, n + 1, &q), -EBADMSG);
 
-    struct refund r = {.id = "rfd_030000000000000001", .payment_id = PAY_ID,
-                       .merchant_id = "m-1", .merchant_id_len = 3, .currency = "KRW",
-                       .amount = 500, .payment_status = PAYMENT_PARTIALLY_REFUNDED,
-                       .created_at_ms = 1764064900000}, rr;
+    struct refund r = {.id = "rfd_030000000000000001",
+                       .payment_id = PAY_ID,
+                       .merchant_id = "m-1",
+                       .merchant_id_len = 3,
+                       .currency = "KRW",
+                       .amount = 500,
+                       .payment_status = PAYMENT_PARTIALLY_REFUNDED,
+                       .created_at_ms = 1764064900000},
+                  rr;
     n = record_refund_encode(buf, &r);
     assert_int_equal(record_refund_decode(buf, n, &rr), 0);
     assert_string_equal(rr.id, r.id);
@@ -174,10 +185,12 @@ static void test_codecs(void **state)
     assert_int_equal(record_refund_decode(buf, n, &rr), -EBADMSG);
 
     /* Idempotency record: absent and empty parts stay apart. */
-    struct idem_record rec = {.fp = {{"POST", 4}, {"/v1/payments/authorize", 22},
-                                     {NULL, 0}, {"", 0}},
-                              .status = 201, .body = {"{\"id\":1}", 8},
-                              .created_at_ms = 77}, drec;
+    struct idem_record rec =
+                           {.fp = {{"POST", 4}, {"/v1/payments/authorize", 22}, {NULL, 0}, {"", 0}},
+                            .status = 201,
+                            .body = {"{\"id\":1}", 8},
+                            .created_at_ms = 77},
+                       drec;
     uint8_t ib[256];
     n = record_idem_encode(ib, &rec);
     assert_int_equal(n, record_idem_size(&rec));
@@ -240,7 +253,7 @@ static void test_open_reopen_postings(void **state)
     assert_int_equal(a.ledger_seq, 3);
     assert_int_equal(a.event_seq, 3);
     struct shard_store_stats st;
-    shard_store_stats(s, &st);
+    shard_store_get_stats(s, &st);
     assert_int_equal(st.commits, 1);
     shard_store_close(s);
 
@@ -275,9 +288,13 @@ struct overflow_arg {
 static void overflow_body(struct shard_txn *t, void *varg)
 {
     struct overflow_arg *a = varg;
-    struct posting p = {.payment_id = PAY_ID, .merchant_id = "m-1", .merchant_id_len = 3,
-                        .currency = "KRW", .debit = LEDGER_CLEARING,
-                        .credit = LEDGER_PENDING, .amount = AMOUNT_MAX};
+    struct posting p = {.payment_id = PAY_ID,
+                        .merchant_id = "m-1",
+                        .merchant_id_len = 3,
+                        .currency = "KRW",
+                        .debit = LEDGER_CLEARING,
+                        .credit = LEDGER_PENDING,
+                        .amount = AMOUNT_MAX};
     while ((a->rc = st_posting_add(t, &p, 1, NULL)) == 0 && a->committed < 10000)
         a->committed++;
     assert_int_equal(t->err, 0);
@@ -319,8 +336,10 @@ static void fill_body(struct shard_txn *t, void *varg)
         uint64_t seq = 0;
         if (st_next_sequence(t, ENGINE_SEQ_EVENT, &seq))
             return;
-        struct engine_event ev = {.seq = seq, .topic = "payment.captured",
-                                  .key = {"m-1", 3}, .value = {json, sizeof(json)}};
+        struct engine_event ev = {.seq = seq,
+                                  .topic = "payment.captured",
+                                  .key = {"m-1", 3},
+                                  .value = {json, sizeof(json)}};
         if (st_event_append(t, &ev))
             return;
     }
@@ -351,7 +370,7 @@ static void test_map_full_grows_and_loses_nothing(void **state)
         assert_int_equal(outbox_count(s), committed);
     }
     struct shard_store_stats st;
-    shard_store_stats(s, &st);
+    shard_store_get_stats(s, &st);
     assert_true(st.map_full >= 1);
     assert_true(st.map_grows >= 1);
     assert_true(st.map_bytes > 64 * 1024);
@@ -387,7 +406,7 @@ static void test_map_full_at_ceiling_fails_cleanly(void **state)
     mdb_txn_abort(txn);
     assert_int_equal(last, 4);
     struct shard_store_stats st;
-    shard_store_stats(s, &st);
+    shard_store_get_stats(s, &st);
     assert_int_equal(st.failed_commits, 1);
     shard_store_close(s);
     rm_rf(dir);
@@ -409,7 +428,7 @@ static void test_injected_faults(void **state)
     assert_int_equal(txn_run(s, &t, post_body, &a), MDB_MAP_FULL);
     assert_int_equal(a.calls, 2);
     struct shard_store_stats st;
-    shard_store_stats(s, &st);
+    shard_store_get_stats(s, &st);
     assert_int_equal(st.map_grows, 1);
     assert_int_equal(read_balance(s, "m-1").pending, 10);
     shard_store_close(s);
