@@ -11,7 +11,9 @@
  *     param, and none of them changing anything;
  *   - concurrency: 32 connections on one hot merchant and merchants of both shards;
  *     balances equal what the answers said;
- *   - the same Idempotency-Key on many connections at once: exactly one operation.
+ *   - the same Idempotency-Key on many connections at once: exactly one operation;
+ *   - a body in a later TCP segment than its head; pipelined authorizations to both
+ *     shards answered in order.
  * Workers never call cmocka assertions: they record, the test thread asserts.
  */
 #define _GNU_SOURCE
@@ -1229,6 +1231,93 @@ static void test_concurrent_same_key(void **state)
     stop_and_check(2 + SAME_ROUNDS);
 }
 
+/* ---- 6. framing the payment path must survive ------------------------------------ */
+
+/* A body that arrives in a later TCP segment than its head is still one request
+ * (found broken: the answer never came). Three on one keep-alive connection. */
+static void test_split_body(void **state)
+{
+    (void)state;
+    rp_must_start(&srv, two_cores);
+    struct rp_conn c;
+    assert_int_equal(rp_conn_open(&c, srv.port), 0);
+    for (int i = 0; i < 3; i++) {
+        char body[128], head[512];
+        snprintf(body, sizeof(body),
+                 "{\"merchant_id\":\"split-m\",\"amount\":%d,\"currency\":\"KRW\"}", 10 + i);
+        snprintf(head, sizeof(head),
+                 "POST " AUTH_PATH " HTTP/1.1\r\nHost: 127.0.0.1\r\nIdempotency-Key: split-%d"
+                 "\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
+                 i, strlen(body));
+        assert_int_equal(rp_send_str(c.fd, head), 0);
+        rp_sleep_ms(30);
+        assert_int_equal(rp_send_str(c.fd, body), 0);
+        struct rp_response r;
+        int err = rp_read_response(&c, &r, false, RP_IO_TIMEOUT_MS);
+        if (err)
+            fail_msg("authorize %d with its body in a second segment: no answer (%d)", i, err);
+        expect_status(&r, 201, "split authorize");
+        struct pay p;
+        parse_payment(r.body, &p);
+        assert_int_equal(p.amount, 10 + i);
+        rp_response_free(&r);
+    }
+    rp_conn_close(&c);
+    struct pc_conn pc;
+    pc_init(&pc, srv.port);
+    expect_balance(&pc, "split-m", "KRW", 33, 0);
+    pc_close(&pc);
+    stop_and_check(3);
+}
+
+/* Pipelined payment requests for merchants of both shards, in one write: the answers
+ * come in request order (SPEC §2), each the right one (X-Request-Id, merchant). */
+#define PIPE_N 12
+
+static void test_pipelined(void **state)
+{
+    (void)state;
+    rp_must_start(&srv, two_cores);
+    static const char *const pm[2] = {"cm-0", "cm-1"};
+    static char wire[PIPE_N * 512];
+    size_t len = 0;
+    assert_int_not_equal(pc_shard_of(pm[0], NSHARDS), pc_shard_of(pm[1], NSHARDS));
+    for (int i = 0; i < PIPE_N; i++) {
+        char body[128];
+        snprintf(body, sizeof(body),
+                 "{\"merchant_id\":\"%s\",\"amount\":%d,\"currency\":\"KRW\"}", pm[i % 2],
+                 100 + i);
+        len += (size_t)snprintf(wire + len, sizeof(wire) - len,
+                                "POST " AUTH_PATH " HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                "X-Request-Id: pipe-%d\r\nIdempotency-Key: pipe-%d\r\n"
+                                "Content-Type: application/json\r\nContent-Length: %zu"
+                                "\r\n\r\n%s",
+                                i, i, strlen(body), body);
+    }
+    struct rp_conn c;
+    assert_int_equal(rp_conn_open(&c, srv.port), 0);
+    assert_int_equal(rp_send_all(c.fd, wire, len), 0);
+    for (int i = 0; i < PIPE_N; i++) {
+        struct rp_response r;
+        int err = rp_read_response(&c, &r, false, RP_IO_TIMEOUT_MS);
+        if (err)
+            fail_msg("pipelined answer %d: error %d", i, err);
+        char want[32];
+        snprintf(want, sizeof(want), "pipe-%d", i);
+        const char *rid = rp_header(&r, "X-Request-Id");
+        if (!rid || strcmp(rid, want) != 0)
+            fail_msg("answer %d carries X-Request-Id %s: out of order", i, rid ? rid : "-");
+        expect_status(&r, 201, want);
+        struct pay p;
+        parse_payment(r.body, &p);
+        assert_string_equal(p.merchant, pm[i % 2]);
+        assert_int_equal(p.amount, 100 + i);
+        rp_response_free(&r);
+    }
+    rp_conn_close(&c);
+    stop_and_check(PIPE_N);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1237,6 +1326,8 @@ int main(void)
         cmocka_unit_test_teardown(test_malformed, pc_teardown),
         cmocka_unit_test_teardown(test_concurrent_load, pc_teardown),
         cmocka_unit_test_teardown(test_concurrent_same_key, pc_teardown),
+        cmocka_unit_test_teardown(test_split_body, pc_teardown),
+        cmocka_unit_test_teardown(test_pipelined, pc_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
