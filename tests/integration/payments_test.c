@@ -385,105 +385,122 @@ static void lifecycle_refunds(struct pc_conn *pc, const struct pay *p1, char rfd
     }
 }
 
+/* Authorize 15000 KRW, capture 12000 (3000 released), refund it in three steps, then
+ * every transition from refunded is refused. */
+static void lifecycle_p1(struct pc_conn *pc, struct pay *p1)
+{
+    struct pay g;
+    char path[128], rfd_ids[3][32];
+    post_payment(pc, AUTH_PATH, "lc-auth-1",
+                 "{\"merchant_id\":\"lc-m1\",\"amount\":15000,\"currency\":\"KRW\","
+                 "\"reference\":\"order-77\"}",
+                 201, p1);
+    assert_string_equal(p1->merchant, "lc-m1");
+    assert_string_equal(p1->currency, "KRW");
+    assert_string_equal(p1->status, "authorized");
+    assert_string_equal(p1->reference, "order-77");
+    assert_int_equal(p1->amount, 15000);
+    assert_int_equal(p1->captured, 0);
+    assert_int_equal(p1->refunded, 0);
+    assert_string_equal(p1->created, p1->updated);
+    get_payment(pc, p1->id, &g, NULL);
+    assert_string_equal(g.status, "authorized");
+    assert_string_equal(g.created, p1->created);
+    expect_balance(pc, "lc-m1", "KRW", 15000, 0);
+
+    op_path(path, sizeof(path), p1->id, "capture");
+    post_payment(pc, path, "lc-cap-1", "{\"amount\":12000}", 200, &g);
+    assert_string_equal(g.id, p1->id);
+    assert_string_equal(g.status, "captured");
+    assert_int_equal(g.amount, 15000);
+    assert_int_equal(g.captured, 12000);
+    assert_int_equal(g.refunded, 0);
+    assert_string_equal(g.created, p1->created);
+    expect_balance(pc, "lc-m1", "KRW", 0, 12000);
+    expect_refused(pc, p1->id, "capture", "lc-cap-2", "{}", "invalid_state",
+                   "payment is captured");
+    expect_refused(pc, p1->id, "void", "lc-void-1", NULL, "invalid_state",
+                   "payment is captured");
+
+    lifecycle_refunds(pc, p1, rfd_ids);
+    get_payment(pc, p1->id, &g, NULL);
+    assert_string_equal(g.status, "refunded");
+    assert_int_equal(g.captured, 12000);
+    assert_int_equal(g.refunded, 12000);
+    expect_refused(pc, p1->id, "refund", "lc-rf-5", NULL, "invalid_state",
+                   "payment is refunded");
+    expect_refused(pc, p1->id, "refund", "lc-rf-6", "{\"amount\":1}", "invalid_state",
+                   "payment is refunded");
+    expect_refused(pc, p1->id, "capture", "lc-cap-3", NULL, "invalid_state",
+                   "payment is refunded");
+    expect_refused(pc, p1->id, "void", "lc-void-2", NULL, "invalid_state",
+                   "payment is refunded");
+    expect_balance(pc, "lc-m1", "KRW", 0, 0);
+}
+
+/* The void path, in a second currency; then nothing is legal any more. */
+static void lifecycle_p2(struct pc_conn *pc, const struct pay *p1, struct pay *p2)
+{
+    struct pay g;
+    char path[128];
+    post_payment(pc, AUTH_PATH, "lc-auth-2",
+                 "{\"merchant_id\":\"lc-m1\",\"amount\":500,\"currency\":\"USD\"}", 201, p2);
+    assert_true(p2->reference_null);
+    assert_true(strcmp(p2->id, p1->id) > 0);
+    struct rp_response r;
+    call(pc, "GET", "/v1/merchants/lc-m1/balances", NULL, NULL, &r);
+    expect_status(&r, 200, "balances");
+    assert_string_equal(r.body, "{\"merchant_id\":\"lc-m1\",\"balances\":["
+                                "{\"currency\":\"KRW\",\"pending\":0,\"available\":0},"
+                                "{\"currency\":\"USD\",\"pending\":500,\"available\":0}]}");
+    rp_response_free(&r);
+    op_path(path, sizeof(path), p2->id, "void");
+    post_payment(pc, path, "lc-void-3", NULL, 200, &g);
+    assert_string_equal(g.status, "voided");
+    assert_int_equal(g.amount, 500);
+    assert_int_equal(g.captured, 0);
+    assert_int_equal(g.refunded, 0);
+    expect_balance(pc, "lc-m1", "USD", 0, 0);
+    expect_refused(pc, p2->id, "capture", "lc-cap-4", NULL, "invalid_state",
+                   "payment is voided");
+    expect_refused(pc, p2->id, "refund", "lc-rf-7", NULL, "invalid_state",
+                   "payment is voided");
+    expect_refused(pc, p2->id, "void", "lc-void-4", "{}", "invalid_state",
+                   "payment is voided");
+}
+
+/* From authorized: a refund is illegal, an over-capture exceeds, a full capture. */
+static void lifecycle_p3(struct pc_conn *pc, struct pay *p3)
+{
+    struct pay g;
+    char path[128];
+    post_payment(pc, AUTH_PATH, "lc-auth-3",
+                 "{\"merchant_id\":\"lc-m1\",\"amount\":700,\"currency\":\"KRW\","
+                 "\"reference\":\"\xec\xa3\xbc\xeb\xac\xb8-7 \\\"q\\\"\"}",
+                 201, p3);
+    assert_string_equal(p3->reference, "\xec\xa3\xbc\xeb\xac\xb8-7 \\\"q\\\"");
+    expect_refused(pc, p3->id, "refund", "lc-rf-8", NULL, "invalid_state",
+                   "payment is authorized");
+    expect_refused(pc, p3->id, "capture", "lc-cap-5", "{\"amount\":701}",
+                   "amount_exceeds_remaining", NULL);
+    expect_balance(pc, "lc-m1", "KRW", 700, 0);
+    op_path(path, sizeof(path), p3->id, "capture");
+    post_payment(pc, path, "lc-cap-6", NULL, 200, &g);
+    assert_string_equal(g.status, "captured");
+    assert_int_equal(g.captured, 700);
+    expect_balance(pc, "lc-m1", "KRW", 0, 700);
+}
+
 static void test_lifecycle(void **state)
 {
     (void)state;
     rp_must_start(&srv, two_cores);
     struct pc_conn pc;
     pc_init(&pc, srv.port);
-    struct pay p1, p2, p3, g;
-    char path[128], rfd_ids[3][32];
-
-    post_payment(&pc, AUTH_PATH, "lc-auth-1",
-                 "{\"merchant_id\":\"lc-m1\",\"amount\":15000,\"currency\":\"KRW\","
-                 "\"reference\":\"order-77\"}",
-                 201, &p1);
-    assert_string_equal(p1.merchant, "lc-m1");
-    assert_string_equal(p1.currency, "KRW");
-    assert_string_equal(p1.status, "authorized");
-    assert_string_equal(p1.reference, "order-77");
-    assert_int_equal(p1.amount, 15000);
-    assert_int_equal(p1.captured, 0);
-    assert_int_equal(p1.refunded, 0);
-    assert_string_equal(p1.created, p1.updated);
-    char *auth_body = NULL;
-    get_payment(&pc, p1.id, &g, &auth_body);
-    assert_string_equal(g.status, "authorized");
-    assert_string_equal(g.created, p1.created);
-    free(auth_body);
-    expect_balance(&pc, "lc-m1", "KRW", 15000, 0);
-
-    /* Partial capture: 12000 of 15000, the other 3000 is released. */
-    op_path(path, sizeof(path), p1.id, "capture");
-    post_payment(&pc, path, "lc-cap-1", "{\"amount\":12000}", 200, &g);
-    assert_string_equal(g.id, p1.id);
-    assert_string_equal(g.status, "captured");
-    assert_int_equal(g.amount, 15000);
-    assert_int_equal(g.captured, 12000);
-    assert_int_equal(g.refunded, 0);
-    assert_string_equal(g.created, p1.created);
-    expect_balance(&pc, "lc-m1", "KRW", 0, 12000);
-    expect_refused(&pc, p1.id, "capture", "lc-cap-2", "{}", "invalid_state",
-                   "payment is captured");
-    expect_refused(&pc, p1.id, "void", "lc-void-1", NULL, "invalid_state",
-                   "payment is captured");
-
-    lifecycle_refunds(&pc, &p1, rfd_ids);
-    get_payment(&pc, p1.id, &g, NULL);
-    assert_string_equal(g.status, "refunded");
-    assert_int_equal(g.captured, 12000);
-    assert_int_equal(g.refunded, 12000);
-    expect_refused(&pc, p1.id, "refund", "lc-rf-5", NULL, "invalid_state",
-                   "payment is refunded");
-    expect_refused(&pc, p1.id, "refund", "lc-rf-6", "{\"amount\":1}", "invalid_state",
-                   "payment is refunded");
-    expect_refused(&pc, p1.id, "capture", "lc-cap-3", NULL, "invalid_state",
-                   "payment is refunded");
-    expect_refused(&pc, p1.id, "void", "lc-void-2", NULL, "invalid_state",
-                   "payment is refunded");
-    expect_balance(&pc, "lc-m1", "KRW", 0, 0);
-
-    /* Void path, in a second currency. */
-    post_payment(&pc, AUTH_PATH, "lc-auth-2",
-                 "{\"merchant_id\":\"lc-m1\",\"amount\":500,\"currency\":\"USD\"}", 201, &p2);
-    assert_true(p2.reference_null);
-    assert_true(strcmp(p2.id, p1.id) > 0);
-    struct rp_response r;
-    call(&pc, "GET", "/v1/merchants/lc-m1/balances", NULL, NULL, &r);
-    expect_status(&r, 200, "balances");
-    assert_string_equal(r.body, "{\"merchant_id\":\"lc-m1\",\"balances\":["
-                                "{\"currency\":\"KRW\",\"pending\":0,\"available\":0},"
-                                "{\"currency\":\"USD\",\"pending\":500,\"available\":0}]}");
-    rp_response_free(&r);
-    op_path(path, sizeof(path), p2.id, "void");
-    post_payment(&pc, path, "lc-void-3", NULL, 200, &g);
-    assert_string_equal(g.status, "voided");
-    assert_int_equal(g.amount, 500);
-    assert_int_equal(g.captured, 0);
-    assert_int_equal(g.refunded, 0);
-    expect_balance(&pc, "lc-m1", "USD", 0, 0);
-    expect_refused(&pc, p2.id, "capture", "lc-cap-4", NULL, "invalid_state",
-                   "payment is voided");
-    expect_refused(&pc, p2.id, "refund", "lc-rf-7", NULL, "invalid_state", "payment is voided");
-    expect_refused(&pc, p2.id, "void", "lc-void-4", "{}", "invalid_state", "payment is voided");
-
-    /* From authorized: refund is illegal, an over-capture exceeds, a full capture. */
-    post_payment(&pc, AUTH_PATH, "lc-auth-3",
-                 "{\"merchant_id\":\"lc-m1\",\"amount\":700,\"currency\":\"KRW\","
-                 "\"reference\":\"\xec\xa3\xbc\xeb\xac\xb8-7 \\\"q\\\"\"}",
-                 201, &p3);
-    assert_string_equal(p3.reference, "\xec\xa3\xbc\xeb\xac\xb8-7 \\\"q\\\"");
-    expect_refused(&pc, p3.id, "refund", "lc-rf-8", NULL, "invalid_state",
-                   "payment is authorized");
-    expect_refused(&pc, p3.id, "capture", "lc-cap-5", "{\"amount\":701}",
-                   "amount_exceeds_remaining", NULL);
-    expect_balance(&pc, "lc-m1", "KRW", 700, 0);
-    op_path(path, sizeof(path), p3.id, "capture");
-    post_payment(&pc, path, "lc-cap-6", NULL, 200, &g);
-    assert_string_equal(g.status, "captured");
-    assert_int_equal(g.captured, 700);
-    expect_balance(&pc, "lc-m1", "KRW", 0, 700);
-
+    struct pay p1, p2, p3;
+    lifecycle_p1(&pc, &p1);
+    lifecycle_p2(&pc, &p1, &p2);
+    lifecycle_p3(&pc, &p3);
     const struct want_entry want[] = {
         {p1.id, "clearing", "pending", 15000, "KRW"},
         {p1.id, "pending", "available", 12000, "KRW"},
@@ -546,6 +563,10 @@ static void test_idempotency(void **state)
     expect_status(&first, 201, "authorize");
     assert_null(rp_header(&first, "Idempotent-Replayed"));
     parse_payment(first.body, &p);
+    char *got = NULL;
+    get_payment(&pc, p.id, &q, &got);
+    assert_string_equal(got, first.body); /* GET shows the payment as answered */
+    free(got);
     for (int i = 0; i < 3; i++)
         expect_replay(&pc, AUTH_PATH, "idem-key-1", IDEM_A, &first);
     expect_balance(&pc, "idem-a", "EUR", 4200, 0); /* once, not four times */
