@@ -20,15 +20,31 @@
  *   - Transfer-Encoding other than exactly "chunked" (case-insensitive): 501; chunked
  *     on HTTP/1.0: 400;
  *   - chunk sizes: 1*HEXDIG only (no sign, no 0x, no spaces, at most 15 digits),
- *     chunk extensions are skipped but bounded to the line limit, the CRLF after chunk
- *     data is required, trailers are bounded like headers: otherwise 400;
- *   - HTTP version other than HTTP/1.0 or HTTP/1.1: 505; a missing Host on 1.1: 400.
+ *     chunk extensions are checked against the RFC grammar and skipped, the CRLF after
+ *     chunk data is required, trailer fields are checked like header fields and then
+ *     ignored: otherwise 400. All chunked framing of one request (size lines with their
+ *     extensions, the CRLFs after data, the trailer section) shares one budget of
+ *     HTTP_LINE_MAX_BYTES: over it, 400;
+ *   - HTTP version other than HTTP/1.0 or HTTP/1.1 ("HTTP/" DIGIT "." DIGIT): 505; any
+ *     other version text: 400; a missing, empty, invalid or duplicated Host on 1.1: 400;
+ *   - the method is a token (case-sensitive; unknown tokens are HTTP_METHOD_OTHER), the
+ *     request-target is origin-form ("/" ...), or "*" for OPTIONS only: otherwise 400;
+ *     single spaces separate the three parts of the request line.
+ *
+ * Empty lines (CRLF) before the request line are skipped (RFC 9112 §2.2); they count in
+ * head_bytes and in the head limit. "Expect: 100-continue" is honoured on HTTP/1.1 only.
  *
  * Limits (engine/limits.h): request line over HTTP_LINE_MAX_BYTES: 414; a header line
  * over it, a head over HTTP_HEAD_MAX_BYTES or more than HTTP_HEADERS_MAX fields: 431;
  * a body over HTTP_BODY_MAX_BYTES (declared or decoded): 413. Every limit is detected
  * as soon as the bytes that break it arrive, so the caller never needs more than
- * HTTP_HEAD_MAX_BYTES + HTTP_BODY_MAX_BYTES + one chunk line of buffer.
+ * HTTP_HEAD_MAX_BYTES + HTTP_BODY_MAX_BYTES + HTTP_LINE_MAX_BYTES (chunked framing) of
+ * buffer for one request (CONN_LARGE_BUF_BYTES).
+ *
+ * The result is a function of the bytes alone: however the request is split across
+ * calls, the final result, *req and the bytes [0, wire_bytes) of the buffer are the same
+ * (only the HTTP_PARSE_CONTINUE answer depends on the split, see below). The parser
+ * allocates nothing and calls no function per byte.
  */
 #ifndef RINGPAY_NET_HTTP_H
 #define RINGPAY_NET_HTTP_H
@@ -38,6 +54,10 @@
 #include <stdint.h>
 
 #include "engine/limits.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 enum http_method {
     HTTP_METHOD_OTHER = 0, /* a valid token we do not implement: the router says 405 */
@@ -78,8 +98,8 @@ struct http_request {
     bool has_content_length;
     uint64_t content_length;
 
-    struct http_slice body; /* decoded body; len 0 when none */
-    uint32_t head_bytes;    /* request line through the blank line */
+    struct http_slice body; /* decoded body; len 0 when none; off == head_bytes */
+    uint32_t head_bytes;    /* buf[0] through the blank line (skipped empty lines too) */
     uint32_t wire_bytes;    /* bytes of the buffer this request used, body included */
 
     uint16_t error_status; /* set when http_parse returns HTTP_PARSE_ERROR */
@@ -92,18 +112,20 @@ enum http_parse_result {
     HTTP_PARSE_DONE = 1,     /* req is complete; drop req->wire_bytes from the buffer */
     HTTP_PARSE_CONTINUE = 2, /* head complete, body pending, client sent Expect:
                                 100-continue: send "100 Continue" once, then call
-                                again as usual (returned at most once per request) */
+                                again as usual (returned at most once per request,
+                                and only when no body byte has arrived yet: a client
+                                that already sends its body is not waiting) */
 };
 
+/* Private: the caller embeds it and only calls http_parser_init() on it. */
 struct http_parser {
     uint32_t state;
-    uint32_t scanned;   /* bytes of the buffer examined so far */
-    uint32_t line_start;
-    uint32_t raw_off;   /* chunked: next undecoded byte */
-    uint32_t body_len;  /* chunked: decoded bytes so far */
-    uint64_t chunk_left;
-    uint32_t trailer_bytes;
-    bool continue_sent;
+    uint32_t scanned;    /* bytes of the buffer examined so far */
+    uint32_t line_start; /* first byte of the line being read */
+    uint32_t raw_off;    /* chunked: next undecoded byte */
+    uint32_t body_len;   /* chunked: decoded bytes so far */
+    uint32_t flags;      /* header facts gathered while reading the head */
+    uint64_t chunk_left; /* chunked: bytes of the current chunk still to come */
 };
 
 /* Prepares a parser for the next request on a connection. */
@@ -115,6 +137,11 @@ void http_parser_init(struct http_parser *p);
  * describes the request and the caller drops req->wire_bytes from the front of its
  * buffer and calls http_parser_init() before parsing the next one. Bytes after
  * wire_bytes (a pipelined next request) are never touched.
+ *
+ * Between http_parser_init() and DONE/ERROR, every call must pass the same req (it
+ * accumulates the head) and a len that never shrinks; the bytes already passed must
+ * stay as they are (the buffer may move). After DONE or ERROR, further calls return
+ * the same answer without looking at buf.
  */
 int http_parse(struct http_parser *p, char *buf, size_t len, struct http_request *req);
 
@@ -124,5 +151,9 @@ const struct http_header *http_header_find(const struct http_request *req, const
 
 /* Reason phrase of a status code ("Not Found"); "Unknown" for codes we never send. */
 const char *http_status_reason(int status);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

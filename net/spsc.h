@@ -2,8 +2,10 @@
  * Lock-free single-producer single-consumer ring of fixed-size messages.
  *
  * One thread (the producer) pushes, one other thread (the consumer) pops; both may
- * read spsc_count(). Messages are copied in and out by value (msg_bytes each), so a
- * message must not hold pointers the other side cannot follow.
+ * read spsc_count(). Messages are copied in and out by value (msg_bytes each). A
+ * message may carry a pointer to memory the producer filled before the push: the
+ * push's release and the pop's acquire make those writes visible to the consumer, so
+ * handing over ownership of a buffer by pointer needs no further synchronisation.
  *
  * Indices are free-running uint32_t counters: `tail` counts pushes, `head` counts
  * pops, the slot of index i is i & (slots - 1), and the ring holds tail - head

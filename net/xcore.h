@@ -88,8 +88,8 @@ struct xcore_endpoint {
 struct xcore {
     unsigned endpoints;
     uint32_t msg_bytes;
-    struct spsc *rings;          /* [from * endpoints + to]; the diagonal is unused */
-    struct xcore_endpoint *ends; /* [endpoints] */
+    struct spsc *rings;               /* [from * endpoints + to]; the diagonal is unused */
+    struct xcore_endpoint *ends;      /* [endpoints] */
     int ring_fd[XCORE_ENDPOINTS_MAX]; /* -1 until set; read-only once traffic starts */
 };
 

@@ -13,6 +13,7 @@ static const struct {
 } commands[] = {
     {"serve", cmd_serve, "run the payment engine (HTTP API over io_uring)"},
     {"check", cmd_check, "audit a stopped engine's data directory"},
+    {"load", cmd_load, "load generator: throughput and latency percentiles"},
 };
 
 static void usage(FILE *f)

@@ -235,7 +235,7 @@ static void test_peek_is_zero_copy_and_aligned(void **state)
 /* ---- Two threads ------------------------------------------------------------------ */
 
 #define THREAD_MESSAGES (4u * 1000 * 1000)
-#define THREAD_SLOTS 64
+#define THREAD_SLOTS    64
 
 struct two_thread {
     struct spsc q;

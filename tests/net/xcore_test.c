@@ -28,8 +28,8 @@
 
 #include "net/xcore.h"
 
-#define WAKE_TAG UINT64_C(0x57414b45)  /* "WAKE" */
-#define STOP_TAG UINT64_C(0x53544f50)  /* "STOP": watchdog */
+#define WAKE_TAG  UINT64_C(0x57414b45) /* "WAKE" */
+#define STOP_TAG  UINT64_C(0x53544f50) /* "STOP": watchdog */
 #define CHECK_MUL UINT64_C(0x9e3779b97f4a7c15)
 
 enum { KIND_REQ = 1, KIND_REP = 2 };
@@ -43,8 +43,7 @@ struct msg {
 
 static struct msg msg_make(uint32_t kind, unsigned from, uint64_t seq)
 {
-    struct msg m = {.kind = kind, .from = from, .seq = seq,
-                    .check = (seq * CHECK_MUL) ^ kind};
+    struct msg m = {.kind = kind, .from = from, .seq = seq, .check = (seq * CHECK_MUL) ^ kind};
     return m;
 }
 
@@ -120,11 +119,16 @@ struct three_rings {
     struct io_uring ring[3];
 };
 
-static void three_setup(struct three_rings *t, unsigned sender_entries)
+/* The flags the reactors use; one thread may own several such rings. */
+#define ENDPOINT_RING_FLAGS                                                                        \
+    (IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_COOP_TASKRUN)
+
+static void three_setup(struct three_rings *t, unsigned sender_entries, unsigned flags)
 {
     assert_int_equal(xcore_init(&t->x, 3, 8, sizeof(struct msg)), 0);
     for (unsigned i = 0; i < 3; i++) {
-        assert_int_equal(io_uring_queue_init(i == 0 ? sender_entries : 8, &t->ring[i], 0), 0);
+        unsigned entries = i == 0 ? sender_entries : 8;
+        assert_int_equal(io_uring_queue_init(entries, &t->ring[i], flags), 0);
         xcore_set_ring_fd(&t->x, i, t->ring[i].ring_fd);
     }
 }
@@ -142,10 +146,10 @@ static void send_req(struct xcore *x, unsigned from, unsigned to, uint64_t seq)
     assert_int_equal(xcore_send(x, from, to, &m), 0);
 }
 
-static void test_flush_one_wake_per_destination(void **state)
+static void flush_one_wake_per_destination(unsigned flags)
 {
     static struct three_rings t;
-    three_setup(&t, 8);
+    three_setup(&t, 8, flags);
     struct io_uring_cqe cqe;
 
     assert_int_equal(xcore_flush(&t.x, 0, &t.ring[0], WAKE_TAG), 0); /* nothing sent */
@@ -181,10 +185,22 @@ static void test_flush_one_wake_per_destination(void **state)
     three_teardown(&t);
 }
 
+static void test_flush_one_wake_per_destination(void **state)
+{
+    flush_one_wake_per_destination(0);
+}
+
+/* Same with DEFER_TASKRUN rings, where the kernel posts the wake CQE as task work of
+ * the target's owner: still one CQE per destination, none on the sender. */
+static void test_flush_one_wake_per_destination_defer_taskrun(void **state)
+{
+    flush_one_wake_per_destination(ENDPOINT_RING_FLAGS);
+}
+
 static void test_flush_with_full_sq_keeps_the_rest_pending(void **state)
 {
     static struct three_rings t;
-    three_setup(&t, 1); /* sender SQ of one entry */
+    three_setup(&t, 1, 0); /* sender SQ of one entry */
     send_req(&t.x, 0, 1, 0);
     send_req(&t.x, 0, 2, 0);
     assert_int_equal(xcore_flush(&t.x, 0, &t.ring[0], WAKE_TAG), -EBUSY);
@@ -204,7 +220,7 @@ static void test_flush_with_full_sq_keeps_the_rest_pending(void **state)
 static void test_failed_wake_is_reported_and_rearmed(void **state)
 {
     static struct three_rings t;
-    three_setup(&t, 8);
+    three_setup(&t, 8, 0);
     int not_a_ring = eventfd(0, EFD_CLOEXEC);
     assert_true(not_a_ring >= 0);
     xcore_set_ring_fd(&t.x, 1, not_a_ring);
@@ -279,9 +295,9 @@ static void test_drain_is_round_robin_fair(void **state)
 /* ---- Threaded mesh ------------------------------------------------------------------ */
 
 #define MESH_ENDPOINTS 4
-#define MESH_SLOTS 64
-#define DRAIN_BUDGET 256
-#define WATCHDOG_MS 12000
+#define MESH_SLOTS     64
+#define DRAIN_BUDGET   256
+#define WATCHDOG_MS    12000
 
 enum mesh_mode { MODE_STREAM, MODE_RPC };
 
@@ -292,9 +308,9 @@ struct endpoint {
     unsigned id;
     struct io_uring ring;
     int init_err;
-    uint64_t sent[MESH_ENDPOINTS];      /* requests sent to each */
-    uint64_t next_req[MESH_ENDPOINTS];  /* next request seq expected from each */
-    uint64_t next_rep[MESH_ENDPOINTS];  /* next reply seq expected from each */
+    uint64_t sent[MESH_ENDPOINTS];     /* requests sent to each */
+    uint64_t next_req[MESH_ENDPOINTS]; /* next request seq expected from each */
+    uint64_t next_rep[MESH_ENDPOINTS]; /* next reply seq expected from each */
     uint64_t errors, wakes, wake_failures, sleeps, timed_sleeps, full;
     int stopped, finished;
 };
@@ -413,8 +429,10 @@ static int has_unsent(const struct endpoint *ep)
 static void endpoint_loop(struct endpoint *ep)
 {
     struct mesh *t = ep->mesh;
-    while (!ep->stopped) {
+    for (;;) {
         reap(ep);
+        if (ep->stopped)
+            return;
         unsigned got = xcore_drain(&t->x, ep->id, on_mesh_msg, ep, DRAIN_BUDGET);
         int blocked = send_some(ep);
         flush_all(ep);
@@ -446,8 +464,7 @@ static void *endpoint_main(void *arg)
     struct endpoint *ep = arg;
     struct mesh *t = ep->mesh;
     struct io_uring_params p = {0};
-    p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
-              IORING_SETUP_COOP_TASKRUN | IORING_SETUP_CQSIZE;
+    p.flags = ENDPOINT_RING_FLAGS | IORING_SETUP_CQSIZE;
     p.cq_entries = 4096;
     ep->init_err = io_uring_queue_init_params(64, &ep->ring, &p);
     if (ep->init_err == 0)
@@ -482,11 +499,8 @@ static int watchdog(struct mesh *t)
 {
     double deadline = now_s() + WATCHDOG_MS / 1000.0;
     while (now_s() < deadline) {
-        int done = 1;
-        for (unsigned i = 0; i < MESH_ENDPOINTS; i++)
-            done &= __atomic_load_n(&t->ep[i].finished, __ATOMIC_ACQUIRE) ||
-                    t->ep[i].init_err != 0;
-        if (done || __atomic_load_n(&t->done_count, __ATOMIC_ACQUIRE) == MESH_ENDPOINTS)
+        /* Every endpoint counts itself out of its loop, finished or not. */
+        if (__atomic_load_n(&t->done_count, __ATOMIC_ACQUIRE) == MESH_ENDPOINTS)
             return 0;
         struct timespec ms = {0, 2000000};
         nanosleep(&ms, NULL);
@@ -496,10 +510,14 @@ static int watchdog(struct mesh *t)
     for (unsigned i = 0; i < MESH_ENDPOINTS; i++) {
         struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
         io_uring_prep_msg_ring(sqe, t->ep[i].ring.ring_fd, 0, STOP_TAG, 0);
+        io_uring_sqe_set_data64(sqe, i);
     }
-    io_uring_submit(&ring);
-    struct timespec settle = {0, 100 * 1000000};
-    nanosleep(&settle, NULL);
+    assert_int_equal(io_uring_submit(&ring), MESH_ENDPOINTS);
+    for (unsigned i = 0; i < MESH_ENDPOINTS; i++) {
+        struct io_uring_cqe cqe = wait_one(&ring, 1000);
+        print_message("watchdog: STOP to endpoint %llu: %d\n", (unsigned long long)cqe.user_data,
+                      cqe.res);
+    }
     io_uring_queue_exit(&ring);
     return -1;
 }
@@ -582,6 +600,7 @@ int main(void)
         cmocka_unit_test(test_init_rejects_bad_arguments),
         cmocka_unit_test(test_send_full_ring_is_backpressure),
         cmocka_unit_test(test_flush_one_wake_per_destination),
+        cmocka_unit_test(test_flush_one_wake_per_destination_defer_taskrun),
         cmocka_unit_test(test_flush_with_full_sq_keeps_the_rest_pending),
         cmocka_unit_test(test_failed_wake_is_reported_and_rearmed),
         cmocka_unit_test(test_drain_is_round_robin_fair),

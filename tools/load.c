@@ -1,0 +1,888 @@
+/*
+ * `ringpay load`: an HTTP/1.1 load generator for the engine's API (SPEC §1).
+ *
+ * Threads: --threads T, each with its own epoll loop and a fixed share of the
+ * --connections (thread i owns connections i, i+T, ...). Threads share nothing on the
+ * hot path but the --requests budget (one atomic counter) and the stop flag (SIGINT).
+ *
+ * Connections are non-blocking, TCP_NODELAY, keep-alive, and carry up to --pipeline
+ * requests each. Responses come back in request order, so each connection keeps a FIFO
+ * of its in-flight requests (their start times and kinds); a response completes the
+ * oldest one. Invariant: fifo count + follow-ups queued <= pipeline (a follow-up, the
+ * capture or refund of the mixed scenario, replaces the response that caused it).
+ *
+ * Closed loop (--rate 0): a connection sends its next request as soon as a slot frees;
+ * latency runs from the moment the request was written. Open loop (--rate R): each
+ * thread schedules R/T requests per second at fixed intervals and sends each on any
+ * connection with a free slot; latency runs from the SCHEDULED time, so a server that
+ * stalls is charged for the whole stall (no coordinated omission). Scheduled slots that
+ * were never sent by the end of the run are reported as "missed".
+ *
+ * Bounded: every run ends by itself: at --duration-s, or after --requests (then still at
+ * --duration-s when given, else after REQUESTS_CEILING_S). A request unanswered after
+ * --timeout-ms counts as a timeout and its connection is reopened. After the end no new
+ * request is sent and the in-flight ones are drained (each within the timeout).
+ * Only loopback targets are allowed unless --allow-remote.
+ *
+ * Signing: requests go out unsigned. SPEC §3 signing plugs in as a loadstats_signer_fn
+ * (struct load_config.signer) that adds the X-Ringpay-* header lines.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "engine/assert.h"
+#include "engine/limits.h"
+#include "tools/cmd.h"
+#include "tools/config.h"
+#include "tools/loadstats.h"
+
+#define LOAD_CONNECTIONS_MAX 10000
+#define LOAD_PIPELINE_MAX    CONN_PIPELINE_MAX /* the engine's own per-connection bound */
+#define LOAD_THREADS_MAX     64
+#define LOAD_REQ_MAX_BYTES   2048 /* one formatted request, signer headers included */
+#define LOAD_IN_BYTES                                                                              \
+    (32 * 1024) /* received bytes per connection; a larger response is                             \
+                 * a protocol error (API answers are < 1 KiB) */
+#define LOAD_ID_MAX             64
+#define LOAD_RECONNECT_DELAY_NS (100 * 1000000ull)
+#define LOAD_TICK_NS            (10 * 1000000ull) /* timeout and reconnect scan */
+#define REQUESTS_CEILING_S      300
+#define STATUS_MAX              600
+
+_Static_assert(LOAD_PIPELINE_MAX <= 255, "fifo indexes are small");
+
+enum scenario { SC_AUTHORIZE, SC_MIXED, SC_HEALTHZ };
+enum req_kind { K_AUTHORIZE, K_CAPTURE, K_REFUND, K_HEALTHZ };
+
+static const char *const scenario_names[] = {"authorize", "mixed", "healthz"};
+
+struct load_config {
+    struct sockaddr_storage addr;
+    socklen_t addr_len;
+    const char *target;
+    enum scenario scenario;
+    unsigned connections, pipeline, threads, merchants, timeout_ms;
+    uint64_t duration_ns; /* the run's end */
+    uint64_t requests;    /* 0: by duration */
+    uint64_t rate;        /* requests/s over all threads; 0: closed loop */
+    bool json;
+    uint64_t run_id;
+    loadstats_signer_fn signer; /* NULL: unsigned (see the file comment) */
+    void *signer_ctx;
+};
+
+struct load_counts {
+    uint64_t status[STATUS_MAX];
+    uint64_t responses, errors, timeouts, connect_errors, missed;
+};
+
+struct inflight {
+    uint64_t t0_ns;   /* latency origin: written (closed) or scheduled (open loop) */
+    uint64_t sent_ns; /* timeout origin */
+    enum req_kind kind;
+};
+
+struct followup {
+    enum req_kind kind;
+    char id[LOAD_ID_MAX];
+};
+
+struct conn {
+    int fd; /* -1: closed, reopened at reconnect_ns */
+    bool connected;
+    uint64_t reconnect_ns;
+    char *out;
+    size_t out_len, out_off, out_cap;
+    char *in;
+    size_t in_len;
+    struct inflight fifo[LOAD_PIPELINE_MAX];
+    unsigned head, count;
+    struct followup fq[LOAD_PIPELINE_MAX];
+    unsigned fq_head, fq_count;
+};
+
+struct load_thread {
+    const struct load_config *cfg;
+    unsigned index;
+    pthread_t tid;
+    int epfd;
+    struct conn *conns;
+    unsigned nconns;
+    uint64_t seq;
+    uint64_t start_ns, deadline_ns, stop_ns, end_ns, next_tick_ns;
+    uint64_t next_sched_ns, interval_ns; /* open loop: slot k is at sched0 + k / rate */
+    uint64_t sched0_ns, slot, per_thread_rate;
+    unsigned rr;
+    bool stopping;
+    unsigned inflight;
+    int result;
+    struct load_counts counts;
+    struct loadstats_hist hist;
+};
+
+static int64_t request_budget; /* --requests left to issue, shared by the threads */
+static volatile sig_atomic_t stop_requested;
+static unsigned threads_ready, threads_go; /* start line (atomics) */
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- requests ---- */
+
+/* Whether one more request may be issued; on the last one the thread starts stopping. */
+static bool take_budget(struct load_thread *t)
+{
+    if (t->stopping)
+        return false;
+    if (t->cfg->requests == 0)
+        return true;
+    if (__atomic_sub_fetch(&request_budget, 1, __ATOMIC_RELAXED) >= 0)
+        return true;
+    return false;
+}
+
+/* Formats the connection's next request (a follow-up first) into its output buffer. */
+static int build_request(struct load_thread *t, struct conn *c, enum req_kind *kind)
+{
+    const struct load_config *cfg = t->cfg;
+    char target[128], body[256], key[80];
+    struct loadstats_req req = {.method = "POST",
+                                .target = target,
+                                .host = cfg->target,
+                                .idempotency_key = key,
+                                .body = body};
+    uint64_t seq = t->seq++;
+    snprintf(key, sizeof(key), "ld%016llx-%u-%llu", (unsigned long long)cfg->run_id, t->index,
+             (unsigned long long)seq);
+    if (c->fq_count > 0) {
+        struct followup *f = &c->fq[c->fq_head];
+        c->fq_head = (c->fq_head + 1) % LOAD_PIPELINE_MAX;
+        c->fq_count--;
+        *kind = f->kind;
+        snprintf(target, sizeof(target), "/v1/payments/%s/%s", f->id,
+                 f->kind == K_CAPTURE ? "capture" : "refund");
+        req.body_len = (size_t)snprintf(body, sizeof(body), "{}");
+    } else if (cfg->scenario == SC_HEALTHZ) {
+        *kind = K_HEALTHZ;
+        req = (struct loadstats_req){.method = "GET", .target = "/healthz", .host = cfg->target};
+    } else {
+        *kind = K_AUTHORIZE;
+        unsigned long long global = seq * cfg->threads + t->index;
+        snprintf(target, sizeof(target), "/v1/payments/authorize");
+        req.body_len =
+            (size_t)snprintf(body, sizeof(body),
+                             "{\"merchant_id\":\"m-%llu\",\"amount\":%llu,\"currency\":\"KRW\","
+                             "\"reference\":\"load-%llu\"}",
+                             global % cfg->merchants, 1000 + (global * 7919) % 99000, global);
+    }
+    ASSERT(c->out_cap - c->out_len >= LOAD_REQ_MAX_BYTES);
+    int n = loadstats_req_format(c->out + c->out_len, LOAD_REQ_MAX_BYTES, &req, cfg->signer,
+                                 cfg->signer_ctx);
+    if (n < 0)
+        return -1;
+    c->out_len += (size_t)n;
+    return 0;
+}
+
+/* Appends one request to c with latency origin t0; the caller flushes. */
+static void queue_request(struct load_thread *t, struct conn *c, uint64_t t0, uint64_t now)
+{
+    ASSERT(c->connected && c->count < t->cfg->pipeline);
+    enum req_kind kind;
+    if (build_request(t, c, &kind) != 0) {
+        t->counts.errors++; /* the signer refused: counted, never sent */
+        return;
+    }
+    struct inflight *f = &c->fifo[(c->head + c->count) % LOAD_PIPELINE_MAX];
+    *f = (struct inflight){.t0_ns = t0, .sent_ns = now, .kind = kind};
+    c->count++;
+    t->inflight++;
+    ASSERT(c->count + c->fq_count <= t->cfg->pipeline);
+}
+
+/* ---- connections ---- */
+
+static void conn_close(struct load_thread *t, struct conn *c, uint64_t *lost, uint64_t delay_ns,
+                       uint64_t now)
+{
+    if (c->fd >= 0)
+        close(c->fd); /* also removes it from the epoll set */
+    *lost += c->count;
+    t->inflight -= c->count;
+    c->fd = -1;
+    c->connected = false;
+    c->head = c->count = 0;
+    c->out_len = c->out_off = c->in_len = 0;
+    c->reconnect_ns = now + delay_ns;
+}
+
+static int conn_open(struct load_thread *t, struct conn *c)
+{
+    const struct load_config *cfg = t->cfg;
+    int fd = socket(cfg->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (connect(fd, (const struct sockaddr *)&cfg->addr, cfg->addr_len) != 0 &&
+        errno != EINPROGRESS) {
+        int err = -errno;
+        close(fd);
+        return err;
+    }
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = c};
+    if (epoll_ctl(t->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+        int err = -errno;
+        close(fd);
+        return err;
+    }
+    c->fd = fd;
+    c->connected = false;
+    return 0;
+}
+
+/* Writes what is buffered; 0, or -1 when the connection failed. */
+static int conn_flush(struct conn *c)
+{
+    while (c->out_off < c->out_len) {
+        ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno == EAGAIN ? 0 : -1;
+        }
+        c->out_off += (size_t)n;
+    }
+    c->out_len = c->out_off = 0;
+    return 0;
+}
+
+/* Closed loop: fill every free slot of c, then write. */
+static int conn_fill(struct load_thread *t, struct conn *c, uint64_t now)
+{
+    if (t->cfg->rate == 0)
+        while (c->count < t->cfg->pipeline && take_budget(t))
+            queue_request(t, c, now, now);
+    return conn_flush(c);
+}
+
+/* Mixed scenario: the follow-up a successful answer calls for. */
+static void queue_followup(struct load_thread *t, struct conn *c, enum req_kind done,
+                           const struct loadstats_resp *r, const char *buf)
+{
+    if (t->cfg->scenario != SC_MIXED || (done != K_AUTHORIZE && done != K_CAPTURE))
+        return;
+    if (r->status != (done == K_AUTHORIZE ? 201u : 200u))
+        return;
+    ASSERT(c->fq_count < LOAD_PIPELINE_MAX);
+    struct followup *f = &c->fq[(c->fq_head + c->fq_count) % LOAD_PIPELINE_MAX];
+    if (loadstats_json_string(buf + r->body_off, r->body_len, "id", f->id, sizeof(f->id)) < 0)
+        return;
+    f->kind = done == K_AUTHORIZE ? K_CAPTURE : K_REFUND;
+    c->fq_count++;
+}
+
+/* Takes every complete response off the front of c->in. -1: protocol error, 1: the
+ * server asked to close, 0: fine. */
+static int conn_consume(struct load_thread *t, struct conn *c, uint64_t now)
+{
+    size_t off = 0;
+    int rc = 0;
+    while (rc == 0 && off < c->in_len) {
+        struct loadstats_resp r;
+        int p = loadstats_resp_parse(c->in + off, c->in_len - off, &r);
+        if (p == 0)
+            break;
+        if (p < 0 || c->count == 0) { /* garbage, or an answer nobody asked for */
+            rc = -1;
+            break;
+        }
+        struct inflight *f = &c->fifo[c->head];
+        c->head = (c->head + 1) % LOAD_PIPELINE_MAX;
+        c->count--;
+        t->inflight--;
+        t->counts.responses++;
+        t->counts.status[r.status]++;
+        loadstats_hist_record(&t->hist, now > f->t0_ns ? (now - f->t0_ns) / 1000 : 0);
+        queue_followup(t, c, f->kind, &r, c->in + off);
+        off += r.total_len;
+        if (r.close)
+            rc = 1;
+    }
+    memmove(c->in, c->in + off, c->in_len - off);
+    c->in_len -= off;
+    if (rc == 0 && c->in_len == LOAD_IN_BYTES)
+        rc = -1; /* a response larger than the buffer */
+    return rc;
+}
+
+/* Reads until EAGAIN. Returns 0, or -1 (error: in-flight lost), 1 (clean close). */
+static int conn_read(struct load_thread *t, struct conn *c, uint64_t now)
+{
+    for (;;) {
+        ssize_t n = recv(c->fd, c->in + c->in_len, LOAD_IN_BYTES - c->in_len, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return errno == EAGAIN ? 0 : -1;
+        if (n == 0)
+            return c->count == 0 ? 1 : -1;
+        c->in_len += (size_t)n;
+        int rc = conn_consume(t, c, now);
+        if (rc != 0)
+            return rc;
+    }
+}
+
+static void conn_event(struct load_thread *t, struct conn *c, uint32_t events, uint64_t now)
+{
+    if (!c->connected) {
+        int err = 0;
+        socklen_t len = sizeof(err);
+        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0 ||
+            (events & (EPOLLERR | EPOLLHUP))) {
+            t->counts.connect_errors++;
+            conn_close(t, c, &t->counts.errors, LOAD_RECONNECT_DELAY_NS, now);
+            return;
+        }
+        if (!(events & EPOLLOUT))
+            return;
+        c->connected = true;
+    }
+    int rc = 0;
+    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP))
+        rc = conn_read(t, c, now);
+    if (rc == 0 && conn_fill(t, c, now) != 0)
+        rc = -1;
+    if (rc < 0)
+        conn_close(t, c, &t->counts.errors, LOAD_RECONNECT_DELAY_NS, now);
+    else if (rc > 0)
+        conn_close(t, c, &t->counts.errors, 0, now);
+}
+
+/* ---- the loop ---- */
+
+/* Open loop: send every slot due by `due` on a connection with room. */
+static void open_issue(struct load_thread *t, uint64_t due, uint64_t now)
+{
+    while (!t->stopping && t->next_sched_ns <= due) {
+        struct conn *c = NULL;
+        for (unsigned i = 0; i < t->nconns && c == NULL; i++) {
+            struct conn *x = &t->conns[(t->rr + i) % t->nconns];
+            if (x->connected && x->count < t->cfg->pipeline)
+                c = x;
+        }
+        if (c == NULL)
+            return; /* all busy: the slot waits, and its wait counts as latency */
+        t->rr = (unsigned)(c - t->conns + 1) % t->nconns;
+        if (!take_budget(t))
+            return;
+        queue_request(t, c, t->next_sched_ns, now);
+        t->slot++; /* exact, not a sum of rounded intervals */
+        t->next_sched_ns = t->sched0_ns + t->slot * 1000000000ull / t->per_thread_rate;
+        if (conn_flush(c) != 0)
+            conn_close(t, c, &t->counts.errors, LOAD_RECONNECT_DELAY_NS, now);
+    }
+}
+
+/* Every LOAD_TICK_NS: time out stuck connections, reopen closed ones. */
+static void tick(struct load_thread *t, uint64_t now)
+{
+    uint64_t timeout_ns = (uint64_t)t->cfg->timeout_ms * 1000000ull;
+    for (unsigned i = 0; i < t->nconns; i++) {
+        struct conn *c = &t->conns[i];
+        if (c->fd >= 0 && c->count > 0 && now - c->fifo[c->head].sent_ns > timeout_ns)
+            conn_close(t, c, &t->counts.timeouts, 0, now);
+        else if (c->fd >= 0 && !c->connected && now - c->reconnect_ns > timeout_ns) {
+            t->counts.connect_errors++;
+            conn_close(t, c, &t->counts.errors, LOAD_RECONNECT_DELAY_NS, now);
+        }
+        if (c->fd < 0 && !t->stopping && now >= c->reconnect_ns) {
+            c->reconnect_ns = now; /* connect start, for the connect timeout */
+            if (conn_open(t, c) != 0) {
+                t->counts.connect_errors++;
+                c->reconnect_ns = now + LOAD_RECONNECT_DELAY_NS;
+            }
+        }
+    }
+    t->next_tick_ns = now + LOAD_TICK_NS;
+}
+
+/* Slots scheduled before the deadline are still sent if a connection has room; the
+ * rest are "missed": the server was too slow to take them. */
+static void begin_stop(struct load_thread *t, uint64_t now)
+{
+    if (t->cfg->rate && now >= t->deadline_ns && !stop_requested) {
+        uint64_t last = t->deadline_ns - 1;
+        open_issue(t, last, now);
+        /* Slots k with sched0 + floor(k * 1e9 / rate) <= last: ceil((d + 1) * rate / 1e9). */
+        unsigned __int128 due = (unsigned __int128)(last - t->sched0_ns + 1) * t->per_thread_rate;
+        uint64_t slots = (uint64_t)((due + 999999999u) / 1000000000u);
+        if (slots > t->slot)
+            t->counts.missed += slots - t->slot;
+    }
+    t->stopping = true;
+    t->stop_ns = now;
+}
+
+static uint64_t wait_ns(const struct load_thread *t, uint64_t now)
+{
+    uint64_t until = t->next_tick_ns;
+    if (!t->stopping && t->deadline_ns < until)
+        until = t->deadline_ns;
+    if (!t->stopping && t->cfg->rate && t->next_sched_ns < until)
+        until = t->next_sched_ns;
+    return until > now ? until - now : 0;
+}
+
+static void run_loop(struct load_thread *t)
+{
+    struct epoll_event events[256];
+    for (;;) {
+        uint64_t now = now_ns();
+        if (!t->stopping &&
+            (now >= t->deadline_ns || stop_requested ||
+             (t->cfg->requests && __atomic_load_n(&request_budget, __ATOMIC_RELAXED) <= 0)))
+            begin_stop(t, now);
+        if (t->stopping && t->inflight == 0)
+            break;
+        if (now >= t->next_tick_ns)
+            tick(t, now);
+        if (t->cfg->rate)
+            open_issue(t, now, now);
+        uint64_t w = wait_ns(t, now);
+        struct timespec ts = {.tv_sec = (time_t)(w / 1000000000ull),
+                              .tv_nsec = (long)(w % 1000000000ull)};
+        int n = epoll_pwait2(t->epfd, events, ARRAY_LEN(events), &ts, NULL);
+        if (n < 0 && errno != EINTR) {
+            t->result = -errno;
+            break;
+        }
+        for (int i = 0; i < n; i++) {
+            struct conn *c = events[i].data.ptr;
+            if (c->fd >= 0) /* a fresh clock per event: latency excludes the batch */
+                conn_event(t, c, events[i].events, now_ns());
+        }
+    }
+    t->end_ns = now_ns();
+}
+
+/* Opens every connection and waits (up to the timeout) until they are established, so
+ * that connecting is not measured. Nothing is sent: the thread counts as stopping. */
+static void connect_all(struct load_thread *t)
+{
+    uint64_t now = now_ns();
+    uint64_t until = now + (uint64_t)t->cfg->timeout_ms * 1000000ull;
+    for (unsigned i = 0; i < t->nconns; i++)
+        t->conns[i].reconnect_ns = now;
+    tick(t, now);
+    t->stopping = true;
+    struct epoll_event events[256];
+    for (;;) {
+        unsigned up = 0;
+        for (unsigned i = 0; i < t->nconns; i++)
+            up += t->conns[i].connected || t->conns[i].fd < 0;
+        now = now_ns();
+        if (up == t->nconns || now >= until)
+            return;
+        int n = epoll_wait(t->epfd, events, ARRAY_LEN(events), 10);
+        now = now_ns();
+        for (int i = 0; i < n; i++) {
+            struct conn *c = events[i].data.ptr;
+            if (c->fd >= 0)
+                conn_event(t, c, events[i].events, now);
+        }
+    }
+}
+
+static void *thread_main(void *arg)
+{
+    struct load_thread *t = arg;
+    const struct load_config *cfg = t->cfg;
+    prctl(PR_SET_TIMERSLACK, 1000UL); /* 1 us: open-loop sends on time */
+    connect_all(t);
+    __atomic_add_fetch(&threads_ready, 1, __ATOMIC_RELEASE);
+    while (!__atomic_load_n(&threads_go, __ATOMIC_ACQUIRE)) {
+        struct timespec ms = {0, 1000000};
+        nanosleep(&ms, NULL);
+    }
+    t->start_ns = now_ns();
+    t->stopping = false;
+    for (unsigned i = 0; i < t->nconns; i++)
+        if (t->conns[i].connected && conn_fill(t, &t->conns[i], t->start_ns) != 0)
+            conn_close(t, &t->conns[i], &t->counts.errors, LOAD_RECONNECT_DELAY_NS, t->start_ns);
+    t->deadline_ns = t->start_ns + cfg->duration_ns;
+    if (cfg->rate) {
+        t->per_thread_rate = cfg->rate / cfg->threads + (t->index < cfg->rate % cfg->threads);
+        ASSERT(t->per_thread_rate > 0); /* check_config: rate >= threads */
+        t->interval_ns = 1000000000ull / t->per_thread_rate;
+        /* Spread the threads' schedules over one interval. */
+        t->sched0_ns = t->start_ns + t->interval_ns * t->index / cfg->threads;
+        t->next_sched_ns = t->sched0_ns;
+    }
+    run_loop(t);
+    return NULL;
+}
+
+/* ---- set-up and report ---- */
+
+static bool is_loopback(const struct sockaddr_storage *a)
+{
+    if (a->ss_family == AF_INET) {
+        const struct sockaddr_in *a4 = (const struct sockaddr_in *)a;
+        return (ntohl(a4->sin_addr.s_addr) >> 24) == 127;
+    }
+    const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)a;
+    if (IN6_IS_ADDR_LOOPBACK(&a6->sin6_addr))
+        return true;
+    return IN6_IS_ADDR_V4MAPPED(&a6->sin6_addr) && a6->sin6_addr.s6_addr[12] == 127;
+}
+
+/* One blocking connect, so a dead target fails at once with one clear line. */
+static int probe_target(const struct load_config *cfg)
+{
+    int fd = socket(cfg->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int rc = connect(fd, (const struct sockaddr *)&cfg->addr, cfg->addr_len) == 0 ? 0 : -errno;
+    close(fd);
+    return rc;
+}
+
+static void thread_free(struct load_thread *t)
+{
+    for (unsigned i = 0; i < t->nconns && t->conns; i++) {
+        if (t->conns[i].fd >= 0)
+            close(t->conns[i].fd);
+        free(t->conns[i].out);
+        free(t->conns[i].in);
+    }
+    free(t->conns);
+    if (t->epfd >= 0)
+        close(t->epfd);
+}
+
+static int thread_init(struct load_thread *t, const struct load_config *cfg, unsigned index)
+{
+    memset(t, 0, sizeof(*t));
+    t->cfg = cfg;
+    t->index = index;
+    t->nconns = cfg->connections / cfg->threads + (index < cfg->connections % cfg->threads);
+    loadstats_hist_init(&t->hist);
+    t->epfd = epoll_create1(EPOLL_CLOEXEC);
+    t->conns = calloc(t->nconns, sizeof(*t->conns));
+    if (t->epfd < 0 || t->conns == NULL)
+        return -ENOMEM;
+    for (unsigned i = 0; i < t->nconns; i++) {
+        struct conn *c = &t->conns[i];
+        c->fd = -1;
+        c->out_cap = (size_t)cfg->pipeline * LOAD_REQ_MAX_BYTES;
+        c->out = malloc(c->out_cap);
+        c->in = malloc(LOAD_IN_BYTES);
+        if (c->out == NULL || c->in == NULL)
+            return -ENOMEM;
+    }
+    return 0;
+}
+
+struct load_result {
+    struct load_counts counts;
+    struct loadstats_hist hist;
+    double elapsed_s;
+};
+
+static void merge_results(struct load_thread *ts, unsigned n, struct load_result *r)
+{
+    memset(&r->counts, 0, sizeof(r->counts));
+    loadstats_hist_init(&r->hist);
+    uint64_t start = UINT64_MAX, end = 0;
+    for (unsigned i = 0; i < n; i++) {
+        const struct load_counts *c = &ts[i].counts;
+        for (unsigned s = 0; s < STATUS_MAX; s++)
+            r->counts.status[s] += c->status[s];
+        r->counts.responses += c->responses;
+        r->counts.errors += c->errors;
+        r->counts.timeouts += c->timeouts;
+        r->counts.connect_errors += c->connect_errors;
+        r->counts.missed += c->missed;
+        loadstats_hist_merge(&r->hist, &ts[i].hist);
+        start = ts[i].start_ns < start ? ts[i].start_ns : start;
+        end = ts[i].end_ns > end ? ts[i].end_ns : end;
+    }
+    r->elapsed_s = end > start ? (double)(end - start) / 1e9 : 0.0;
+}
+
+static uint64_t status_class(const struct load_counts *c, unsigned cls)
+{
+    uint64_t n = 0;
+    for (unsigned s = cls * 100; s < cls * 100 + 100; s++)
+        n += c->status[s];
+    return n;
+}
+
+static void print_json(const struct load_config *cfg, const struct load_result *r)
+{
+    const struct load_counts *c = &r->counts;
+    printf("{\"scenario\":\"%s\",\"target\":\"%s\",\"connections\":%u,\"pipeline\":%u,"
+           "\"threads\":%u,\"rate\":%llu,\"duration_s\":%.3f,\"requests\":%llu,\"ok\":%llu,"
+           "\"errors\":%llu,\"timeouts\":%llu,\"connect_errors\":%llu,\"missed\":%llu,"
+           "\"signed\":false,\"status\":{",
+           scenario_names[cfg->scenario], cfg->target, cfg->connections, cfg->pipeline,
+           cfg->threads, (unsigned long long)cfg->rate, r->elapsed_s,
+           (unsigned long long)(c->responses + c->errors + c->timeouts),
+           (unsigned long long)status_class(c, 2), (unsigned long long)(c->errors + c->timeouts),
+           (unsigned long long)c->timeouts, (unsigned long long)c->connect_errors,
+           (unsigned long long)c->missed);
+    const char *sep = "";
+    for (unsigned s = 0; s < STATUS_MAX; s++)
+        if (c->status[s]) {
+            printf("%s\"%u\":%llu", sep, s, (unsigned long long)c->status[s]);
+            sep = ",";
+        }
+    const struct loadstats_hist *h = &r->hist;
+    printf("},\"rps\":%.1f,\"latency_us\":{\"p50\":%llu,\"p90\":%llu,\"p99\":%llu,"
+           "\"p999\":%llu,\"max\":%llu,\"mean\":%llu}}\n",
+           r->elapsed_s > 0 ? (double)c->responses / r->elapsed_s : 0.0,
+           (unsigned long long)loadstats_hist_percentile(h, 0.50),
+           (unsigned long long)loadstats_hist_percentile(h, 0.90),
+           (unsigned long long)loadstats_hist_percentile(h, 0.99),
+           (unsigned long long)loadstats_hist_percentile(h, 0.999), (unsigned long long)h->max_us,
+           (unsigned long long)(h->count ? h->sum_us / h->count : 0));
+}
+
+static void print_human(const struct load_config *cfg, const struct load_result *r)
+{
+    const struct load_counts *c = &r->counts;
+    const struct loadstats_hist *h = &r->hist;
+    char loop[48] = "closed loop";
+    if (cfg->rate)
+        snprintf(loop, sizeof(loop), "open loop at %llu req/s", (unsigned long long)cfg->rate);
+    printf("ringpay load: %s against %s (unsigned requests)\n", scenario_names[cfg->scenario],
+           cfg->target);
+    printf("  %u connections, pipeline %u, %u thread%s, %s, %.2f s\n", cfg->connections,
+           cfg->pipeline, cfg->threads, cfg->threads == 1 ? "" : "s", loop, r->elapsed_s);
+    printf("  responses  %llu  (%.1f req/s)\n", (unsigned long long)c->responses,
+           r->elapsed_s > 0 ? (double)c->responses / r->elapsed_s : 0.0);
+    printf("  2xx %llu   4xx %llu   5xx %llu   other %llu\n",
+           (unsigned long long)status_class(c, 2), (unsigned long long)status_class(c, 4),
+           (unsigned long long)status_class(c, 5),
+           (unsigned long long)(status_class(c, 1) + status_class(c, 3)));
+    printf("  errors %llu   timeouts %llu   connect errors %llu   missed (open loop) %llu\n",
+           (unsigned long long)c->errors, (unsigned long long)c->timeouts,
+           (unsigned long long)c->connect_errors, (unsigned long long)c->missed);
+    printf("  latency us   p50 %llu   p90 %llu   p99 %llu   p99.9 %llu   max %llu   mean %llu\n",
+           (unsigned long long)loadstats_hist_percentile(h, 0.50),
+           (unsigned long long)loadstats_hist_percentile(h, 0.90),
+           (unsigned long long)loadstats_hist_percentile(h, 0.99),
+           (unsigned long long)loadstats_hist_percentile(h, 0.999), (unsigned long long)h->max_us,
+           (unsigned long long)(h->count ? h->sum_us / h->count : 0));
+}
+
+static void on_sigint(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
+
+/* Runs the threads and merges their results into *out; 0, or -1 after one line. */
+static int run(const struct load_config *cfg, struct load_result *out)
+{
+    static struct load_thread threads[LOAD_THREADS_MAX];
+    int code = 0;
+    unsigned started = 0, inited = 0;
+    request_budget = (int64_t)cfg->requests;
+    __atomic_store_n(&threads_ready, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&threads_go, 0, __ATOMIC_RELAXED);
+    for (; inited < cfg->threads; inited++)
+        if (thread_init(&threads[inited], cfg, inited) != 0) {
+            fprintf(stderr, "ringpay: out of memory for %u connections\n", cfg->connections);
+            inited++;
+            code = -1;
+            goto out_free;
+        }
+    for (; started < cfg->threads; started++)
+        if (pthread_create(&threads[started].tid, NULL, thread_main, &threads[started]) != 0) {
+            fprintf(stderr, "ringpay: cannot start load thread %u\n", started);
+            stop_requested = 1; /* the started ones end at once */
+            code = -1;
+            break;
+        }
+    /* Start together once every thread has opened its connections. */
+    while (code == 0 && __atomic_load_n(&threads_ready, __ATOMIC_ACQUIRE) < cfg->threads) {
+        struct timespec ms = {0, 1000000};
+        nanosleep(&ms, NULL);
+    }
+    __atomic_store_n(&threads_go, 1, __ATOMIC_RELEASE);
+    for (unsigned i = 0; i < started; i++) {
+        pthread_join(threads[i].tid, NULL);
+        if (threads[i].result != 0) {
+            fprintf(stderr, "ringpay: load thread %u: %s\n", i, strerror(-threads[i].result));
+            code = -1;
+        }
+    }
+    if (code == 0)
+        merge_results(threads, cfg->threads, out);
+out_free:
+    for (unsigned i = 0; i < inited; i++)
+        thread_free(&threads[i]);
+    return code;
+}
+
+static const char load_usage[] =
+    "usage: ringpay load [options]\n\n"
+    "Sends API requests to a ringpay engine over keep-alive connections and prints\n"
+    "throughput, status counts and latency percentiles (p50/p90/p99/p99.9/max), then a\n"
+    "JSON summary line (--json: only that line).\n\n"
+    "Scenarios: authorize (POST /v1/payments/authorize, a unique Idempotency-Key each,\n"
+    "merchants m-0..m-(M-1), KRW, varying amounts); mixed (authorize, then capture, then\n"
+    "refund of the returned id); healthz (GET /healthz).\n"
+    "Closed loop by default; --rate R is an open loop: R requests/s at fixed intervals,\n"
+    "latency measured from each request's scheduled time (no coordinated omission).\n\n"
+    "NOTE: requests are sent UNSIGNED. Request signing (SPEC 3, HMAC) is not implemented\n"
+    "yet, so the engine must accept unsigned requests. Only loopback targets are allowed\n"
+    "unless --allow-remote.";
+
+enum {
+    O_TARGET,
+    O_CONNS,
+    O_DURATION,
+    O_REQUESTS,
+    O_RATE,
+    O_PIPELINE,
+    O_THREADS,
+    O_SCENARIO,
+    O_MERCHANTS,
+    O_TIMEOUT,
+    O_JSON,
+    O_REMOTE,
+    O_COUNT
+};
+
+static int parse_scenario(const char *s, enum scenario *out)
+{
+    for (unsigned i = 0; i < ARRAY_LEN(scenario_names); i++)
+        if (strcmp(s, scenario_names[i]) == 0) {
+            *out = (enum scenario)i;
+            return 0;
+        }
+    fprintf(stderr, "ringpay: --scenario: expected authorize, mixed or healthz, got \"%s\"\n", s);
+    return -1;
+}
+
+/* Checks what the flags cannot check alone; 0 or -1 after one line on stderr. */
+static int check_config(const struct opt *o, struct load_config *cfg)
+{
+    if (!is_loopback(&cfg->addr) && !o[O_REMOTE].set) {
+        fprintf(stderr, "ringpay: --target %s is not a loopback address (add --allow-remote)\n",
+                cfg->target);
+        return -1;
+    }
+    if (cfg->threads > cfg->connections) {
+        fprintf(stderr, "ringpay: --threads %u exceeds --connections %u\n", cfg->threads,
+                cfg->connections);
+        return -1;
+    }
+    if (cfg->rate && cfg->rate < cfg->threads) {
+        fprintf(stderr, "ringpay: --rate %llu is below --threads %u (each thread needs a share)\n",
+                (unsigned long long)cfg->rate, cfg->threads);
+        return -1;
+    }
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < cfg->connections + 64ull) {
+        fprintf(stderr, "ringpay: --connections %u exceeds the open-file limit %llu\n",
+                cfg->connections, (unsigned long long)rl.rlim_cur);
+        return -1;
+    }
+    return 0;
+}
+
+int cmd_load(int argc, char **argv)
+{
+    struct opt o[O_COUNT] = {
+        [O_TARGET] = {"target", OPT_ADDR, "127.0.0.1:8080", "engine address HOST:PORT"},
+        [O_CONNS] = {"connections", OPT_UINT, "64", "keep-alive connections", 1,
+                     LOAD_CONNECTIONS_MAX},
+        [O_DURATION] = {"duration-s", OPT_UINT, "10", "run time in seconds", 1, 86400},
+        [O_REQUESTS] = {"requests", OPT_UINT, "0",
+                        "stop after this many requests (0: by --duration-s)", 0, 1000000000000ul},
+        [O_RATE] = {"rate", OPT_UINT, "0",
+                    "open loop: requests/s over all connections "
+                    "(0: closed loop)",
+                    0, 100000000},
+        [O_PIPELINE] = {"pipeline", OPT_UINT, "1", "requests in flight per connection", 1,
+                        LOAD_PIPELINE_MAX},
+        [O_THREADS] = {"threads", OPT_UINT, "1", "threads, each with its own event loop", 1,
+                       LOAD_THREADS_MAX},
+        [O_SCENARIO] = {"scenario", OPT_STRING, "authorize", "authorize, mixed or healthz"},
+        [O_MERCHANTS] = {"merchants", OPT_UINT, "64", "merchants m-0..m-(M-1)", 1, 1000000},
+        [O_TIMEOUT] = {"timeout-ms", OPT_UINT, "5000",
+                       "a request unanswered this long is a timeout", 1, 600000},
+        [O_JSON] = {"json", OPT_FLAG, NULL, "print only the JSON summary"},
+        [O_REMOTE] = {"allow-remote", OPT_FLAG, NULL, "allow a non-loopback --target"},
+    };
+    int rc = config_parse(o, O_COUNT, argc, argv, load_usage);
+    if (rc != 0)
+        return rc > 0 ? 0 : 2;
+    static struct load_config cfg;
+    cfg = (struct load_config){
+        .addr = o[O_TARGET].addr,
+        .addr_len = o[O_TARGET].addr_len,
+        .target = o[O_TARGET].str,
+        .connections = (unsigned)o[O_CONNS].num,
+        .pipeline = (unsigned)o[O_PIPELINE].num,
+        .threads = (unsigned)o[O_THREADS].num,
+        .merchants = (unsigned)o[O_MERCHANTS].num,
+        .timeout_ms = (unsigned)o[O_TIMEOUT].num,
+        .requests = o[O_REQUESTS].num,
+        .rate = o[O_RATE].num,
+        .json = o[O_JSON].set,
+        .run_id = ((uint64_t)time(NULL) << 20) ^ (uint64_t)getpid(),
+    };
+    /* --requests alone still ends by itself, at a ceiling well above any sane run. */
+    uint64_t seconds = cfg.requests && !o[O_DURATION].set ? REQUESTS_CEILING_S : o[O_DURATION].num;
+    cfg.duration_ns = seconds * 1000000000ull;
+    if (parse_scenario(o[O_SCENARIO].str, &cfg.scenario) != 0 || check_config(o, &cfg) != 0)
+        return 2;
+    int err = probe_target(&cfg);
+    if (err) {
+        fprintf(stderr, "ringpay: cannot connect to %s: %s\n", cfg.target, strerror(-err));
+        return 1;
+    }
+    struct sigaction sa = {.sa_handler = on_sigint};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    struct load_result *r = malloc(sizeof(*r)); /* the histogram is ~25 KiB */
+    if (r == NULL || run(&cfg, r) != 0) {
+        free(r);
+        return 1;
+    }
+    if (!cfg.json)
+        print_human(&cfg, r);
+    print_json(&cfg, r);
+    free(r);
+    return 0;
+}
