@@ -286,7 +286,8 @@ static void check_payment_sums(struct check *c, const struct pay_row *p, const s
 /* Walks payments (sorted by id) and entries (sorted by id) together. */
 static void check_entries(struct check *c)
 {
-    qsort(c->entries, c->nentries, sizeof(*c->entries), cmp_entry);
+    if (c->nentries > 1) /* qsort(NULL, 0, ...) is undefined behaviour */
+        qsort(c->entries, c->nentries, sizeof(*c->entries), cmp_entry);
     size_t e = 0;
     for (size_t i = 0; i < c->npays; i++) {
         const struct pay_row *p = &c->pays[i];
