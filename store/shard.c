@@ -54,17 +54,20 @@ static void reply_all(struct shard *sh, struct shard_job **jobs, size_t n)
     t->flush(sh->transport_ctx);
 }
 
-/* Applies one turn's jobs: the writes in one durable transaction, then the reads. */
-static void run_batch(struct shard *sh, struct shard_job **jobs, size_t n,
+/* Applies one turn's jobs: the writes in one transaction, then the reads. Returns
+ * true when a commit ran and succeeded: its data fdatasync then also made the meta
+ * page of every earlier commit durable. */
+static bool run_batch(struct shard *sh, struct shard_job **jobs, size_t n,
                       struct batch_item *items)
 {
+    bool synced = false;
     if (__atomic_load_n(&sh->failed, __ATOMIC_RELAXED)) {
         for (size_t i = 0; i < n; i++) {
             jobs[i]->rc = -EIO;
             jobs[i]->answer.status = 0;
             jobs[i]->answer.len = 0;
         }
-        return;
+        return false;
     }
     int64_t now = wall_ms();
     size_t w = 0, r = n;
@@ -80,6 +83,7 @@ static void run_batch(struct shard *sh, struct shard_job **jobs, size_t n,
         int rc = shard_store_apply_batch(sh->store, items, w, now);
         if (rc == -EIO)
             __atomic_store_n(&sh->failed, 1, __ATOMIC_RELEASE);
+        synced = rc == 0;
         stat_add(&sh->stats.batches, 1);
         if (w > __atomic_load_n(&sh->stats.batch_max, __ATOMIC_RELAXED))
             __atomic_store_n(&sh->stats.batch_max, w, __ATOMIC_RELAXED);
@@ -93,23 +97,76 @@ static void run_batch(struct shard *sh, struct shard_job **jobs, size_t n,
         jobs[i]->rc = it->rc;
     }
     stat_add(&sh->stats.jobs, n);
+    return synced;
 }
 
+/* Makes the held batch durable with an explicit fdatasync when no later commit did;
+ * a failed sync turns its answers into 503s (their durability is unknown). */
+static void sync_held(struct shard *sh, struct shard_job **held, size_t n)
+{
+    /* After a failed commit the next fsync may report success for pages the kernel
+     * already dropped: once failed, nothing held is trusted. */
+    int rc = -EIO;
+    if (!__atomic_load_n(&sh->failed, __ATOMIC_ACQUIRE)) {
+        rc = shard_store_sync(sh->store);
+        stat_add(&sh->stats.syncs, 1);
+    }
+    if (rc == 0)
+        return;
+    if (rc == -EIO)
+        __atomic_store_n(&sh->failed, 1, __ATOMIC_RELEASE);
+    for (size_t i = 0; i < n; i++) {
+        held[i]->rc = rc;
+        held[i]->answer.status = 0;
+        held[i]->answer.len = 0;
+    }
+}
+
+/*
+ * The loop. With a store opened with defer_meta_sync, the answers of batch N are held
+ * until an fdatasync that ran after N's meta page was written: batch N + 1's commit
+ * when more work is queued (so a busy shard pays one fsync per commit), or an explicit
+ * shard_store_sync() when the queue is empty (so an idle shard still answers after two
+ * fsyncs, like LMDB's default commit). Without defer_meta_sync every commit is durable
+ * when it returns and nothing is held. Two job arrays alternate: one holds the batch
+ * waiting for its sync, the other takes the next batch.
+ */
 int shard_run(struct shard *sh)
 {
-    static __thread struct shard_job *jobs[SHARD_BATCH_MAX];
+    static __thread struct shard_job *bufs[2][SHARD_BATCH_MAX];
     static __thread struct batch_item items[SHARD_BATCH_MAX];
     const struct shard_transport *t = sh->transport;
+    const bool defer = sh->defer_release;
+    struct shard_job **held = bufs[0], **jobs = bufs[1];
+    size_t held_n = 0;
     for (;;) {
         size_t n = t->recv(sh->transport_ctx, jobs, SHARD_BATCH_MAX);
         if (n == 0) {
+            if (held_n > 0) {
+                sync_held(sh, held, held_n);
+                reply_all(sh, held, held_n);
+                held_n = 0;
+                continue;
+            }
             if (__atomic_load_n(&sh->stop, __ATOMIC_ACQUIRE))
                 return 0;
             t->wait(sh->transport_ctx, SHARD_IDLE_WAIT_MS);
             continue;
         }
-        run_batch(sh, jobs, n, items);
-        reply_all(sh, jobs, n);
+        bool synced = run_batch(sh, jobs, n, items);
+        if (!defer) {
+            reply_all(sh, jobs, n);
+            continue;
+        }
+        if (held_n > 0) {
+            if (!synced)
+                sync_held(sh, held, held_n);
+            reply_all(sh, held, held_n);
+        }
+        struct shard_job **tmp = held;
+        held = jobs;
+        jobs = tmp;
+        held_n = n;
     }
 }
 

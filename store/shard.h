@@ -49,6 +49,7 @@ struct shard_stats {
     uint64_t batches;    /* write transactions committed */
     uint64_t jobs;       /* jobs answered */
     uint64_t batch_max;  /* largest batch seen */
+    uint64_t syncs;      /* explicit fdatasyncs of an idle shard (defer_release) */
 };
 
 struct shard {
@@ -56,6 +57,9 @@ struct shard {
     const struct shard_transport *transport;
     void *transport_ctx;
     volatile int stop;           /* set by shard_stop() */
+    /* The store was opened with defer_meta_sync: hold each batch's answers until a
+     * later fdatasync (see shard_run). */
+    bool defer_release;
     /* Set when a commit failed with an I/O error. Linux may drop the dirty pages of a
      * failed fsync and report success on the next one, so a shard that saw one can no
      * longer promise durability: from then on it answers every job 503 without

@@ -63,6 +63,7 @@ struct shard_store {
     int fault_errno;           /* tests: LMDB code the injected fault returns; 0 = off */
     int fault_persistent;      /* tests: keep failing after the first fault */
     int64_t idem_ttl_ms;       /* idempotency records older than this are swept */
+    int defer_meta_sync;       /* MDB_NOMETASYNC: see shard_store.h */
     char path[STORE_PATH_MAX];
 };
 
@@ -148,9 +149,11 @@ static int env_open(struct shard_store *s, const char *path)
     rc = mdb_env_set_mapsize(s->env, s->map_bytes);
     if (rc)
         goto out_close_env;
-    /* MDB_NOTLS: transactions are tied to the store, not to a thread's slot. No sync
-     * flags are relaxed: every commit is durable before it returns. */
-    rc = mdb_env_open(s->env, path, MDB_NOTLS | MDB_NORDAHEAD, 0600);
+    /* MDB_NOTLS: transactions are tied to the store, not to a thread's slot. Without
+     * defer_meta_sync no sync flag is relaxed: every commit is durable before it
+     * returns; with it, see shard_store.h. Never MDB_NOSYNC or MDB_MAPASYNC. */
+    unsigned flags = MDB_NOTLS | MDB_NORDAHEAD | (s->defer_meta_sync ? MDB_NOMETASYNC : 0);
+    rc = mdb_env_open(s->env, path, flags, 0600);
     if (rc)
         goto out_close_env;
     MDB_envinfo info;
@@ -183,6 +186,7 @@ int shard_store_open(struct shard_store **out, const char *data_dir, unsigned sh
     if (s->map_max_bytes < s->map_bytes)
         s->map_max_bytes = s->map_bytes;
     s->idem_ttl_ms = opt && opt->idem_ttl_ms > 0 ? opt->idem_ttl_ms : IDEM_TTL_DEFAULT_MS;
+    s->defer_meta_sync = opt && opt->defer_meta_sync;
     if (opt) {
         s->fault_after_puts = opt->fault_after_puts;
         s->fault_errno = opt->fault_errno;
@@ -206,11 +210,19 @@ out_free:
     return rc;
 }
 
+int shard_store_sync(struct shard_store *s)
+{
+    ASSERT(s != NULL && s->env != NULL);
+    return errno_of(mdb_env_sync(s->env, 1));
+}
+
 void shard_store_close(struct shard_store *s)
 {
     if (s == NULL)
         return;
     ASSERT(s->env != NULL);
+    if (s->defer_meta_sync)
+        mdb_env_sync(s->env, 1); /* make the last meta page durable too */
     mdb_env_close(s->env);
     free(s);
 }

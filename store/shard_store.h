@@ -66,6 +66,14 @@ struct shard_store_options {
     int fault_persistent;
     /* Idempotency records older than this are swept; 0: IDEM_TTL_DEFAULT_MS. */
     int64_t idem_ttl_ms;
+    /* Opens the environment with MDB_NOMETASYNC: a commit fdatasyncs its data pages
+     * but writes its meta page without a sync. The commit is then durable only once a
+     * LATER fdatasync has run: the next commit's (which flushes the whole file before
+     * its own meta page is written) or shard_store_sync(). The caller must hold every
+     * answer of a batch until then (store/shard.c does). One fsync per commit instead
+     * of two; LMDB keeps integrity in this mode (a page freed by commit N is reused
+     * only from N + 2 on, after N + 1's sync made meta N durable). */
+    int defer_meta_sync;
 };
 
 struct shard_store_stats {
@@ -91,6 +99,10 @@ struct shard_store_stats {
  */
 int shard_store_open(struct shard_store **out, const char *data_dir, unsigned shard,
                      const struct shard_store_options *opt);
+
+/* fdatasyncs the environment: every commit before it, data and meta page, is then
+ * on disk. Returns 0 or -errno (-EIO: the shard can no longer promise durability). */
+int shard_store_sync(struct shard_store *s);
 
 /* Closes the environment and frees the store. NULL is a no-op. */
 void shard_store_close(struct shard_store *s);

@@ -118,6 +118,7 @@ struct fixture {
 
 static void start(struct fixture *fx, const struct shard_store_options *opt)
 {
+    bool defer = opt && opt->defer_meta_sync;
     memset(fx, 0, sizeof(*fx));
     strcpy(fx->dir, "/tmp/rp_shard_XXXXXX");
     assert_non_null(mkdtemp(fx->dir));
@@ -128,6 +129,7 @@ static void start(struct fixture *fx, const struct shard_store_options *opt)
     fx->sh.store = fx->store;
     fx->sh.transport = &fake_transport;
     fx->sh.transport_ctx = &fx->fake;
+    fx->sh.defer_release = defer;
     assert_int_equal(pthread_create(&fx->tid, NULL, run, &fx->sh), 0);
 }
 
@@ -196,11 +198,41 @@ static void test_io_error_fails_the_shard(void **state)
     finish(&fx);
 }
 
+/* With deferred meta sync, a batch's answers are released only after an fdatasync
+ * that followed its commit: the next batch's commit, or an idle sync. */
+static void test_deferred_release_waits_for_a_sync(void **state)
+{
+    (void)state;
+    struct fixture fx;
+    struct shard_store_options opt = {.defer_meta_sync = 1};
+    start(&fx, &opt);
+    struct shard_job *jobs[50];
+    char key[32];
+    for (int i = 0; i < 50; i++) {
+        snprintf(key, sizeof(key), "d-%d", i);
+        jobs[i] = make_job("POST", "/v1/payments/authorize", auth_body, key);
+    }
+    feed_and_wait(&fx.fake, jobs, 50);
+    for (int i = 0; i < 50; i++)
+        assert_int_equal(fx.fake.done[i]->answer.status, 201);
+    /* Nothing followed the batch, so the idle shard synced once before answering. */
+    assert_int_equal(fx.sh.stats.batches, 1);
+    assert_int_equal(fx.sh.stats.syncs, 1);
+    struct shard_job *bal = make_job("GET", "/v1/merchants/m-1/balances", NULL, NULL);
+    feed_and_wait(&fx.fake, &bal, 1);
+    bal->answer.body[bal->answer.len] = '\0';
+    assert_non_null(strstr(bal->answer.body, "\"pending\":35000"));
+    /* A read-only turn has no commit to ride on: it is synced too. */
+    assert_int_equal(fx.sh.stats.syncs, 2);
+    finish(&fx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_one_commit_for_everything_queued),
         cmocka_unit_test(test_io_error_fails_the_shard),
+        cmocka_unit_test(test_deferred_release_waits_for_a_sync),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
