@@ -55,7 +55,25 @@ PY
 ng_rps=$(median "$tmp/nginx.json" 'd["rps"]')
 rp_rps=$(median "$tmp/ringpay.json" 'd["rps"]')
 half=$(python3 -c "print(int($rp_rps / 2))")
+scrape() { curl -s "http://127.0.0.1:$RP_PORT/metrics" | awk '/^ringpay_shard_/ {
+    sub(/\{.*\}/, "", $1); sum[$1] += $2 } END { for (k in sum) print k, sum[k] }'; }
+scrape >"$tmp/m0"
 open=$(load $RP_PORT --rate "$half")
+scrape >"$tmp/m1"
+shard_line=$(python3 - "$tmp/m0" "$tmp/m1" <<'PY'
+import sys
+def read(f):
+    return {k: float(v) for k, v in (l.split() for l in open(f))}
+a, b = read(sys.argv[1]), read(sys.argv[2])
+d = {k: b[k] - a.get(k, 0) for k in b}
+c = d["ringpay_shard_commits_total"] or 1
+s = d["ringpay_shard_idle_syncs_total"] or 1
+print("during it, per shard commit: %d commits, mean batch %.1f, mean apply+commit %.0f µs;"
+      " %d idle syncs, mean %.0f µs" % (d["ringpay_shard_commits_total"],
+      d["ringpay_shard_batch_jobs_total"] / c, d["ringpay_shard_commit_seconds_total"] / c * 1e6,
+      d["ringpay_shard_idle_syncs_total"], d["ringpay_shard_idle_sync_seconds_total"] / s * 1e6))
+PY
+)
 commit_us=$("$BUILD/bench/store_bench" --benchmark_filter='BM_DurableCommit' \
     --benchmark_format=json 2>/dev/null | python3 -c '
 import json, sys
@@ -73,6 +91,7 @@ echo "one durable LMDB commit (store_bench BM_DurableCommit): ${commit_us} µs"
 echo "open loop at half of ringpay's maximum ($half/s): p50 $(field "$open" 'd["latency_us"]["p50"]') µs," \
     "p99 $(field "$open" 'd["latency_us"]["p99"]') µs, answered $(field "$open" 'd["ok"]'), missed $(field "$open" 'd["missed"]');" \
     "p99 / commit = $(python3 -c "print('%.2f' % ($(field "$open" 'd["latency_us"]["p99"]') / $commit_us))")"
+echo "$shard_line"
 echo
 echo "raw JSON:"
 sed 's/^/    nginx   /' "$tmp/nginx.json"

@@ -31,6 +31,13 @@ static bool is_read(const struct op *op)
     return op->kind == OP_GET_PAYMENT || op->kind == OP_BALANCES || op->kind == OP_LEDGER;
 }
 
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 static void stat_add(uint64_t *field, uint64_t delta)
 {
     __atomic_store_n(field, __atomic_load_n(field, __ATOMIC_RELAXED) + delta, __ATOMIC_RELAXED);
@@ -80,7 +87,10 @@ static bool run_batch(struct shard *sh, struct shard_job **jobs, size_t n,
         it->rc = 0;
     }
     if (w > 0) {
+        uint64_t t0 = mono_ns();
         int rc = shard_store_apply_batch(sh->store, items, w, now);
+        stat_add(&sh->stats.commit_ns, mono_ns() - t0);
+        stat_add(&sh->stats.batch_jobs, w);
         if (rc == -EIO)
             __atomic_store_n(&sh->failed, 1, __ATOMIC_RELEASE);
         synced = rc == 0;
@@ -108,7 +118,9 @@ static void sync_held(struct shard *sh, struct shard_job **held, size_t n)
      * already dropped: once failed, nothing held is trusted. */
     int rc = -EIO;
     if (!__atomic_load_n(&sh->failed, __ATOMIC_ACQUIRE)) {
+        uint64_t t0 = mono_ns();
         rc = shard_store_sync(sh->store);
+        stat_add(&sh->stats.sync_ns, mono_ns() - t0);
         stat_add(&sh->stats.syncs, 1);
     }
     if (rc == 0)

@@ -50,6 +50,9 @@ struct shard_stats {
     uint64_t jobs;       /* jobs answered */
     uint64_t batch_max;  /* largest batch seen */
     uint64_t syncs;      /* explicit fdatasyncs of an idle shard (defer_release) */
+    uint64_t batch_jobs; /* write jobs committed in batches (mean batch = / batches) */
+    uint64_t commit_ns;  /* time in apply + commit, summed over batches */
+    uint64_t sync_ns;    /* time in explicit fdatasyncs */
 };
 
 struct shard {

@@ -141,6 +141,9 @@ static void *shard_main(void *arg)
     CPU_ZERO(&set);
     CPU_SET((int)(core % (unsigned)(online > 0 ? online : 1)), &set);
     pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+    char name[16];
+    snprintf(name, sizeof(name), "rp-shard-%u", core);
+    pthread_setname_np(pthread_self(), name);
     shard_run(&sp->shard);
     return NULL;
 }
@@ -488,6 +491,18 @@ long payments_metrics(const struct payments *p, char *buf, size_t cap)
         {"ringpay_shard_idle_syncs_total", "counter",
          "fdatasyncs an idle shard ran to release its last batch.",
          offsetof(struct shard_stats, syncs)},
+        {"ringpay_shard_batch_jobs_total", "counter",
+         "State-changing jobs committed (divide by commits for the mean batch).",
+         offsetof(struct shard_stats, batch_jobs)},
+    };
+    static const struct {
+        const char *name, *help;
+        size_t off;
+    } secs[] = {
+        {"ringpay_shard_commit_seconds_total", "Time in group commits (apply and commit).",
+         offsetof(struct shard_stats, commit_ns)},
+        {"ringpay_shard_idle_sync_seconds_total", "Time in idle fdatasyncs.",
+         offsetof(struct shard_stats, sync_ns)},
     };
     size_t len = 0;
     for (size_t k = 0; k < ARRAY_LEN(m); k++) {
@@ -501,6 +516,22 @@ long payments_metrics(const struct payments *p, char *buf, size_t cap)
                                                    m[k].off);
             n = snprintf(buf + len, cap - len, "%s{shard=\"%u\"} %lu\n", m[k].name, i,
                          (unsigned long)__atomic_load_n(v, __ATOMIC_RELAXED));
+            if (n < 0 || (size_t)n >= cap - len)
+                return -ENOSPC;
+            len += (size_t)n;
+        }
+    }
+    for (size_t k = 0; k < ARRAY_LEN(secs); k++) {
+        int n = snprintf(buf + len, cap - len, "# HELP %s %s\n# TYPE %s counter\n",
+                         secs[k].name, secs[k].help, secs[k].name);
+        if (n < 0 || (size_t)n >= cap - len)
+            return -ENOSPC;
+        len += (size_t)n;
+        for (unsigned i = 0; i < p->cores; i++) {
+            const uint64_t *v = (const uint64_t *)((const char *)&p->ports[i].shard.stats +
+                                                   secs[k].off);
+            n = snprintf(buf + len, cap - len, "%s{shard=\"%u\"} %.6f\n", secs[k].name, i,
+                         (double)__atomic_load_n(v, __ATOMIC_RELAXED) / 1e9);
             if (n < 0 || (size_t)n >= cap - len)
                 return -ENOSPC;
             len += (size_t)n;

@@ -41,6 +41,9 @@ struct serve_thread {
 static void *reactor_main(void *arg)
 {
     struct serve_thread *t = arg;
+    char name[16];
+    snprintf(name, sizeof(name), "rp-reactor-%u", reactor_core(t->reactor));
+    pthread_setname_np(pthread_self(), name);
     t->result = reactor_run(t->reactor);
     __atomic_store_n(&t->done, 1, __ATOMIC_RELEASE);
     return NULL;
