@@ -581,6 +581,7 @@ static void test_idem_expiry_sweeps_old_keys(void **state)
     assert_int_equal(store_check(dir, stderr), 0);
     free(sl);
     rm_rf(dir);
+    free(dir);
 }
 
 int main(void)
