@@ -100,6 +100,7 @@ struct conn {
     struct http_request req; /* the request being parsed: the parser accumulates it */
     uint64_t request_start_ms; /* first byte of the request being read; 0: none */
     uint64_t last_active_ms;
+    uint64_t last_probe_ms;
     uint64_t linger_deadline_ms;
     uint32_t win_head, win_tail; /* oldest unanswered seq, next seq */
     size_t send_off;
@@ -932,6 +933,29 @@ static void arm_tick(struct reactor *r)
     io_uring_sqe_set_data64(sqe, UD(OP_TICK, 0, 0));
 }
 
+/*
+ * A connection silent for a second is asked, once a second, whether its peer is still
+ * there. Seen on Linux 6.18 (tests/integration/abort_test.c, about one run in twenty):
+ * when a client's data and its RST arrive together, the multishot recv delivers the
+ * data and then never completes, although the socket is closed. The timeouts would
+ * free such a connection after 10 or 75 s; the probe (one non-blocking MSG_PEEK) frees
+ * it within about a second. It consumes nothing: data stays queued for the recv, and
+ * an error or EOF means the connection is gone anyway.
+ */
+static void probe_peer(struct reactor *r, struct conn *c)
+{
+    uint64_t now = r->now_ms;
+    if (!c->recv_armed || now - c->last_active_ms < 1000 || now - c->last_probe_ms < 1000)
+        return;
+    c->last_probe_ms = now;
+    char b;
+    ssize_t n = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+        conn_kill(r, c); /* reset: nothing can reach the peer any more */
+    else if (n == 0 && conn_idle(c))
+        conn_kill(r, c); /* EOF; with answers pending, they go out first */
+}
+
 static void check_timeouts(struct reactor *r, struct conn *c)
 {
     uint64_t now = r->now_ms;
@@ -951,7 +975,9 @@ static void check_timeouts(struct reactor *r, struct conn *c)
     if (conn_idle(c) && c->in_len == 0 && now - c->last_active_ms >= r->cfg.idle_timeout_ms) {
         metrics_add(&r->metrics.timeouts, 1);
         conn_kill(r, c);
+        return;
     }
+    probe_peer(r, c);
 }
 
 static void on_tick(struct reactor *r)
