@@ -24,6 +24,9 @@
 /* The fake transport: jobs offered in one go, answers collected. */
 struct fake {
     pthread_mutex_t mu;
+    size_t recv_max;           /* 0: no limit; else jobs handed out per recv */
+    const struct shard *sh;    /* to read the shard's counters at each reply */
+    uint64_t seen_batches[JOBS_MAX], seen_syncs[JOBS_MAX]; /* at each reply */
     struct shard_job *inbox[JOBS_MAX];
     size_t in_n;
     struct shard_job *done[JOBS_MAX];
@@ -35,6 +38,8 @@ static size_t fake_recv(void *ctx, struct shard_job **jobs, size_t max)
     struct fake *f = ctx;
     pthread_mutex_lock(&f->mu);
     size_t n = f->in_n < max ? f->in_n : max;
+    if (f->recv_max && n > f->recv_max)
+        n = f->recv_max;
     memcpy(jobs, f->inbox, n * sizeof(*jobs));
     memmove(f->inbox, f->inbox + n, (f->in_n - n) * sizeof(*jobs));
     f->in_n -= n;
@@ -46,6 +51,10 @@ static int fake_reply(void *ctx, struct shard_job *job)
 {
     struct fake *f = ctx;
     pthread_mutex_lock(&f->mu);
+    if (f->sh) {
+        f->seen_batches[f->done_n] = f->sh->stats.batches;
+        f->seen_syncs[f->done_n] = f->sh->stats.syncs;
+    }
     f->done[f->done_n++] = job;
     pthread_mutex_unlock(&f->mu);
     return 0;
@@ -130,6 +139,7 @@ static void start(struct fixture *fx, const struct shard_store_options *opt)
     fx->sh.transport = &fake_transport;
     fx->sh.transport_ctx = &fx->fake;
     fx->sh.defer_release = defer;
+    fx->fake.sh = &fx->sh;
     assert_int_equal(pthread_create(&fx->tid, NULL, run, &fx->sh), 0);
 }
 
@@ -227,12 +237,44 @@ static void test_deferred_release_waits_for_a_sync(void **state)
     finish(&fx);
 }
 
+/* Two batches back to back (the fake hands out one job per turn): the first batch's
+ * answer waits for the second batch's commit, whose data fdatasync covers the first
+ * one's meta page; the second waits for an idle sync. No answer ever leaves on its own
+ * commit alone. */
+static void test_answer_waits_for_the_next_commit(void **state)
+{
+    (void)state;
+    struct fixture fx;
+    struct shard_store_options opt = {.defer_meta_sync = 1};
+    start(&fx, &opt);
+    pthread_mutex_lock(&fx.fake.mu);
+    fx.fake.recv_max = 1;
+    pthread_mutex_unlock(&fx.fake.mu);
+    struct shard_job *jobs[2] = {
+        make_job("POST", "/v1/payments/authorize", auth_body, "first"),
+        make_job("POST", "/v1/payments/authorize", auth_body, "second"),
+    };
+    feed_and_wait(&fx.fake, jobs, 2);
+    assert_ptr_equal(fx.fake.done[0], jobs[0]);
+    assert_ptr_equal(fx.fake.done[1], jobs[1]);
+    assert_int_equal(jobs[0]->answer.status, 201);
+    assert_int_equal(jobs[1]->answer.status, 201);
+    /* first: released after the second commit, without an idle sync */
+    assert_int_equal(fx.fake.seen_batches[0], 2);
+    assert_int_equal(fx.fake.seen_syncs[0], 0);
+    /* second: released after an explicit sync */
+    assert_int_equal(fx.fake.seen_batches[1], 2);
+    assert_int_equal(fx.fake.seen_syncs[1], 1);
+    finish(&fx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_one_commit_for_everything_queued),
         cmocka_unit_test(test_io_error_fails_the_shard),
         cmocka_unit_test(test_deferred_release_waits_for_a_sync),
+        cmocka_unit_test(test_answer_waits_for_the_next_commit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
