@@ -1313,6 +1313,25 @@ static void test_split_body(void **state)
  * come in request order (SPEC §2), each the right one (X-Request-Id, merchant). */
 #define PIPE_N 12
 
+/* The data directory remembers its shard count: starting on it with another --cores
+ * fails at once with one line, and the data stays usable with the right count. */
+static void test_other_core_count_refused(void **state)
+{
+    (void)state;
+    nshards = NSHARDS;
+    rp_must_start(&srv, two_cores);
+    assert_int_equal(pc_server_halt(&srv), 0);
+    const char *const args[] = {"serve", "--listen", "127.0.0.1:0", "--cores", "1",
+                                "--data", srv.data_dir, NULL};
+    static struct rp_run_result res;
+    assert_int_equal(rp_run(args, NULL, NULL, 10000, &res), 0);
+    assert_int_equal(res.code, 2);
+    assert_int_equal(rp_count_lines(res.err), 1);
+    assert_non_null(strstr(res.err, "ringpay: "));
+    assert_non_null(strstr(res.err, "holds 2 shards; started with --cores 1"));
+    assert_int_equal(pc_server_restart(&srv, two_cores), 0);
+}
+
 static void test_pipelined(void **state)
 {
     (void)state;
@@ -1368,6 +1387,7 @@ int main(void)
         cmocka_unit_test_teardown(test_concurrent_same_key, pc_teardown),
         cmocka_unit_test_teardown(test_split_body, pc_teardown),
         cmocka_unit_test_teardown(test_pipelined, pc_teardown),
+        cmocka_unit_test_teardown(test_other_core_count_refused, pc_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
