@@ -14,7 +14,8 @@
 #endif
 #include "net/http.h"
 
-namespace {
+namespace
+{
 
 const std::string kBody = "{\"merchant_id\":\"m_42\",\"amount\":1999,\"currency\":\"EUR\"}";
 
@@ -23,12 +24,16 @@ std::string PostRequest()
     return "POST /v1/payments/authorize HTTP/1.1\r\n"
            "Host: 127.0.0.1:8080\r\n"
            "Content-Type: application/json\r\n"
-           "Content-Length: " + std::to_string(kBody.size()) + "\r\n"
+           "Content-Length: " +
+           std::to_string(kBody.size()) +
+           "\r\n"
            "Idempotency-Key: 5b1f0c1e-2f7a-4a53-9c7e-0d9f6c1b2a10\r\n"
            "X-Ringpay-Key: pk_live_7Hq2\r\n"
            "X-Ringpay-Timestamp: 1718000000\r\n"
-           "X-Ringpay-Signature: 3f9a1c0e8b7d6a5f4e3d2c1b0a9f8e7d6c5b4a3f2e1d0c9b8a7f6e5d4c3b2a19\r\n"
-           "\r\n" + kBody;
+           "X-Ringpay-Signature: "
+           "3f9a1c0e8b7d6a5f4e3d2c1b0a9f8e7d6c5b4a3f2e1d0c9b8a7f6e5d4c3b2a19\r\n"
+           "\r\n" +
+           kBody;
 }
 
 const std::string kGet = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n";

@@ -12,13 +12,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#define ASSERT(expr)                                                                    \
-    do {                                                                                \
-        if (__builtin_expect(!(expr), 0)) {                                             \
-            fprintf(stderr, "ringpay: assertion failed at %s:%d: %s\n", __FILE__,       \
-                    __LINE__, #expr);                                                   \
-            abort();                                                                    \
-        }                                                                               \
+#define ASSERT(expr)                                                                               \
+    do {                                                                                           \
+        if (__builtin_expect(!(expr), 0)) {                                                        \
+            fprintf(stderr, "ringpay: assertion failed at %s:%d: %s\n", __FILE__, __LINE__,        \
+                    #expr);                                                                        \
+            abort();                                                                               \
+        }                                                                                          \
     } while (0)
 
 #define UNREACHABLE() ASSERT(!"unreachable")

@@ -43,7 +43,7 @@
  * get a 503 and a close. Two cores times this stays under the usual 20000-file
  * hard limit with room for LMDB and Kafka descriptors. */
 #define CONN_PER_CORE_DEFAULT 4096
-#define CONN_PER_CORE_MAX 65536
+#define CONN_PER_CORE_MAX     65536
 
 /* Requests of one connection parsed but not yet answered. A pipelining client that
  * sends more simply waits in its socket buffer: backpressure, not an error. */
@@ -139,7 +139,7 @@ _Static_assert(CONN_PER_CORE_DEFAULT <= CONN_PER_CORE_MAX, "default within max")
 
 /* Ledger pages: `limit` is 1..1000 (SPEC §2), 100 when absent. 1000 entries render to
  * about 200 KiB, which bounds ENGINE_READ_ANSWER_MAX_BYTES. */
-#define LEDGER_PAGE_MAX 1000
+#define LEDGER_PAGE_MAX     1000
 #define LEDGER_PAGE_DEFAULT 100
 
 /* Distinct currencies one merchant may use. ISO 4217 lists about 180 active codes; the

@@ -64,8 +64,8 @@ enum {
 #define HEAD_COMPLETE 3
 
 /* Results of find_lf() and framing_line() besides an index. */
-#define LINE_MORE (-1)
-#define LINE_LONG (-2)
+#define LINE_MORE   (-1)
+#define LINE_LONG   (-2)
 #define LINE_FAILED (-3) /* fail() was called */
 
 /* Result of chunk_crlf() when its bytes have not all arrived. */
@@ -84,29 +84,27 @@ enum {
 
 #define IS_DIGIT(c) ((c) >= '0' && (c) <= '9')
 #define IS_ALPHA(c) (((c) >= 'a' && (c) <= 'z') || ((c) >= 'A' && (c) <= 'Z'))
-#define IS_TCHAR_PUNCT(c)                                                                 \
-    ((c) == '!' || (c) == '#' || (c) == '$' || (c) == '%' || (c) == '&' || (c) == '\'' || \
-     (c) == '*' || (c) == '+' || (c) == '-' || (c) == '.' || (c) == '^' || (c) == '_' ||  \
+#define IS_TCHAR_PUNCT(c)                                                                          \
+    ((c) == '!' || (c) == '#' || (c) == '$' || (c) == '%' || (c) == '&' || (c) == '\'' ||          \
+     (c) == '*' || (c) == '+' || (c) == '-' || (c) == '.' || (c) == '^' || (c) == '_' ||           \
      (c) == '`' || (c) == '|' || (c) == '~')
-#define IS_HOST_PUNCT(c)                                                                  \
-    ((c) == '-' || (c) == '.' || (c) == '_' || (c) == '~' || (c) == '!' || (c) == '$' ||  \
-     (c) == '&' || (c) == '\'' || (c) == '(' || (c) == ')' || (c) == '*' || (c) == '+' || \
-     (c) == ',' || (c) == ';' || (c) == '=' || (c) == ':' || (c) == '[' || (c) == ']' ||  \
+#define IS_HOST_PUNCT(c)                                                                           \
+    ((c) == '-' || (c) == '.' || (c) == '_' || (c) == '~' || (c) == '!' || (c) == '$' ||           \
+     (c) == '&' || (c) == '\'' || (c) == '(' || (c) == ')' || (c) == '*' || (c) == '+' ||          \
+     (c) == ',' || (c) == ';' || (c) == '=' || (c) == ':' || (c) == '[' || (c) == ']' ||           \
      (c) == '%')
 #define IS_VCHAR(c) ((c) >= 0x21 && (c) <= 0x7e)
 
-#define CLS(c)                                                                            \
-    ((IS_DIGIT(c) || IS_ALPHA(c) || IS_TCHAR_PUNCT(c) ? C_TOKEN : 0) |                    \
-     (IS_VCHAR(c) || (c) >= 0x80 || (c) == ' ' || (c) == '\t' ? C_VALUE : 0) |            \
-     (IS_VCHAR(c) && (c) != '#' ? C_TARGET : 0) |                                         \
-     (IS_DIGIT(c) || ((c) >= 'a' && (c) <= 'f') || ((c) >= 'A' && (c) <= 'F') ? C_HEX    \
-                                                                               : 0) |     \
-     (IS_DIGIT(c) || IS_ALPHA(c) || IS_HOST_PUNCT(c) ? C_HOST : 0) |                      \
-     ((IS_VCHAR(c) && (c) != '"' && (c) != '\\') || (c) >= 0x80 || (c) == ' ' ||          \
-              (c) == '\t'                                                                 \
-          ? C_QDTEXT                                                                      \
+#define CLS(c)                                                                                     \
+    ((IS_DIGIT(c) || IS_ALPHA(c) || IS_TCHAR_PUNCT(c) ? C_TOKEN : 0) |                             \
+     (IS_VCHAR(c) || (c) >= 0x80 || (c) == ' ' || (c) == '\t' ? C_VALUE : 0) |                     \
+     (IS_VCHAR(c) && (c) != '#' ? C_TARGET : 0) |                                                  \
+     (IS_DIGIT(c) || ((c) >= 'a' && (c) <= 'f') || ((c) >= 'A' && (c) <= 'F') ? C_HEX : 0) |       \
+     (IS_DIGIT(c) || IS_ALPHA(c) || IS_HOST_PUNCT(c) ? C_HOST : 0) |                               \
+     ((IS_VCHAR(c) && (c) != '"' && (c) != '\\') || (c) >= 0x80 || (c) == ' ' || (c) == '\t'       \
+          ? C_QDTEXT                                                                               \
           : 0))
-#define CLS4(c) CLS(c), CLS((c) + 1), CLS((c) + 2), CLS((c) + 3)
+#define CLS4(c)  CLS(c), CLS((c) + 1), CLS((c) + 2), CLS((c) + 3)
 #define CLS16(c) CLS4(c), CLS4((c) + 4), CLS4((c) + 8), CLS4((c) + 12)
 #define CLS64(c) CLS16(c), CLS16((c) + 16), CLS16((c) + 32), CLS16((c) + 48)
 
@@ -225,8 +223,8 @@ static int parse_target(struct http_parser *p, const char *buf, uint32_t t, uint
         const char *q = memchr(buf + t, '?', end - t);
         uint32_t qi = q != NULL ? (uint32_t)(q - buf) : end;
         req->path = (struct http_slice){t, qi - t};
-        req->query = q != NULL ? (struct http_slice){qi + 1, end - qi - 1}
-                               : (struct http_slice){end, 0};
+        req->query =
+            q != NULL ? (struct http_slice){qi + 1, end - qi - 1} : (struct http_slice){end, 0};
         return 0;
     }
     if (end - t == 1 && buf[t] == '*' && req->method == HTTP_OPTIONS) {
@@ -238,8 +236,8 @@ static int parse_target(struct http_parser *p, const char *buf, uint32_t t, uint
 }
 
 /* method SP request-target SP HTTP-version, the line being [start, cr). */
-static int parse_request_line(struct http_parser *p, const char *buf, uint32_t start,
-                              uint32_t cr, struct http_request *req)
+static int parse_request_line(struct http_parser *p, const char *buf, uint32_t start, uint32_t cr,
+                              struct http_request *req)
 {
     const unsigned char *s = (const unsigned char *)buf;
     uint32_t i = start;
@@ -273,8 +271,8 @@ static int parse_request_line(struct http_parser *p, const char *buf, uint32_t s
  * field-name ":" OWS field-value OWS, the line being [start, cr). Sets the name end and
  * the trimmed value span; returns NULL or the reason it is malformed.
  */
-static const char *field_syntax(const char *buf, uint32_t start, uint32_t cr,
-                                uint32_t *name_end, uint32_t *value, uint32_t *value_end)
+static const char *field_syntax(const char *buf, uint32_t start, uint32_t cr, uint32_t *name_end,
+                                uint32_t *value, uint32_t *value_end)
 {
     const unsigned char *s = (const unsigned char *)buf;
     uint32_t i = start;
@@ -413,8 +411,7 @@ static int parse_header(struct http_parser *p, const char *buf, uint32_t start, 
 }
 
 /* Reads head lines until the blank line (HEAD_COMPLETE), more bytes are needed or error. */
-static int parse_head(struct http_parser *p, const char *buf, size_t len,
-                      struct http_request *req)
+static int parse_head(struct http_parser *p, const char *buf, size_t len, struct http_request *req)
 {
     for (;;) {
         uint32_t start = p->line_start;
@@ -534,8 +531,8 @@ static bool chunk_ext_ok(const unsigned char *s, uint32_t i, uint32_t cr)
 }
 
 /* A chunk-size line [start, cr): 1*HEXDIG [ chunk-ext ]. */
-static int chunk_size_line(struct http_parser *p, const char *buf, uint32_t start,
-                           uint32_t cr, struct http_request *req)
+static int chunk_size_line(struct http_parser *p, const char *buf, uint32_t start, uint32_t cr,
+                           struct http_request *req)
 {
     const unsigned char *s = (const unsigned char *)buf;
     uint64_t size = 0;
@@ -594,8 +591,7 @@ static void chunk_data(struct http_parser *p, char *buf, size_t len, struct http
 }
 
 /* The CRLF after chunk data, checked byte by byte as it arrives. 0 once consumed. */
-static int chunk_crlf(struct http_parser *p, const char *buf, size_t len,
-                      struct http_request *req)
+static int chunk_crlf(struct http_parser *p, const char *buf, size_t len, struct http_request *req)
 {
     if (p->raw_off - req->head_bytes - p->body_len + 2 > CHUNK_FRAMING_MAX_BYTES)
         return fail(p, req, 400, "chunked framing too long");
@@ -627,8 +623,7 @@ static int trailer_line(struct http_parser *p, const char *buf, uint32_t start, 
     return 0; /* trailer fields are checked, never merged into the head */
 }
 
-static int parse_chunked(struct http_parser *p, char *buf, size_t len,
-                         struct http_request *req)
+static int parse_chunked(struct http_parser *p, char *buf, size_t len, struct http_request *req)
 {
     for (;;) {
         int rc;
@@ -726,33 +721,61 @@ const struct http_header *http_header_find(const struct http_request *req, const
 const char *http_status_reason(int status)
 {
     switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 411: return "Length Required";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 415: return "Unsupported Media Type";
-    case 417: return "Expectation Failed";
-    case 422: return "Unprocessable Content";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Unknown";
+    case 100:
+        return "Continue";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 304:
+        return "Not Modified";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 411:
+        return "Length Required";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 415:
+        return "Unsupported Media Type";
+    case 417:
+        return "Expectation Failed";
+    case 422:
+        return "Unprocessable Content";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        return "Unknown";
     }
 }

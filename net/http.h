@@ -102,7 +102,7 @@ struct http_request {
     uint32_t head_bytes;    /* buf[0] through the blank line (skipped empty lines too) */
     uint32_t wire_bytes;    /* bytes of the buffer this request used, body included */
 
-    uint16_t error_status; /* set when http_parse returns HTTP_PARSE_ERROR */
+    uint16_t error_status;    /* set when http_parse returns HTTP_PARSE_ERROR */
     const char *error_reason; /* static text for logs and the error message */
 };
 

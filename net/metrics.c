@@ -17,8 +17,8 @@ static const int status_codes[METRICS_STATUSES] = {
 
 /* Upper bounds of the latency buckets, in nanoseconds (100 µs … 5 s). */
 static const uint64_t bucket_ns[METRICS_BUCKETS] = {
-    100000,   250000,    500000,    1000000,   2500000,   5000000,    10000000,
-    25000000, 50000000,  100000000, 250000000, 500000000, 1000000000, 5000000000,
+    100000,   250000,   500000,    1000000,   2500000,   5000000,    10000000,
+    25000000, 50000000, 100000000, 250000000, 500000000, 1000000000, 5000000000,
 };
 
 static const char *const bucket_le[METRICS_BUCKETS] = {

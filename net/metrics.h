@@ -16,8 +16,8 @@
 #include <stdint.h>
 
 #define METRICS_ROUTES_MAX 16
-#define METRICS_STATUSES 22
-#define METRICS_BUCKETS 14
+#define METRICS_STATUSES   22
+#define METRICS_BUCKETS    14
 
 struct metrics {
     unsigned core;

@@ -46,12 +46,12 @@ enum op {
 };
 
 #define UD(op, gen, idx) (((uint64_t)(op) << 56) | ((uint64_t)((gen)&0xffffffu) << 32) | (idx))
-#define UD_OP(ud) ((unsigned)((ud) >> 56))
-#define UD_GEN(ud) ((uint32_t)(((ud) >> 32) & 0xffffffu))
-#define UD_IDX(ud) ((uint32_t)(ud))
+#define UD_OP(ud)        ((unsigned)((ud) >> 56))
+#define UD_GEN(ud)       ((uint32_t)(((ud) >> 32) & 0xffffffu))
+#define UD_IDX(ud)       ((uint32_t)(ud))
 
-#define BUF_GROUP 0
-#define RING_ENTRIES 4096
+#define BUF_GROUP          0
+#define RING_ENTRIES       4096
 #define OVERFLOW_MAX_BYTES (64 * 1024)
 
 enum conn_state {
@@ -97,7 +97,7 @@ struct conn {
     uint32_t in_len, in_cap;
     char *small;
     struct http_parser parser;
-    struct http_request req; /* the request being parsed: the parser accumulates it */
+    struct http_request req;   /* the request being parsed: the parser accumulates it */
     uint64_t request_start_ms; /* first byte of the request being read; 0: none */
     uint64_t last_active_ms;
     uint64_t last_probe_ms;
@@ -129,7 +129,7 @@ struct reactor {
 
     struct conn *conns;
     char *small_bufs;
-    uint32_t free_head; /* UINT32_MAX: empty */
+    uint32_t free_head;  /* UINT32_MAX: empty */
     uint32_t conns_high; /* slots ever used: the tick scans [0, conns_high) */
     uint32_t conns_open;
 
@@ -166,8 +166,8 @@ static void refresh_clock(struct reactor *r)
         return;
     struct tm tm;
     gmtime_r(&now, &tm);
-    r->date_len = strftime(r->date_hdr, sizeof(r->date_hdr), "Date: %a, %d %b %Y %H:%M:%S GMT\r\n",
-                           &tm);
+    r->date_len =
+        strftime(r->date_hdr, sizeof(r->date_hdr), "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
     r->date_sec = now;
 }
 
@@ -235,8 +235,8 @@ static char *put_uint(char *dst, uint64_t v)
 static int buf_ring_setup(struct reactor *r)
 {
     r->br_ring_bytes = RECV_BUF_COUNT * sizeof(struct io_uring_buf);
-    void *ring_mem = mmap(NULL, r->br_ring_bytes, PROT_READ | PROT_WRITE,
-                          MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void *ring_mem =
+        mmap(NULL, r->br_ring_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (ring_mem == MAP_FAILED)
         return -errno;
     r->br = ring_mem;
@@ -474,8 +474,7 @@ static void window_flush(struct conn *c)
         s->state = SLOT_FREE;
         c->win_head++;
     }
-    if (c->continue_owed && c->win_head == c->win_tail &&
-        buf_reserve(&c->out_fill, 32) == 0) {
+    if (c->continue_owed && c->win_head == c->win_tail && buf_reserve(&c->out_fill, 32) == 0) {
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
         memcpy(c->out_fill.p + c->out_fill.len, cont, sizeof(cont) - 1);
         c->out_fill.len += sizeof(cont) - 1;
@@ -888,8 +887,7 @@ static void reject_connection(struct reactor *r, int fd)
     char rid[40];
     snprintf(rid, sizeof(rid), "%s-%u-%lx", r->rid_prefix, r->cfg.core,
              (unsigned long)++r->rid_counter);
-    size_t blen = reactor_error_body(body, sizeof(body), "overloaded",
-                                     "too many connections", rid);
+    size_t blen = reactor_error_body(body, sizeof(body), "overloaded", "too many connections", rid);
     int n = snprintf(msg, sizeof(msg),
                      "HTTP/1.1 503 Service Unavailable\r\nServer: ringpay\r\n%.*s"
                      "Content-Type: application/json\r\nContent-Length: %zu\r\n"
@@ -1095,8 +1093,8 @@ int reactor_run(struct reactor *r)
     pin_thread(r->cfg.cpu);
     /* liburing 2.3 declares io_uring_enable_rings() but its library does not export
      * it, so the register call is made directly. */
-    int err = (int)syscall(__NR_io_uring_register, r->ring.ring_fd,
-                           IORING_REGISTER_ENABLE_RINGS, NULL, 0);
+    int err = (int)syscall(__NR_io_uring_register, r->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS,
+                           NULL, 0);
     if (err) {
         log_write(LOG_ERROR, "io_uring_enable_rings failed", NULL);
         return err;
@@ -1206,7 +1204,7 @@ static int listener_setup(struct reactor *r, char *why, size_t why_bytes)
     socklen_t len = sizeof(bound);
     getsockname(fd, (struct sockaddr *)&bound, &len);
     r->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
-                                                  : ((struct sockaddr_in *)&bound)->sin_port);
+                                                : ((struct sockaddr_in *)&bound)->sin_port);
     r->listen_fd = fd;
     return 0;
 

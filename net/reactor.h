@@ -73,7 +73,7 @@ struct reactor_config {
     void *handler_ctx;
     const char *const *route_names; /* metrics labels; the last one is "other" */
     unsigned route_count;
-    unsigned route_other;           /* label for requests the reactor answers itself */
+    unsigned route_other; /* label for requests the reactor answers itself */
 };
 
 /* The CQE user_data that marks a cross-core wake-up (see net/xcore.h). */

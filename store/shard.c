@@ -64,8 +64,7 @@ static void reply_all(struct shard *sh, struct shard_job **jobs, size_t n)
 /* Applies one turn's jobs: the writes in one transaction, then the reads. Returns
  * true when a commit ran and succeeded: its data fdatasync then also made the meta
  * page of every earlier commit durable. */
-static bool run_batch(struct shard *sh, struct shard_job **jobs, size_t n,
-                      struct batch_item *items)
+static bool run_batch(struct shard *sh, struct shard_job **jobs, size_t n, struct batch_item *items)
 {
     bool synced = false;
     if (__atomic_load_n(&sh->failed, __ATOMIC_RELAXED)) {

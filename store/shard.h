@@ -59,7 +59,7 @@ struct shard {
     struct shard_store *store;
     const struct shard_transport *transport;
     void *transport_ctx;
-    volatile int stop;           /* set by shard_stop() */
+    volatile int stop; /* set by shard_stop() */
     /* The store was opened with defer_meta_sync: hold each batch's answers until a
      * later fdatasync (see shard_run). */
     bool defer_release;
@@ -69,7 +69,7 @@ struct shard {
      * touching the store, and /readyz says not ready, until an operator restarts it
      * (LMDB reopens from the last good meta page). */
     int failed;
-    struct shard_stats stats;    /* written by the shard thread, relaxed atomics */
+    struct shard_stats stats; /* written by the shard thread, relaxed atomics */
 };
 
 /* Runs the shard loop on the calling thread until shard_stop(); returns 0. Jobs still

@@ -57,8 +57,8 @@ static void serve_metrics(struct app *app, struct reactor *r, const struct react
         all[i] = reactor_metrics(app->reactors[i]);
     char *body = malloc(METRICS_BODY_MAX);
     long len = body ? metrics_render(all, app->cores, body, METRICS_BODY_MAX) : -1;
-    long more = len < 0 ? -1 : payments_metrics(app->payments, body + len,
-                                                   METRICS_BODY_MAX - (size_t)len);
+    long more =
+        len < 0 ? -1 : payments_metrics(app->payments, body + len, METRICS_BODY_MAX - (size_t)len);
     if (len < 0 || more < 0) {
         free(body);
         reactor_reply_error(r, rq, 503, ROUTE_METRICS, "overloaded", "metrics unavailable",

@@ -19,7 +19,9 @@ static const char check_usage[] =
 int cmd_check(int argc, char **argv)
 {
     struct opt o[] = {
-        {.name = "data", .type = OPT_STRING, .def = "./data",
+        {.name = "data",
+         .type = OPT_STRING,
+         .def = "./data",
          .help = "data directory of a stopped engine"},
     };
     int rc = config_parse(o, 1, argc, argv, check_usage);

@@ -97,8 +97,7 @@ static void print_usage(const struct opt *opts, size_t n, const char *usage)
     printf("%s\nOptions (each also settable as RINGPAY_<NAME>):\n", usage);
     for (size_t i = 0; i < n; i++) {
         char flag[64];
-        snprintf(flag, sizeof(flag), "--%s%s", opts[i].name,
-                 opts[i].type == OPT_FLAG ? "" : " V");
+        snprintf(flag, sizeof(flag), "--%s%s", opts[i].name, opts[i].type == OPT_FLAG ? "" : " V");
         printf("  %-26s %s", flag, opts[i].help);
         if (opts[i].def)
             printf(" (default %s)", opts[i].def);

@@ -18,7 +18,7 @@ enum opt_type { OPT_STRING, OPT_UINT, OPT_ADDR, OPT_FLAG };
 struct opt {
     const char *name; /* without the leading "--" */
     enum opt_type type;
-    const char *def;  /* default as text; NULL: unset */
+    const char *def; /* default as text; NULL: unset */
     const char *help;
     unsigned long min, max; /* OPT_UINT bounds */
     /* results */

@@ -221,8 +221,7 @@ static int check_post_framing(const struct reactor_request *rq, struct api_error
     size_t n = sizeof(json) - 1;
     if (ct.ptr == NULL || ct.len < n || strncasecmp(ct.ptr, json, n) != 0 ||
         (ct.len > n && ct.ptr[n] != ';' && ct.ptr[n] != ' ')) {
-        api_error_set(e, 415, "unsupported_media_type", "the body must be application/json",
-                      NULL);
+        api_error_set(e, 415, "unsupported_media_type", "the body must be application/json", NULL);
         return -1;
     }
     return 0;
@@ -399,8 +398,7 @@ static int open_stores(struct payments *p, const struct payments_config *cfg, ch
     for (unsigned i = 0; i < p->cores; i++) {
         err = shard_store_open(&p->stores[i], dir, i, &opt);
         if (err) {
-            snprintf(why, why_bytes, "cannot open shard %u under %s: %s", i, dir,
-                     strerror(-err));
+            snprintf(why, why_bytes, "cannot open shard %u under %s: %s", i, dir, strerror(-err));
             return err;
         }
     }
@@ -506,14 +504,14 @@ long payments_metrics(const struct payments *p, char *buf, size_t cap)
     };
     size_t len = 0;
     for (size_t k = 0; k < ARRAY_LEN(m); k++) {
-        int n = snprintf(buf + len, cap - len, "# HELP %s %s\n# TYPE %s %s\n", m[k].name,
-                         m[k].help, m[k].name, m[k].type);
+        int n = snprintf(buf + len, cap - len, "# HELP %s %s\n# TYPE %s %s\n", m[k].name, m[k].help,
+                         m[k].name, m[k].type);
         if (n < 0 || (size_t)n >= cap - len)
             return -ENOSPC;
         len += (size_t)n;
         for (unsigned i = 0; i < p->cores; i++) {
-            const uint64_t *v = (const uint64_t *)((const char *)&p->ports[i].shard.stats +
-                                                   m[k].off);
+            const uint64_t *v =
+                (const uint64_t *)((const char *)&p->ports[i].shard.stats + m[k].off);
             n = snprintf(buf + len, cap - len, "%s{shard=\"%u\"} %lu\n", m[k].name, i,
                          (unsigned long)__atomic_load_n(v, __ATOMIC_RELAXED));
             if (n < 0 || (size_t)n >= cap - len)
@@ -522,14 +520,14 @@ long payments_metrics(const struct payments *p, char *buf, size_t cap)
         }
     }
     for (size_t k = 0; k < ARRAY_LEN(secs); k++) {
-        int n = snprintf(buf + len, cap - len, "# HELP %s %s\n# TYPE %s counter\n",
-                         secs[k].name, secs[k].help, secs[k].name);
+        int n = snprintf(buf + len, cap - len, "# HELP %s %s\n# TYPE %s counter\n", secs[k].name,
+                         secs[k].help, secs[k].name);
         if (n < 0 || (size_t)n >= cap - len)
             return -ENOSPC;
         len += (size_t)n;
         for (unsigned i = 0; i < p->cores; i++) {
-            const uint64_t *v = (const uint64_t *)((const char *)&p->ports[i].shard.stats +
-                                                   secs[k].off);
+            const uint64_t *v =
+                (const uint64_t *)((const char *)&p->ports[i].shard.stats + secs[k].off);
             n = snprintf(buf + len, cap - len, "%s{shard=\"%u\"} %.6f\n", secs[k].name, i,
                          (double)__atomic_load_n(v, __ATOMIC_RELAXED) / 1e9);
             if (n < 0 || (size_t)n >= cap - len)

@@ -69,7 +69,8 @@ static void test_thousand_connections(void **state)
     }
     for (int i = 0; i < MANY; i++) {
         char req[96];
-        snprintf(req, sizeof(req), "GET /healthz HTTP/1.1\r\nHost: a\r\nX-Request-Id: c%d\r\n\r\n", i);
+        snprintf(req, sizeof(req), "GET /healthz HTTP/1.1\r\nHost: a\r\nX-Request-Id: c%d\r\n\r\n",
+                 i);
         assert_int_equal(rp_send_str(c[i].fd, req), 0);
     }
     for (int i = 0; i < MANY; i++) {

@@ -33,15 +33,15 @@
 #include "harness.h"
 #include "pay_client.h"
 
-#define CRASH_THREADS 4
+#define CRASH_THREADS        4
 #define CRASH_CYCLES_DEFAULT 3
-#define CRASH_CYCLES_MAX 200
-#define ACKS_MAX 1500    /* per worker and cycle: bounds the verification time */
-#define PAYS_MAX 600     /* per worker and cycle */
-#define MIN_ACKS 20      /* acknowledged answers to wait for before the kill (all workers) */
-#define WARMUP_MAX_MS 5000
-#define KILL_WINDOW_MS 700 /* the kill comes 0..this after the warm-up */
-#define RETRIES_503 20
+#define CRASH_CYCLES_MAX     200
+#define ACKS_MAX             1500 /* per worker and cycle: bounds the verification time */
+#define PAYS_MAX             600  /* per worker and cycle */
+#define MIN_ACKS             20 /* acknowledged answers to wait for before the kill (all workers) */
+#define WARMUP_MAX_MS        5000
+#define KILL_WINDOW_MS       700 /* the kill comes 0..this after the warm-up */
+#define RETRIES_503          20
 
 static struct rp_server srv;
 static const char *const two_cores[] = {"--cores", "2", NULL};
@@ -75,7 +75,7 @@ struct worker {
     int nacks;
     struct pay_seen pays[PAYS_MAX];
     int npays;
-    int attempts; /* requests sent */
+    int attempts;    /* requests sent */
     char error[512]; /* a failure that is not the crash */
 };
 
@@ -132,8 +132,8 @@ static int drive_payment(struct worker *w, struct pc_conn *pc, int i)
     const char *m = merchants[(w->idx + i) % 4];
     long long amount = 1000 + rand_r(&w->seed) % 9000;
     snprintf(key, sizeof(key), "c%d-w%d-%d-a", w->cycle, w->idx, i);
-    snprintf(body, sizeof(body), "{\"merchant_id\":\"%s\",\"amount\":%lld,\"currency\":\"KRW\"}",
-             m, amount);
+    snprintf(body, sizeof(body), "{\"merchant_id\":\"%s\",\"amount\":%lld,\"currency\":\"KRW\"}", m,
+             amount);
     int rc = send_op(w, pc, "/v1/payments/authorize", key, body, 201, &r);
     if (rc)
         return rc;
@@ -194,8 +194,8 @@ static void *worker_main(void *arg)
 
 static const char *state_name(enum pay_state s)
 {
-    static const char *const names[] = {"authorized", "voided", "captured",
-                                        "partially_refunded", "refunded"};
+    static const char *const names[] = {"authorized", "voided", "captured", "partially_refunded",
+                                        "refunded"};
     return names[s];
 }
 
@@ -254,8 +254,8 @@ static void verify_replay(struct pc_conn *pc, const struct ack *a)
     const char *h = rp_header(&r, "Idempotent-Replayed");
     if (r.status != a->status || strcmp(r.body, a->answer) != 0 || !h || strcmp(h, "true"))
         fail_msg("replay of acknowledged key %s (%s) after kill -9: %d %s%s, original %d %s",
-                 a->key, a->path, r.status, r.body, h ? "" : " (not marked replayed)",
-                 a->status, a->answer);
+                 a->key, a->path, r.status, r.body, h ? "" : " (not marked replayed)", a->status,
+                 a->answer);
     rp_response_free(&r);
 }
 
@@ -303,8 +303,8 @@ static int crash_cycle(struct worker *w, int cycle, unsigned *seed)
         auths += w[t].npays;
         sent += w[t].attempts;
     }
-    print_message("cycle %d: killed after %d ms more, %d requests sent, %d acknowledged\n",
-                  cycle, delay, sent, acks);
+    print_message("cycle %d: killed after %d ms more, %d requests sent, %d acknowledged\n", cycle,
+                  delay, sent, acks);
     assert_true(acks >= MIN_ACKS);
 
     run_check("after kill -9");
@@ -356,8 +356,7 @@ static void test_kill9_cycles(void **state)
         fail_msg("final ringpay check exited %d:\n%s%s", rc, res.out, res.err);
     /* Unanswered authorizations may have been committed too, never fewer. */
     if (pays < auths)
-        fail_msg("check counts %lld payments, %lld authorizations were acknowledged", pays,
-                 auths);
+        fail_msg("check counts %lld payments, %lld authorizations were acknowledged", pays, auths);
     print_message("%s", res.out);
     rp_server_stop(&srv);
 }

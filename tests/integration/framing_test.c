@@ -33,46 +33,67 @@ struct bad_case {
 };
 
 static const struct bad_case cases[] = {
-    {"CL and TE", "POST /healthz HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n"
-                  "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n" SMUGGLE, 400, NULL},
-    {"TE and CL", "POST /healthz HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
-                  "Content-Length: 5\r\n\r\n0\r\n\r\n" SMUGGLE, 400, NULL},
-    {"duplicate CL", "POST /healthz HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n"
-                     "Content-Length: 5\r\n\r\nhello" SMUGGLE, 400, NULL},
-    {"CL +5", "POST /healthz HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\nhello" SMUGGLE,
+    {"CL and TE",
+     "POST /healthz HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n"
+     "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n" SMUGGLE,
      400, NULL},
-    {"CL 0x5", "POST /healthz HTTP/1.1\r\nHost: a\r\nContent-Length: 0x5\r\n\r\nhello" SMUGGLE,
+    {"TE and CL",
+     "POST /healthz HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+     "Content-Length: 5\r\n\r\n0\r\n\r\n" SMUGGLE,
      400, NULL},
-    {"CL -1", "POST /healthz HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n" SMUGGLE, 400,
+    {"duplicate CL",
+     "POST /healthz HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n"
+     "Content-Length: 5\r\n\r\nhello" SMUGGLE,
+     400, NULL},
+    {"CL +5", "POST /healthz HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\nhello" SMUGGLE, 400,
      NULL},
+    {"CL 0x5", "POST /healthz HTTP/1.1\r\nHost: a\r\nContent-Length: 0x5\r\n\r\nhello" SMUGGLE, 400,
+     NULL},
+    {"CL -1", "POST /healthz HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n" SMUGGLE, 400, NULL},
     {"CL list", "POST /healthz HTTP/1.1\r\nHost: a\r\nContent-Length: 5,5\r\n\r\nhello" SMUGGLE,
      400, NULL},
-    {"TE gzip", "POST /healthz HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n" SMUGGLE,
-     501, NULL},
+    {"TE gzip", "POST /healthz HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n" SMUGGLE, 501,
+     NULL},
     {"bare LF", "GET /healthz HTTP/1.1\nHost: a\n\n" SMUGGLE, 400, NULL},
     {"bare LF inside", "GET /healthz HTTP/1.1\r\nHost: a\nX-A: b\r\n\r\n" SMUGGLE, 400, NULL},
     {"space before colon", "GET /healthz HTTP/1.1\r\nHost : a\r\n\r\n" SMUGGLE, 400, NULL},
-    {"TE space before colon", "POST /healthz HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\n"
-                              "\r\n0\r\n\r\n" SMUGGLE, 400, NULL},
+    {"TE space before colon",
+     "POST /healthz HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\n"
+     "\r\n0\r\n\r\n" SMUGGLE,
+     400, NULL},
     {"obs-fold", "GET /healthz HTTP/1.1\r\nHost: a\r\nX-A: b\r\n  c\r\n\r\n" SMUGGLE, 400, NULL},
-    {"control char in value", "GET /healthz HTTP/1.1\r\nHost: a\r\nX-A: b\x01" "c\r\n\r\n" SMUGGLE,
+    {"control char in value",
+     "GET /healthz HTTP/1.1\r\nHost: a\r\nX-A: b\x01"
+     "c\r\n\r\n" SMUGGLE,
      400, NULL},
     {"bad method token", "G(T /healthz HTTP/1.1\r\nHost: a\r\n\r\n" SMUGGLE, 400, NULL},
     {"missing Host", "GET /healthz HTTP/1.1\r\nX-A: b\r\n\r\n" SMUGGLE, 400, NULL},
-    {"chunk size zz", "POST /healthz HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
-                      "zz\r\nhello\r\n0\r\n\r\n" SMUGGLE, 400, NULL},
-    {"chunk size 0x5", "POST /healthz HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
-                       "0x5\r\nhello\r\n0\r\n\r\n" SMUGGLE, 400, NULL},
-    {"chunk size -5", "POST /healthz HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
-                      "-5\r\nhello\r\n0\r\n\r\n" SMUGGLE, 400, NULL},
-    {"chunk without CRLF", "POST /healthz HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
-                           "5\r\nhelloXX0\r\n\r\n" SMUGGLE, 400, NULL},
-    {"chunked on 1.0", "POST /healthz HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"
-                       "0\r\n\r\n" SMUGGLE, 400, NULL},
+    {"chunk size zz",
+     "POST /healthz HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+     "zz\r\nhello\r\n0\r\n\r\n" SMUGGLE,
+     400, NULL},
+    {"chunk size 0x5",
+     "POST /healthz HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+     "0x5\r\nhello\r\n0\r\n\r\n" SMUGGLE,
+     400, NULL},
+    {"chunk size -5",
+     "POST /healthz HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+     "-5\r\nhello\r\n0\r\n\r\n" SMUGGLE,
+     400, NULL},
+    {"chunk without CRLF",
+     "POST /healthz HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+     "5\r\nhelloXX0\r\n\r\n" SMUGGLE,
+     400, NULL},
+    {"chunked on 1.0",
+     "POST /healthz HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"
+     "0\r\n\r\n" SMUGGLE,
+     400, NULL},
     {"HTTP/1.2", "GET /healthz HTTP/1.2\r\nHost: a\r\n\r\n" SMUGGLE, 505, NULL},
     {"HTTP/3.0", "GET /healthz HTTP/3.0\r\nHost: a\r\n\r\n" SMUGGLE, 505, NULL},
-    {"declared body over 64 KiB", "POST /healthz HTTP/1.1\r\nHost: a\r\nContent-Length: 70000\r\n"
-                                  "\r\n", 413, "body_too_large"},
+    {"declared body over 64 KiB",
+     "POST /healthz HTTP/1.1\r\nHost: a\r\nContent-Length: 70000\r\n"
+     "\r\n",
+     413, "body_too_large"},
 };
 
 /* Sends wire, expects one answer with status/code, then a close and nothing else. */
@@ -96,8 +117,8 @@ static void expect_rejected(const char *name, const char *wire, size_t len, int 
     if (rp_conn_wait_close(&c, 3000, &extra) != 0)
         fail_msg("%s: connection left open after %d", name, status);
     if (extra != 0)
-        fail_msg("%s: %zu more bytes after the %d (a smuggled request was answered)", name,
-                 extra, status);
+        fail_msg("%s: %zu more bytes after the %d (a smuggled request was answered)", name, extra,
+                 status);
     rp_conn_close(&c);
 }
 
@@ -195,11 +216,13 @@ static void test_accepted_edges(void **state)
     size_t cap = 128 * 1024, len = 0;
     char *b = malloc(cap);
     assert_non_null(b);
-    put(b, cap, &len, "POST /healthz HTTP/1.1\r\nHost: a\r\nContent-Length: 65536\r\n"
-                      "X-Request-Id: max-body\r\n\r\n");
+    put(b, cap, &len,
+        "POST /healthz HTTP/1.1\r\nHost: a\r\nContent-Length: 65536\r\n"
+        "X-Request-Id: max-body\r\n\r\n");
     put_run(b, cap, &len, 'e', 65536);
-    put(b, cap, &len, "GET /healthz HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n"
-                      "X-Request-Id: cl0\r\n\r\n");
+    put(b, cap, &len,
+        "GET /healthz HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n"
+        "X-Request-Id: cl0\r\n\r\n");
     put(b, cap, &len, "GET /healthz HTTP/1.1\r\nHost: a\r\nX-Pad: ");
     put_run(b, cap, &len, 'f', 7000); /* a long header line under 8 KiB */
     put(b, cap, &len, "\r\nX-Request-Id: long-line\r\n\r\n");

@@ -42,12 +42,12 @@
 
 extern char **environ;
 
-#define RP_ARGS_MAX 64
-#define RP_ENV_MAX 512
-#define RP_LIVE_MAX 32
+#define RP_ARGS_MAX  64
+#define RP_ENV_MAX   512
+#define RP_LIVE_MAX  32
 #define RP_PORT_SPAN 100
-#define RP_HEAD_MAX (256 * 1024)
-#define RP_BUF_MAX (64 * 1024 * 1024)
+#define RP_HEAD_MAX  (256 * 1024)
+#define RP_BUF_MAX   (64 * 1024 * 1024)
 
 /* ---- time ----------------------------------------------------------------------- */
 
@@ -186,8 +186,8 @@ static void child_exec(char *const argv[], char **envp, int out_fd, int err_fd,
     _exit(127);
 }
 
-static pid_t spawn(const char *const args[], const char *const extra_env[], int out_fd,
-                   int err_fd, rp_pre_exec_fn pre_exec)
+static pid_t spawn(const char *const args[], const char *const extra_env[], int out_fd, int err_fd,
+                   rp_pre_exec_fn pre_exec)
 {
     char *argv[RP_ARGS_MAX + 2];
     int n = 0;
@@ -356,8 +356,7 @@ int rp_server_start(struct rp_server *s, const char *const extra_args[],
     int64_t deadline = rp_now_ms() + RP_READY_TIMEOUT_MS;
     while (rp_now_ms() < deadline) {
         if (!rp_server_alive(s)) {
-            fprintf(stderr, "harness: ringpay exited during start (status %d)\n",
-                    s->wait_status);
+            fprintf(stderr, "harness: ringpay exited during start (status %d)\n", s->wait_status);
             rp_server_dump_log(s, 8192);
             rp_server_stop(s);
             return -ECHILD;
@@ -660,8 +659,8 @@ static int parse_head(struct rp_response *r)
 {
     char *p = r->head;
     char *eol = strstr(p, "\r\n");
-    if (!eol || strncmp(p, "HTTP/1.", 7) != 0 || !isdigit((unsigned char)p[7]) ||
-        p[8] != ' ' || !isdigit((unsigned char)p[9]) || !isdigit((unsigned char)p[10]) ||
+    if (!eol || strncmp(p, "HTTP/1.", 7) != 0 || !isdigit((unsigned char)p[7]) || p[8] != ' ' ||
+        !isdigit((unsigned char)p[9]) || !isdigit((unsigned char)p[10]) ||
         !isdigit((unsigned char)p[11]) || (p[12] != ' ' && p + 12 != eol))
         return -EPROTO;
     r->version_minor = p[7] - '0';
@@ -879,8 +878,7 @@ int rp_request(int port, const char *method, const char *path, const char *const
     for (int i = 0; headers && headers[i] && n < (int)sizeof(req); i++)
         n += snprintf(req + n, sizeof(req) - (size_t)n, "%s\r\n", headers[i]);
     if (body && n < (int)sizeof(req))
-        n += snprintf(req + n, sizeof(req) - (size_t)n, "Content-Length: %zu\r\n",
-                      strlen(body));
+        n += snprintf(req + n, sizeof(req) - (size_t)n, "Content-Length: %zu\r\n", strlen(body));
     if (n < (int)sizeof(req))
         n += snprintf(req + n, sizeof(req) - (size_t)n, "\r\n%s", body ? body : "");
     if (n >= (int)sizeof(req)) {
@@ -907,8 +905,7 @@ static bool has_label(const char *lb, const char *le, const char *label)
     return false;
 }
 
-double rp_metric_sum(const char *text, const char *name, const char *const labels[],
-                     int *matched)
+double rp_metric_sum(const char *text, const char *name, const char *const labels[], int *matched)
 {
     double sum = 0;
     int count = 0;

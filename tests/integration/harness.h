@@ -32,9 +32,9 @@
 #include <sys/types.h>
 
 #define RP_READY_TIMEOUT_MS 10000
-#define RP_STOP_TIMEOUT_MS 15000
-#define RP_IO_TIMEOUT_MS 5000
-#define RP_PATH_MAX 512
+#define RP_STOP_TIMEOUT_MS  15000
+#define RP_IO_TIMEOUT_MS    5000
+#define RP_PATH_MAX         512
 #define RP_RESP_HEADERS_MAX 64
 
 /* ---- processes ------------------------------------------------------------------ */
@@ -153,11 +153,11 @@ struct rp_response {
     const char *reason;
     int header_count;
     struct rp_header headers[RP_RESP_HEADERS_MAX];
-    char *head;     /* a private copy of the status line and headers, NUL-split */
-    char *body;     /* decoded body, always NUL-terminated (malloc), never NULL after 0 */
+    char *head; /* a private copy of the status line and headers, NUL-split */
+    char *body; /* decoded body, always NUL-terminated (malloc), never NULL after 0 */
     size_t body_len;
-    bool chunked;       /* body came with Transfer-Encoding: chunked */
-    size_t wire_bytes;  /* bytes of the stream this response used */
+    bool chunked;      /* body came with Transfer-Encoding: chunked */
+    size_t wire_bytes; /* bytes of the stream this response used */
 };
 
 /* Wraps a connected fd (owns it from now on). Returns 0 or -ENOMEM. */
@@ -207,8 +207,7 @@ int rp_request(int port, const char *method, const char *path, const char *const
  * of the given `key="value"` strings (NULL-terminated, may be NULL). *matched (may be
  * NULL) gets the number of samples summed.
  */
-double rp_metric_sum(const char *text, const char *name, const char *const labels[],
-                     int *matched);
+double rp_metric_sum(const char *text, const char *name, const char *const labels[], int *matched);
 
 /* GET /metrics on a fresh connection and rp_metric_sum over it; -1 on failure. */
 double rp_scrape(int port, const char *name, const char *const labels[]);

@@ -30,8 +30,7 @@ static void expect_response(struct rp_conn *c, int status, const char *id, bool 
     if (err)
         fail_msg("expected %d (id %s): read error %d", status, id ? id : "-", err);
     if (r.status != status)
-        fail_msg("expected status %d, got %d (id %s): %s", status, r.status, id ? id : "-",
-                 r.body);
+        fail_msg("expected status %d, got %d (id %s): %s", status, r.status, id ? id : "-", r.body);
     if (id) {
         const char *got = rp_header(&r, "X-Request-Id");
         assert_non_null(got);
@@ -151,8 +150,9 @@ static void test_head(void **state)
     assert_int_equal(rp_request(srv.port, "GET", "/healthz", NULL, NULL, &get), 0);
     struct rp_conn c;
     assert_int_equal(rp_conn_open(&c, srv.port), 0);
-    assert_int_equal(rp_send_str(c.fd, "HEAD /healthz HTTP/1.1\r\nHost: a\r\nX-Request-Id: h1\r\n\r\n"
-                                       "GET /healthz HTTP/1.1\r\nHost: a\r\nX-Request-Id: g1\r\n\r\n"),
+    assert_int_equal(rp_send_str(c.fd,
+                                 "HEAD /healthz HTTP/1.1\r\nHost: a\r\nX-Request-Id: h1\r\n\r\n"
+                                 "GET /healthz HTTP/1.1\r\nHost: a\r\nX-Request-Id: g1\r\n\r\n"),
                      0);
     struct rp_response head;
     expect_response(&c, 200, "h1", true, &head);
@@ -194,8 +194,7 @@ static void test_connection_close_and_http10(void **state)
         char req[128], id[16];
         snprintf(id, sizeof(id), "k%d", i);
         snprintf(req, sizeof(req),
-                 "GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\nX-Request-Id: %s\r\n\r\n",
-                 id);
+                 "GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\nX-Request-Id: %s\r\n\r\n", id);
         assert_int_equal(rp_send_str(c.fd, req), 0);
         expect_response(&c, 200, id, false, NULL);
     }
@@ -208,10 +207,22 @@ static void test_split_writes(void **state)
 {
     rp_must_start(&srv, one_core);
     static const char *const pieces[] = {
-        "G", "ET /hea", "lthz HTTP/1.1\r", "\nHost: a\r\nX-Requ", "est-Id: s1\r\n\r",
+        "G",
+        "ET /hea",
+        "lthz HTTP/1.1\r",
+        "\nHost: a\r\nX-Requ",
+        "est-Id: s1\r\n\r",
         "\n" /* s1 complete */,
-        "POST /healthz HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chu", "nked\r\nX-Request-Id: s2\r\n",
-        "\r\n", "5", "\r", "\nhel", "lo\r", "\n1", "0\r\n0123456789abcdef\r\n0\r", "\n\r",
+        "POST /healthz HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chu",
+        "nked\r\nX-Request-Id: s2\r\n",
+        "\r\n",
+        "5",
+        "\r",
+        "\nhel",
+        "lo\r",
+        "\n1",
+        "0\r\n0123456789abcdef\r\n0\r",
+        "\n\r",
         "\n" /* s2 complete */ "GET /nope HTTP/1.1\r\nHost: a\r\nX-Request-Id: s3\r\n\r\nGET /he",
         "althz HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nX-Request-Id: s4\r\n\r\n",
     };
@@ -250,13 +261,15 @@ static void test_expect_continue(void **state)
     assert_int_equal(rp_send_str(c.fd, "0123456789"), 0);
     expect_response(&c, 405, "e1", false, NULL);
     /* The body was consumed: the connection is still in sync. */
-    assert_int_equal(rp_send_str(c.fd, "GET /healthz HTTP/1.1\r\nHost: a\r\nX-Request-Id: e2\r\n\r\n"), 0);
+    assert_int_equal(
+        rp_send_str(c.fd, "GET /healthz HTTP/1.1\r\nHost: a\r\nX-Request-Id: e2\r\n\r\n"), 0);
     expect_response(&c, 200, "e2", false, NULL);
 
     /* A client that sends the body without waiting: at most one 100, then the answer. */
-    assert_int_equal(rp_send_str(c.fd, "POST /healthz HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n"
-                                       "Expect: 100-continue\r\nX-Request-Id: e3\r\n\r\nabc"
-                                       "GET /healthz HTTP/1.1\r\nHost: a\r\nX-Request-Id: e4\r\n\r\n"),
+    assert_int_equal(rp_send_str(c.fd,
+                                 "POST /healthz HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n"
+                                 "Expect: 100-continue\r\nX-Request-Id: e3\r\n\r\nabc"
+                                 "GET /healthz HTTP/1.1\r\nHost: a\r\nX-Request-Id: e4\r\n\r\n"),
                      0);
     assert_int_equal(rp_read_response(&c, &r, false, RP_IO_TIMEOUT_MS), 0);
     if (r.status == 100) {
@@ -276,19 +289,21 @@ static void test_chunked_then_pipelined_get(void **state)
     rp_must_start(&srv, one_core);
     struct rp_conn c;
     assert_int_equal(rp_conn_open(&c, srv.port), 0);
-    assert_int_equal(rp_send_str(c.fd, "POST /healthz HTTP/1.1\r\nHost: a\r\n"
-                                       "Transfer-Encoding: chunked\r\nX-Request-Id: ch1\r\n\r\n"
-                                       "5\r\nhello\r\n3;ext=1\r\nabc\r\nA\r\n0123456789\r\n"
-                                       "0\r\nX-Trailer: t\r\n\r\n"
-                                       "GET /healthz HTTP/1.1\r\nHost: a\r\nX-Request-Id: ch2\r\n\r\n"),
+    assert_int_equal(rp_send_str(c.fd,
+                                 "POST /healthz HTTP/1.1\r\nHost: a\r\n"
+                                 "Transfer-Encoding: chunked\r\nX-Request-Id: ch1\r\n\r\n"
+                                 "5\r\nhello\r\n3;ext=1\r\nabc\r\nA\r\n0123456789\r\n"
+                                 "0\r\nX-Trailer: t\r\n\r\n"
+                                 "GET /healthz HTTP/1.1\r\nHost: a\r\nX-Request-Id: ch2\r\n\r\n"),
                      0);
     expect_response(&c, 405, "ch1", false, NULL);
     expect_response(&c, 200, "ch2", false, NULL);
     /* Upper-case "Chunked" is the same coding. */
-    assert_int_equal(rp_send_str(c.fd, "POST /healthz HTTP/1.1\r\nHost: a\r\n"
-                                       "Transfer-Encoding: Chunked\r\nX-Request-Id: ch3\r\n\r\n"
-                                       "2\r\nok\r\n0\r\n\r\n"
-                                       "GET /healthz HTTP/1.1\r\nHost: a\r\nX-Request-Id: ch4\r\n\r\n"),
+    assert_int_equal(rp_send_str(c.fd,
+                                 "POST /healthz HTTP/1.1\r\nHost: a\r\n"
+                                 "Transfer-Encoding: Chunked\r\nX-Request-Id: ch3\r\n\r\n"
+                                 "2\r\nok\r\n0\r\n\r\n"
+                                 "GET /healthz HTTP/1.1\r\nHost: a\r\nX-Request-Id: ch4\r\n\r\n"),
                      0);
     expect_response(&c, 405, "ch3", false, NULL);
     expect_response(&c, 200, "ch4", false, NULL);

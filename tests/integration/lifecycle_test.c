@@ -59,15 +59,14 @@ static void test_help(void **state)
 }
 
 /* Runs args (+env) and asserts a clean configuration failure. */
-static void expect_config_error(const char *what, const char *const args[],
-                                const char *const env[])
+static void expect_config_error(const char *what, const char *const args[], const char *const env[])
 {
     assert_int_equal(rp_run(args, env, NULL, 5000, &run), 0);
     if (run.code == -ETIMEDOUT)
         fail_msg("%s: ringpay kept running (it accepted the bad configuration)", what);
     if (run.signaled || run.code == 0 || run.code >= 128)
-        fail_msg("%s: exit %d (signaled %d), want a non-zero exit; stderr: %s", what,
-                 run.code, run.signaled, run.err);
+        fail_msg("%s: exit %d (signaled %d), want a non-zero exit; stderr: %s", what, run.code,
+                 run.signaled, run.err);
     if (rp_count_lines(run.err) != 1 || strncmp(run.err, "ringpay: ", 9) != 0)
         fail_msg("%s: want exactly one stderr line starting \"ringpay: \", got:\n%s", what,
                  run.err);
@@ -82,22 +81,24 @@ static void test_config_errors(void **state)
     char listen_addr[64];
     snprintf(listen_addr, sizeof(listen_addr), "127.0.0.1:%d", port);
 
-    const char *const unknown_flag[] = {"serve", "--bogus", "--listen", listen_addr, "--data", dir, NULL};
+    const char *const unknown_flag[] = {"serve",  "--bogus", "--listen", listen_addr,
+                                        "--data", dir,       NULL};
     expect_config_error("unknown flag", unknown_flag, NULL);
-    const char *const cores0[] = {"serve", "--cores", "0", "--listen", listen_addr, "--data", dir, NULL};
+    const char *const cores0[] = {"serve",     "--cores", "0", "--listen",
+                                  listen_addr, "--data",  dir, NULL};
     expect_config_error("--cores 0", cores0, NULL);
-    const char *const cores_abc[] = {"serve", "--cores", "abc", "--listen", listen_addr, "--data",
-                                     dir, NULL};
+    const char *const cores_abc[] = {"serve",     "--cores", "abc", "--listen",
+                                     listen_addr, "--data",  dir,   NULL};
     expect_config_error("--cores abc", cores_abc, NULL);
     const char *const nonsense[] = {"serve", "--listen", "nonsense", "--data", dir, NULL};
     expect_config_error("--listen nonsense", nonsense, NULL);
     const char *const bad_port[] = {"serve", "--listen", "127.0.0.1:99999", "--data", dir, NULL};
     expect_config_error("--listen port 99999", bad_port, NULL);
-    const char *const timeout_abc[] = {"serve", "--header-timeout-ms", "abc", "--listen",
-                                       listen_addr, "--data", dir, NULL};
+    const char *const timeout_abc[] = {
+        "serve", "--header-timeout-ms", "abc", "--listen", listen_addr, "--data", dir, NULL};
     expect_config_error("--header-timeout-ms abc", timeout_abc, NULL);
-    const char *const missing_value[] = {"serve", "--listen", listen_addr, "--data", dir, "--cores",
-                                         NULL};
+    const char *const missing_value[] = {"serve", "--listen", listen_addr, "--data",
+                                         dir,     "--cores",  NULL};
     expect_config_error("--cores without a value", missing_value, NULL);
     const char *const unknown_cmd[] = {"frobnicate", NULL};
     expect_config_error("unknown subcommand", unknown_cmd, NULL);
@@ -241,9 +242,9 @@ static void test_sigterm_pipelined_burst(void **state)
         assert_int_equal(rp_conn_open(&c[i], srv.port), 0);
         size_t len = 0;
         for (int j = 0; j < DEPTH; j++)
-            len += (size_t)snprintf(buf + len, sizeof(buf) - len,
-                                    "GET /healthz HTTP/1.1\r\nHost: a\r\nX-Request-Id: %d-%d\r\n\r\n",
-                                    i, j);
+            len += (size_t)snprintf(
+                buf + len, sizeof(buf) - len,
+                "GET /healthz HTTP/1.1\r\nHost: a\r\nX-Request-Id: %d-%d\r\n\r\n", i, j);
         assert_int_equal(rp_send_all(c[i].fd, buf, len), 0);
         if (i < SURE) {
             assert_int_equal(rp_read_response(&c[i], &first[i], false, RP_IO_TIMEOUT_MS), 0);
@@ -260,7 +261,8 @@ static void test_sigterm_pipelined_burst(void **state)
                 int err = rp_read_response(&c[i], &r, false, RP_IO_TIMEOUT_MS);
                 if (err)
                     fail_msg("connection %d: answer %d of a batch read before SIGTERM lost "
-                             "(read error %d)", i, j, err);
+                             "(read error %d)",
+                             i, j, err);
                 char id[32];
                 snprintf(id, sizeof(id), "%d-%d", i, j);
                 assert_string_equal(rp_header(&r, "X-Request-Id"), id);
@@ -275,8 +277,8 @@ static void test_sigterm_pipelined_burst(void **state)
     int code = rp_server_wait(&srv, 5000);
     if (code != 0)
         fail_msg("SIGTERM with pipelined requests gave %d, want exit 0", code);
-    print_message("pipelined burst: %d of %d racing requests answered before the exit\n",
-                  raced, (CONNS - SURE) * DEPTH);
+    print_message("pipelined burst: %d of %d racing requests answered before the exit\n", raced,
+                  (CONNS - SURE) * DEPTH);
     rp_server_stop(&srv);
 }
 
@@ -329,13 +331,14 @@ static void expect_io_uring_refusal(int err)
     int port = rp_pick_port();
     char listen_addr[64];
     snprintf(listen_addr, sizeof(listen_addr), "127.0.0.1:%d", port);
-    const char *const args[] = {"serve", "--listen", listen_addr, "--data", dir, "--cores", "1", NULL};
+    const char *const args[] = {"serve", "--listen", listen_addr, "--data",
+                                dir,     "--cores",  "1",         NULL};
     assert_int_equal(rp_run(args, NULL, deny_io_uring, 5000, &run), 0);
     if (run.code == -ETIMEDOUT)
         fail_msg("errno %d: ringpay kept running without io_uring", err);
     if (run.signaled || run.code == 0 || run.code >= 128)
-        fail_msg("errno %d: exit %d (signaled %d), want a clean non-zero exit; stderr:\n%s",
-                 err, run.code, run.signaled, run.err);
+        fail_msg("errno %d: exit %d (signaled %d), want a clean non-zero exit; stderr:\n%s", err,
+                 run.code, run.signaled, run.err);
     if (!strstr(run.err, "io_uring"))
         fail_msg("errno %d: stderr does not name io_uring:\n%s", err, run.err);
     if (rp_count_lines(run.err) != 1)

@@ -27,8 +27,8 @@
 #error "RINGPAY_BIN must name the ringpay binary"
 #endif
 
-#define PC_TOKENS_MAX 65536
-#define PC_SPAWNED_MAX 16
+#define PC_TOKENS_MAX   65536
+#define PC_SPAWNED_MAX  16
 #define PC_REQ_HEAD_MAX 2048
 
 /* ---- calls ---------------------------------------------------------------------- */
@@ -56,8 +56,7 @@ int pc_call(struct pc_conn *pc, const char *method, const char *path, const char
     bool post = strcmp(method, "POST") == 0;
     size_t blen = body ? strlen(body) : 0;
     char head[PC_REQ_HEAD_MAX];
-    int n = snprintf(head, sizeof(head), "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\n", method,
-                     path);
+    int n = snprintf(head, sizeof(head), "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\n", method, path);
     if (key && n > 0 && n < (int)sizeof(head))
         n += snprintf(head + n, sizeof(head) - (size_t)n, "Idempotency-Key: %s\r\n", key);
     if ((post || body) && n > 0 && n < (int)sizeof(head))
@@ -263,8 +262,7 @@ bool pc_body_int(const char *body, const char *key, long long *out)
     return ok;
 }
 
-bool pc_error_parts(const char *body, char *code, size_t code_cap, char *param,
-                    size_t param_cap)
+bool pc_error_parts(const char *body, char *code, size_t code_cap, char *param, size_t param_cap)
 {
     struct pc_json j;
     if (!body || pc_json_parse(&j, body, strlen(body)) != 0)
@@ -294,8 +292,8 @@ bool pc_is_timestamp(const char *s)
 
 /* ---- payment API shortcuts ------------------------------------------------------ */
 
-int pc_balance(struct pc_conn *pc, const char *merchant, const char *currency,
-               long long *pending, long long *available)
+int pc_balance(struct pc_conn *pc, const char *merchant, const char *currency, long long *pending,
+               long long *available)
 {
     char path[256];
     snprintf(path, sizeof(path), "/v1/merchants/%s/balances", merchant);
@@ -330,8 +328,7 @@ out_free:
 static bool entry_read(const struct pc_json *j, int t, struct pc_entry *e)
 {
     return pc_json_int(j, pc_json_get(j, t, "seq"), &e->seq) &&
-           pc_json_str(j, pc_json_get(j, t, "payment_id"), e->payment_id,
-                       sizeof(e->payment_id)) &&
+           pc_json_str(j, pc_json_get(j, t, "payment_id"), e->payment_id, sizeof(e->payment_id)) &&
            pc_json_str(j, pc_json_get(j, t, "debit"), e->debit, sizeof(e->debit)) &&
            pc_json_str(j, pc_json_get(j, t, "credit"), e->credit, sizeof(e->credit)) &&
            pc_json_int(j, pc_json_get(j, t, "amount"), &e->amount) &&
@@ -343,8 +340,8 @@ static int ledger_page(struct pc_conn *pc, const char *merchant, long long after
                        struct pc_entry *out, int max, int *n, long long *next)
 {
     char path[256];
-    snprintf(path, sizeof(path), "/v1/merchants/%s/ledger?after=%lld&limit=%d", merchant,
-             after, limit);
+    snprintf(path, sizeof(path), "/v1/merchants/%s/ledger?after=%lld&limit=%d", merchant, after,
+             limit);
     struct rp_response r;
     int err = pc_call(pc, "GET", path, NULL, NULL, &r);
     if (err)

@@ -89,8 +89,7 @@ bool pc_body_str(const char *body, const char *key, char *out, size_t cap);
 bool pc_body_int(const char *body, const char *key, long long *out);
 
 /* The "error" object's code and param of an error body; param "" when null. */
-bool pc_error_parts(const char *body, char *code, size_t code_cap, char *param,
-                    size_t param_cap);
+bool pc_error_parts(const char *body, char *code, size_t code_cap, char *param, size_t param_cap);
 
 /* True for "YYYY-MM-DDTHH:MM:SS.mmmZ". */
 bool pc_is_timestamp(const char *s);
@@ -102,8 +101,8 @@ bool pc_is_timestamp(const char *s);
  * -ENOENT when the currency is absent, -EPROTO on a non-200 or malformed answer, or a
  * transport error.
  */
-int pc_balance(struct pc_conn *pc, const char *merchant, const char *currency,
-               long long *pending, long long *available);
+int pc_balance(struct pc_conn *pc, const char *merchant, const char *currency, long long *pending,
+               long long *available);
 
 /* One ledger entry as the API shows it. */
 struct pc_entry {

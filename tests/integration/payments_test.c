@@ -32,10 +32,10 @@
 #include "harness.h"
 #include "pay_client.h"
 
-#define NSHARDS 2
+#define NSHARDS   2
 #define AUTH_PATH "/v1/payments/authorize"
-#define PAYMENT_KEYS                                                                      \
-    "id,merchant_id,amount,currency,status,captured_amount,refunded_amount,reference,"   \
+#define PAYMENT_KEYS                                                                               \
+    "id,merchant_id,amount,currency,status,captured_amount,refunded_amount,reference,"             \
     "created_at,updated_at"
 #define REFUND_KEYS "id,payment_id,amount,currency,payment_status,created_at"
 
@@ -116,20 +116,17 @@ static void parse_payment(const char *body, struct pay *p)
         fail_msg("payment members differ from SPEC: %s", body);
     int ref = pc_json_get(&j, 0, "reference");
     p->reference_null = pc_json_null(&j, ref);
-    bool ok = pc_json_str(&j, pc_json_get(&j, 0, "id"), p->id, sizeof(p->id)) &&
-              pc_json_str(&j, pc_json_get(&j, 0, "merchant_id"), p->merchant,
-                          sizeof(p->merchant)) &&
-              pc_json_str(&j, pc_json_get(&j, 0, "currency"), p->currency,
-                          sizeof(p->currency)) &&
-              pc_json_str(&j, pc_json_get(&j, 0, "status"), p->status, sizeof(p->status)) &&
-              (p->reference_null || pc_json_str(&j, ref, p->reference, sizeof(p->reference))) &&
-              pc_json_int(&j, pc_json_get(&j, 0, "amount"), &p->amount) &&
-              pc_json_int(&j, pc_json_get(&j, 0, "captured_amount"), &p->captured) &&
-              pc_json_int(&j, pc_json_get(&j, 0, "refunded_amount"), &p->refunded) &&
-              pc_json_str(&j, pc_json_get(&j, 0, "created_at"), p->created,
-                          sizeof(p->created)) &&
-              pc_json_str(&j, pc_json_get(&j, 0, "updated_at"), p->updated,
-                          sizeof(p->updated));
+    bool ok =
+        pc_json_str(&j, pc_json_get(&j, 0, "id"), p->id, sizeof(p->id)) &&
+        pc_json_str(&j, pc_json_get(&j, 0, "merchant_id"), p->merchant, sizeof(p->merchant)) &&
+        pc_json_str(&j, pc_json_get(&j, 0, "currency"), p->currency, sizeof(p->currency)) &&
+        pc_json_str(&j, pc_json_get(&j, 0, "status"), p->status, sizeof(p->status)) &&
+        (p->reference_null || pc_json_str(&j, ref, p->reference, sizeof(p->reference))) &&
+        pc_json_int(&j, pc_json_get(&j, 0, "amount"), &p->amount) &&
+        pc_json_int(&j, pc_json_get(&j, 0, "captured_amount"), &p->captured) &&
+        pc_json_int(&j, pc_json_get(&j, 0, "refunded_amount"), &p->refunded) &&
+        pc_json_str(&j, pc_json_get(&j, 0, "created_at"), p->created, sizeof(p->created)) &&
+        pc_json_str(&j, pc_json_get(&j, 0, "updated_at"), p->updated, sizeof(p->updated));
     pc_json_free(&j);
     if (!ok || !pc_is_timestamp(p->created) || !pc_is_timestamp(p->updated))
         fail_msg("payment members have wrong types: %s", body);
@@ -147,24 +144,22 @@ static void parse_refund(const char *body, struct rfd *r)
     char keys[256];
     if (!pc_json_keys(&j, 0, keys, sizeof(keys)) || strcmp(keys, REFUND_KEYS) != 0)
         fail_msg("refund members differ from SPEC: %s", body);
-    bool ok = pc_json_str(&j, pc_json_get(&j, 0, "id"), r->id, sizeof(r->id)) &&
-              pc_json_str(&j, pc_json_get(&j, 0, "payment_id"), r->payment_id,
-                          sizeof(r->payment_id)) &&
-              pc_json_str(&j, pc_json_get(&j, 0, "currency"), r->currency,
-                          sizeof(r->currency)) &&
-              pc_json_str(&j, pc_json_get(&j, 0, "payment_status"), r->payment_status,
-                          sizeof(r->payment_status)) &&
-              pc_json_int(&j, pc_json_get(&j, 0, "amount"), &r->amount) &&
-              pc_json_str(&j, pc_json_get(&j, 0, "created_at"), r->created,
-                          sizeof(r->created));
+    bool ok =
+        pc_json_str(&j, pc_json_get(&j, 0, "id"), r->id, sizeof(r->id)) &&
+        pc_json_str(&j, pc_json_get(&j, 0, "payment_id"), r->payment_id, sizeof(r->payment_id)) &&
+        pc_json_str(&j, pc_json_get(&j, 0, "currency"), r->currency, sizeof(r->currency)) &&
+        pc_json_str(&j, pc_json_get(&j, 0, "payment_status"), r->payment_status,
+                    sizeof(r->payment_status)) &&
+        pc_json_int(&j, pc_json_get(&j, 0, "amount"), &r->amount) &&
+        pc_json_str(&j, pc_json_get(&j, 0, "created_at"), r->created, sizeof(r->created));
     pc_json_free(&j);
     if (!ok || !pc_is_timestamp(r->created))
         fail_msg("refund members have wrong types: %s", body);
 }
 
 /* POSTs and expects `status` with a payment body; returns it parsed. */
-static void post_payment(struct pc_conn *pc, const char *path, const char *key,
-                         const char *body, int status, struct pay *p)
+static void post_payment(struct pc_conn *pc, const char *path, const char *key, const char *body,
+                         int status, struct pay *p)
 {
     struct rp_response r;
     call(pc, "POST", path, key, body, &r);
@@ -181,9 +176,8 @@ static void op_path(char *out, size_t cap, const char *id, const char *op)
 }
 
 /* POST {id}/{op} expecting 409 with code and message. */
-static void expect_refused(struct pc_conn *pc, const char *id, const char *op,
-                           const char *key, const char *body, const char *code,
-                           const char *message)
+static void expect_refused(struct pc_conn *pc, const char *id, const char *op, const char *key,
+                           const char *body, const char *code, const char *message)
 {
     char path[128];
     op_path(path, sizeof(path), id, op);
@@ -195,16 +189,16 @@ static void expect_refused(struct pc_conn *pc, const char *id, const char *op,
     rp_response_free(&r);
 }
 
-static void expect_balance(struct pc_conn *pc, const char *m, const char *cur,
-                           long long pending, long long available)
+static void expect_balance(struct pc_conn *pc, const char *m, const char *cur, long long pending,
+                           long long available)
 {
     long long p = -1, a = -1;
     int err = pc_balance(pc, m, cur, &p, &a);
     if (err)
         fail_msg("balances of %s %s: error %d", m, cur, err);
     if (p != pending || a != available)
-        fail_msg("balances of %s %s: pending %lld available %lld, expected %lld %lld", m,
-                 cur, p, a, pending, available);
+        fail_msg("balances of %s %s: pending %lld available %lld, expected %lld %lld", m, cur, p, a,
+                 pending, available);
 }
 
 static void get_payment(struct pc_conn *pc, const char *id, struct pay *p, char **raw)
@@ -234,8 +228,8 @@ static void stop_and_check(long long want_payments)
     if (rc != 0)
         fail_msg("ringpay check exited %d:\n%s%s", rc, res.out, res.err);
     if (pays != want_payments)
-        fail_msg("ringpay check counts %lld payments, expected %lld:\n%s", pays,
-                 want_payments, res.out);
+        fail_msg("ringpay check counts %lld payments, expected %lld:\n%s", pays, want_payments,
+                 res.out);
     assert_non_null(strstr(res.out, "; OK"));
     rp_server_stop(&srv);
 }
@@ -250,8 +244,7 @@ struct want_entry {
 };
 
 /* Asserts the merchant's ledger equals want, read whole and in pages of 3. */
-static void expect_ledger(struct pc_conn *pc, const char *m, const struct want_entry *want,
-                          int n)
+static void expect_ledger(struct pc_conn *pc, const char *m, const struct want_entry *want, int n)
 {
     static struct pc_entry got[64];
     int cnt = 0;
@@ -265,18 +258,16 @@ static void expect_ledger(struct pc_conn *pc, const char *m, const struct want_e
             strcmp(got[i].debit, want[i].debit) != 0 ||
             strcmp(got[i].credit, want[i].credit) != 0 || got[i].amount != want[i].amount ||
             strcmp(got[i].currency, want[i].currency) != 0)
-            fail_msg("ledger of %s, entry %d: %s %s->%s %lld %s, expected %s %s->%s %lld %s",
-                     m, i, got[i].payment_id, got[i].debit, got[i].credit, got[i].amount,
-                     got[i].currency, want[i].pay, want[i].debit, want[i].credit,
-                     want[i].amount, want[i].currency);
+            fail_msg("ledger of %s, entry %d: %s %s->%s %lld %s, expected %s %s->%s %lld %s", m, i,
+                     got[i].payment_id, got[i].debit, got[i].credit, got[i].amount, got[i].currency,
+                     want[i].pay, want[i].debit, want[i].credit, want[i].amount, want[i].currency);
         if (i > 0 && got[i].seq <= got[i - 1].seq)
             fail_msg("ledger of %s: seq not increasing at entry %d", m, i);
     }
 }
 
 /* One page: its entry count, its next_after (-1 for null), the seqs. */
-static void expect_page(struct pc_conn *pc, const char *query, int want_n,
-                        long long want_next)
+static void expect_page(struct pc_conn *pc, const char *query, int want_n, long long want_next)
 {
     char path[160];
     snprintf(path, sizeof(path), "/v1/merchants/lc-m1/ledger%s", query);
@@ -292,8 +283,7 @@ static void expect_page(struct pc_conn *pc, const char *query, int want_n,
     assert_string_equal(m, "lc-m1");
     int arr = pc_json_get(&j, 0, "entries");
     if (pc_json_size(&j, arr) != want_n)
-        fail_msg("%s: %d entries, expected %d: %s", path, pc_json_size(&j, arr), want_n,
-                 r.body);
+        fail_msg("%s: %d entries, expected %d: %s", path, pc_json_size(&j, arr), want_n, r.body);
     for (int i = 0; i < want_n; i++) {
         int e = pc_json_at(&j, arr, i);
         char ek[128], ts[32];
@@ -310,8 +300,8 @@ static void expect_page(struct pc_conn *pc, const char *query, int want_n,
         fail_msg("%s: next_after %lld, expected %lld: %s", path, next, want_next, r.body);
     if (want_n > 0 && next >= 0) {
         long long last;
-        assert_true(pc_json_int(&j, pc_json_get(&j, pc_json_at(&j, arr, want_n - 1), "seq"),
-                                &last));
+        assert_true(
+            pc_json_int(&j, pc_json_get(&j, pc_json_at(&j, arr, want_n - 1), "seq"), &last));
         assert_int_equal(last, next); /* next_after is the last seq of the page */
     }
     pc_json_free(&j);
@@ -333,11 +323,11 @@ static void lifecycle_paging(struct pc_conn *pc)
     expect_page(pc, q, 3, all[8].seq);
     snprintf(q, sizeof(q), "?after=%lld&limit=3", all[8].seq);
     expect_page(pc, q, 1, -1);
-    expect_page(pc, "", 10, -1);             /* default limit 100 */
-    expect_page(pc, "?limit=10", 10, -1);    /* exactly the rest: last page */
+    expect_page(pc, "", 10, -1);          /* default limit 100 */
+    expect_page(pc, "?limit=10", 10, -1); /* exactly the rest: last page */
     expect_page(pc, "?limit=9", 9, all[8].seq);
     snprintf(q, sizeof(q), "?after=%lld", all[9].seq);
-    expect_page(pc, q, 0, -1);               /* past the end */
+    expect_page(pc, q, 0, -1); /* past the end */
     /* A merchant with no entries has an empty last page; its balances list is empty. */
     struct rp_response r;
     call(pc, "GET", "/v1/merchants/never-used/ledger", NULL, NULL, &r);
@@ -418,24 +408,19 @@ static void lifecycle_p1(struct pc_conn *pc, struct pay *p1)
     assert_int_equal(g.refunded, 0);
     assert_string_equal(g.created, p1->created);
     expect_balance(pc, "lc-m1", "KRW", 0, 12000);
-    expect_refused(pc, p1->id, "capture", "lc-cap-2", "{}", "invalid_state",
-                   "payment is captured");
-    expect_refused(pc, p1->id, "void", "lc-void-1", NULL, "invalid_state",
-                   "payment is captured");
+    expect_refused(pc, p1->id, "capture", "lc-cap-2", "{}", "invalid_state", "payment is captured");
+    expect_refused(pc, p1->id, "void", "lc-void-1", NULL, "invalid_state", "payment is captured");
 
     lifecycle_refunds(pc, p1, rfd_ids);
     get_payment(pc, p1->id, &g, NULL);
     assert_string_equal(g.status, "refunded");
     assert_int_equal(g.captured, 12000);
     assert_int_equal(g.refunded, 12000);
-    expect_refused(pc, p1->id, "refund", "lc-rf-5", NULL, "invalid_state",
-                   "payment is refunded");
+    expect_refused(pc, p1->id, "refund", "lc-rf-5", NULL, "invalid_state", "payment is refunded");
     expect_refused(pc, p1->id, "refund", "lc-rf-6", "{\"amount\":1}", "invalid_state",
                    "payment is refunded");
-    expect_refused(pc, p1->id, "capture", "lc-cap-3", NULL, "invalid_state",
-                   "payment is refunded");
-    expect_refused(pc, p1->id, "void", "lc-void-2", NULL, "invalid_state",
-                   "payment is refunded");
+    expect_refused(pc, p1->id, "capture", "lc-cap-3", NULL, "invalid_state", "payment is refunded");
+    expect_refused(pc, p1->id, "void", "lc-void-2", NULL, "invalid_state", "payment is refunded");
     expect_balance(pc, "lc-m1", "KRW", 0, 0);
 }
 
@@ -462,12 +447,9 @@ static void lifecycle_p2(struct pc_conn *pc, const struct pay *p1, struct pay *p
     assert_int_equal(g.captured, 0);
     assert_int_equal(g.refunded, 0);
     expect_balance(pc, "lc-m1", "USD", 0, 0);
-    expect_refused(pc, p2->id, "capture", "lc-cap-4", NULL, "invalid_state",
-                   "payment is voided");
-    expect_refused(pc, p2->id, "refund", "lc-rf-7", NULL, "invalid_state",
-                   "payment is voided");
-    expect_refused(pc, p2->id, "void", "lc-void-4", "{}", "invalid_state",
-                   "payment is voided");
+    expect_refused(pc, p2->id, "capture", "lc-cap-4", NULL, "invalid_state", "payment is voided");
+    expect_refused(pc, p2->id, "refund", "lc-rf-7", NULL, "invalid_state", "payment is voided");
+    expect_refused(pc, p2->id, "void", "lc-void-4", "{}", "invalid_state", "payment is voided");
 }
 
 /* From authorized: a refund is illegal, an over-capture exceeds, a full capture. */
@@ -480,8 +462,7 @@ static void lifecycle_p3(struct pc_conn *pc, struct pay *p3)
                  "\"reference\":\"\xec\xa3\xbc\xeb\xac\xb8-7 \\\"q\\\"\"}",
                  201, p3);
     assert_string_equal(p3->reference, "\xec\xa3\xbc\xeb\xac\xb8-7 \\\"q\\\"");
-    expect_refused(pc, p3->id, "refund", "lc-rf-8", NULL, "invalid_state",
-                   "payment is authorized");
+    expect_refused(pc, p3->id, "refund", "lc-rf-8", NULL, "invalid_state", "payment is authorized");
     expect_refused(pc, p3->id, "capture", "lc-cap-5", "{\"amount\":701}",
                    "amount_exceeds_remaining", NULL);
     expect_balance(pc, "lc-m1", "KRW", 700, 0);
@@ -523,22 +504,21 @@ static void test_lifecycle(void **state)
 /* ---- 2. idempotency ------------------------------------------------------------- */
 
 /* POSTs and expects a replay of `first`: same status, same bytes, the header. */
-static void expect_replay(struct pc_conn *pc, const char *path, const char *key,
-                          const char *body, const struct rp_response *first)
+static void expect_replay(struct pc_conn *pc, const char *path, const char *key, const char *body,
+                          const struct rp_response *first)
 {
     struct rp_response r;
     call(pc, "POST", path, key, body, &r);
     if (r.status != first->status || strcmp(r.body, first->body) != 0)
-        fail_msg("replay of key %s: %d %s, expected %d %s", key, r.status, r.body,
-                 first->status, first->body);
+        fail_msg("replay of key %s: %d %s, expected %d %s", key, r.status, r.body, first->status,
+                 first->body);
     const char *h = rp_header(&r, "Idempotent-Replayed");
     if (!h || strcmp(h, "true") != 0)
         fail_msg("replay of key %s lacks Idempotent-Replayed: true", key);
     rp_response_free(&r);
 }
 
-static void expect_reused(struct pc_conn *pc, const char *path, const char *key,
-                          const char *body)
+static void expect_reused(struct pc_conn *pc, const char *path, const char *key, const char *body)
 {
     struct rp_response r;
     call(pc, "POST", path, key, body, &r);
@@ -639,14 +619,14 @@ static void test_idempotency(void **state)
 /* Request shapes: by default a POST carries a unique Idempotency-Key, Content-Type
  * application/json and Content-Length. "{P}" in a path is the valid payment's id. */
 enum {
-    B_NO_KEY = 1,     /* no Idempotency-Key */
-    B_EMPTY_KEY = 2,  /* "Idempotency-Key:" with an empty value */
-    B_LONG_KEY = 4,   /* a 256-byte key */
-    B_HIGH_KEY = 8,   /* a key holding the byte 0x80 */
-    B_NO_CT = 16,     /* no Content-Type */
-    B_CT_TEXT = 32,   /* Content-Type: text/plain */
-    B_NO_LEN = 64,    /* neither Content-Length nor chunked */
-    B_BIG_LEN = 128,  /* Content-Length: 70000, no body sent */
+    B_NO_KEY = 1,    /* no Idempotency-Key */
+    B_EMPTY_KEY = 2, /* "Idempotency-Key:" with an empty value */
+    B_LONG_KEY = 4,  /* a 256-byte key */
+    B_HIGH_KEY = 8,  /* a key holding the byte 0x80 */
+    B_NO_CT = 16,    /* no Content-Type */
+    B_CT_TEXT = 32,  /* Content-Type: text/plain */
+    B_NO_LEN = 64,   /* neither Content-Length nor chunked */
+    B_BIG_LEN = 128, /* Content-Length: 70000, no body sent */
 };
 
 struct bad_case {
@@ -659,32 +639,40 @@ struct bad_case {
     const char *allow; /* 405: the Allow header */
 };
 
-#define BM "\"merchant_id\":\"mal-m\""
-#define BA "\"amount\":100"
-#define BC "\"currency\":\"KRW\""
+#define BM  "\"merchant_id\":\"mal-m\""
+#define BA  "\"amount\":100"
+#define BC  "\"currency\":\"KRW\""
 #define M65 "m1234567890123456789012345678901234567890123456789012345678901234"
-#define R129                                                                              \
-    "r123456789012345678901234567890123456789012345678901234567890123456789012345678901" \
+#define R129                                                                                       \
+    "r123456789012345678901234567890123456789012345678901234567890123456789012345678901"           \
     "23456789012345678901234567890123456789012345678"
 
-#define AUTH_BAD(what, body, param)                                                       \
-    {what, "POST", AUTH_PATH, body, 0, 400, "invalid_param", param, NULL}
-#define JSON_BAD(what, body)                                                              \
-    {what, "POST", AUTH_PATH, body, 0, 400, "invalid_json", "", NULL}
-#define LEDGER_BAD(query, param)                                                          \
-    {"ledger " query, "GET", "/v1/merchants/mal-m/ledger" query, NULL, 0, 400,            \
-     "invalid_param", param, NULL}
-#define NOT_FOUND(what, method, path)                                                     \
-    {what, method, path, NULL, 0, 404, "not_found", "", NULL}
+#define AUTH_BAD(what, body, param)                                                                \
+    {                                                                                              \
+        what, "POST", AUTH_PATH, body, 0, 400, "invalid_param", param, NULL                        \
+    }
+#define JSON_BAD(what, body)                                                                       \
+    {                                                                                              \
+        what, "POST", AUTH_PATH, body, 0, 400, "invalid_json", "", NULL                            \
+    }
+#define LEDGER_BAD(query, param)                                                                   \
+    {                                                                                              \
+        "ledger " query, "GET", "/v1/merchants/mal-m/ledger" query, NULL, 0, 400, "invalid_param", \
+            param, NULL                                                                            \
+    }
+#define NOT_FOUND(what, method, path)                                                              \
+    {                                                                                              \
+        what, method, path, NULL, 0, 404, "not_found", "", NULL                                    \
+    }
 
 static const struct bad_case bad_cases[] = {
     /* Idempotency-Key */
     {"no key", "POST", AUTH_PATH, "{" BM "," BA "," BC "}", B_NO_KEY, 400,
      "missing_idempotency_key", "", NULL},
-    {"empty key", "POST", AUTH_PATH, "{" BM "," BA "," BC "}", B_EMPTY_KEY, 400,
-     "invalid_param", "Idempotency-Key", NULL},
-    {"256-byte key", "POST", AUTH_PATH, "{" BM "," BA "," BC "}", B_LONG_KEY, 400,
-     "invalid_param", "Idempotency-Key", NULL},
+    {"empty key", "POST", AUTH_PATH, "{" BM "," BA "," BC "}", B_EMPTY_KEY, 400, "invalid_param",
+     "Idempotency-Key", NULL},
+    {"256-byte key", "POST", AUTH_PATH, "{" BM "," BA "," BC "}", B_LONG_KEY, 400, "invalid_param",
+     "Idempotency-Key", NULL},
     {"key with byte 0x80", "POST", AUTH_PATH, "{" BM "," BA "," BC "}", B_HIGH_KEY, 400,
      "invalid_param", "Idempotency-Key", NULL},
     /* JSON syntax */
@@ -705,8 +693,7 @@ static const struct bad_case bad_cases[] = {
     AUTH_BAD("negative amount", "{" BM ",\"amount\":-5," BC "}", "amount"),
     AUTH_BAD("zero amount", "{" BM ",\"amount\":0," BC "}", "amount"),
     AUTH_BAD("amount 10^15+1", "{" BM ",\"amount\":1000000000000001," BC "}", "amount"),
-    AUTH_BAD("amount 10^23", "{" BM ",\"amount\":99999999999999999999999," BC "}",
-             "amount"),
+    AUTH_BAD("amount 10^23", "{" BM ",\"amount\":99999999999999999999999," BC "}", "amount"),
     AUTH_BAD("null amount", "{" BM ",\"amount\":null," BC "}", "amount"),
     AUTH_BAD("boolean amount", "{" BM ",\"amount\":true," BC "}", "amount"),
     AUTH_BAD("object amount", "{" BM ",\"amount\":{\"v\":1}," BC "}", "amount"),
@@ -723,50 +710,45 @@ static const struct bad_case bad_cases[] = {
     AUTH_BAD("4-letter currency", "{" BM "," BA ",\"currency\":\"KRWX\"}", "currency"),
     AUTH_BAD("2-letter currency", "{" BM "," BA ",\"currency\":\"KR\"}", "currency"),
     AUTH_BAD("numeric currency", "{" BM "," BA ",\"currency\":410}", "currency"),
-    AUTH_BAD("65-byte merchant", "{\"merchant_id\":\"" M65 "\"," BA "," BC "}",
-             "merchant_id"),
+    AUTH_BAD("65-byte merchant", "{\"merchant_id\":\"" M65 "\"," BA "," BC "}", "merchant_id"),
     AUTH_BAD("empty merchant", "{\"merchant_id\":\"\"," BA "," BC "}", "merchant_id"),
-    AUTH_BAD("merchant with space", "{\"merchant_id\":\"mal m\"," BA "," BC "}",
-             "merchant_id"),
-    AUTH_BAD("merchant with slash", "{\"merchant_id\":\"mal/m\"," BA "," BC "}",
-             "merchant_id"),
-    AUTH_BAD("merchant with dot", "{\"merchant_id\":\"mal.m\"," BA "," BC "}",
-             "merchant_id"),
+    AUTH_BAD("merchant with space", "{\"merchant_id\":\"mal m\"," BA "," BC "}", "merchant_id"),
+    AUTH_BAD("merchant with slash", "{\"merchant_id\":\"mal/m\"," BA "," BC "}", "merchant_id"),
+    AUTH_BAD("merchant with dot", "{\"merchant_id\":\"mal.m\"," BA "," BC "}", "merchant_id"),
     AUTH_BAD("numeric merchant", "{\"merchant_id\":123," BA "," BC "}", "merchant_id"),
-    AUTH_BAD("array merchant", "{\"merchant_id\":[\"mal-m\"]," BA "," BC "}",
-             "merchant_id"),
+    AUTH_BAD("array merchant", "{\"merchant_id\":[\"mal-m\"]," BA "," BC "}", "merchant_id"),
     AUTH_BAD("129-char reference", "{" BM "," BA "," BC ",\"reference\":\"" R129 "\"}",
              "reference"),
-    AUTH_BAD("control char in reference",
-             "{" BM "," BA "," BC ",\"reference\":\"a\\u0001b\"}", "reference"),
-    AUTH_BAD("DEL in reference", "{" BM "," BA "," BC ",\"reference\":\"a\x7f" "b\"}",
+    AUTH_BAD("control char in reference", "{" BM "," BA "," BC ",\"reference\":\"a\\u0001b\"}",
+             "reference"),
+    AUTH_BAD("DEL in reference",
+             "{" BM "," BA "," BC ",\"reference\":\"a\x7f"
+             "b\"}",
              "reference"),
     AUTH_BAD("numeric reference", "{" BM "," BA "," BC ",\"reference\":5}", "reference"),
     AUTH_BAD("object reference", "{" BM "," BA "," BC ",\"reference\":{}}", "reference"),
     AUTH_BAD("invalid UTF-8 reference", "{" BM "," BA "," BC ",\"reference\":\"a\xff\"}",
              "reference"),
-    AUTH_BAD("lone surrogate reference",
-             "{" BM "," BA "," BC ",\"reference\":\"\\ud800\"}", "reference"),
+    AUTH_BAD("lone surrogate reference", "{" BM "," BA "," BC ",\"reference\":\"\\ud800\"}",
+             "reference"),
     /* framing the codec cannot see */
     {"text/plain body", "POST", AUTH_PATH, "{" BM "," BA "," BC "}", B_CT_TEXT, 415,
      "unsupported_media_type", "", NULL},
     {"no Content-Type", "POST", AUTH_PATH, "{" BM "," BA "," BC "}", B_NO_CT, 415,
      "unsupported_media_type", "", NULL},
     {"no length", "POST", AUTH_PATH, NULL, B_NO_LEN, 411, "length_required", "", NULL},
-    {"declared 70000-byte body", "POST", AUTH_PATH, NULL, B_BIG_LEN, 413, "body_too_large",
-     "", NULL},
+    {"declared 70000-byte body", "POST", AUTH_PATH, NULL, B_BIG_LEN, 413, "body_too_large", "",
+     NULL},
     /* methods */
     {"GET authorize", "GET", AUTH_PATH, NULL, 0, 405, "method_not_allowed", "", "POST"},
-    {"PUT payment", "PUT", "/v1/payments/{P}", "{}", 0, 405, "method_not_allowed", "",
-     "GET"},
-    {"POST payment", "POST", "/v1/payments/{P}", "{}", 0, 405, "method_not_allowed", "",
-     "GET"},
-    {"GET capture", "GET", "/v1/payments/{P}/capture", NULL, 0, 405, "method_not_allowed",
-     "", "POST"},
+    {"PUT payment", "PUT", "/v1/payments/{P}", "{}", 0, 405, "method_not_allowed", "", "GET"},
+    {"POST payment", "POST", "/v1/payments/{P}", "{}", 0, 405, "method_not_allowed", "", "GET"},
+    {"GET capture", "GET", "/v1/payments/{P}/capture", NULL, 0, 405, "method_not_allowed", "",
+     "POST"},
     {"DELETE balances", "DELETE", "/v1/merchants/mal-m/balances", NULL, 0, 405,
      "method_not_allowed", "", "GET"},
-    {"POST ledger", "POST", "/v1/merchants/mal-m/ledger", "{}", 0, 405,
-     "method_not_allowed", "", "GET"},
+    {"POST ledger", "POST", "/v1/merchants/mal-m/ledger", "{}", 0, 405, "method_not_allowed", "",
+     "GET"},
     /* paths and ids */
     NOT_FOUND("payment trailing slash", "GET", "/v1/payments/{P}/"),
     NOT_FOUND("authorize trailing slash", "POST", "/v1/payments/authorize/"),
@@ -791,12 +773,12 @@ static const struct bad_case bad_cases[] = {
      "invalid_param", "amount", NULL},
     {"capture with currency", "POST", "/v1/payments/{P}/capture",
      "{\"amount\":5,\"currency\":\"KRW\"}", 0, 400, "invalid_param", "currency", NULL},
-    {"void with amount", "POST", "/v1/payments/{P}/void", "{\"amount\":5}", 0, 400,
-     "invalid_param", "amount", NULL},
-    {"refund bad JSON", "POST", "/v1/payments/{P}/refund", "{\"amount\":", 0, 400,
-     "invalid_json", "", NULL},
-    {"capture over the amount", "POST", "/v1/payments/{P}/capture", "{\"amount\":1001}", 0,
-     409, "amount_exceeds_remaining", NULL, NULL},
+    {"void with amount", "POST", "/v1/payments/{P}/void", "{\"amount\":5}", 0, 400, "invalid_param",
+     "amount", NULL},
+    {"refund bad JSON", "POST", "/v1/payments/{P}/refund", "{\"amount\":", 0, 400, "invalid_json",
+     "", NULL},
+    {"capture over the amount", "POST", "/v1/payments/{P}/capture", "{\"amount\":1001}", 0, 409,
+     "amount_exceeds_remaining", NULL, NULL},
     {"refund an authorized payment", "POST", "/v1/payments/{P}/refund", NULL, 0, 409,
      "invalid_state", NULL, NULL},
     /* ledger query and merchant paths */
@@ -809,10 +791,10 @@ static const struct bad_case bad_cases[] = {
     LEDGER_BAD("?after=", "after"),
     LEDGER_BAD("?after=9223372036854775808", "after"),
     LEDGER_BAD("?foo=1", "foo"),
-    {"merchant path with dot", "GET", "/v1/merchants/mal.m/balances", NULL, 0, 400,
-     "invalid_param", "merchant_id", NULL},
-    {"65-byte merchant path", "GET", "/v1/merchants/" M65 "/ledger", NULL, 0, 400,
-     "invalid_param", "merchant_id", NULL},
+    {"merchant path with dot", "GET", "/v1/merchants/mal.m/balances", NULL, 0, 400, "invalid_param",
+     "merchant_id", NULL},
+    {"65-byte merchant path", "GET", "/v1/merchants/" M65 "/ledger", NULL, 0, 400, "invalid_param",
+     "merchant_id", NULL},
 };
 
 /* Replaces "{P}" in path by id. */
@@ -874,8 +856,8 @@ static void run_bad_case(const struct bad_case *c, int i, const char *id)
     if (!pc_error_parts(r.body, code, sizeof(code), param, sizeof(param)))
         fail_msg("case %d (%s): unreadable error body %s", i, c->what, r.body);
     if (c->param && strcmp(param, c->param) != 0)
-        fail_msg("case %d (%s): param \"%s\", expected \"%s\": %s", i, c->what, param,
-                 c->param, r.body);
+        fail_msg("case %d (%s): param \"%s\", expected \"%s\": %s", i, c->what, param, c->param,
+                 r.body);
     if (c->allow) {
         const char *allow = rp_header(&r, "Allow");
         if (!allow || strcmp(allow, c->allow) != 0)
@@ -921,10 +903,10 @@ static void test_malformed(void **state)
 
 /* ---- 4. concurrency ------------------------------------------------------------- */
 
-#define LOAD_THREADS 32
-#define LOAD_ITERS 12
-#define LOAD_MERCHANTS 8 /* besides "hot" */
-#define LOAD_RETRIES 50  /* 503 overloaded answers retried with the same key */
+#define LOAD_THREADS   32
+#define LOAD_ITERS     12
+#define LOAD_MERCHANTS 8  /* besides "hot" */
+#define LOAD_RETRIES   50 /* 503 overloaded answers retried with the same key */
 
 static const char *const load_merchants[LOAD_MERCHANTS] = {
     "cm-0", "cm-1", "cm-2", "cm-3", "cm-4", "cm-5", "cm-6", "cm-7",
@@ -942,22 +924,21 @@ struct load_worker {
 
 /* One POST with retries on 503; 0 and *r filled with the final answer, or -1 with
  * w->error set. */
-static int load_post(struct load_worker *w, struct pc_conn *pc, const char *path,
-                     const char *key, const char *body, int want, struct rp_response *r)
+static int load_post(struct load_worker *w, struct pc_conn *pc, const char *path, const char *key,
+                     const char *body, int want, struct rp_response *r)
 {
     for (int attempt = 0; attempt <= LOAD_RETRIES; attempt++) {
         int err = pc_call(pc, "POST", path, key, body, r);
         if (err) {
-            snprintf(w->error, sizeof(w->error), "%s key %s: transport error %d", path, key,
-                     err);
+            snprintf(w->error, sizeof(w->error), "%s key %s: transport error %d", path, key, err);
             return -1;
         }
         if (r->status == want)
             return 0;
         bool busy = r->status == 503;
         if (!busy) {
-            snprintf(w->error, sizeof(w->error), "%s key %s: status %d, expected %d: %s",
-                     path, key, r->status, want, r->body);
+            snprintf(w->error, sizeof(w->error), "%s key %s: status %d, expected %d: %s", path, key,
+                     r->status, want, r->body);
             rp_response_free(r);
             return -1;
         }
@@ -971,8 +952,7 @@ static int load_post(struct load_worker *w, struct pc_conn *pc, const char *path
 }
 
 /* Reads a number member of an answer; -1 with w->error when missing. */
-static long long answer_int(struct load_worker *w, const struct rp_response *r,
-                            const char *key)
+static long long answer_int(struct load_worker *w, const struct rp_response *r, const char *key)
 {
     long long v;
     if (pc_body_int(r->body, key, &v))
@@ -992,8 +972,8 @@ static int load_one(struct load_worker *w, struct pc_conn *pc, int i)
     char key[64], body[160], path[128], id[32];
     struct rp_response r;
     snprintf(key, sizeof(key), "ld-%d-%d-a", w->idx, i);
-    snprintf(body, sizeof(body), "{\"merchant_id\":\"%s\",\"amount\":%lld,\"currency\":\"KRW\"}",
-             m, amount);
+    snprintf(body, sizeof(body), "{\"merchant_id\":\"%s\",\"amount\":%lld,\"currency\":\"KRW\"}", m,
+             amount);
     if (load_post(w, pc, AUTH_PATH, key, body, 201, &r))
         return -1;
     bool ok = pc_body_str(r.body, "id", id, sizeof(id)) && answer_int(w, &r, "amount") == amount;
@@ -1107,7 +1087,7 @@ static void test_concurrent_load(void **state)
 
 /* ---- 5. one Idempotency-Key on many connections at once ------------------------- */
 
-#define SAME_CONNS 8
+#define SAME_CONNS  8
 #define SAME_ROUNDS 8
 
 /* Rounds 0..SAME_ROUNDS-1: everybody authorizes with key same-<round>. Round
@@ -1321,8 +1301,8 @@ static void test_other_core_count_refused(void **state)
     nshards = NSHARDS;
     rp_must_start(&srv, two_cores);
     assert_int_equal(pc_server_halt(&srv), 0);
-    const char *const args[] = {"serve", "--listen", "127.0.0.1:0", "--cores", "1",
-                                "--data", srv.data_dir, NULL};
+    const char *const args[] = {"serve", "--listen", "127.0.0.1:0", "--cores",
+                                "1",     "--data",   srv.data_dir,  NULL};
     static struct rp_run_result res;
     assert_int_equal(rp_run(args, NULL, NULL, 10000, &res), 0);
     assert_int_equal(res.code, 2);
@@ -1343,9 +1323,8 @@ static void test_pipelined(void **state)
     assert_int_not_equal(pc_shard_of(pm[0], NSHARDS), pc_shard_of(pm[1], NSHARDS));
     for (int i = 0; i < PIPE_N; i++) {
         char body[128];
-        snprintf(body, sizeof(body),
-                 "{\"merchant_id\":\"%s\",\"amount\":%d,\"currency\":\"KRW\"}", pm[i % 2],
-                 100 + i);
+        snprintf(body, sizeof(body), "{\"merchant_id\":\"%s\",\"amount\":%d,\"currency\":\"KRW\"}",
+                 pm[i % 2], 100 + i);
         len += (size_t)snprintf(wire + len, sizeof(wire) - len,
                                 "POST " AUTH_PATH " HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                                 "X-Request-Id: pipe-%d\r\nIdempotency-Key: pipe-%d\r\n"

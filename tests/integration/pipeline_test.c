@@ -41,18 +41,26 @@ static size_t append_request(char *buf, size_t cap, const char *tag, int i, bool
     enum kind k = mixed ? kind_of(i) : K_GET;
     switch (k) {
     case K_404:
-        return (size_t)snprintf(buf, cap, "GET /missing/%d HTTP/1.1\r\nHost: a\r\n"
-                                          "X-Request-Id: %s%d\r\n\r\n", i, tag, i);
+        return (size_t)snprintf(buf, cap,
+                                "GET /missing/%d HTTP/1.1\r\nHost: a\r\n"
+                                "X-Request-Id: %s%d\r\n\r\n",
+                                i, tag, i);
     case K_POST:
-        return (size_t)snprintf(buf, cap, "POST /healthz HTTP/1.1\r\nHost: a\r\n"
-                                          "Content-Length: 17\r\nX-Request-Id: %s%d\r\n\r\n"
-                                          "GET /smuggled 1\r\n", tag, i);
+        return (size_t)snprintf(buf, cap,
+                                "POST /healthz HTTP/1.1\r\nHost: a\r\n"
+                                "Content-Length: 17\r\nX-Request-Id: %s%d\r\n\r\n"
+                                "GET /smuggled 1\r\n",
+                                tag, i);
     case K_HEAD:
-        return (size_t)snprintf(buf, cap, "HEAD /healthz HTTP/1.1\r\nHost: a\r\n"
-                                          "X-Request-Id: %s%d\r\n\r\n", tag, i);
+        return (size_t)snprintf(buf, cap,
+                                "HEAD /healthz HTTP/1.1\r\nHost: a\r\n"
+                                "X-Request-Id: %s%d\r\n\r\n",
+                                tag, i);
     default:
-        return (size_t)snprintf(buf, cap, "GET /healthz HTTP/1.1\r\nHost: a\r\n"
-                                          "X-Request-Id: %s%d\r\n\r\n", tag, i);
+        return (size_t)snprintf(buf, cap,
+                                "GET /healthz HTTP/1.1\r\nHost: a\r\n"
+                                "X-Request-Id: %s%d\r\n\r\n",
+                                tag, i);
     }
 }
 

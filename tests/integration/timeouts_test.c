@@ -20,8 +20,8 @@
 #include "harness.h"
 
 static struct rp_server srv;
-static const char *const timeouts[] = {"--cores", "1", "--header-timeout-ms", "1000",
-                                       "--idle-timeout-ms", "1000", NULL};
+static const char *const timeouts[] = {
+    "--cores", "1", "--header-timeout-ms", "1000", "--idle-timeout-ms", "1000", NULL};
 
 /* True when fd has something to read (data, FIN or RST) within ms. */
 static bool readable(int fd, int ms)
@@ -47,8 +47,7 @@ static void test_slow_header_gets_408(void **state)
     }
     int64_t reacted = rp_now_ms() - t0;
     if (!ended)
-        fail_msg("a head dribbled for %lld ms was neither answered nor closed",
-                 (long long)reacted);
+        fail_msg("a head dribbled for %lld ms was neither answered nor closed", (long long)reacted);
     struct rp_response r;
     int err = rp_read_response(&c, &r, false, 1000);
     if (err == 0) {

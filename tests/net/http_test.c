@@ -152,9 +152,9 @@ static bool same_parse(const struct run *a, const struct run *b)
         !slice_eq(x->query, y->query) || x->version_minor != y->version_minor ||
         x->header_count != y->header_count || x->keep_alive != y->keep_alive ||
         x->expect_continue != y->expect_continue || x->chunked != y->chunked ||
-        x->has_content_length != y->has_content_length ||
-        x->content_length != y->content_length || !slice_eq(x->body, y->body) ||
-        x->head_bytes != y->head_bytes || x->wire_bytes != y->wire_bytes)
+        x->has_content_length != y->has_content_length || x->content_length != y->content_length ||
+        !slice_eq(x->body, y->body) || x->head_bytes != y->head_bytes ||
+        x->wire_bytes != y->wire_bytes)
         return false;
     for (uint16_t i = 0; i < x->header_count; i++) {
         if (!slice_eq(x->headers[i].name, y->headers[i].name) ||
@@ -536,8 +536,7 @@ static void test_limit_request_line(void **state)
             assert_int_equal(r.req.error_status, 414);
             /* Detected as soon as the limit is crossed, without the line's end. */
             struct http_request req;
-            assert_int_equal(parse_prefix(s.p, HTTP_LINE_MAX_BYTES - 1, &req),
-                             HTTP_PARSE_AGAIN);
+            assert_int_equal(parse_prefix(s.p, HTTP_LINE_MAX_BYTES - 1, &req), HTTP_PARSE_AGAIN);
             assert_int_equal(parse_prefix(s.p, HTTP_LINE_MAX_BYTES, &req), HTTP_PARSE_ERROR);
             assert_int_equal(req.error_status, 414);
         }
@@ -604,8 +603,7 @@ static void test_limit_head(void **state)
             assert_int_equal(r.result, HTTP_PARSE_ERROR);
             assert_int_equal(r.req.error_status, 431);
             struct http_request req;
-            assert_int_equal(parse_prefix(s.p, HTTP_HEAD_MAX_BYTES - 1, &req),
-                             HTTP_PARSE_AGAIN);
+            assert_int_equal(parse_prefix(s.p, HTTP_HEAD_MAX_BYTES - 1, &req), HTTP_PARSE_AGAIN);
             assert_int_equal(parse_prefix(s.p, HTTP_HEAD_MAX_BYTES, &req), HTTP_PARSE_ERROR);
             assert_int_equal(req.error_status, 431);
         }
@@ -711,8 +709,7 @@ static void test_limit_body_chunked(void **state)
 /* One chunk whose size line is `line` bytes long: framing is line + 2 + 3 + 2 bytes. */
 static void test_limit_chunk_framing(void **state)
 {
-    for (size_t framing = HTTP_LINE_MAX_BYTES - 1; framing <= HTTP_LINE_MAX_BYTES + 1;
-         framing++) {
+    for (size_t framing = HTTP_LINE_MAX_BYTES - 1; framing <= HTTP_LINE_MAX_BYTES + 1; framing++) {
         struct sb s = {0};
         sb_str(&s, "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n");
         size_t line = framing - 7;
@@ -776,7 +773,7 @@ static void test_smuggling_framing(void **state)
         {"POST / HTTP/1.1\r\n" H "Transfer-Encoding: identity\r\n\r\n", 501},
         {"POST / HTTP/1.1\r\n" H "Transfer-Encoding: xchunked\r\n\r\n", 501},
         {"POST / HTTP/1.1\r\n" H "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n"
-                                 "\r\n",
+         "\r\n",
          400},
         {"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
         {"GET / HTTP/1.1\n" H "\r\n", 400},
@@ -806,7 +803,10 @@ static void test_smuggling_framing(void **state)
 
 static void test_smuggling_chunks(void **state)
 {
-#define SIZED(lit) {lit, sizeof(lit) - 1}
+#define SIZED(lit)                                                                                 \
+    {                                                                                              \
+        lit, sizeof(lit) - 1                                                                       \
+    }
     static const struct {
         const char *raw;
         size_t n;
@@ -877,10 +877,17 @@ static void test_request_line(void **state)
         const char *method;
         enum http_method m;
     } methods[] = {
-        {"GET", HTTP_GET},         {"HEAD", HTTP_HEAD},   {"POST", HTTP_POST},
-        {"PUT", HTTP_PUT},         {"DELETE", HTTP_DELETE}, {"PATCH", HTTP_PATCH},
-        {"OPTIONS", HTTP_OPTIONS}, {"PROPFIND", HTTP_METHOD_OTHER},
-        {"get", HTTP_METHOD_OTHER}, {"GETS", HTTP_METHOD_OTHER}, {"X-Y.Z~", HTTP_METHOD_OTHER},
+        {"GET", HTTP_GET},
+        {"HEAD", HTTP_HEAD},
+        {"POST", HTTP_POST},
+        {"PUT", HTTP_PUT},
+        {"DELETE", HTTP_DELETE},
+        {"PATCH", HTTP_PATCH},
+        {"OPTIONS", HTTP_OPTIONS},
+        {"PROPFIND", HTTP_METHOD_OTHER},
+        {"get", HTTP_METHOD_OTHER},
+        {"GETS", HTTP_METHOD_OTHER},
+        {"X-Y.Z~", HTTP_METHOD_OTHER},
     };
     for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
         char raw[128];
@@ -895,8 +902,7 @@ static void test_request_line(void **state)
     assert_int_equal(parse_str(&r, "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n"), HTTP_PARSE_DONE);
     assert_true(slice_is(&r, r.req.target, "*"));
     run_free(&r);
-    assert_int_equal(parse_str(&r, "GET /a?b?c=%20 HTTP/1.1\r\nHost: a\r\n\r\n"),
-                     HTTP_PARSE_DONE);
+    assert_int_equal(parse_str(&r, "GET /a?b?c=%20 HTTP/1.1\r\nHost: a\r\n\r\n"), HTTP_PARSE_DONE);
     assert_true(slice_is(&r, r.req.path, "/a"));
     assert_true(slice_is(&r, r.req.query, "b?c=%20"));
     run_free(&r);
@@ -937,8 +943,7 @@ static void test_keep_alive(void **state)
         {"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", false},
         {"GET / HTTP/1.1\r\nHost: a\r\nConnection: CLOSE\r\n\r\n", false},
         {"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Close \r\n\r\n", false},
-        {"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n",
-         false},
+        {"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n", false},
         {"GET / HTTP/1.1\r\nHost: a\r\nConnection: closed\r\n\r\n", true},
         {"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\n\r\n", true},
         {"GET / HTTP/1.0\r\n\r\n", false},

@@ -33,7 +33,7 @@ static void test_mask_card_numbers(void **state)
 static void test_mask_leaves_other_text(void **state)
 {
     (void)state;
-    expect_mask("123456789012", "123456789012");         /* 12 digits: not a card */
+    expect_mask("123456789012", "123456789012");                 /* 12 digits: not a card */
     expect_mask("12345678901234567890", "12345678901234567890"); /* 20: not a card */
     expect_mask("order-77 amount 15000", "order-77 amount 15000");
     expect_mask("", "");

@@ -24,8 +24,8 @@
 /* The fake transport: jobs offered in one go, answers collected. */
 struct fake {
     pthread_mutex_t mu;
-    size_t recv_max;           /* 0: no limit; else jobs handed out per recv */
-    const struct shard *sh;    /* to read the shard's counters at each reply */
+    size_t recv_max;        /* 0: no limit; else jobs handed out per recv */
+    const struct shard *sh; /* to read the shard's counters at each reply */
     uint64_t seen_batches[JOBS_MAX], seen_syncs[JOBS_MAX]; /* at each reply */
     struct shard_job *inbox[JOBS_MAX];
     size_t in_n;
