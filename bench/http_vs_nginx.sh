@@ -16,19 +16,8 @@ DEPTH=${DEPTH:-16}
 CORES=$(nproc)
 RP_PORT=18180
 NG_PORT=18181
-tmp=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"' EXIT
-
-sed -e "s/NWORKERS/$CORES/" -e "s#PIDFILE#$tmp/nginx.pid#" -e "s/PORT/$NG_PORT/" \
-    bench/nginx.conf >"$tmp/nginx.conf"
-nginx -c "$tmp/nginx.conf" -p "$tmp" &
-"$BUILD/ringpay" serve --listen 127.0.0.1:$RP_PORT --cores "$CORES" --data "$tmp/data" \
-    --log-level warn &
-for _ in $(seq 50); do
-    curl -sf "http://127.0.0.1:$RP_PORT/healthz" >/dev/null &&
-        curl -sf "http://127.0.0.1:$NG_PORT/healthz" >/dev/null && break
-    sleep 0.1
-done
+. bench/lib.sh
+start_servers $RP_PORT $NG_PORT
 
 # run NAME PORT MODE -> appends "name mode rps p50_us p99_us" to $tmp/results
 run() {

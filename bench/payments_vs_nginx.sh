@@ -18,19 +18,8 @@ PIPELINE=${PIPELINE:-1}
 CORES=${CORES:-$(nproc)}
 RP_PORT=18280
 NG_PORT=18281
-tmp=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"' EXIT
-
-sed -e "s/NWORKERS/$(nproc)/" -e "s#PIDFILE#$tmp/nginx.pid#" -e "s/PORT/$NG_PORT/" \
-    bench/nginx.conf >"$tmp/nginx.conf"
-nginx -c "$tmp/nginx.conf" -p "$tmp" &
-"$BUILD/ringpay" serve --listen 127.0.0.1:$RP_PORT --cores "$CORES" --data "$tmp/data" \
-    --log-level error &
-for _ in $(seq 50); do
-    curl -sf "http://127.0.0.1:$RP_PORT/readyz" >/dev/null &&
-        curl -sf "http://127.0.0.1:$NG_PORT/" >/dev/null && break
-    sleep 0.1
-done
+. bench/lib.sh
+start_servers $RP_PORT $NG_PORT
 
 load() { # port [extra args] -> JSON line
     local port=$1
