@@ -10,16 +10,8 @@
 #include "engine/assert.h"
 #include "engine/ids.h"
 
-enum route {
-    ROUTE_NONE = 0,
-    ROUTE_AUTHORIZE,
-    ROUTE_CAPTURE,
-    ROUTE_VOID,
-    ROUTE_REFUND,
-    ROUTE_GET_PAYMENT,
-    ROUTE_BALANCES,
-    ROUTE_LEDGER,
-};
+/* "No such route" for route_of(); every op_kind is > 0. */
+#define OP_NONE 0
 
 #define PATH_SEGMENTS_MAX 4 /* after "/v1": payments, {id}, capture */
 
@@ -102,25 +94,25 @@ static bool split_path(struct engine_span path, struct segments *seg)
     }
 }
 
-static enum route route_of(const struct segments *g)
+static enum op_kind route_of(const struct segments *g)
 {
     if (g->n >= 2 && span_is(g->s[0], "payments")) {
         if (g->n == 2)
-            return span_is(g->s[1], "authorize") ? ROUTE_AUTHORIZE : ROUTE_GET_PAYMENT;
+            return span_is(g->s[1], "authorize") ? OP_AUTHORIZE : OP_GET_PAYMENT;
         if (g->n == 3 && span_is(g->s[2], "capture"))
-            return ROUTE_CAPTURE;
+            return OP_CAPTURE;
         if (g->n == 3 && span_is(g->s[2], "void"))
-            return ROUTE_VOID;
+            return OP_VOID;
         if (g->n == 3 && span_is(g->s[2], "refund"))
-            return ROUTE_REFUND;
+            return OP_REFUND;
     }
     if (g->n == 3 && span_is(g->s[0], "merchants")) {
         if (span_is(g->s[2], "balances"))
-            return ROUTE_BALANCES;
+            return OP_BALANCES;
         if (span_is(g->s[2], "ledger"))
-            return ROUTE_LEDGER;
+            return OP_LEDGER;
     }
-    return ROUTE_NONE;
+    return OP_NONE;
 }
 
 static bool merchant_ok(const char *m, size_t len)
@@ -253,13 +245,15 @@ static int ledger_param(struct engine_span name, struct engine_span val, bool *s
     if (seen[is_after])
         return invalid_param(err, pn, "given twice");
     seen[is_after] = true;
+    if (val.len == 0)
+        return 0; /* "after=", "limit=" or a bare name: the default (SPEC §2) */
     uint64_t v;
     if (is_after) {
-        if (val.ptr == NULL || !parse_uint(val.ptr, val.len, INT64_MAX, &v))
+        if (!parse_uint(val.ptr, val.len, INT64_MAX, &v))
             return invalid_param(err, pn, "must be an integer from 0 to 9223372036854775807");
         op->after = v;
     } else {
-        if (val.ptr == NULL || !parse_uint(val.ptr, val.len, LEDGER_PAGE_MAX, &v) || v < 1)
+        if (!parse_uint(val.ptr, val.len, LEDGER_PAGE_MAX, &v) || v < 1)
             return invalid_param(err, pn, "must be an integer from 1 to 1000");
         op->limit = (uint32_t)v;
     }
@@ -293,16 +287,15 @@ static int decode_ledger_query(struct engine_span q, struct op *op, struct api_e
 }
 
 /* Steps 1-3 of api.h: route, method, idempotency key. */
-static int decode_head(const struct api_request *req, enum route *r, struct segments *g,
+static int decode_head(const struct api_request *req, enum op_kind *r, struct segments *g,
                        struct op *op, struct api_error *err)
 {
     static const char *const allow[] = {
-        [ROUTE_AUTHORIZE] = "POST", [ROUTE_CAPTURE] = "POST",    [ROUTE_VOID] = "POST",
-        [ROUTE_REFUND] = "POST",    [ROUTE_GET_PAYMENT] = "GET", [ROUTE_BALANCES] = "GET",
-        [ROUTE_LEDGER] = "GET",
+        [OP_AUTHORIZE] = "POST",  [OP_CAPTURE] = "POST", [OP_VOID] = "POST",  [OP_REFUND] = "POST",
+        [OP_GET_PAYMENT] = "GET", [OP_BALANCES] = "GET", [OP_LEDGER] = "GET",
     };
-    *r = split_path(req->path, g) ? route_of(g) : ROUTE_NONE;
-    if (*r == ROUTE_NONE)
+    *r = split_path(req->path, g) ? route_of(g) : OP_NONE;
+    if (*r == OP_NONE)
         return fail(err, 404, "not_found", "no such resource");
     if (!span_is(req->method, allow[*r])) {
         fail(err, 405, "method_not_allowed", "method not allowed");
@@ -311,9 +304,13 @@ static int decode_head(const struct api_request *req, enum route *r, struct segm
     }
     if (allow[*r][0] != 'P')
         return 0;
+    if (req->query.ptr != NULL && req->query.len > 0)
+        return invalid_param(err, "query", "POST routes take no query string");
     if (req->idem_key.ptr == NULL)
         return fail(err, 400, "missing_idempotency_key",
                     "POST requests need an Idempotency-Key header");
+    if (req->idem_key_count > 1)
+        return invalid_param(err, "Idempotency-Key", "must be sent once");
     if (!idem_key_ok(req->idem_key))
         return invalid_param(err, "Idempotency-Key", "must be 1-255 printable ASCII characters");
     memcpy(op->idem_key, req->idem_key.ptr, req->idem_key.len);
@@ -369,19 +366,19 @@ static int decode_merchant_path(struct engine_span m, struct op *op, struct api_
     return 0;
 }
 
-static int decode_body(const struct api_request *req, enum route r, struct op *op,
+static int decode_body(const struct api_request *req, enum op_kind r, struct op *op,
                        struct api_error *err)
 {
     struct engine_span body = req->body.ptr ? req->body : (struct engine_span){"", 0};
     switch (r) {
-    case ROUTE_AUTHORIZE:
+    case OP_AUTHORIZE:
         return decode_authorize(body, op, err);
-    case ROUTE_CAPTURE:
-    case ROUTE_REFUND:
+    case OP_CAPTURE:
+    case OP_REFUND:
         return decode_amount_body(body, true, op, err);
-    case ROUTE_VOID:
+    case OP_VOID:
         return decode_amount_body(body, false, op, err);
-    case ROUTE_LEDGER:
+    case OP_LEDGER:
         return decode_ledger_query(req->query, op, err);
     default:
         return 0;
@@ -391,15 +388,6 @@ static int decode_body(const struct api_request *req, enum route r, struct op *o
 int api_decode(const struct api_request *req, uint32_t nshards, struct op *op,
                struct api_error *err)
 {
-    static const enum op_kind kinds[] = {
-        [ROUTE_AUTHORIZE] = OP_AUTHORIZE,
-        [ROUTE_CAPTURE] = OP_CAPTURE,
-        [ROUTE_VOID] = OP_VOID,
-        [ROUTE_REFUND] = OP_REFUND,
-        [ROUTE_GET_PAYMENT] = OP_GET_PAYMENT,
-        [ROUTE_BALANCES] = OP_BALANCES,
-        [ROUTE_LEDGER] = OP_LEDGER,
-    };
     ASSERT(nshards >= 1 && nshards <= SHARDS_MAX);
     ASSERT(req->auth_merchant.ptr == NULL ||
            merchant_ok(req->auth_merchant.ptr, req->auth_merchant.len));
@@ -409,22 +397,22 @@ int api_decode(const struct api_request *req, uint32_t nshards, struct op *op,
         copy_cut(op->request_id, sizeof(op->request_id), req->request_id.ptr, req->request_id.len);
         op->request_id_len = (uint8_t)strlen(op->request_id);
     }
-    enum route r;
+    enum op_kind r;
     struct segments g;
     int rc = decode_head(req, &r, &g, op, err);
     if (rc)
         return rc;
-    op->kind = kinds[r];
-    if (r == ROUTE_BALANCES || r == ROUTE_LEDGER)
+    op->kind = r;
+    if (r == OP_BALANCES || r == OP_LEDGER)
         rc = decode_merchant_path(g.s[1], op, err);
-    else if (r != ROUTE_AUTHORIZE)
+    else if (r != OP_AUTHORIZE)
         rc = decode_payment_route(req, g.s[1], nshards, op, err);
     if (rc)
         return rc;
     rc = decode_body(req, r, op, err);
     if (rc)
         return rc;
-    if (r == ROUTE_AUTHORIZE || r == ROUTE_BALANCES || r == ROUTE_LEDGER)
+    if (r == OP_AUTHORIZE || r == OP_BALANCES || r == OP_LEDGER)
         return check_owner(req, op, nshards, err);
     return 0;
 }

@@ -16,9 +16,10 @@
  *     its own, so GET on it is 405, not a payment lookup.
  *  2. method: a known shape with another method -> 405 method_not_allowed, `allow` set.
  *     Only "GET" and "POST" (exact, case-sensitive); net/ may map HEAD to GET.
- *  3. POST: no Idempotency-Key -> 400 missing_idempotency_key; one that is empty, longer
- *     than 255 bytes or not printable ASCII (0x20..0x7e) -> 400 invalid_param
- *     "Idempotency-Key". GET ignores the header.
+ *  3. POST: a query string (anything after '?') -> 400 invalid_param "query"; no
+ *     Idempotency-Key -> 400 missing_idempotency_key; more than one, or one that is
+ *     empty, longer than 255 bytes or not printable ASCII (0x20..0x7e) -> 400
+ *     invalid_param "Idempotency-Key". GET ignores the header.
  *  4. ids in the path: malformed, or a shard >= nshards -> 404 not_found. A merchant id
  *     in the path that is not 1-64 of [A-Za-z0-9_-] -> 400 invalid_param "merchant_id".
  *  5. body (POST only; a 0-byte body is "{}"): engine/json.h rules -> 400 invalid_json
@@ -27,8 +28,9 @@
  *     three letters A-Z; reference <= 128 code points of UTF-8 with no control characters
  *     (C0 or DEL). null = absent for optional fields.
  *     GET ledger query: only `after` (0..2^63-1, default 0) and `limit` (1..1000, default
- *     100), each at most once, decimal digits without leading zeros; anything else ->
- *     400 invalid_param naming the parameter. Other routes ignore the query.
+ *     100), each at most once, decimal digits without leading zeros; an empty value
+ *     ("after=", or the bare name) means the default; anything else -> 400
+ *     invalid_param naming the parameter. Other GET routes ignore the query.
  *  6. authentication: with an authenticated merchant, a body or path merchant_id of
  *     another merchant -> 403 forbidden. (For payment ids the owner is known only in the
  *     store: engine_apply answers 404 there.)
@@ -66,6 +68,7 @@ struct api_request {
     struct engine_span query;         /* after '?', empty or absent when none */
     struct engine_span body;          /* decoded body; absent = empty */
     struct engine_span idem_key;      /* Idempotency-Key value; absent when no header */
+    unsigned idem_key_count;          /* Idempotency-Key headers sent (two: 400) */
     struct engine_span auth_merchant; /* authenticated merchant; absent with --auth off */
                                       /* (a valid merchant id: asserted) */
     struct engine_span request_id;    /* X-Request-Id of this request (for error bodies) */

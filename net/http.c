@@ -699,23 +699,35 @@ int http_parse(struct http_parser *p, char *buf, size_t len, struct http_request
     return parse_chunked(p, buf, len, req);
 }
 
+static bool header_is(const struct http_header *h, const char *buf, const char *name, size_t n)
+{
+    if (h->name.len != n)
+        return false;
+    const unsigned char *a = (const unsigned char *)buf + h->name.off;
+    const unsigned char *b = (const unsigned char *)name;
+    size_t k = 0;
+    while (k < n && TOLOWER(a[k]) == TOLOWER(b[k]))
+        k++;
+    return k == n;
+}
+
 const struct http_header *http_header_find(const struct http_request *req, const char *buf,
                                            const char *name)
 {
     size_t n = strlen(name);
-    for (uint16_t i = 0; i < req->header_count; i++) {
-        const struct http_header *h = &req->headers[i];
-        if (h->name.len != n)
-            continue;
-        const unsigned char *a = (const unsigned char *)buf + h->name.off;
-        const unsigned char *b = (const unsigned char *)name;
-        size_t k = 0;
-        while (k < n && TOLOWER(a[k]) == TOLOWER(b[k]))
-            k++;
-        if (k == n)
-            return h;
-    }
+    for (uint16_t i = 0; i < req->header_count; i++)
+        if (header_is(&req->headers[i], buf, name, n))
+            return &req->headers[i];
     return NULL;
+}
+
+unsigned http_header_count(const struct http_request *req, const char *buf, const char *name)
+{
+    size_t n = strlen(name);
+    unsigned count = 0;
+    for (uint16_t i = 0; i < req->header_count; i++)
+        count += header_is(&req->headers[i], buf, name, n);
+    return count;
 }
 
 const char *http_status_reason(int status)

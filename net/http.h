@@ -149,6 +149,9 @@ int http_parse(struct http_parser *p, char *buf, size_t len, struct http_request
 const struct http_header *http_header_find(const struct http_request *req, const char *buf,
                                            const char *name);
 
+/* How many header fields are named `name` (case-insensitive). */
+unsigned http_header_count(const struct http_request *req, const char *buf, const char *name);
+
 /* Reason phrase of a status code ("Not Found"); "Unknown" for codes we never send. */
 const char *http_status_reason(int status);
 

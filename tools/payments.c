@@ -320,6 +320,7 @@ void payments_on_request(struct payments *p, struct reactor *r, const struct rea
         .query = h->query.len ? span_of(rq, h->query) : (struct engine_span){0},
         .body = h->body.len ? span_of(rq, h->body) : (struct engine_span){0},
         .idem_key = header_span(rq, "idempotency-key"),
+        .idem_key_count = http_header_count(h, rq->buf, "idempotency-key"),
         .request_id = {.ptr = rq->request_id, .len = rq->request_id_len},
     };
     struct op op;

@@ -36,6 +36,7 @@ static struct result *decode(const char *method, const char *path, const char *q
                               .query = S(query),
                               .body = S(body),
                               .idem_key = S(key),
+                              .idem_key_count = key ? 1 : 0,
                               .auth_merchant = S(auth),
                               .request_id = S("req-1")};
     r.rc = api_decode(&req, NSHARDS, &r.op, &r.err);
@@ -192,6 +193,41 @@ static void test_idempotency_key(void **state)
     expect_error(decode("POST", path, NULL, "{", NULL, NULL), 400, "missing_idempotency_key", NULL);
 }
 
+/* SPEC §2: two Idempotency-Key headers are 400 invalid_param, even when equal. */
+static void test_idempotency_key_twice(void **state)
+{
+    (void)state;
+    struct result r;
+    struct api_request req = {.method = S("POST"),
+                              .path = S("/v1/payments/" PAY "/capture"),
+                              .body = S("{}"),
+                              .idem_key = S("k1"),
+                              .idem_key_count = 2};
+    r.rc = api_decode(&req, NSHARDS, &r.op, &r.err);
+    expect_error(&r, 400, "invalid_param", "Idempotency-Key");
+    req.idem_key_count = 1;
+    assert_int_equal(api_decode(&req, NSHARDS, &r.op, &r.err), 0);
+}
+
+/* SPEC §2: a query string on a POST route is 400 invalid_param, before anything else of
+ * the request is looked at (but after the route and method). */
+static void test_query_on_post(void **state)
+{
+    (void)state;
+    const char *body = "{\"merchant_id\":\"m-1\",\"amount\":1,\"currency\":\"KRW\"}";
+    expect_error(decode("POST", "/v1/payments/authorize", "x=1", body, "k", NULL), 400,
+                 "invalid_param", "query");
+    expect_error(decode("POST", "/v1/payments/" PAY "/refund", "amount=5", "{}", "k", NULL), 400,
+                 "invalid_param", "query");
+    expect_error(decode("POST", "/v1/payments/" PAY "/void", "a", NULL, NULL, NULL), 400,
+                 "invalid_param", "query");
+    /* An empty query (nothing after '?') is no query. */
+    assert_int_equal(decode("POST", "/v1/payments/authorize", "", body, "k", NULL)->rc, 0);
+    /* The method is checked first: GET on a POST route stays 405. */
+    expect_error(decode("GET", "/v1/payments/authorize", "x=1", NULL, NULL, NULL), 405,
+                 "method_not_allowed", NULL);
+}
+
 static const char *authorize_body(const char *merchant, const char *amount, const char *currency,
                                   const char *reference)
 {
@@ -338,8 +374,6 @@ static void test_ledger_query(void **state)
         {"limit=0", "limit"},
         {"limit=1001", "limit"},
         {"limit=01", "limit"},
-        {"limit=", "limit"},
-        {"limit", "limit"},
         {"limit=-1", "limit"},
         {"limit=1.0", "limit"},
         {"limit=+5", "limit"},
@@ -359,6 +393,19 @@ static void test_ledger_query(void **state)
         if (r->rc != -EINVAL || r->err.status != 400 || strcmp(r->err.param, bad[i].param) != 0)
             fail_msg("query %s: rc %d param %s", bad[i].q, r->rc, r->err.param);
     }
+    /* An empty value (or a bare name) is the default (SPEC §2). */
+    r = decode("GET", path, "after=&limit=", NULL, NULL, NULL);
+    assert_int_equal(r->rc, 0);
+    assert_int_equal(r->op.after, 0);
+    assert_int_equal(r->op.limit, LEDGER_PAGE_DEFAULT);
+    r = decode("GET", path, "after=7&limit", NULL, NULL, NULL);
+    assert_int_equal(r->rc, 0);
+    assert_int_equal(r->op.after, 7);
+    assert_int_equal(r->op.limit, LEDGER_PAGE_DEFAULT);
+    r = decode("GET", path, "limit=5&after", NULL, NULL, NULL);
+    assert_int_equal(r->rc, 0);
+    assert_int_equal(r->op.after, 0);
+    assert_int_equal(r->op.limit, 5);
     /* Other routes ignore the query. */
     assert_int_equal(decode("GET", "/v1/merchants/m-1/balances", "x=1", NULL, NULL, NULL)->rc, 0);
     /* A bad merchant in the path. */
@@ -534,6 +581,8 @@ int main(void)
         cmocka_unit_test(test_routes),
         cmocka_unit_test(test_not_found_and_method),
         cmocka_unit_test(test_idempotency_key),
+        cmocka_unit_test(test_idempotency_key_twice),
+        cmocka_unit_test(test_query_on_post),
         cmocka_unit_test(test_authorize_body),
         cmocka_unit_test(test_amounts_through_codec),
         cmocka_unit_test(test_ledger_query),

@@ -348,6 +348,16 @@ static void test_post_content_length(void **state)
     assert_true(slice_is(&r, r.req.body, BODY_JSON));
     assert_int_equal(r.req.wire_bytes, strlen(REQ_POST));
     assert_int_equal(r.req.head_bytes, strlen(REQ_POST) - 53);
+    assert_int_equal(http_header_count(&r.req, r.buf, "IDEMPOTENCY-KEY"), 1);
+    assert_int_equal(http_header_count(&r.req, r.buf, "x-request-id"), 0);
+    run_free(&r);
+    /* The same header twice is counted twice (the codec answers 400 for it). */
+    static const char twice[] = "POST /v1/payments/x/void HTTP/1.1\r\nHost: h\r\n"
+                                "Idempotency-Key: a\r\nContent-Length: 0\r\n"
+                                "idempotency-key: a\r\n\r\n";
+    check_every_split(twice, strlen(twice), &r);
+    assert_int_equal(r.result, HTTP_PARSE_DONE);
+    assert_int_equal(http_header_count(&r.req, r.buf, "Idempotency-Key"), 2);
     run_free(&r);
 }
 
