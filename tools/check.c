@@ -3,9 +3,11 @@
  * Exit 0 only when every invariant of DESIGN.md "Ledger" holds; otherwise one line per
  * violation on stdout and exit 1.
  */
+#include <errno.h>
 #include <stdio.h>
 
 #include "store/check.h"
+#include "store/dirlock.h"
 #include "tools/cmd.h"
 #include "tools/config.h"
 
@@ -14,7 +16,7 @@ static const char check_usage[] =
     "Audits a stopped engine's data directory: the sum of all balances is zero, pending\n"
     "equals the open authorizations, available equals captured minus refunded, every\n"
     "payment's ledger entries match its state, the outbox is gapless. Exit 0 only when\n"
-    "all hold.";
+    "all hold; exit 2 when the directory is in use by a running engine.";
 
 int cmd_check(int argc, char **argv)
 {
@@ -27,5 +29,15 @@ int cmd_check(int argc, char **argv)
     int rc = config_parse(o, 1, argc, argv, check_usage);
     if (rc != 0)
         return rc > 0 ? 0 : 2;
-    return store_check(o[0].str, stdout) == 0 ? 0 : 1;
+    /* The audit reads LMDB environments that a running engine may be writing: refuse
+     * instead of reporting a half-written state. */
+    struct dirlock lock;
+    char why[512];
+    if (dirlock_acquire(&lock, o[0].str, false, why, sizeof(why)) != 0) {
+        fprintf(stderr, "ringpay: %s\n", why);
+        return 2;
+    }
+    rc = store_check(o[0].str, stdout) == 0 ? 0 : 1;
+    dirlock_release(&lock);
+    return rc;
 }

@@ -21,7 +21,8 @@ static void usage(FILE *f)
     fprintf(f, "usage: ringpay <command> [options]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
         fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
-    fprintf(f, "\n'ringpay <command> --help' describes a command's options.\n");
+    fprintf(f, "\n'ringpay <command> --help' describes a command's options;\n"
+               "'ringpay --version' prints the version.\n");
 }
 
 int main(int argc, char **argv)
@@ -29,6 +30,10 @@ int main(int argc, char **argv)
     if (argc < 2) {
         usage(stderr);
         return 2;
+    }
+    if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
+        printf("ringpay %s\n", RINGPAY_VERSION);
+        return 0;
     }
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
         strcmp(argv[1], "help") == 0) {

@@ -21,6 +21,7 @@
 #include "engine/limits.h"
 #include "net/log.h"
 #include "net/reactor.h"
+#include "store/dirlock.h"
 #include "tools/app.h"
 #include "tools/cmd.h"
 #include "tools/config.h"
@@ -192,6 +193,13 @@ int cmd_serve(int argc, char **argv)
     log_set_level((enum log_level)level);
     if (make_dir(o[O_DATA].str) != 0)
         return 2;
+    /* Held until the process exits: one engine per data directory (SPEC §1). */
+    static struct dirlock lock;
+    char why[512];
+    if (dirlock_acquire(&lock, o[O_DATA].str, true, why, sizeof(why)) != 0) {
+        fprintf(stderr, "ringpay: %s\n", why);
+        return 2;
+    }
     raise_fd_limit();
 
     /* Block the stop signals before any thread exists, so only sigtimedwait sees them. */

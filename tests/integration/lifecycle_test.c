@@ -9,7 +9,11 @@
  *     the request is finished and answered, then the server exits 0; with pipelined
  *     requests in flight on many connections every answer that arrives is whole;
  *   - io_uring unavailable (a seccomp filter makes io_uring_setup fail with EPERM, or
- *     ENOSYS as on kernels without it): exit non-zero, no crash, one line naming io_uring.
+ *     ENOSYS as on kernels without it): exit non-zero, no crash, one line naming io_uring;
+ *   - one process per data directory: a second `serve` and a `check` on a directory in
+ *     use refuse with one line (exit 2) and change nothing; after the owner is killed
+ *     with SIGKILL the directory is free again at once;
+ *   - `ringpay --version` prints the version.
  */
 #define _GNU_SOURCE
 #include <stdarg.h>
@@ -120,6 +124,60 @@ static void test_config_errors(void **state)
     expect_config_error("port in use", plain, NULL);
     close(fd);
     rmdir(dir);
+}
+
+/* ---- the data-directory lock and the version -------------------------------------- */
+
+/* Runs args and asserts the one-line "in use" refusal, naming the owner's pid. */
+static void expect_in_use(const char *what, const char *const args[], pid_t owner)
+{
+    assert_int_equal(rp_run(args, NULL, NULL, 10000, &run), 0);
+    if (run.code != 2 || run.signaled)
+        fail_msg("%s: exit %d (signaled %d), want 2; stderr: %s", what, run.code, run.signaled,
+                 run.err);
+    char want[64];
+    snprintf(want, sizeof(want), "in use by another process (pid %d)", (int)owner);
+    if (rp_count_lines(run.err) != 1 || strncmp(run.err, "ringpay: ", 9) != 0 ||
+        strstr(run.err, want) == NULL)
+        fail_msg("%s: want one line \"ringpay: ... %s\", got:\n%s", what, want, run.err);
+    assert_string_equal(run.out, "");
+}
+
+static void test_data_directory_lock(void **state)
+{
+    rp_must_start(&srv, NULL);
+    char listen_addr[64];
+    snprintf(listen_addr, sizeof(listen_addr), "127.0.0.1:%d", rp_pick_port());
+    const char *const second[] = {"serve", "--listen", listen_addr, "--data", srv.data_dir, NULL};
+    expect_in_use("second serve", second, srv.pid);
+    const char *const check[] = {"check", "--data", srv.data_dir, NULL};
+    expect_in_use("check on a running engine", check, srv.pid);
+    /* The owner still serves. */
+    struct rp_response r;
+    assert_int_equal(rp_request(srv.port, "GET", "/readyz", NULL, NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    rp_response_free(&r);
+
+    /* SIGKILL releases the lock with the process: a restart needs no cleanup. */
+    assert_int_equal(rp_server_signal(&srv, SIGKILL), 0);
+    assert_int_equal(rp_server_wait(&srv, RP_STOP_TIMEOUT_MS), 128 + SIGKILL);
+    assert_int_equal(rp_run(check, NULL, NULL, 10000, &run), 0);
+    if (run.code != 0)
+        fail_msg("check after the owner died: exit %d: %s%s", run.code, run.out, run.err);
+    const char *const args[] = {"--data", srv.data_dir, NULL}; /* the last --data wins */
+    static struct rp_server again;
+    rp_must_start(&again, args);
+    assert_int_equal(rp_server_stop(&again), 0);
+}
+
+static void test_version(void **state)
+{
+    const char *const v[] = {"--version", NULL};
+    assert_int_equal(rp_run(v, NULL, NULL, 5000, &run), 0);
+    assert_int_equal(run.code, 0);
+    assert_int_equal(rp_count_lines(run.out), 1);
+    assert_true(strncmp(run.out, "ringpay ", 8) == 0);
+    assert_true(run.out[8] >= '0' && run.out[8] <= '9');
 }
 
 /* ---- signals -------------------------------------------------------------------- */
@@ -364,6 +422,8 @@ int main(void)
         cmocka_unit_test_teardown(test_sigterm_finishes_inflight, rp_teardown),
         cmocka_unit_test_teardown(test_sigterm_pipelined_burst, rp_teardown),
         cmocka_unit_test_teardown(test_io_uring_unavailable, rp_teardown),
+        cmocka_unit_test_teardown(test_data_directory_lock, rp_teardown),
+        cmocka_unit_test_teardown(test_version, rp_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
