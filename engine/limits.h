@@ -46,7 +46,8 @@
 #define CONN_PER_CORE_MAX     65536
 
 /* Requests of one connection parsed but not yet answered. A pipelining client that
- * sends more simply waits in its socket buffer: backpressure, not an error. */
+ * sends more simply waits in its socket buffer: backpressure, not an error. 64 in
+ * flight from one connection already fill a group commit's worth of work for it. */
 #define CONN_PIPELINE_MAX 64
 
 /* Every connection owns this much input buffer; requests that fit (nearly all) never
@@ -61,13 +62,22 @@
  * answered 503 and its connection closed. */
 #define CONN_LARGE_BUFS_PER_CORE 256
 
-/* Answers queued on a connection whose client does not read. Past this we stop
- * parsing its requests until the socket drains. */
-#define CONN_OUT_HIGH_BYTES (1024 * 1024)
+/* The head of one answer: status line, Server, Date, Content-Type, Content-Length,
+ * X-Request-Id (REQUEST_ID_MAX_BYTES), the application's extra headers (Allow,
+ * Retry-After, Idempotent-Replayed: short constants) and Connection. */
+#define CONN_ANSWER_HEAD_MAX_BYTES 1024
 
-/* Provided-buffer ring for multishot recv: entries and bytes per entry, per core. */
-#define RECV_BUF_COUNT 1024
-#define RECV_BUF_BYTES 4096
+/* The largest single answer a connection can be given: a list page or /metrics. */
+#define CONN_ANSWER_MAX_BYTES (CONN_ANSWER_HEAD_MAX_BYTES + (512 * 1024))
+
+/* A connection's answer budget: bytes of answers written but not yet sent, plus the
+ * room reserved for the answers of its requests still being computed (a payment answer
+ * reserves CONN_ANSWER_HEAD_MAX_BYTES + ENGINE_ANSWER_MAX_BYTES, a list answer its
+ * 256 KiB). While at or over it, the connection's requests are not dispatched and it
+ * is not read from: a client that pipelines without reading is slowed by TCP and
+ * costs at most this plus one largest answer. 512 KiB lets a full window of payment
+ * answers (64 x 5 KiB) be in flight. */
+#define CONN_OUT_MAX_BYTES (512 * 1024)
 
 /* After answering with Connection: close we half-close and drain what the client
  * still sends, for at most this long, so its last answer is not lost to a reset. */
@@ -81,6 +91,23 @@
 
 /* X-Request-Id accepted from a client (printable ASCII); longer ones are replaced. */
 #define REQUEST_ID_MAX_BYTES 128
+
+/* SQ entries of a reactor's io_uring (the CQ has four times as many): a turn prepares
+ * at most a receive, a send and a cancel per connection it touched. */
+#define REACTOR_RING_ENTRIES 4096
+
+/* Access log (net/accesslog.h): per core, two buffers of half this. At ~250 bytes a
+ * line, a half holds ~500 lines, a few ms of a core's answers at full load; when the
+ * log cannot keep up, lines are dropped and counted, requests never wait. */
+#define ACCESS_LOG_BUF_BYTES (256 * 1024)
+
+/* One access line: fixed keys and numbers, a method cut to 16 bytes, a route template,
+ * the request id (REQUEST_ID_MAX_BYTES, escaped at worst six bytes per byte) and the
+ * client address. Below PIPE_BUF (4096), so one write of whole lines stays atomic. */
+#define ACCESS_LOG_LINE_MAX_BYTES 2048
+
+/* "[IPv6]:port" at most: 45 + 2 + 1 + 5 characters. */
+#define ACCESS_LOG_CLIENT_MAX_BYTES 64
 
 /* ---- Cross-core rings -------------------------------------------------------------- */
 
@@ -111,7 +138,14 @@ _Static_assert(CONN_SMALL_BUF_BYTES >= HTTP_LINE_MAX_BYTES, "small buffer holds 
 _Static_assert(CONN_LARGE_BUF_BYTES >= HTTP_HEAD_MAX_BYTES + HTTP_BODY_MAX_BYTES,
                "large buffer holds a whole request");
 _Static_assert((XCORE_RING_SLOTS & (XCORE_RING_SLOTS - 1)) == 0, "power of two");
-_Static_assert((RECV_BUF_COUNT & (RECV_BUF_COUNT - 1)) == 0, "buf ring is a power of two");
+_Static_assert(CONN_ANSWER_HEAD_MAX_BYTES >= 384 + REQUEST_ID_MAX_BYTES,
+               "fixed headers and the request id fit an answer head");
+_Static_assert(CONN_OUT_MAX_BYTES >= CONN_PIPELINE_MAX * (CONN_ANSWER_HEAD_MAX_BYTES + 4096),
+               "a full window of payment answers fits the budget");
+_Static_assert(ACCESS_LOG_LINE_MAX_BYTES >=
+                   320 + 6 * REQUEST_ID_MAX_BYTES + ACCESS_LOG_CLIENT_MAX_BYTES,
+               "an access line fits");
+_Static_assert(ACCESS_LOG_LINE_MAX_BYTES < 4096, "an access line is below PIPE_BUF");
 _Static_assert(CONN_PER_CORE_DEFAULT <= CONN_PER_CORE_MAX, "default within max");
 
 /* ---- Payments and the API codec (SPEC §2) ------------------------------------------ */
@@ -172,6 +206,17 @@ _Static_assert(CONN_PER_CORE_DEFAULT <= CONN_PER_CORE_MAX, "default within max")
 /* The `message` of an error. */
 #define API_MESSAGE_MAX_BYTES 160
 
+/* The `code` of an error: a static word of SPEC §2 (the longest has 24 characters). */
+#define API_ERROR_CODE_MAX_BYTES 32
+
+/* Every error body, {"error":{"code","message","param","request_id"}}, fits this: the
+ * skeleton, the code, and message, param and request id each escaped at worst six bytes
+ * per byte (\u00XX). Error answers are rendered into buffers of this size (net/ and
+ * tools/serve/), so no input can reach the assertion that they fit. */
+#define API_ERROR_BODY_MAX_BYTES                                                                   \
+    (64 + API_ERROR_CODE_MAX_BYTES +                                                               \
+     6 * (API_MESSAGE_MAX_BYTES + API_PARAM_MAX_BYTES + REQUEST_ID_MAX_BYTES))
+
 /* Every answer of a state-changing request (payment, refund, error) fits this: a payment
  * is under 1200 bytes even with a 512-byte reference. Also the idempotency record's body. */
 #define ENGINE_ANSWER_MAX_BYTES 4096
@@ -191,5 +236,48 @@ _Static_assert(CORES_MAX <= SHARDS_MAX, "every core's shard fits in an id");
 _Static_assert(ENGINE_ANSWER_MAX_BYTES <= ENGINE_READ_ANSWER_MAX_BYTES, "read answers are larger");
 _Static_assert(LEDGER_PAGE_DEFAULT <= LEDGER_PAGE_MAX, "default within max");
 _Static_assert(AMOUNT_MAX < (1LL << 62), "two amounts add without overflow");
+_Static_assert(API_ERROR_BODY_MAX_BYTES <= ENGINE_ANSWER_MAX_BYTES,
+               "a shard renders an error into an answer buffer");
+
+/* ---- Serving: jobs, rings, metrics (tools/serve/) ------------------------------------ */
+
+/* A request on its way to a shard and back is a job from its reactor's fixed pool
+ * (tools/serve/job_pool.h). A small job's data area holds an answer and a fingerprint
+ * (method, path and body of a POST) of up to 2 KiB; an ordinary authorize is ~200
+ * bytes, so only unusually large bodies need a large job. */
+#define JOB_FP_SMALL_MAX_BYTES 2048
+#define JOB_SMALL_DATA_BYTES   (JOB_FP_SMALL_MAX_BYTES + ENGINE_ANSWER_MAX_BYTES)
+
+/* A large job holds a list answer (balances, ledger pages) or the fingerprint of the
+ * largest POST the parser lets through with its answer. */
+#define JOB_LARGE_DATA_BYTES ENGINE_READ_ANSWER_MAX_BYTES
+
+/* Jobs per reactor. A ledger page is 256 KiB, so large jobs are few: 64 in flight per
+ * core is 16 MiB. Both classes together never exceed a ring's slots: a reactor's
+ * sends to a shard and a shard's replies to the reactor always find room (neither
+ * side ever holds a job back), and a core's jobs cost at most ~45 MiB of address
+ * space, resident only as far as they are used. When a class is empty the
+ * connection that needs a job waits (net/ stops reading it) until one comes back. */
+#define JOB_LARGE_PER_CORE 64
+#define JOB_SMALL_PER_CORE (XCORE_RING_SLOTS - JOB_LARGE_PER_CORE)
+
+/* SQ entries of a shard thread's io_uring: it only sends MSG_RING wake-ups, one per
+ * reactor per turn. */
+#define SHARD_RING_ENTRIES 256
+
+/* GET /metrics: every family of up to CORES_MAX cores fits comfortably. */
+#define METRICS_BODY_MAX_BYTES (512 * 1024)
+
+_Static_assert(CONN_ANSWER_MAX_BYTES >= CONN_ANSWER_HEAD_MAX_BYTES + METRICS_BODY_MAX_BYTES &&
+                   CONN_ANSWER_MAX_BYTES >=
+                       CONN_ANSWER_HEAD_MAX_BYTES + ENGINE_READ_ANSWER_MAX_BYTES,
+               "the largest answer is a list page or /metrics");
+_Static_assert(HTTP_LINE_MAX_BYTES + HTTP_BODY_MAX_BYTES + ENGINE_ANSWER_MAX_BYTES <=
+                   JOB_LARGE_DATA_BYTES,
+               "the largest POST's fingerprint and its answer fit a large job");
+_Static_assert(JOB_SMALL_DATA_BYTES < JOB_LARGE_DATA_BYTES, "classes grow");
+_Static_assert(JOB_SMALL_PER_CORE + JOB_LARGE_PER_CORE <= XCORE_RING_SLOTS,
+               "a reactor's jobs always fit a ring: sends and replies never wait");
+_Static_assert(SHARD_RING_ENTRIES >= CORES_MAX, "one wake-up per reactor fits a turn");
 
 #endif

@@ -57,14 +57,8 @@ void metrics_request(struct metrics *m, unsigned route, int status, uint64_t lat
     metrics_add(&m->latency_sum_ns, (int64_t)latency_ns);
 }
 
-struct out {
-    char *buf;
-    size_t cap, len;
-    int full;
-};
-
-static void emit(struct out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void emit(struct out *o, const char *fmt, ...)
+static void emit(struct metrics_out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void emit(struct metrics_out *o, const char *fmt, ...)
 {
     if (o->full)
         return;
@@ -83,7 +77,7 @@ static uint64_t get(const uint64_t *p)
     return __atomic_load_n(p, __ATOMIC_RELAXED);
 }
 
-static void render_requests(struct out *o, const struct metrics *const *cores, unsigned n)
+static void render_requests(struct metrics_out *o, const struct metrics *const *cores, unsigned n)
 {
     emit(o, "# HELP ringpay_http_requests_total HTTP requests answered, by route and status.\n"
             "# TYPE ringpay_http_requests_total counter\n");
@@ -105,7 +99,7 @@ static void render_requests(struct out *o, const struct metrics *const *cores, u
     }
 }
 
-static void render_latency(struct out *o, const struct metrics *const *cores, unsigned n)
+static void render_latency(struct metrics_out *o, const struct metrics *const *cores, unsigned n)
 {
     emit(o, "# HELP ringpay_http_request_duration_seconds Time from a request's last byte to its "
             "answer being queued.\n"
@@ -128,32 +122,66 @@ static void render_latency(struct out *o, const struct metrics *const *cores, un
     }
 }
 
-static void render_gauge(struct out *o, const struct metrics *const *cores, unsigned n,
+static void render_gauge(struct metrics_out *o, const struct metrics *const *cores, unsigned n,
                          const char *name, const char *type, const char *help, size_t field)
 {
-    emit(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+    metrics_family(o, name, type, help);
     for (unsigned c = 0; c < n; c++) {
         const uint64_t *p = (const uint64_t *)((const char *)cores[c] + field);
-        emit(o, "%s{core=\"%u\"} %lu\n", name, cores[c]->core, (unsigned long)get(p));
+        char labels[32];
+        snprintf(labels, sizeof(labels), "core=\"%u\"", cores[c]->core);
+        metrics_sample_u64(o, name, labels, get(p));
     }
 }
 
-long metrics_render(const struct metrics *const *cores, unsigned n, char *buf, size_t cap)
+void metrics_out_init(struct metrics_out *o, char *buf, size_t cap)
 {
-    struct out o = {.buf = buf, .cap = cap};
-    render_requests(&o, cores, n);
-    render_latency(&o, cores, n);
-    render_gauge(&o, cores, n, "ringpay_connections_open", "gauge", "Open client connections.",
+    ASSERT(buf != NULL && cap > 0);
+    o->buf = buf;
+    o->cap = cap;
+    o->len = 0;
+    o->full = 0;
+}
+
+void metrics_family(struct metrics_out *o, const char *name, const char *type, const char *help)
+{
+    emit(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+void metrics_sample_u64(struct metrics_out *o, const char *name, const char *labels, uint64_t v)
+{
+    if (labels)
+        emit(o, "%s{%s} %lu\n", name, labels, (unsigned long)v);
+    else
+        emit(o, "%s %lu\n", name, (unsigned long)v);
+}
+
+void metrics_sample_seconds(struct metrics_out *o, const char *name, const char *labels,
+                            uint64_t ns)
+{
+    if (labels)
+        emit(o, "%s{%s} %.6f\n", name, labels, (double)ns / 1e9);
+    else
+        emit(o, "%s %.6f\n", name, (double)ns / 1e9);
+}
+
+long metrics_out_len(const struct metrics_out *o)
+{
+    return o->full ? -ENOSPC : (long)o->len;
+}
+
+void metrics_render(struct metrics_out *o, const struct metrics *const *cores, unsigned n)
+{
+    render_requests(o, cores, n);
+    render_latency(o, cores, n);
+    render_gauge(o, cores, n, "ringpay_connections_open", "gauge", "Open client connections.",
                  offsetof(struct metrics, connections_open));
-    render_gauge(&o, cores, n, "ringpay_connections_accepted_total", "counter",
+    render_gauge(o, cores, n, "ringpay_connections_accepted_total", "counter",
                  "Client connections accepted.", offsetof(struct metrics, connections_accepted));
-    render_gauge(&o, cores, n, "ringpay_connections_rejected_total", "counter",
+    render_gauge(o, cores, n, "ringpay_connections_rejected_total", "counter",
                  "Connections refused with 503 over the per-core cap.",
                  offsetof(struct metrics, connections_rejected));
-    render_gauge(&o, cores, n, "ringpay_http_timeouts_total", "counter",
-                 "Connections closed by the header-read or idle timeout.",
+    render_gauge(o, cores, n, "ringpay_http_timeouts_total", "counter",
+                 "Connections closed by the header-read, idle or send-stall timeout.",
                  offsetof(struct metrics, timeouts));
-    if (o.full)
-        return -ENOSPC;
-    return (long)o.len;
 }

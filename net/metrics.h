@@ -47,9 +47,34 @@ static inline void metrics_add(uint64_t *field, int64_t delta)
 }
 
 /*
- * Renders every core's metrics into buf as Prometheus text format 0.0.4. Returns the
- * length written, or -ENOSPC if buf is too small (nothing useful is in buf then).
+ * A Prometheus text (format 0.0.4) writer over a caller's buffer, for every family the
+ * process exports (the reactors' below, the shards', later the replicator's), so the
+ * text format lives in this one file. Writes stop at the first one that does not fit
+ * and metrics_out_len() then reports -ENOSPC.
  */
-long metrics_render(const struct metrics *const *cores, unsigned n, char *buf, size_t cap);
+struct metrics_out {
+    char *buf;
+    size_t cap, len;
+    int full;
+};
+
+void metrics_out_init(struct metrics_out *o, char *buf, size_t cap);
+
+/* "# HELP name help" and "# TYPE name type" (type: counter, gauge, histogram). */
+void metrics_family(struct metrics_out *o, const char *name, const char *type, const char *help);
+
+/* One sample "name{labels} value"; labels is the text between the braces, already
+ * escaped (e.g. shard="0"), or NULL for none. */
+void metrics_sample_u64(struct metrics_out *o, const char *name, const char *labels, uint64_t v);
+
+/* The same with a floating-point value (seconds), printed with 6 decimals. */
+void metrics_sample_seconds(struct metrics_out *o, const char *name, const char *labels,
+                            uint64_t ns);
+
+/* The length written, or -ENOSPC when something did not fit. */
+long metrics_out_len(const struct metrics_out *o);
+
+/* Renders every core's request metrics into o. */
+void metrics_render(struct metrics_out *o, const struct metrics *const *cores, unsigned n);
 
 #endif

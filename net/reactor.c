@@ -6,16 +6,27 @@
  *   - A connection is reused only after every operation it had in flight completed
  *     (recv_armed and send_inflight both false); its generation changes on reuse, so
  *     late answers and CQEs for the old connection are recognised and dropped.
+ *   - Receives are single-shot and land in the connection's own input buffer, after
+ *     the bytes it already holds. One is armed only while the buffer holds nothing but
+ *     an incomplete request (want_input): then nothing else reads past in_len, moves
+ *     or frees the buffer until it completes. A connection that may not dispatch
+ *     (window full, answer budget spent, the application busy) is not read from, so
+ *     the kernel's socket buffer and TCP hold the rest: input costs the input buffer
+ *     and nothing more.
  *   - At most one send is in flight per connection. Answers are appended to out_fill
  *     strictly in request order (window slots hold answers that came early); a send
  *     takes the whole of out_fill by swapping it with the empty out_send.
+ *   - out_bytes counts answer bytes written and not yet sent (ready slots, out_fill,
+ *     out_send past send_off); reserved counts the budget held by requests in flight.
+ *     A request is dispatched only while out_bytes + reserved < CONN_OUT_MAX_BYTES.
  *   - The input buffer always starts at the first byte of the request being parsed.
  *   - Memory per core is bounded: connections and their small buffers are one pool
- *     sized at start, large buffers another; output and overflow are capped.
+ *     sized at start, large buffers another; output per connection by the budget.
  */
 #define _GNU_SOURCE
 #include "net/reactor.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <liburing.h>
 #include <netinet/in.h>
@@ -26,23 +37,25 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "engine/assert.h"
+#include "engine/clock.h"
 #include "engine/limits.h"
 #include "net/log.h"
 
-enum op {
-    OP_ACCEPT = 1,
-    OP_RECV,
-    OP_SEND,
-    OP_TICK,
-    OP_STOP,
-    OP_IGNORE, /* cancels: their own completions carry nothing we need */
+/* What an SQE of ours is for (the top byte of its user_data). */
+enum uop {
+    UOP_ACCEPT = 1,
+    UOP_RECV,
+    UOP_SEND,
+    UOP_TICK,
+    UOP_STOP,
+    UOP_LOG,    /* an access-log write */
+    UOP_IGNORE, /* cancels: their own completions carry nothing we need */
 };
 
 #define UD(op, gen, idx) (((uint64_t)(op) << 56) | ((uint64_t)((gen)&0xffffffu) << 32) | (idx))
@@ -50,9 +63,8 @@ enum op {
 #define UD_GEN(ud)       ((uint32_t)(((ud) >> 32) & 0xffffffu))
 #define UD_IDX(ud)       ((uint32_t)(ud))
 
-#define BUF_GROUP          0
-#define RING_ENTRIES       4096
-#define OVERFLOW_MAX_BYTES (64 * 1024)
+/* The budget a request reserves until its answer is written: a payment answer. */
+#define RESERVE_DEFAULT (CONN_ANSWER_HEAD_MAX_BYTES + ENGINE_ANSWER_MAX_BYTES)
 
 enum conn_state {
     CONN_FREE = 0,
@@ -64,6 +76,8 @@ enum conn_state {
 
 enum slot_state { SLOT_FREE = 0, SLOT_PENDING, SLOT_READY };
 
+#define METHOD_TEXT_MAX 16
+
 struct slot {
     uint32_t seq;
     uint8_t state;
@@ -71,9 +85,12 @@ struct slot {
     bool close_after; /* the request asked to close, or was unparseable */
     uint8_t version_minor;
     uint8_t request_id_len;
+    uint8_t method_len; /* 0: unparseable request */
+    uint32_t reserved;  /* SLOT_PENDING: budget held for the answer */
     uint64_t start_ns;
     char *resp; /* SLOT_READY: the whole answer, waiting for earlier ones */
     size_t resp_len;
+    char method[METHOD_TEXT_MAX];
     char request_id[REQUEST_ID_MAX_BYTES + 1];
 };
 
@@ -88,24 +105,32 @@ struct conn {
     uint32_t idx;
     uint8_t state;
     bool recv_armed;
-    bool recv_paused; /* backpressure: recv cancelled until the window drains */
     bool send_inflight;
     bool read_closed; /* peer sent EOF */
+    bool want_input;  /* the input holds only an incomplete request: receive more */
+    bool drained;     /* the last receive got less than it asked: the socket was empty */
     bool continue_owed;
     bool in_large;
     char *in;
     uint32_t in_len, in_cap;
+    uint32_t recv_len; /* bytes the receive in flight asked for */
     char *small;
     struct http_parser parser;
     struct http_request req;   /* the request being parsed: the parser accumulates it */
     uint64_t request_start_ms; /* first byte of the request being read; 0: none */
     uint64_t last_active_ms;
-    uint64_t last_probe_ms;
+    uint64_t send_wait_ms; /* the send in flight has made no progress since */
     uint64_t linger_deadline_ms;
     uint32_t win_head, win_tail; /* oldest unanswered seq, next seq */
     size_t send_off;
-    struct buf out_fill, out_send, overflow;
+    size_t out_bytes; /* answers written, not yet sent */
+    size_t reserved;  /* budget held by requests in flight */
+    struct buf out_fill, out_send;
     uint32_t next_free;
+    uint8_t cont_rid_len; /* > 0: the id the 100 Continue carried, for its request */
+    uint8_t peer_len;
+    char cont_rid[REQUEST_ID_MAX_BYTES + 1];
+    char peer[ACCESS_LOG_CLIENT_MAX_BYTES];
     struct slot slots[CONN_PIPELINE_MAX];
 };
 
@@ -113,6 +138,7 @@ struct reactor {
     struct io_uring ring;
     struct reactor_config cfg;
     struct metrics metrics;
+    struct accesslog alog;
     int listen_fd;
     int stop_fd;
     int port;
@@ -120,18 +146,19 @@ struct reactor {
     volatile int stop_requested;
     bool stopping;
     bool accept_armed;
+    bool resume_wanted; /* reactor_resume() since the last turn */
     uint64_t stop_deadline_ms;
-
-    struct io_uring_buf_ring *br;
-    char *br_bufs;
-    size_t br_ring_bytes;
-    unsigned br_pending; /* recycled buffers not yet published */
 
     struct conn *conns;
     char *small_bufs;
     uint32_t free_head;  /* UINT32_MAX: empty */
     uint32_t conns_high; /* slots ever used: the tick scans [0, conns_high) */
     uint32_t conns_open;
+
+    /* Connections whose request the application refused with -EBUSY, one bit each. */
+    uint64_t *busy_bits;
+    uint32_t busy_count;
+    uint32_t busy_next_word; /* where the next resume starts, for fairness */
 
     char *large_bufs;
     uint32_t large_free[CONN_LARGE_BUFS_PER_CORE];
@@ -151,16 +178,9 @@ struct reactor {
 
 /* ---- time --------------------------------------------------------------------- */
 
-static uint64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 static void refresh_clock(struct reactor *r)
 {
-    r->now_ms = mono_ns() / 1000000ull;
+    r->now_ms = clock_mono_ns() / 1000000ull;
     time_t now = time(NULL);
     if (now == r->date_sec)
         return;
@@ -230,52 +250,6 @@ static char *put_uint(char *dst, uint64_t v)
     return dst;
 }
 
-/* ---- buffer ring ---------------------------------------------------------------- */
-
-static int buf_ring_setup(struct reactor *r)
-{
-    r->br_ring_bytes = RECV_BUF_COUNT * sizeof(struct io_uring_buf);
-    void *ring_mem =
-        mmap(NULL, r->br_ring_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (ring_mem == MAP_FAILED)
-        return -errno;
-    r->br = ring_mem;
-    r->br_bufs = aligned_alloc(4096, (size_t)RECV_BUF_COUNT * RECV_BUF_BYTES);
-    if (r->br_bufs == NULL)
-        return -ENOMEM;
-    io_uring_buf_ring_init(r->br);
-    struct io_uring_buf_reg reg = {
-        .ring_addr = (uintptr_t)r->br,
-        .ring_entries = RECV_BUF_COUNT,
-        .bgid = BUF_GROUP,
-    };
-    int err = io_uring_register_buf_ring(&r->ring, &reg, 0);
-    if (err)
-        return err;
-    int mask = io_uring_buf_ring_mask(RECV_BUF_COUNT);
-    for (unsigned i = 0; i < RECV_BUF_COUNT; i++)
-        io_uring_buf_ring_add(r->br, r->br_bufs + (size_t)i * RECV_BUF_BYTES, RECV_BUF_BYTES,
-                              (unsigned short)i, mask, (int)i);
-    io_uring_buf_ring_advance(r->br, RECV_BUF_COUNT);
-    return 0;
-}
-
-static void buf_ring_recycle(struct reactor *r, unsigned bid)
-{
-    io_uring_buf_ring_add(r->br, r->br_bufs + (size_t)bid * RECV_BUF_BYTES, RECV_BUF_BYTES,
-                          (unsigned short)bid, io_uring_buf_ring_mask(RECV_BUF_COUNT),
-                          (int)r->br_pending);
-    r->br_pending++;
-}
-
-static void buf_ring_publish(struct reactor *r)
-{
-    if (r->br_pending) {
-        io_uring_buf_ring_advance(r->br, (int)r->br_pending);
-        r->br_pending = 0;
-    }
-}
-
 /* ---- connection pool ---------------------------------------------------------- */
 
 static struct conn *conn_get(struct reactor *r, uint32_t idx, uint32_t gen)
@@ -286,6 +260,30 @@ static struct conn *conn_get(struct reactor *r, uint32_t idx, uint32_t gen)
     if (c->state == CONN_FREE || (c->gen & 0xffffffu) != (gen & 0xffffffu))
         return NULL;
     return c;
+}
+
+/* The peer's address as "ip:port" ("[ip]:port" for IPv6), for the access log. */
+static void peer_text(int fd, char *out, size_t cap, uint8_t *len)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    char ip[INET6_ADDRSTRLEN] = "?";
+    unsigned port = 0;
+    bool v6 = false;
+    if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0) {
+        if (ss.ss_family == AF_INET) {
+            struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+            inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
+            port = ntohs(a->sin_port);
+        } else if (ss.ss_family == AF_INET6) {
+            struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+            inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));
+            port = ntohs(a->sin6_port);
+            v6 = true;
+        }
+    }
+    int n = snprintf(out, cap, v6 ? "[%s]:%u" : "%s:%u", ip, port);
+    *len = (uint8_t)(n > 0 && (size_t)n < cap ? n : 0);
 }
 
 static struct conn *conn_alloc(struct reactor *r, int fd)
@@ -306,8 +304,11 @@ static struct conn *conn_alloc(struct reactor *r, int fd)
     c->state = CONN_OPEN;
     c->in = c->small;
     c->in_cap = CONN_SMALL_BUF_BYTES;
+    c->want_input = true;
     c->last_active_ms = r->now_ms;
     http_parser_init(&c->parser);
+    if (r->alog.sample)
+        peer_text(fd, c->peer, sizeof(c->peer), &c->peer_len);
     r->conns_open++;
     metrics_add(&r->metrics.connections_open, 1);
     metrics_add(&r->metrics.connections_accepted, 1);
@@ -326,6 +327,19 @@ static void large_release(struct reactor *r, struct conn *c)
     c->in_cap = CONN_SMALL_BUF_BYTES;
 }
 
+static bool busy_is(const struct reactor *r, const struct conn *c)
+{
+    return (r->busy_bits[c->idx / 64] >> (c->idx % 64)) & 1;
+}
+
+static void busy_set(struct reactor *r, struct conn *c, bool on)
+{
+    if (busy_is(r, c) == on)
+        return;
+    r->busy_bits[c->idx / 64] ^= 1ull << (c->idx % 64);
+    r->busy_count += on ? 1 : (uint32_t)-1;
+}
+
 /* Frees the connection once nothing of it is in flight any more. */
 static void conn_maybe_free(struct reactor *r, struct conn *c)
 {
@@ -341,7 +355,6 @@ static void conn_maybe_free(struct reactor *r, struct conn *c)
     large_release(r, c);
     buf_free(&c->out_fill);
     buf_free(&c->out_send);
-    buf_free(&c->overflow);
     c->state = CONN_FREE;
     c->gen = (c->gen + 1) & 0xffffffu;
     c->next_free = r->free_head;
@@ -355,48 +368,42 @@ static void conn_kill(struct reactor *r, struct conn *c)
     if (c->state == CONN_DEAD || c->state == CONN_FREE)
         return;
     c->state = CONN_DEAD;
-    /* shutdown ends a pending multishot recv with EOF and fails a pending send. */
+    busy_set(r, c, false);
+    /* shutdown ends a pending recv with EOF and fails a pending send. */
     shutdown(c->fd, SHUT_RDWR);
     if (c->recv_armed) {
         struct io_uring_sqe *sqe = get_sqe(r);
-        io_uring_prep_cancel64(sqe, UD(OP_RECV, c->gen, c->idx), 0);
-        io_uring_sqe_set_data64(sqe, UD(OP_IGNORE, 0, 0));
+        io_uring_prep_cancel64(sqe, UD(UOP_RECV, c->gen, c->idx), 0);
+        io_uring_sqe_set_data64(sqe, UD(UOP_IGNORE, 0, 0));
         io_uring_sqe_set_flags(sqe, IOSQE_CQE_SKIP_SUCCESS);
     }
     conn_maybe_free(r, c);
 }
 
+/* Arms one receive into the free end of the input buffer, when the connection wants
+ * input (or, lingering, to discard it). */
 static void arm_recv(struct reactor *r, struct conn *c)
 {
-    if (c->recv_armed || c->recv_paused || c->read_closed || c->state == CONN_DEAD)
+    if (c->recv_armed || c->read_closed)
         return;
-    struct io_uring_sqe *sqe = get_sqe(r);
-    io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
-    sqe->flags |= IOSQE_BUFFER_SELECT;
-    sqe->buf_group = BUF_GROUP;
-    io_uring_sqe_set_data64(sqe, UD(OP_RECV, c->gen, c->idx));
-    c->recv_armed = true;
-}
-
-static void pause_recv(struct reactor *r, struct conn *c)
-{
-    if (c->recv_paused)
+    if (c->state == CONN_LINGER) {
+        c->in_len = 0; /* discarding: the whole buffer is scratch */
+    } else if (c->state != CONN_OPEN || !c->want_input) {
         return;
-    c->recv_paused = true;
-    if (c->recv_armed) {
-        struct io_uring_sqe *sqe = get_sqe(r);
-        io_uring_prep_cancel64(sqe, UD(OP_RECV, c->gen, c->idx), 0);
-        io_uring_sqe_set_data64(sqe, UD(OP_IGNORE, 0, 0));
-        io_uring_sqe_set_flags(sqe, IOSQE_CQE_SKIP_SUCCESS);
     }
+    ASSERT(c->in_len < c->in_cap);
+    struct io_uring_sqe *sqe = get_sqe(r);
+    io_uring_prep_recv(sqe, c->fd, c->in + c->in_len, c->in_cap - c->in_len, 0);
+    /* When the last receive emptied the socket, the next bytes are not there yet (a
+     * keep-alive client waits for its answer): wait for them instead of trying first. */
+    if (c->drained)
+        sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
+    io_uring_sqe_set_data64(sqe, UD(UOP_RECV, c->gen, c->idx));
+    c->recv_armed = true;
+    c->recv_len = c->in_cap - c->in_len;
 }
 
 /* ---- answers ---------------------------------------------------------------------- */
-
-static const char *status_line(int status)
-{
-    return http_status_reason(status);
-}
 
 static size_t answer_bound(const struct slot *s, const struct reactor_response *resp)
 {
@@ -412,7 +419,7 @@ static size_t answer_write(struct reactor *r, char *dst, const struct slot *s,
     p = put_str(p, "HTTP/1.1 ");
     p = put_uint(p, (uint64_t)resp->status);
     *p++ = ' ';
-    p = put_str(p, status_line(resp->status));
+    p = put_str(p, http_status_reason(resp->status));
     p = put_str(p, "\r\nServer: ringpay\r\n");
     p = put_mem(p, r->date_hdr, r->date_len);
     if (resp->content_type) {
@@ -437,8 +444,6 @@ static size_t answer_write(struct reactor *r, char *dst, const struct slot *s,
     return (size_t)(p - dst);
 }
 
-static void conn_process(struct reactor *r, struct conn *c);
-
 static void send_kick(struct reactor *r, struct conn *c)
 {
     if (c->send_inflight || c->state == CONN_DEAD || c->state == CONN_FREE)
@@ -454,32 +459,73 @@ static void send_kick(struct reactor *r, struct conn *c)
     struct io_uring_sqe *sqe = get_sqe(r);
     io_uring_prep_send(sqe, c->fd, c->out_send.p + c->send_off, c->out_send.len - c->send_off,
                        MSG_NOSIGNAL);
-    io_uring_sqe_set_data64(sqe, UD(OP_SEND, c->gen, c->idx));
+    io_uring_sqe_set_data64(sqe, UD(UOP_SEND, c->gen, c->idx));
     c->send_inflight = true;
+    c->send_wait_ms = r->now_ms;
 }
 
-/* Moves every answer that is next in order into out_fill. */
-static void window_flush(struct conn *c)
+/* Appends n bytes to out_fill; false when memory ran out (the caller kills). */
+static bool out_append(struct conn *c, const char *p, size_t n)
+{
+    if (buf_reserve(&c->out_fill, n) != 0)
+        return false;
+    memcpy(c->out_fill.p + c->out_fill.len, p, n);
+    c->out_fill.len += n;
+    return true;
+}
+
+/* "HTTP/1.1 100 Continue" with the X-Request-Id its request's answer will carry. */
+static bool write_continue(struct conn *c)
+{
+    char msg[64 + REQUEST_ID_MAX_BYTES];
+    char *p = put_str(msg, "HTTP/1.1 100 Continue\r\nX-Request-Id: ");
+    p = put_mem(p, c->cont_rid, c->cont_rid_len);
+    p = put_str(p, "\r\n\r\n");
+    size_t n = (size_t)(p - msg);
+    if (!out_append(c, msg, n))
+        return false;
+    c->out_bytes += n;
+    return true;
+}
+
+/* Moves every answer that is next in order into out_fill. False: out of memory. */
+static bool window_flush(struct conn *c)
 {
     while (c->win_head != c->win_tail) {
         struct slot *s = &c->slots[c->win_head % CONN_PIPELINE_MAX];
         if (s->state != SLOT_READY)
             break;
-        if (buf_reserve(&c->out_fill, s->resp_len) == 0) {
-            memcpy(c->out_fill.p + c->out_fill.len, s->resp, s->resp_len);
-            c->out_fill.len += s->resp_len;
-        }
+        bool ok = out_append(c, s->resp, s->resp_len);
         free(s->resp);
         s->resp = NULL;
         s->state = SLOT_FREE;
         c->win_head++;
+        if (!ok)
+            return false;
     }
-    if (c->continue_owed && c->win_head == c->win_tail && buf_reserve(&c->out_fill, 32) == 0) {
-        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-        memcpy(c->out_fill.p + c->out_fill.len, cont, sizeof(cont) - 1);
-        c->out_fill.len += sizeof(cont) - 1;
+    if (c->continue_owed && c->win_head == c->win_tail) {
         c->continue_owed = false;
+        return write_continue(c);
     }
+    return true;
+}
+
+static void access_line(struct reactor *r, const struct conn *c, const struct slot *s,
+                        const struct reactor_response *resp, uint64_t now_ns)
+{
+    if (!accesslog_wants(&r->alog))
+        return;
+    struct accesslog_entry e = {
+        .method = s->method,
+        .method_len = s->method_len,
+        .route = r->cfg.route_names[resp->route],
+        .status = resp->status,
+        .duration_us = (now_ns - s->start_ns) / 1000,
+        .request_id = s->request_id,
+        .request_id_len = s->request_id_len,
+        .client = c->peer_len ? c->peer : "-",
+    };
+    accesslog_add(&r->alog, &e);
 }
 
 void reactor_reply(struct reactor *r, struct reactor_ref ref, const struct reactor_response *resp)
@@ -492,40 +538,78 @@ void reactor_reply(struct reactor *r, struct reactor_ref ref, const struct react
     struct slot *s = &c->slots[ref.seq % CONN_PIPELINE_MAX];
     if (s->state != SLOT_PENDING || s->seq != ref.seq)
         return;
-    metrics_request(&r->metrics, resp->route, resp->status, mono_ns() - s->start_ns);
+    uint64_t now_ns = clock_mono_ns();
+    metrics_request(&r->metrics, resp->route, resp->status, now_ns - s->start_ns);
+    access_line(r, c, s, resp, now_ns);
     bool close = s->close_after || r->stopping;
     size_t bound = answer_bound(s, resp);
+    ASSERT(c->reserved >= s->reserved);
+    c->reserved -= s->reserved;
+    s->reserved = 0;
+    size_t len;
     if (ref.seq == c->win_head) {
         if (buf_reserve(&c->out_fill, bound) != 0) {
             conn_kill(r, c);
             return;
         }
-        c->out_fill.len += answer_write(r, c->out_fill.p + c->out_fill.len, s, resp, close);
+        len = answer_write(r, c->out_fill.p + c->out_fill.len, s, resp, close);
+        c->out_fill.len += len;
         s->state = SLOT_FREE;
         c->win_head++;
-        window_flush(c);
+        c->out_bytes += len;
+        if (!window_flush(c)) {
+            conn_kill(r, c);
+            return;
+        }
     } else {
         s->resp = malloc(bound);
         if (s->resp == NULL) {
             conn_kill(r, c);
             return;
         }
-        s->resp_len = answer_write(r, s->resp, s, resp, close);
+        len = answer_write(r, s->resp, s, resp, close);
+        s->resp_len = len;
         s->state = SLOT_READY;
+        c->out_bytes += len;
     }
     if (close && c->state == CONN_OPEN)
         c->state = CONN_CLOSING;
     send_kick(r, c);
 }
 
-size_t reactor_error_body(char *buf, size_t cap, const char *code, const char *message,
-                          const char *request_id)
+void reactor_expect(struct reactor *r, struct reactor_ref ref, size_t body_bytes)
 {
-    int n = snprintf(buf, cap,
+    struct conn *c = conn_get(r, ref.conn, ref.gen);
+    if (c == NULL || c->state == CONN_DEAD)
+        return;
+    struct slot *s = &c->slots[ref.seq % CONN_PIPELINE_MAX];
+    if (s->state != SLOT_PENDING || s->seq != ref.seq)
+        return;
+    size_t want = CONN_ANSWER_HEAD_MAX_BYTES + body_bytes;
+    ASSERT(want <= CONN_ANSWER_MAX_BYTES);
+    if (want <= s->reserved)
+        return;
+    c->reserved += want - s->reserved;
+    s->reserved = (uint32_t)want;
+}
+
+void reactor_resume(struct reactor *r)
+{
+    r->resume_wanted = true;
+}
+
+size_t reactor_error_body(char *buf, const char *code, const char *message, const char *request_id)
+{
+    ASSERT(strlen(code) <= API_ERROR_CODE_MAX_BYTES);
+    ASSERT(strlen(message) <= API_MESSAGE_MAX_BYTES);
+    ASSERT(strlen(request_id) <= REQUEST_ID_MAX_BYTES);
+    /* The request id is printable ASCII without '"' or '\' (request_id_ok, or made
+     * here), and code and message are our own texts: nothing needs escaping. */
+    int n = snprintf(buf, API_ERROR_BODY_MAX_BYTES,
                      "{\"error\":{\"code\":\"%s\",\"message\":\"%s\",\"param\":null,"
                      "\"request_id\":\"%s\"}}",
                      code, message, request_id);
-    ASSERT(n > 0 && (size_t)n < cap);
+    ASSERT(n > 0 && n < API_ERROR_BODY_MAX_BYTES);
     return (size_t)n;
 }
 
@@ -533,8 +617,8 @@ void reactor_reply_error(struct reactor *r, const struct reactor_request *req, i
                          unsigned route, const char *code, const char *message,
                          const char *extra_headers)
 {
-    char body[512];
-    size_t len = reactor_error_body(body, sizeof(body), code, message, req->request_id);
+    char body[API_ERROR_BODY_MAX_BYTES];
+    size_t len = reactor_error_body(body, code, message, req->request_id);
     struct reactor_response resp = {
         .status = status,
         .route = route,
@@ -559,6 +643,24 @@ static bool request_id_ok(const char *p, size_t n)
     return true;
 }
 
+/* The request's id: its X-Request-Id when acceptable, else a new one. Returns the
+ * length written into out (REQUEST_ID_MAX_BYTES + 1 bytes, NUL-terminated). */
+static uint8_t request_id_of(struct reactor *r, const struct http_request *req, const char *buf,
+                             char *out)
+{
+    const struct http_header *h = req ? http_header_find(req, buf, "x-request-id") : NULL;
+    size_t n;
+    if (h && request_id_ok(buf + h->value.off, h->value.len)) {
+        memcpy(out, buf + h->value.off, h->value.len);
+        n = h->value.len;
+    } else {
+        n = (size_t)snprintf(out, REQUEST_ID_MAX_BYTES + 1, "%s-%u-%lx", r->rid_prefix, r->cfg.core,
+                             (unsigned long)++r->rid_counter);
+    }
+    out[n] = '\0';
+    return (uint8_t)n;
+}
+
 static struct slot *slot_open(struct reactor *r, struct conn *c, const struct http_request *req,
                               const char *buf)
 {
@@ -572,18 +674,38 @@ static struct slot *slot_open(struct reactor *r, struct conn *c, const struct ht
     s->head_only = req && req->method == HTTP_HEAD;
     s->close_after = req == NULL || !req->keep_alive;
     s->version_minor = req ? req->version_minor : 1;
-    s->start_ns = mono_ns();
-    const struct http_header *h = req ? http_header_find(req, buf, "x-request-id") : NULL;
-    if (h && request_id_ok(buf + h->value.off, h->value.len)) {
-        memcpy(s->request_id, buf + h->value.off, h->value.len);
-        s->request_id_len = (uint8_t)h->value.len;
-    } else {
-        int n = snprintf(s->request_id, sizeof(s->request_id), "%s-%u-%lx", r->rid_prefix,
-                         r->cfg.core, (unsigned long)++r->rid_counter);
-        s->request_id_len = (uint8_t)n;
+    s->start_ns = clock_mono_ns();
+    s->reserved = RESERVE_DEFAULT;
+    c->reserved += s->reserved;
+    s->method_len = 0;
+    if (req) {
+        size_t n =
+            req->method_token.len < METHOD_TEXT_MAX ? req->method_token.len : METHOD_TEXT_MAX;
+        memcpy(s->method, buf + req->method_token.off, n);
+        s->method_len = (uint8_t)n;
     }
-    s->request_id[s->request_id_len] = '\0';
+    if (c->cont_rid_len > 0) { /* the id its 100 Continue already carried */
+        memcpy(s->request_id, c->cont_rid, (size_t)c->cont_rid_len + 1);
+        s->request_id_len = c->cont_rid_len;
+        c->cont_rid_len = 0;
+    } else {
+        s->request_id_len = request_id_of(r, req, buf, s->request_id);
+    }
     return s;
+}
+
+/* Takes back the newest slot of a request the application did not take. */
+static void slot_cancel(struct conn *c, struct slot *s)
+{
+    ASSERT(s->state == SLOT_PENDING && s->seq == c->win_tail - 1);
+    ASSERT(c->reserved >= s->reserved);
+    c->reserved -= s->reserved;
+    s->reserved = 0;
+    s->state = SLOT_FREE;
+    c->win_tail--;
+    /* Keep the id: the request is offered again and must carry the same one. */
+    memcpy(c->cont_rid, s->request_id, (size_t)s->request_id_len + 1);
+    c->cont_rid_len = s->request_id_len;
 }
 
 static const char *error_code(int status)
@@ -622,13 +744,16 @@ static void reply_fatal(struct reactor *r, struct conn *c, int status, const cha
         .request_id_len = s->request_id_len,
     };
     c->state = CONN_CLOSING;
-    c->in_len = 0;
+    c->want_input = false;
     c->request_start_ms = 0;
+    if (!c->recv_armed)
+        c->in_len = 0; /* an armed receive still owns the buffer's free end */
     reactor_reply_error(r, &rq, status, r->cfg.route_other, error_code(status), message,
                         status == 503 ? "Retry-After: 1\r\n" : NULL);
 }
 
-static void dispatch(struct reactor *r, struct conn *c, const struct http_request *req)
+/* Hands one parsed request to the application: 0, or -EBUSY (nothing taken). */
+static int dispatch(struct reactor *r, struct conn *c, const struct http_request *req)
 {
     struct slot *s = slot_open(r, c, req, c->in);
     struct reactor_request rq = {
@@ -638,14 +763,21 @@ static void dispatch(struct reactor *r, struct conn *c, const struct http_reques
         .request_id = s->request_id,
         .request_id_len = s->request_id_len,
     };
-    if (!req->keep_alive || r->stopping)
+    int rc = r->cfg.handler->on_request(r->cfg.handler_ctx, r, &rq);
+    if (rc == -EBUSY) {
+        slot_cancel(c, s);
+        return rc;
+    }
+    ASSERT(rc == 0);
+    if ((!req->keep_alive || r->stopping) && c->state == CONN_OPEN)
         c->state = CONN_CLOSING;
-    r->cfg.handler->on_request(r->cfg.handler_ctx, r, &rq);
+    return 0;
 }
 
 /* Moves the request being read to a large buffer; false when the pool is empty. */
 static bool grow_input(struct reactor *r, struct conn *c)
 {
+    ASSERT(!c->recv_armed);
     if (c->in_large || r->large_free_count == 0)
         return false;
     uint32_t i = r->large_free[--r->large_free_count];
@@ -657,34 +789,71 @@ static bool grow_input(struct reactor *r, struct conn *c)
     return true;
 }
 
-static void shrink_input(struct reactor *r, struct conn *c)
+/* Drops the request just dispatched from the front of the input buffer. */
+static void consume(struct reactor *r, struct conn *c, uint32_t n)
 {
-    if (!c->in_large || c->in_len > CONN_SMALL_BUF_BYTES)
+    ASSERT(!c->recv_armed && n <= c->in_len);
+    memmove(c->in, c->in + n, c->in_len - n);
+    c->in_len -= n;
+    c->request_start_ms = 0;
+    http_parser_init(&c->parser);
+    if (c->in_large && c->in_len <= CONN_SMALL_BUF_BYTES) {
+        memcpy(c->small, c->in, c->in_len);
+        large_release(r, c);
+    }
+}
+
+/* True while the connection may hand another request to the application. */
+static bool may_dispatch(const struct conn *c)
+{
+    return c->win_tail - c->win_head < CONN_PIPELINE_MAX &&
+           c->out_bytes + c->reserved < CONN_OUT_MAX_BYTES;
+}
+
+/* HTTP_PARSE_CONTINUE: the 100 Continue is owed once every earlier answer went out;
+ * it carries the request id its final answer will carry. */
+static void owe_continue(struct reactor *r, struct conn *c)
+{
+    c->cont_rid_len = request_id_of(r, &c->req, c->in, c->cont_rid);
+    c->continue_owed = true;
+    if (!window_flush(c)) {
+        conn_kill(r, c);
         return;
-    memcpy(c->small, c->in, c->in_len);
-    large_release(r, c);
+    }
+    send_kick(r, c);
 }
 
-static bool window_full(const struct conn *c)
-{
-    return c->win_tail - c->win_head >= CONN_PIPELINE_MAX ||
-           c->out_fill.len + c->out_send.len > CONN_OUT_HIGH_BYTES;
-}
-
-/* Parses and dispatches every complete request in the input buffer. */
+/*
+ * Parses and dispatches every complete request in the input buffer while the
+ * connection may go on. Leaves want_input set when it stopped for lack of bytes (then
+ * the caller arms a receive). After the peer's EOF, an incomplete rest can never
+ * complete: it is dropped and the connection closes once its answers are out.
+ */
 static void conn_process(struct reactor *r, struct conn *c)
 {
     struct http_request *req = &c->req;
-    while (c->state == CONN_OPEN && c->in_len > 0 && !window_full(c)) {
+    c->want_input = false;
+    while (c->state == CONN_OPEN) {
+        if (c->in_len == 0) {
+            c->want_input = true;
+            break;
+        }
+        if (!may_dispatch(c))
+            break;
         if (c->request_start_ms == 0)
             c->request_start_ms = r->now_ms ? r->now_ms : 1;
         int rc = http_parse(&c->parser, c->in, c->in_len, req);
-        if (rc == HTTP_PARSE_AGAIN)
-            return;
+        if (rc == HTTP_PARSE_AGAIN) {
+            if (c->in_len == c->in_cap && !grow_input(r, c)) {
+                reply_fatal(r, c, c->in_large ? 400 : 503,
+                            c->in_large ? "request exceeds the buffer" : "out of request buffers");
+                return;
+            }
+            c->want_input = true;
+            break;
+        }
         if (rc == HTTP_PARSE_CONTINUE) {
-            c->continue_owed = true;
-            window_flush(c);
-            send_kick(r, c);
+            owe_continue(r, c);
             continue;
         }
         if (rc == HTTP_PARSE_ERROR) {
@@ -693,87 +862,28 @@ static void conn_process(struct reactor *r, struct conn *c)
             return;
         }
         ASSERT(rc == HTTP_PARSE_DONE && req->wire_bytes <= c->in_len);
-        c->continue_owed = false;
-        dispatch(r, c, req);
+        c->continue_owed = false; /* the body is here: no 100 Continue any more */
+        if (dispatch(r, c, req) == -EBUSY) {
+            busy_set(r, c, true);
+            return;
+        }
         if (c->state == CONN_DEAD || c->state == CONN_FREE)
             return;
-        memmove(c->in, c->in + req->wire_bytes, c->in_len - req->wire_bytes);
-        c->in_len -= req->wire_bytes;
+        consume(r, c, req->wire_bytes);
+    }
+    if (c->read_closed && c->want_input && c->state == CONN_OPEN) {
+        c->want_input = false;
+        c->in_len = 0;
         c->request_start_ms = 0;
-        http_parser_init(&c->parser);
-        shrink_input(r, c);
+        c->state = CONN_CLOSING;
     }
 }
 
 /* ---- input -------------------------------------------------------------------- */
 
-/* Takes n received bytes into the connection; whatever cannot be taken now (the
- * window is full and the buffer too) waits in the capped overflow buffer. */
-static void conn_input(struct reactor *r, struct conn *c, const char *data, size_t n)
+static bool conn_idle(const struct conn *c)
 {
-    c->last_active_ms = r->now_ms;
-    if (c->state == CONN_LINGER || c->state == CONN_CLOSING)
-        return; /* no more requests will be read: discard */
-    if (c->overflow.len) {
-        if (c->overflow.len + n > OVERFLOW_MAX_BYTES || buf_reserve(&c->overflow, n)) {
-            conn_kill(r, c);
-            return;
-        }
-        memcpy(c->overflow.p + c->overflow.len, data, n);
-        c->overflow.len += n;
-        return;
-    }
-    while (n > 0 && c->state == CONN_OPEN) {
-        size_t room = c->in_cap - c->in_len;
-        size_t take = n < room ? n : room;
-        memcpy(c->in + c->in_len, data, take);
-        c->in_len += (uint32_t)take;
-        data += take;
-        n -= take;
-        uint32_t before = c->in_len;
-        conn_process(r, c);
-        if (c->state != CONN_OPEN || n == 0)
-            break;
-        if (c->in_len < c->in_cap)
-            continue;
-        if (c->in_len == before && !window_full(c)) {
-            /* One request needs more room than the small buffer. */
-            if (!grow_input(r, c)) {
-                reply_fatal(r, c, c->in_large ? 400 : 503,
-                            c->in_large ? "request exceeds the buffer" : "out of request buffers");
-                return;
-            }
-            continue;
-        }
-        /* Backpressure: park the rest and stop receiving until answers drain. */
-        if (buf_reserve(&c->overflow, n)) {
-            conn_kill(r, c);
-            return;
-        }
-        memcpy(c->overflow.p, data, n);
-        c->overflow.len = n;
-        pause_recv(r, c);
-        return;
-    }
-}
-
-/* After answers drained: take parked input, resume parsing and receiving. */
-static void conn_resume(struct reactor *r, struct conn *c)
-{
-    if (c->state != CONN_OPEN)
-        return;
-    if (c->overflow.len && !window_full(c)) {
-        struct buf parked = c->overflow;
-        c->overflow = (struct buf){0};
-        conn_input(r, c, parked.p, parked.len);
-        buf_free(&parked);
-    } else if (!window_full(c)) {
-        conn_process(r, c);
-    }
-    if (c->state == CONN_OPEN && c->overflow.len == 0 && c->recv_paused && !window_full(c)) {
-        c->recv_paused = false;
-        arm_recv(r, c);
-    }
+    return c->win_head == c->win_tail && c->out_bytes == 0 && !c->send_inflight;
 }
 
 /* Half-closes after the last answer, then drains the peer for a bounded time. */
@@ -786,61 +896,54 @@ static void conn_finish(struct reactor *r, struct conn *c)
     shutdown(c->fd, SHUT_WR);
     c->state = CONN_LINGER;
     c->linger_deadline_ms = r->now_ms + CONN_LINGER_MS;
-    c->recv_paused = false;
     arm_recv(r, c);
 }
 
-static bool conn_idle(const struct conn *c)
+/* After progress (answers sent, input arrived, a job freed): go as far as the
+ * connection may, then close it if it is done, or receive more if it wants to. */
+static void conn_advance(struct reactor *r, struct conn *c)
 {
-    return c->win_head == c->win_tail && c->out_fill.len == 0 && c->out_send.len == 0 &&
-           !c->send_inflight;
-}
-
-/* Decides what a connection does once its sends are done. */
-static void conn_settle(struct reactor *r, struct conn *c)
-{
+    if (c->state == CONN_OPEN && !c->recv_armed && !busy_is(r, c))
+        conn_process(r, c);
+    if (c->state == CONN_DEAD || c->state == CONN_FREE)
+        return;
     if (c->state == CONN_CLOSING && conn_idle(c)) {
         conn_finish(r, c);
-        return;
-    }
-    if (c->state == CONN_OPEN && c->read_closed && conn_idle(c) && c->in_len == 0) {
-        conn_kill(r, c);
         return;
     }
     if (c->state == CONN_OPEN && r->stopping && conn_idle(c) && c->in_len == 0) {
         conn_kill(r, c);
         return;
     }
-    conn_resume(r, c);
+    arm_recv(r, c);
+    send_kick(r, c);
 }
 
-static void on_recv(struct reactor *r, struct conn *c, int res, unsigned flags)
+static void on_recv(struct reactor *r, struct conn *c, int res)
 {
-    if (!(flags & IORING_CQE_F_MORE))
-        c->recv_armed = false;
-    if (flags & IORING_CQE_F_BUFFER) {
-        unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
-        if (res > 0 && c->state != CONN_DEAD)
-            conn_input(r, c, r->br_bufs + (size_t)bid * RECV_BUF_BYTES, (size_t)res);
-        buf_ring_recycle(r, bid);
-    }
+    c->recv_armed = false;
     if (c->state == CONN_DEAD) {
         conn_maybe_free(r, c);
         return;
     }
-    if (res == 0 || (res < 0 && res != -ENOBUFS && res != -ECANCELED)) {
-        if (res == 0 && c->state != CONN_LINGER && c->in_len == 0) {
-            c->read_closed = true; /* a client may half-close after its last request */
-            conn_settle(r, c);
-        } else {
-            conn_kill(r, c);
-        }
+    if (res < 0) {
+        conn_kill(r, c); /* reset, or cancelled by a kill */
         return;
     }
-    if (!c->recv_armed)
-        arm_recv(r, c); /* ENOBUFS, or the kernel ended the multishot */
-    if (c->state != CONN_DEAD)
-        send_kick(r, c);
+    c->last_active_ms = r->now_ms;
+    if (res == 0) {
+        c->read_closed = true;
+        if (c->state == CONN_LINGER) {
+            conn_kill(r, c);
+            return;
+        }
+    } else if (c->state == CONN_OPEN) {
+        ASSERT((uint32_t)res <= c->in_cap - c->in_len);
+        c->in_len += (uint32_t)res;
+    }
+    c->drained = (uint32_t)res <
+                 c->recv_len; /* else: closing or lingering, no more requests are read: discard */
+    conn_advance(r, c);
 }
 
 static void on_send(struct reactor *r, struct conn *c, int res)
@@ -855,6 +958,8 @@ static void on_send(struct reactor *r, struct conn *c, int res)
         return;
     }
     c->send_off += (size_t)res;
+    ASSERT(c->out_bytes >= (size_t)res);
+    c->out_bytes -= (size_t)res;
     if (c->send_off >= c->out_send.len) {
         c->out_send.len = 0;
         c->send_off = 0;
@@ -862,10 +967,30 @@ static void on_send(struct reactor *r, struct conn *c, int res)
             buf_free(&c->out_send);
     }
     send_kick(r, c);
-    if (!c->send_inflight)
-        conn_settle(r, c);
-    else
-        conn_resume(r, c);
+    conn_advance(r, c);
+}
+
+/* Offers their request again to connections the application refused, starting where
+ * the last round stopped so that no connection is always last. */
+static void resume_busy(struct reactor *r)
+{
+    r->resume_wanted = false;
+    uint32_t words = (r->conns_high + 63) / 64;
+    for (uint32_t k = 0; k < words && r->busy_count > 0; k++) {
+        uint32_t w = (r->busy_next_word + k) % words;
+        uint64_t bits = r->busy_bits[w];
+        while (bits) {
+            uint32_t idx = w * 64 + (uint32_t)__builtin_ctzll(bits);
+            bits &= bits - 1;
+            struct conn *c = &r->conns[idx];
+            busy_set(r, c, false);
+            conn_advance(r, c);
+            if (busy_is(r, c)) { /* still refused: the application is full again */
+                r->busy_next_word = w;
+                return;
+            }
+        }
+    }
 }
 
 /* ---- accept, timers, stop ------------------------------------------------------------ */
@@ -876,18 +1001,18 @@ static void arm_accept(struct reactor *r)
         return;
     struct io_uring_sqe *sqe = get_sqe(r);
     io_uring_prep_multishot_accept(sqe, r->listen_fd, NULL, NULL, SOCK_CLOEXEC);
-    io_uring_sqe_set_data64(sqe, UD(OP_ACCEPT, 0, 0));
+    io_uring_sqe_set_data64(sqe, UD(UOP_ACCEPT, 0, 0));
     r->accept_armed = true;
 }
 
 /* Over the connection cap: a best-effort 503 on the raw socket, then close. */
 static void reject_connection(struct reactor *r, int fd)
 {
-    char body[256], msg[512];
-    char rid[40];
+    char body[API_ERROR_BODY_MAX_BYTES], msg[API_ERROR_BODY_MAX_BYTES + CONN_ANSWER_HEAD_MAX_BYTES];
+    char rid[REQUEST_ID_MAX_BYTES + 1];
     snprintf(rid, sizeof(rid), "%s-%u-%lx", r->rid_prefix, r->cfg.core,
              (unsigned long)++r->rid_counter);
-    size_t blen = reactor_error_body(body, sizeof(body), "overloaded", "too many connections", rid);
+    size_t blen = reactor_error_body(body, "overloaded", "too many connections", rid);
     int n = snprintf(msg, sizeof(msg),
                      "HTTP/1.1 503 Service Unavailable\r\nServer: ringpay\r\n%.*s"
                      "Content-Type: application/json\r\nContent-Length: %zu\r\n"
@@ -928,30 +1053,7 @@ static void arm_tick(struct reactor *r)
 {
     struct io_uring_sqe *sqe = get_sqe(r);
     io_uring_prep_timeout(sqe, &r->tick_ts, 0, 0);
-    io_uring_sqe_set_data64(sqe, UD(OP_TICK, 0, 0));
-}
-
-/*
- * A connection silent for a second is asked, once a second, whether its peer is still
- * there. Seen on Linux 6.18 (tests/integration/abort_test.c, about one run in twenty):
- * when a client's data and its RST arrive together, the multishot recv delivers the
- * data and then never completes, although the socket is closed. The timeouts would
- * free such a connection after 10 or 75 s; the probe (one non-blocking MSG_PEEK) frees
- * it within about a second. It consumes nothing: data stays queued for the recv, and
- * an error or EOF means the connection is gone anyway.
- */
-static void probe_peer(struct reactor *r, struct conn *c)
-{
-    uint64_t now = r->now_ms;
-    if (!c->recv_armed || now - c->last_active_ms < 1000 || now - c->last_probe_ms < 1000)
-        return;
-    c->last_probe_ms = now;
-    char b;
-    ssize_t n = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-        conn_kill(r, c); /* reset: nothing can reach the peer any more */
-    else if (n == 0 && conn_idle(c))
-        conn_kill(r, c); /* EOF; with answers pending, they go out first */
+    io_uring_sqe_set_data64(sqe, UD(UOP_TICK, 0, 0));
 }
 
 static void check_timeouts(struct reactor *r, struct conn *c)
@@ -962,9 +1064,19 @@ static void check_timeouts(struct reactor *r, struct conn *c)
             conn_kill(r, c);
         return;
     }
+    if (c->state != CONN_OPEN && c->state != CONN_CLOSING)
+        return;
+    /* A client that stopped reading: its answers have not moved for the idle time. */
+    if (c->send_inflight && now - c->send_wait_ms >= r->cfg.idle_timeout_ms) {
+        metrics_add(&r->metrics.timeouts, 1);
+        conn_kill(r, c);
+        return;
+    }
     if (c->state != CONN_OPEN)
         return;
-    if (c->request_start_ms && c->in_len > 0 &&
+    /* Only while we wait for the client's bytes: requests held back by us (window,
+     * budget, a busy application) are not the client's delay. */
+    if (c->want_input && c->request_start_ms && c->in_len > 0 &&
         now - c->request_start_ms >= r->cfg.header_timeout_ms) {
         metrics_add(&r->metrics.timeouts, 1);
         reply_fatal(r, c, 408, "request not received in time");
@@ -973,9 +1085,7 @@ static void check_timeouts(struct reactor *r, struct conn *c)
     if (conn_idle(c) && c->in_len == 0 && now - c->last_active_ms >= r->cfg.idle_timeout_ms) {
         metrics_add(&r->metrics.timeouts, 1);
         conn_kill(r, c);
-        return;
     }
-    probe_peer(r, c);
 }
 
 static void on_tick(struct reactor *r)
@@ -986,6 +1096,8 @@ static void on_tick(struct reactor *r)
         if (c->state != CONN_FREE)
             check_timeouts(r, c);
     }
+    if (r->busy_count > 0)
+        r->resume_wanted = true; /* a safety net: the application may have room again */
     arm_tick(r);
 }
 
@@ -993,7 +1105,7 @@ static void arm_stop_read(struct reactor *r)
 {
     struct io_uring_sqe *sqe = get_sqe(r);
     io_uring_prep_read(sqe, r->stop_fd, &r->stop_val, sizeof(r->stop_val), 0);
-    io_uring_sqe_set_data64(sqe, UD(OP_STOP, 0, 0));
+    io_uring_sqe_set_data64(sqe, UD(UOP_STOP, 0, 0));
 }
 
 static void begin_stop(struct reactor *r)
@@ -1004,8 +1116,8 @@ static void begin_stop(struct reactor *r)
     r->stop_deadline_ms = r->now_ms + SHUTDOWN_GRACE_MS;
     if (r->accept_armed) {
         struct io_uring_sqe *sqe = get_sqe(r);
-        io_uring_prep_cancel64(sqe, UD(OP_ACCEPT, 0, 0), 0);
-        io_uring_sqe_set_data64(sqe, UD(OP_IGNORE, 0, 0));
+        io_uring_prep_cancel64(sqe, UD(UOP_ACCEPT, 0, 0), 0);
+        io_uring_sqe_set_data64(sqe, UD(UOP_IGNORE, 0, 0));
         io_uring_sqe_set_flags(sqe, IOSQE_CQE_SKIP_SUCCESS);
     }
     /* The cancelled accept holds its own file reference; dropping ours stops the kernel
@@ -1034,6 +1146,13 @@ void reactor_stop(struct reactor *r)
     (void)w; /* an eventfd write of 1 cannot fail short of overflow */
 }
 
+static struct conn *conn_of_cqe(struct reactor *r, uint64_t ud)
+{
+    struct conn *c = &r->conns[UD_IDX(ud)];
+    ASSERT(UD_IDX(ud) < r->cfg.max_connections && c->gen == UD_GEN(ud));
+    return c;
+}
+
 static void handle_cqe(struct reactor *r, const struct io_uring_cqe *cqe)
 {
     uint64_t ud = cqe->user_data;
@@ -1043,28 +1162,25 @@ static void handle_cqe(struct reactor *r, const struct io_uring_cqe *cqe)
         return;
     }
     switch (UD_OP(ud)) {
-    case OP_ACCEPT:
+    case UOP_ACCEPT:
         on_accept(r, cqe->res, cqe->flags);
         break;
-    case OP_RECV: {
-        struct conn *c = &r->conns[UD_IDX(ud)];
-        ASSERT(UD_IDX(ud) < r->cfg.max_connections && c->gen == UD_GEN(ud));
-        on_recv(r, c, cqe->res, cqe->flags);
+    case UOP_RECV:
+        on_recv(r, conn_of_cqe(r, ud), cqe->res);
         break;
-    }
-    case OP_SEND: {
-        struct conn *c = &r->conns[UD_IDX(ud)];
-        ASSERT(UD_IDX(ud) < r->cfg.max_connections && c->gen == UD_GEN(ud));
-        on_send(r, c, cqe->res);
+    case UOP_SEND:
+        on_send(r, conn_of_cqe(r, ud), cqe->res);
         break;
-    }
-    case OP_TICK:
+    case UOP_TICK:
         on_tick(r);
         break;
-    case OP_STOP:
+    case UOP_STOP:
         begin_stop(r);
         break;
-    case OP_IGNORE:
+    case UOP_LOG:
+        accesslog_done(&r->alog, cqe->res);
+        break;
+    case UOP_IGNORE:
         break;
     default:
         UNREACHABLE();
@@ -1088,6 +1204,28 @@ static void pin_thread(int cpu)
     }
 }
 
+/* At exit: the write in flight completes (its buffer must not change under it), then
+ * the rest is written synchronously. */
+static void finish_access_log(struct reactor *r)
+{
+    for (int spins = 0; r->alog.inflight > 0 && spins < 1000; spins++) {
+        struct io_uring_cqe *cqe;
+        struct __kernel_timespec ts = {.tv_nsec = 10 * 1000000};
+        if (io_uring_submit_and_wait_timeout(&r->ring, &cqe, 1, &ts, NULL) < 0 && spins > 100)
+            break;
+        unsigned head, seen = 0;
+        io_uring_for_each_cqe(&r->ring, head, cqe)
+        {
+            if (UD_OP(cqe->user_data) == UOP_LOG && cqe->user_data != REACTOR_WAKE_TAG)
+                accesslog_done(&r->alog, cqe->res);
+            seen++;
+        }
+        io_uring_cq_advance(&r->ring, seen);
+    }
+    if (r->alog.inflight == 0)
+        accesslog_drain(&r->alog);
+}
+
 int reactor_run(struct reactor *r)
 {
     pin_thread(r->cfg.cpu);
@@ -1104,9 +1242,11 @@ int reactor_run(struct reactor *r)
     arm_tick(r);
     arm_stop_read(r);
     for (;;) {
+        if (r->resume_wanted)
+            resume_busy(r);
         if (r->cfg.handler->on_turn)
             r->cfg.handler->on_turn(r->cfg.handler_ctx, r);
-        buf_ring_publish(r);
+        accesslog_flush(&r->alog, &r->ring, UD(UOP_LOG, 0, 0));
         err = io_uring_submit_and_wait(&r->ring, 1);
         if (err < 0 && err != -EINTR && err != -ETIME && err != -EBUSY) {
             char e[16];
@@ -1114,7 +1254,7 @@ int reactor_run(struct reactor *r)
             log_write(LOG_ERROR, "io_uring_submit_and_wait failed", "errno", e, NULL);
             return err;
         }
-        r->now_ms = mono_ns() / 1000000ull;
+        r->now_ms = clock_mono_ns() / 1000000ull;
         struct io_uring_cqe *cqe;
         unsigned head, seen = 0;
         io_uring_for_each_cqe(&r->ring, head, cqe)
@@ -1126,6 +1266,7 @@ int reactor_run(struct reactor *r)
         if (r->stopping && (r->conns_open == 0 || r->now_ms >= r->stop_deadline_ms))
             break;
     }
+    finish_access_log(r);
     return 0;
 }
 
@@ -1138,9 +1279,9 @@ static int ring_setup(struct reactor *r, char *why, size_t why_bytes)
          * thread, which enables it first thing in reactor_run(). */
         .flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
                  IORING_SETUP_COOP_TASKRUN | IORING_SETUP_CQSIZE | IORING_SETUP_R_DISABLED,
-        .cq_entries = RING_ENTRIES * 4,
+        .cq_entries = REACTOR_RING_ENTRIES * 4,
     };
-    int err = io_uring_queue_init_params(RING_ENTRIES, &r->ring, &p);
+    int err = io_uring_queue_init_params(REACTOR_RING_ENTRIES, &r->ring, &p);
     if (err == -ENOSYS || err == -EPERM || err == -EACCES) {
         snprintf(why, why_bytes,
                  "io_uring is unavailable (io_uring_setup: %s): the kernel lacks it, "
@@ -1165,7 +1306,7 @@ static int ring_setup(struct reactor *r, char *why, size_t why_bytes)
         {IORING_OP_ACCEPT, "ACCEPT"},     {IORING_OP_RECV, "RECV"},
         {IORING_OP_SEND, "SEND"},         {IORING_OP_TIMEOUT, "TIMEOUT"},
         {IORING_OP_READ, "READ"},         {IORING_OP_ASYNC_CANCEL, "ASYNC_CANCEL"},
-        {IORING_OP_MSG_RING, "MSG_RING"},
+        {IORING_OP_MSG_RING, "MSG_RING"}, {IORING_OP_WRITE, "WRITE"},
     };
     for (size_t i = 0; probe && i < ARRAY_LEN(need); i++)
         if (!io_uring_opcode_supported(probe, need[i].op)) {
@@ -1176,13 +1317,6 @@ static int ring_setup(struct reactor *r, char *why, size_t why_bytes)
         }
     if (probe)
         io_uring_free_probe(probe);
-    err = buf_ring_setup(r);
-    if (err) {
-        snprintf(why, why_bytes, "io_uring provided buffer rings unavailable (%s; needs 5.19+)",
-                 strerror(-err));
-        io_uring_queue_exit(&r->ring);
-        return err;
-    }
     return 0;
 }
 
@@ -1222,7 +1356,8 @@ static int pools_setup(struct reactor *r)
     r->conns = calloc(n, sizeof(struct conn));
     r->small_bufs = malloc(n * (size_t)CONN_SMALL_BUF_BYTES);
     r->large_bufs = malloc((size_t)CONN_LARGE_BUFS_PER_CORE * CONN_LARGE_BUF_BYTES);
-    if (r->conns == NULL || r->small_bufs == NULL || r->large_bufs == NULL)
+    r->busy_bits = calloc((n + 63) / 64, sizeof(uint64_t));
+    if (r->conns == NULL || r->small_bufs == NULL || r->large_bufs == NULL || r->busy_bits == NULL)
         return -ENOMEM;
     for (uint32_t i = 0; i < n; i++) {
         r->conns[i].idx = i;
@@ -1251,7 +1386,7 @@ int reactor_create(struct reactor **out, const struct reactor_config *cfg, char 
     metrics_init(&r->metrics, cfg->core, cfg->route_names, cfg->route_count);
     uint32_t rnd = 0;
     if (getrandom(&rnd, sizeof(rnd), 0) != sizeof(rnd))
-        rnd = (uint32_t)mono_ns();
+        rnd = (uint32_t)clock_mono_ns();
     snprintf(r->rid_prefix, sizeof(r->rid_prefix), "%08x", rnd);
 
     int err = ring_setup(r, why, why_bytes);
@@ -1260,6 +1395,11 @@ int reactor_create(struct reactor **out, const struct reactor_config *cfg, char 
     err = pools_setup(r);
     if (err) {
         snprintf(why, why_bytes, "out of memory for %u connections", cfg->max_connections);
+        goto out_ring;
+    }
+    err = accesslog_init(&r->alog, cfg->access_log_fd, cfg->access_log, cfg->core);
+    if (err) {
+        snprintf(why, why_bytes, "out of memory for the access log");
         goto out_ring;
     }
     r->stop_fd = eventfd(0, EFD_CLOEXEC);
@@ -1280,12 +1420,11 @@ out_ring:
 out_free:
     if (r->stop_fd >= 0)
         close(r->stop_fd);
+    accesslog_destroy(&r->alog);
     free(r->conns);
     free(r->small_bufs);
     free(r->large_bufs);
-    free(r->br_bufs);
-    if (r->br)
-        munmap(r->br, r->br_ring_bytes);
+    free(r->busy_bits);
     free(r);
     return err;
 }
@@ -1300,7 +1439,6 @@ void reactor_destroy(struct reactor *r)
             close(c->fd);
             buf_free(&c->out_fill);
             buf_free(&c->out_send);
-            buf_free(&c->overflow);
             for (unsigned s = 0; s < CONN_PIPELINE_MAX; s++)
                 free(c->slots[s].resp);
         }
@@ -1309,11 +1447,11 @@ void reactor_destroy(struct reactor *r)
     if (r->listen_fd >= 0)
         close(r->listen_fd);
     close(r->stop_fd);
+    accesslog_destroy(&r->alog);
     free(r->conns);
     free(r->small_bufs);
     free(r->large_bufs);
-    free(r->br_bufs);
-    munmap(r->br, r->br_ring_bytes);
+    free(r->busy_bits);
     free(r);
 }
 
@@ -1335,6 +1473,11 @@ unsigned reactor_core(const struct reactor *r)
 const struct metrics *reactor_metrics(const struct reactor *r)
 {
     return &r->metrics;
+}
+
+const struct accesslog *reactor_accesslog(const struct reactor *r)
+{
+    return &r->alog;
 }
 
 int reactor_port(const struct reactor *r)

@@ -1,14 +1,27 @@
 /*
  * The reactor: one thread per core, one io_uring, the connections it accepted.
  *
- * A reactor owns a SO_REUSEPORT listener with a multishot accept, a provided-buffer
- * ring feeding multishot recvs, and for every connection an input buffer, a parser and
- * a window of up to CONN_PIPELINE_MAX requests awaiting their answers. The
- * application sees only complete requests (on_request) and answers each exactly once
- * with reactor_reply(), now or later (an answer computed on another core comes back
- * through the application's own rings; on_wake tells it to look). Answers leave in
- * request order whatever order they are given in; one send per connection is in
- * flight at a time and carries every answer that is ready.
+ * A reactor owns a SO_REUSEPORT listener with a multishot accept and, for every
+ * connection, an input buffer that its receives fill directly, a parser, and a window
+ * of up to CONN_PIPELINE_MAX requests awaiting their answers. The application sees
+ * only complete requests (on_request) and answers each exactly once with
+ * reactor_reply(), now or later (an answer computed on another core comes back through
+ * the application's own rings; on_wake tells it to look). Answers leave in request
+ * order whatever order they are given in; one send per connection is in flight at a
+ * time and carries every answer that is ready.
+ *
+ * Backpressure, never a cut-off (SPEC §6): a connection's requests are dispatched only
+ * while its window has room and the answers it owes (written but unsent, plus the room
+ * reserved for those still being computed) stay under CONN_OUT_MAX_BYTES. While it may
+ * not dispatch, the reactor does not receive from it either, so a client that sends
+ * faster than it reads is slowed by TCP. Memory per connection is therefore bounded:
+ * its input buffer, at most CONN_OUT_MAX_BYTES + one largest answer of output, and its
+ * window (engine/limits.h states the sum). The application may also refuse a request
+ * for now (on_request returns -EBUSY, e.g. its job pool is empty): the request stays
+ * in the input buffer, the connection stops reading, and it is offered again after
+ * reactor_resume().
+ *
+ * Every answer also makes an access-log line (net/accesslog.h), when enabled.
  *
  * Threading: everything here runs on the reactor's thread, except reactor_stop(),
  * which any thread may call (it writes an eventfd).
@@ -21,6 +34,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "net/accesslog.h"
 #include "net/http.h"
 #include "net/metrics.h"
 
@@ -54,7 +68,10 @@ struct reactor_response {
 };
 
 struct reactor_handler {
-    void (*on_request)(void *ctx, struct reactor *r, const struct reactor_request *req);
+    /* 0: the request is taken (answered now or later with reactor_reply). -EBUSY: not
+     * now, and nothing was answered; the reactor keeps the request and offers it
+     * again after reactor_resume(). */
+    int (*on_request)(void *ctx, struct reactor *r, const struct reactor_request *req);
     /* A wake-up CQE with user_data == REACTOR_WAKE_TAG arrived (cross-core work). */
     void (*on_wake)(void *ctx, struct reactor *r, int res);
     /* Once per turn, before the reactor submits and sleeps: flush cross-core work. */
@@ -74,6 +91,8 @@ struct reactor_config {
     const char *const *route_names; /* metrics labels; the last one is "other" */
     unsigned route_count;
     unsigned route_other; /* label for requests the reactor answers itself */
+    unsigned access_log;  /* 0: off; N: one request in N (net/accesslog.h) */
+    int access_log_fd;    /* where the access lines go (stderr) */
 };
 
 /* The CQE user_data that marks a cross-core wake-up (see net/xcore.h). */
@@ -101,9 +120,19 @@ void reactor_destroy(struct reactor *r);
  * reactor's thread. A stale ref is ignored. */
 void reactor_reply(struct reactor *r, struct reactor_ref ref, const struct reactor_response *resp);
 
-/* Builds the SPEC error body {"error":{...}} into buf; returns its length. */
-size_t reactor_error_body(char *buf, size_t cap, const char *code, const char *message,
-                          const char *request_id);
+/* The answer of a request just taken may have a body of up to body_bytes (more than
+ * the default of ENGINE_ANSWER_MAX_BYTES): reserve that much of its connection's
+ * output budget. Call from on_request. */
+void reactor_expect(struct reactor *r, struct reactor_ref ref, size_t body_bytes);
+
+/* The application has room again (e.g. jobs came back): connections that got -EBUSY
+ * are offered their request again at the end of this turn. Cheap when none waits. */
+void reactor_resume(struct reactor *r);
+
+/* Builds the SPEC error body {"error":{...}} into buf (API_ERROR_BODY_MAX_BYTES);
+ * code and message are static texts (at most API_ERROR_CODE_MAX_BYTES and
+ * API_MESSAGE_MAX_BYTES, asserted); returns its length. */
+size_t reactor_error_body(char *buf, const char *code, const char *message, const char *request_id);
 
 /* Convenience: reply with the SPEC error body. */
 void reactor_reply_error(struct reactor *r, const struct reactor_request *req, int status,
@@ -114,6 +143,8 @@ struct io_uring *reactor_ring(struct reactor *r);
 int reactor_ring_fd(struct reactor *r);
 unsigned reactor_core(const struct reactor *r);
 const struct metrics *reactor_metrics(const struct reactor *r);
+/* The access log's counters (lines, dropped, errors) for /metrics. */
+const struct accesslog *reactor_accesslog(const struct reactor *r);
 /* The actual bound port (useful with port 0). */
 int reactor_port(const struct reactor *r);
 

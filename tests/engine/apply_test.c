@@ -294,9 +294,11 @@ static void test_idempotent_replay(void **state)
     /* ... or another path with the same merchant scope. */
     assert_int_equal(act(e, "pay_000000000000000001", "void", NULL, "K", "m-1"), 409);
     expect_code(e, "idempotency_key_reused");
-    /* ... or a query string. */
-    assert_int_equal(req(e, "POST", "/v1/payments/authorize", "x=1", body, "K", NULL, T0), 409);
-    expect_code(e, "idempotency_key_reused");
+    /* A query string on a POST never gets this far: the codec refuses it (400), so the
+     * fingerprint's query part is always empty for a POST. */
+    assert_int_equal(req(e, "POST", "/v1/payments/authorize", "x=1", body, "K", NULL, T0), 400);
+    expect_code(e, "invalid_param");
+    assert_int_equal(e->m.writes, writes);
     /* The key is scoped to the merchant: m-2 may use "K" too. */
     assert_int_equal(req(e, "POST", "/v1/payments/authorize", NULL,
                          "{\"merchant_id\":\"m-2\",\"amount\":700,\"currency\":\"EUR\"}", "K", NULL,

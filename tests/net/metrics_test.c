@@ -29,7 +29,13 @@ static void test_render_counts_and_histogram(void **state)
     metrics_add(&m0.connections_open, -1);
     const struct metrics *all[] = {&m0, &m1};
     char buf[16384];
-    long n = metrics_render(all, 2, buf, sizeof(buf));
+    struct metrics_out o;
+    metrics_out_init(&o, buf, sizeof(buf) - 1);
+    metrics_render(&o, all, 2);
+    metrics_family(&o, "ringpay_x_total", "counter", "An application family.");
+    metrics_sample_u64(&o, "ringpay_x_total", "shard=\"1\"", 7);
+    metrics_sample_seconds(&o, "ringpay_y_seconds_total", NULL, 1500000000);
+    long n = metrics_out_len(&o);
     assert_true(n > 0);
     buf[n] = '\0';
     assert_non_null(strstr(buf, "ringpay_http_requests_total{core=\"0\",route=\"/healthz\","
@@ -44,6 +50,10 @@ static void test_render_counts_and_histogram(void **state)
     assert_non_null(strstr(buf, "_bucket{core=\"1\",le=\"+Inf\"} 2\n"));
     assert_non_null(strstr(buf, "ringpay_connections_open{core=\"0\"} 2\n"));
     assert_null(strstr(buf, "status=\"500\"")); /* zero counters are not rendered */
+    assert_non_null(strstr(buf, "# HELP ringpay_x_total An application family.\n"
+                                "# TYPE ringpay_x_total counter\n"
+                                "ringpay_x_total{shard=\"1\"} 7\n"
+                                "ringpay_y_seconds_total 1.500000\n"));
 }
 
 static void test_small_buffer_is_an_error(void **state)
@@ -54,7 +64,12 @@ static void test_small_buffer_is_an_error(void **state)
     metrics_request(&m, 0, 200, 1000);
     const struct metrics *all[] = {&m};
     char buf[64];
-    assert_int_equal(metrics_render(all, 1, buf, sizeof(buf)), -ENOSPC);
+    struct metrics_out o;
+    metrics_out_init(&o, buf, sizeof(buf));
+    metrics_render(&o, all, 1);
+    assert_int_equal(metrics_out_len(&o), -ENOSPC);
+    metrics_sample_u64(&o, "x", NULL, 1); /* later writes do nothing */
+    assert_int_equal(metrics_out_len(&o), -ENOSPC);
 }
 
 int main(void)

@@ -1,11 +1,11 @@
 /*
- * Tests of `ringpay load`: the histogram and HTTP framing of tools/loadstats.c, and the
- * load loop of tools/load.c (included, to reach its statics) against a small HTTP server
+ * Tests of `ringpay load`: the histogram and HTTP framing of tools/load/loadstats.c, and
+ * the load loop of tools/load/load.c (included, to reach its statics) against a small HTTP server
  * on loopback that this test runs in a thread: pipelining, the mixed scenario's
  * follow-ups, reconnects after "Connection: close", timeouts, and open-loop latency
  * measured from the schedule (coordinated omission).
  */
-#include "tools/load.c"
+#include "tools/load/load.c"
 
 #include <poll.h>
 #include <setjmp.h>

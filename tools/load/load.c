@@ -48,7 +48,7 @@
 #include "engine/limits.h"
 #include "tools/cmd.h"
 #include "tools/config.h"
-#include "tools/loadstats.h"
+#include "tools/load/loadstats.h"
 
 #define LOAD_CONNECTIONS_MAX 10000
 #define LOAD_PIPELINE_MAX    CONN_PIPELINE_MAX /* the engine's own per-connection bound */

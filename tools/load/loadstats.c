@@ -1,7 +1,7 @@
 /*
  * Histogram, request writer and response parser of `ringpay load` (see loadstats.h).
  */
-#include "tools/loadstats.h"
+#include "tools/load/loadstats.h"
 
 #include <errno.h>
 #include <stdio.h>

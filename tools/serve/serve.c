@@ -1,11 +1,20 @@
 /*
- * `ringpay serve`: starts one pinned reactor per core and waits for a signal.
+ * `ringpay serve`: the composition of the engine. It holds no request logic; it starts
+ * the parts and connects them:
  *
- * Start-up order: configuration (fail with one line), data directory, reactors (core 0
- * first, so that port 0 picks one port that the others then share through
- * SO_REUSEPORT), threads, readiness. SIGTERM/SIGINT stop accepting, let every reactor
- * finish its in-flight requests, and exit 0. Signals are blocked in every thread and
- * taken by the main thread with sigtimedwait, so no handler runs on a reactor.
+ *   reactors (net/reactor.h)  --app_handler (app.h)-->  dispatch (dispatch.h)
+ *        ^                                                  |  jobs over the mesh
+ *        +---------------- mesh (net/xcore.h) <-------------+
+ *                                 |
+ *                          shards (shards.h) -> store/shard.h -> LMDB
+ *
+ * Start-up order: configuration (fail with one line), the data directory and its lock,
+ * reactors (core 0 first, so that port 0 picks one port that the others then share
+ * through SO_REUSEPORT), the mesh, the shard threads, the job pools, the reactor
+ * threads, readiness. SIGTERM/SIGINT stop accepting, let every reactor finish its
+ * in-flight requests, stop the shards (which answer what is queued), and exit 0.
+ * Signals are blocked in every thread and taken by the main thread with sigtimedwait,
+ * so no handler runs on a reactor.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -19,13 +28,16 @@
 #include <unistd.h>
 
 #include "engine/limits.h"
+#include "net/accesslog.h"
 #include "net/log.h"
 #include "net/reactor.h"
+#include "net/xcore.h"
 #include "store/dirlock.h"
-#include "tools/app.h"
 #include "tools/cmd.h"
 #include "tools/config.h"
-#include "tools/payments.h"
+#include "tools/serve/app.h"
+#include "tools/serve/dispatch.h"
+#include "tools/serve/shards.h"
 
 static const char serve_usage[] =
     "usage: ringpay serve [options]\n\n"
@@ -108,8 +120,39 @@ enum {
     O_IDLE_TMO,
     O_IDEM_TTL,
     O_LOG_LEVEL,
+    O_ACCESS_LOG,
     O_COUNT
 };
+
+static struct xcore mesh;
+
+/* The mesh, the shard threads and the job pools, once the reactors exist. */
+static int start_parts(struct opt *o, struct app *app)
+{
+    char why[512] = "";
+    int err = xcore_init(&mesh, 2 * app->cores, XCORE_RING_SLOTS, sizeof(struct shard_job *));
+    if (err) {
+        fprintf(stderr, "ringpay: cannot set up cross-core rings: %s\n", strerror(-err));
+        return -1;
+    }
+    for (unsigned i = 0; i < app->cores; i++)
+        xcore_set_ring_fd(&mesh, i, reactor_ring_fd(app->reactors[i]));
+    struct shards_config sc = {
+        .data_dir = o[O_DATA].str,
+        .cores = app->cores,
+        .idem_ttl_ms = (int64_t)o[O_IDEM_TTL].num * 3600 * 1000,
+        .mesh = &mesh,
+    };
+    if (shards_start(&app->shards, &sc, why, sizeof(why)) != 0) {
+        fprintf(stderr, "ringpay: %s\n", why);
+        return -1;
+    }
+    if (dispatch_create(&app->dispatch, app->cores, &mesh) != 0) {
+        fprintf(stderr, "ringpay: out of memory for the job pools\n");
+        return -1;
+    }
+    return 0;
+}
 
 static int start(struct opt *o, struct app *app, struct serve_thread *threads)
 {
@@ -125,6 +168,8 @@ static int start(struct opt *o, struct app *app, struct serve_thread *threads)
         .route_names = app_route_names,
         .route_count = ROUTE_COUNT,
         .route_other = ROUTE_OTHER,
+        .access_log = (unsigned)accesslog_parse(o[O_ACCESS_LOG].str),
+        .access_log_fd = 2,
     };
     for (unsigned i = 0; i < app->cores; i++) {
         char why[256] = "";
@@ -144,16 +189,8 @@ static int start(struct opt *o, struct app *app, struct serve_thread *threads)
         }
         threads[i].reactor = app->reactors[i];
     }
-    char why[512] = "";
-    struct payments_config pc = {
-        .data_dir = o[O_DATA].str,
-        .cores = app->cores,
-        .idem_ttl_ms = (int64_t)o[O_IDEM_TTL].num * 3600 * 1000,
-    };
-    if (payments_start(&app->payments, &pc, app->reactors, why, sizeof(why)) != 0) {
-        fprintf(stderr, "ringpay: %s\n", why);
+    if (start_parts(o, app) != 0)
         return -1;
-    }
     for (unsigned i = 0; i < app->cores; i++)
         if (pthread_create(&threads[i].tid, NULL, reactor_main, &threads[i]) != 0) {
             fprintf(stderr, "ringpay: cannot start reactor thread %u\n", i);
@@ -180,6 +217,8 @@ int cmd_serve(int argc, char **argv)
         [O_IDEM_TTL] = {"idempotency-ttl-hours", OPT_UINT, "24",
                         "keep idempotency keys this long (at least 24)", 24, 24 * 366},
         [O_LOG_LEVEL] = {"log-level", OPT_STRING, "info", "debug, info, warn or error"},
+        [O_ACCESS_LOG] = {"access-log", OPT_STRING, "on",
+                          "an access line per request: on, off, or N (one request in N)"},
     };
     int rc = config_parse(o, O_COUNT, argc, argv, serve_usage);
     if (rc != 0)
@@ -191,6 +230,12 @@ int cmd_serve(int argc, char **argv)
         return 2;
     }
     log_set_level((enum log_level)level);
+    int access_log = accesslog_parse(o[O_ACCESS_LOG].str);
+    if (access_log < 0) {
+        fprintf(stderr, "ringpay: --access-log: expected on, off or a count N >= 1, got \"%s\"\n",
+                o[O_ACCESS_LOG].str);
+        return 2;
+    }
     if (make_dir(o[O_DATA].str) != 0)
         return 2;
     /* Held until the process exits: one engine per data directory (SPEC §1). */
@@ -236,8 +281,11 @@ int cmd_serve(int argc, char **argv)
             code = 1;
     }
     /* Reactors are done (their in-flight jobs answered or abandoned): stop the shards,
-     * which finish whatever is still queued, then free the reactors. */
-    payments_stop(app.payments);
+     * which finish whatever is still queued, then free the pools, the mesh and the
+     * reactors. */
+    shards_stop(app.shards);
+    dispatch_destroy(app.dispatch);
+    xcore_destroy(&mesh);
     for (unsigned i = 0; i < app.cores; i++)
         reactor_destroy(app.reactors[i]);
     log_write(LOG_INFO, "stopped", NULL);
