@@ -24,6 +24,7 @@
 #include "engine/assert.h"
 #include "engine/limits.h"
 #include "net/log.h"
+#include "net/metrics.h"
 
 #define HALF_BYTES (ACCESS_LOG_BUF_BYTES / 2)
 #define METHOD_MAX 16
@@ -217,6 +218,31 @@ static void write_all(struct accesslog *a, const char *p, size_t n)
         }
         p += w;
         n -= (size_t)w;
+    }
+}
+
+void accesslog_metrics(const struct accesslog *const *logs, unsigned n, struct metrics_out *o)
+{
+    static const struct {
+        const char *name, *help;
+        size_t off;
+    } m[] = {
+        {"ringpay_access_log_lines_total", "Access-log lines buffered for writing.",
+         offsetof(struct accesslog, lines)},
+        {"ringpay_access_log_dropped_total",
+         "Access-log lines dropped because the log could not keep up.",
+         offsetof(struct accesslog, dropped)},
+        {"ringpay_access_log_write_errors_total", "Access-log writes that failed.",
+         offsetof(struct accesslog, errors)},
+    };
+    for (size_t k = 0; k < ARRAY_LEN(m); k++) {
+        metrics_family(o, m[k].name, "counter", m[k].help);
+        for (unsigned i = 0; i < n; i++) {
+            char labels[32];
+            snprintf(labels, sizeof(labels), "core=\"%u\"", logs[i]->core);
+            const uint64_t *v = (const uint64_t *)((const char *)logs[i] + m[k].off);
+            metrics_sample_u64(o, m[k].name, labels, __atomic_load_n(v, __ATOMIC_RELAXED));
+        }
     }
 }
 

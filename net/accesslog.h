@@ -98,4 +98,9 @@ void accesslog_done(struct accesslog *a, int res);
  * flight (the caller waited for its completion). */
 void accesslog_drain(struct accesslog *a);
 
+struct metrics_out;
+
+/* The access-log families of /metrics for n cores' logs (any thread). */
+void accesslog_metrics(const struct accesslog *const *logs, unsigned n, struct metrics_out *o);
+
 #endif

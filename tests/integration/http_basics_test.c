@@ -1,8 +1,11 @@
 /*
  * HTTP/1.1 basics of `ringpay serve` over real sockets (SPEC §2, §6): keep-alive with
  * curl, the headers every response carries, 404/405 error bodies, HEAD, Connection:
- * close, HTTP/1.0, requests split across many writes, Expect: 100-continue, and a chunked
- * POST followed by a pipelined GET on the same connection.
+ * close, HTTP/1.0, requests split across many writes, Expect: 100-continue (the interim
+ * answer carries the request's X-Request-Id, the client's or a made one), a chunked POST
+ * followed by a pipelined GET on the same connection, and the access log (SPEC §6: one
+ * line per request with method, route template, status, duration_us, request_id, core
+ * and client address; off; one in N).
  */
 #define _GNU_SOURCE
 #include <stdarg.h>
@@ -257,9 +260,22 @@ static void test_expect_continue(void **state)
         fail_msg("no interim response to Expect: 100-continue (read error %d)", err);
     assert_int_equal(r.status, 100);
     assert_int_equal(r.body_len, 0);
+    assert_string_equal(rp_header(&r, "X-Request-Id"), "e1");
     rp_response_free(&r);
     assert_int_equal(rp_send_str(c.fd, "0123456789"), 0);
     expect_response(&c, 405, "e1", false, NULL);
+    /* Without an X-Request-Id the 100 and the answer carry the same made-up id. */
+    assert_int_equal(rp_send_str(c.fd, "POST /healthz HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n"
+                                       "Expect: 100-continue\r\n\r\n"),
+                     0);
+    assert_int_equal(rp_read_response(&c, &r, false, 3000), 0);
+    assert_int_equal(r.status, 100);
+    char made[160];
+    assert_non_null(rp_header(&r, "X-Request-Id"));
+    snprintf(made, sizeof(made), "%s", rp_header(&r, "X-Request-Id"));
+    rp_response_free(&r);
+    assert_int_equal(rp_send_str(c.fd, "ab"), 0);
+    expect_response(&c, 405, made, false, NULL);
     /* The body was consumed: the connection is still in sync. */
     assert_int_equal(
         rp_send_str(c.fd, "GET /healthz HTTP/1.1\r\nHost: a\r\nX-Request-Id: e2\r\n\r\n"), 0);
@@ -281,6 +297,124 @@ static void test_expect_continue(void **state)
     rp_response_free(&r);
     expect_response(&c, 200, "e4", false, NULL);
     rp_conn_close(&c);
+    assert_int_equal(rp_server_stop(&srv), 0);
+}
+
+static int count_lines_in(const char *text)
+{
+    int lines = 0;
+    for (const char *p = text; (p = strstr(p, "\"msg\":\"access\"")) != NULL; p++)
+        lines++;
+    return lines;
+}
+
+/* Waits (at most 3 s) until the server's log holds `want` access lines; returns the
+ * log's text (static). */
+static const char *log_with_access_lines(int want)
+{
+    static char text[1 << 16];
+    for (int64_t deadline = rp_now_ms() + 3000;; rp_sleep_ms(20)) {
+        FILE *f = fopen(srv.log_path, "r");
+        assert_non_null(f);
+        size_t n = fread(text, 1, sizeof(text) - 1, f);
+        fclose(f);
+        text[n] = '\0';
+        int lines = count_lines_in(text);
+        if (lines >= want || rp_now_ms() > deadline) {
+            if (lines != want)
+                fail_msg("%d access lines, want %d:\n%s", lines, want, text);
+            return text;
+        }
+    }
+}
+
+static int count_access_lines(void)
+{
+    static char text[1 << 16];
+    FILE *f = fopen(srv.log_path, "r");
+    assert_non_null(f);
+    size_t n = fread(text, 1, sizeof(text) - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    return count_lines_in(text);
+}
+
+/* The access line whose request_id is id, or fail. */
+static const char *access_line(const char *text, const char *id)
+{
+    static char line[4096];
+    char key[160];
+    snprintf(key, sizeof(key), "\"request_id\":\"%s\"", id);
+    const char *p = strstr(text, key);
+    if (p == NULL)
+        fail_msg("no access line with %s:\n%s", key, text);
+    const char *start = p;
+    while (start > text && start[-1] != '\n')
+        start--;
+    const char *end = strchr(p, '\n');
+    assert_non_null(end);
+    snprintf(line, sizeof(line), "%.*s", (int)(end - start), start);
+    return line;
+}
+
+static void test_access_log(void **state)
+{
+    const char *const two_cores[] = {"--cores", "2", NULL};
+    rp_must_start(&srv, two_cores);
+    rp_sleep_ms(200);
+    int base = count_access_lines(); /* the start-up's readiness probes */
+    const char *const post_hdrs[] = {"Content-Type: application/json", "Idempotency-Key: al-1",
+                                     "X-Request-Id: acc-post", NULL};
+    struct rp_response r;
+    assert_int_equal(rp_request(srv.port, "POST", "/v1/payments/authorize", post_hdrs,
+                                "{\"merchant_id\":\"al-m\",\"amount\":100,\"currency\":\"KRW\"}",
+                                &r),
+                     0);
+    assert_int_equal(r.status, 201);
+    rp_response_free(&r);
+    const char *const get_hdrs[] = {"X-Request-Id: acc-404", NULL};
+    assert_int_equal(rp_request(srv.port, "GET", "/v1/payments/pay_000000000000000009?x=1",
+                                get_hdrs, NULL, &r),
+                     0);
+    assert_int_equal(r.status, 404);
+    rp_response_free(&r);
+    const char *text = log_with_access_lines(base + 2);
+    const char *l = access_line(text, "acc-post");
+    assert_true(strncmp(l, "{\"ts\":\"", 7) == 0);
+    assert_non_null(strstr(l, "\"level\":\"info\",\"msg\":\"access\",\"method\":\"POST\","
+                              "\"route\":\"/v1/payments/authorize\",\"status\":201,"
+                              "\"duration_us\":"));
+    assert_non_null(strstr(l, ",\"core\":"));
+    assert_non_null(strstr(l, ",\"client\":\"127.0.0.1:"));
+    l = access_line(text, "acc-404");
+    /* The route is the template, never the id or the query the client sent. */
+    assert_non_null(strstr(l, "\"method\":\"GET\",\"route\":\"/v1/payments/{id}\",\"status\":404,"));
+    assert_null(strstr(text, "pay_000000000000000009"));
+    assert_int_equal(rp_server_stop(&srv), 0);
+
+    /* off: no access line at all. */
+    const char *const off[] = {"--cores", "1", "--access-log", "off", NULL};
+    rp_must_start(&srv, off);
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(rp_request(srv.port, "GET", "/healthz", NULL, NULL, &r), 0);
+        rp_response_free(&r);
+    }
+    rp_sleep_ms(200);
+    log_with_access_lines(0);
+    assert_non_null(strstr(log_with_access_lines(0), "\"msg\":\"listening\"")); /* the log works */
+    assert_int_equal(rp_server_stop(&srv), 0);
+
+    /* 3: one request in three (counted per core; one core here). The start-up's
+     * readiness probes were requests too, so count what 30 more add: exactly 10. */
+    const char *const third[] = {"--cores", "1", "--access-log", "3", NULL};
+    rp_must_start(&srv, third);
+    rp_sleep_ms(200);
+    int before = count_access_lines();
+    for (int i = 0; i < 30; i++) {
+        assert_int_equal(rp_request(srv.port, "GET", "/healthz", NULL, NULL, &r), 0);
+        rp_response_free(&r);
+    }
+    log_with_access_lines(before + 10);
     assert_int_equal(rp_server_stop(&srv), 0);
 }
 
@@ -322,6 +456,7 @@ int main(void)
         cmocka_unit_test_teardown(test_split_writes, rp_teardown),
         cmocka_unit_test_teardown(test_expect_continue, rp_teardown),
         cmocka_unit_test_teardown(test_chunked_then_pipelined_get, rp_teardown),
+        cmocka_unit_test_teardown(test_access_log, rp_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -76,14 +76,18 @@ static void reply_json(struct reactor *r, const struct reactor_request *rq, int 
 static void serve_metrics(struct app *app, struct reactor *r, const struct reactor_request *rq)
 {
     const struct metrics *all[CORES_MAX];
-    for (unsigned i = 0; i < app->cores; i++)
+    const struct accesslog *logs[CORES_MAX];
+    for (unsigned i = 0; i < app->cores; i++) {
         all[i] = reactor_metrics(app->reactors[i]);
+        logs[i] = reactor_accesslog(app->reactors[i]);
+    }
     char *body = malloc(METRICS_BODY_MAX_BYTES);
     long len = -ENOMEM;
     if (body) {
         struct metrics_out o;
         metrics_out_init(&o, body, METRICS_BODY_MAX_BYTES);
         metrics_render(&o, all, app->cores);
+        accesslog_metrics(logs, app->cores, &o);
         dispatch_metrics(app->dispatch, &o);
         shards_metrics(app->shards, &o);
         len = metrics_out_len(&o);
