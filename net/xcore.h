@@ -55,11 +55,15 @@
  * sender holding refused messages must not sleep without a timeout (the reactor's
  * tick suffices); flush first, so the destination is awake to make space.
  *
- * Setup order: xcore_init (any thread); each endpoint thread creates its own ring
- * (SINGLE_ISSUER | DEFER_TASKRUN rings must be created by the thread that uses them,
- * and MSG_RING to such a ring needs its owner task) and calls xcore_set_ring_fd; a
- * barrier (e.g. pthread_barrier_wait) before any endpoint flushes. Teardown: every
- * endpoint stops sending and flushing before any ring is closed, then xcore_destroy.
+ * Setup order: xcore_init (any thread); every endpoint's ring exists and its fd is
+ * recorded with xcore_set_ring_fd before any endpoint sends or flushes. A ring with
+ * SINGLE_ISSUER | DEFER_TASKRUN must be used by one task only, and MSG_RING to it is
+ * delivered as task work to that task: `serve` creates such a ring in the main thread
+ * with IORING_SETUP_R_DISABLED and lets its reactor thread enable it (and so become its
+ * issuer) first thing; the recording of every fd happens before the threads are
+ * created, which orders it before all traffic (tests/net/xcore_test.c, which creates
+ * rings in their threads, uses a barrier instead). Teardown: every endpoint stops
+ * sending and flushing before any ring is closed, then xcore_destroy.
  *
  * Memory: endpoints * (endpoints - 1) rings of slots * msg_bytes (rounded to 8).
  */
@@ -103,8 +107,8 @@ int xcore_init(struct xcore *x, unsigned endpoints, uint32_t slots, uint32_t msg
 /* Frees everything. No endpoint may use the mesh any more. Safe to call twice. */
 void xcore_destroy(struct xcore *x);
 
-/* Records the io_uring fd of `endpoint` (ring->ring_fd). Call once from that
- * endpoint's thread after creating its ring, before traffic starts (see Setup). */
+/* Records the io_uring fd of `endpoint` (ring->ring_fd). Call once per endpoint,
+ * before traffic starts (see Setup). */
 void xcore_set_ring_fd(struct xcore *x, unsigned endpoint, int ring_fd);
 
 /*
