@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GET /healthz of ringpay versus nginx returning the same fixed body, driven by the
 # same wrk with the same threads, connections and duration, in one run, alternating
-# the two servers ROUNDS times so that machine noise hits both alike.
+# the servers ROUNDS times so that machine noise hits all alike. ringpay runs twice:
+# with its access log on (the default, written to a file) and off.
 #
 # usage: bench/http_vs_nginx.sh [build dir] (env: CONNS=64 DURATION=10 ROUNDS=3 DEPTH=16)
 # Prints a markdown table: requests/s and p50/p99 latency per server and mode, and the
@@ -16,8 +17,9 @@ DEPTH=${DEPTH:-16}
 CORES=$(nproc)
 RP_PORT=18180
 NG_PORT=18181
+NOLOG_PORT=18182
 . bench/lib.sh
-start_servers $RP_PORT $NG_PORT
+start_servers $RP_PORT $NG_PORT $NOLOG_PORT
 
 # run NAME PORT MODE -> appends "name mode rps p50_us p99_us" to $tmp/results
 run() {
@@ -41,21 +43,23 @@ for _ in $(seq "$ROUNDS"); do
     for mode in keepalive pipelined; do
         run nginx $NG_PORT $mode
         run ringpay $RP_PORT $mode
+        run ringpay-nolog $NOLOG_PORT $mode
     done
 done
 
-echo "cores=$CORES wrk -t2 -c$CONNS -d${DURATION}s, rounds=$ROUNDS, pipeline depth=$DEPTH"
+echo "cores=$CORES wrk -t2 -c$CONNS -d${DURATION}s, rounds=$ROUNDS, pipeline depth=$DEPTH;" \
+    "ringpay = access log on (to a file), ringpay-nolog = --access-log off"
 echo
 echo "| mode | server | requests/s (median) | p50 µs | p99 µs | ratio ringpay/nginx |"
 echo "|---|---|---:|---:|---:|---:|"
 for mode in keepalive pipelined; do
     ng=""
-    for name in nginx ringpay; do
+    for name in nginx ringpay ringpay-nolog; do
         read -r rps p50 p99 < <(awk -v n=$name -v m=$mode '$1==n && $2==m' "$tmp/results" |
             sort -k3 -g | awk '{a[NR]=$0} END {split(a[int((NR+1)/2)], f, " "); print f[3], f[4], f[5]}')
         ratio=""
         [ "$name" = nginx ] && ng=$rps
-        [ "$name" = ringpay ] && ratio=$(awk -v a="$rps" -v b="$ng" 'BEGIN { printf "%.2f×", a/b }')
+        [ "$name" != nginx ] && ratio=$(awk -v a="$rps" -v b="$ng" 'BEGIN { printf "%.2f×", a/b }')
         printf "| %s | %s | %.0f | %.0f | %.0f | %s |\n" "$mode" "$name" "$rps" "$p50" "$p99" "$ratio"
     done
 done

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Durable authorizations over HTTP versus nginx answering a fixed body, same load
 # generator (`ringpay load`, the same POST /v1/payments/authorize bytes, 64 keep-alive
-# connections, closed loop), in one run, alternating ROUNDS times. Then, in the same
+# connections, closed loop), in one run, alternating ROUNDS times; ringpay twice, with
+# its access log on (the default, to a file) and off. Then, in the same
 # run: one durable LMDB commit (store_bench BM_DurableCommit), and an open-loop run at
 # half of ringpay's measured maximum, whose p99 is compared with 3 commits.
 #
@@ -18,8 +19,9 @@ PIPELINE=${PIPELINE:-1}
 CORES=${CORES:-$(nproc)}
 RP_PORT=18280
 NG_PORT=18281
+NOLOG_PORT=18282
 . bench/lib.sh
-start_servers $RP_PORT $NG_PORT
+start_servers $RP_PORT $NG_PORT $NOLOG_PORT
 
 load() { # port [extra args] -> JSON line
     local port=$1
@@ -33,6 +35,7 @@ field() { python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(eval(sys
 for r in $(seq "$ROUNDS"); do
     load $NG_PORT >>"$tmp/nginx.json"
     load $RP_PORT >>"$tmp/ringpay.json"
+    load $NOLOG_PORT >>"$tmp/nolog.json"
 done
 median() { # file expr
     python3 - "$1" "$2" <<'PY'
@@ -43,6 +46,7 @@ PY
 }
 ng_rps=$(median "$tmp/nginx.json" 'd["rps"]')
 rp_rps=$(median "$tmp/ringpay.json" 'd["rps"]')
+nl_rps=$(median "$tmp/nolog.json" 'd["rps"]')
 half=$(python3 -c "print(int($rp_rps / 2))")
 scrape() { curl -s "http://127.0.0.1:$RP_PORT/metrics" | awk '/^ringpay_shard_/ {
     sub(/\{.*\}/, "", $1); sum[$1] += $2 } END { for (k in sum) print k, sum[k] }'; }
@@ -75,6 +79,7 @@ echo "| server | requests/s (median) | p50 µs | p99 µs | ratio |"
 echo "|---|---:|---:|---:|---:|"
 echo "| nginx, fixed body | $(printf %.0f "$ng_rps") | $(median "$tmp/nginx.json" 'd["latency_us"]["p50"]') | $(median "$tmp/nginx.json" 'd["latency_us"]["p99"]') | |"
 echo "| ringpay, durable authorize | $(printf %.0f "$rp_rps") | $(median "$tmp/ringpay.json" 'd["latency_us"]["p50"]') | $(median "$tmp/ringpay.json" 'd["latency_us"]["p99"]') | $(python3 -c "print('%.2f×' % ($rp_rps / $ng_rps))") |"
+echo "| ringpay, access log off | $(printf %.0f "$nl_rps") | $(median "$tmp/nolog.json" 'd["latency_us"]["p50"]') | $(median "$tmp/nolog.json" 'd["latency_us"]["p99"]') | $(python3 -c "print('%.2f×' % ($nl_rps / $ng_rps))") |"
 echo
 echo "one durable LMDB commit (store_bench BM_DurableCommit): ${commit_us} µs"
 echo "open loop at half of ringpay's maximum ($half/s): p50 $(field "$open" 'd["latency_us"]["p50"]') µs," \
@@ -85,4 +90,5 @@ echo
 echo "raw JSON:"
 sed 's/^/    nginx   /' "$tmp/nginx.json"
 sed 's/^/    ringpay /' "$tmp/ringpay.json"
+sed 's/^/    nolog   /' "$tmp/nolog.json"
 echo "    open    $open"

@@ -109,6 +109,14 @@
 /* "[IPv6]:port" at most: 45 + 2 + 1 + 5 characters. */
 #define ACCESS_LOG_CLIENT_MAX_BYTES 64
 
+/* The method as logged: every method we serve is shorter; a longer token is cut. */
+#define ACCESS_LOG_METHOD_MAX_BYTES 16
+
+/* One line of the other logs (net/log.c), written with one write(2): below PIPE_BUF so
+ * that lines from different threads never interleave; longer lines are cut at a field
+ * boundary and marked "truncated". */
+#define LOG_LINE_MAX_BYTES 4096
+
 /* ---- Cross-core rings -------------------------------------------------------------- */
 
 /* Messages in flight from one core to another. Full: the sender holds the request and

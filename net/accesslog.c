@@ -27,7 +27,6 @@
 #include "net/metrics.h"
 
 #define HALF_BYTES (ACCESS_LOG_BUF_BYTES / 2)
-#define METHOD_MAX 16
 
 int accesslog_parse(const char *text)
 {
@@ -144,7 +143,9 @@ void accesslog_add(struct accesslog *a, const struct accesslog_entry *e)
         memcpy(p, "null", 4);
         p += 4;
     } else {
-        p = put_json(p, e->method, e->method_len < METHOD_MAX ? e->method_len : METHOD_MAX);
+        p = put_json(p, e->method,
+                     e->method_len < ACCESS_LOG_METHOD_MAX_BYTES ? e->method_len
+                                                                 : ACCESS_LOG_METHOD_MAX_BYTES);
     }
     p += sprintf(p,
                  ",\"route\":\"%.40s\",\"status\":%d,\"duration_us\":%lu,\"request_id\":", e->route,

@@ -11,7 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define LOG_LINE_MAX 4096
+#include "engine/limits.h"
 
 static enum log_level min_level = LOG_INFO;
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
@@ -109,7 +109,7 @@ static size_t put_header(char *buf, size_t cap, enum log_level level, const char
 
 static void log_vwrite(enum log_level level, const char *msg, int escape, va_list ap)
 {
-    char line[LOG_LINE_MAX];
+    char line[LOG_LINE_MAX_BYTES];
     const size_t cap = sizeof(line) - 32; /* room for the truncation mark and "}\n" */
     size_t len = put_header(line, cap, level, msg);
     int truncated = len >= cap;

@@ -76,8 +76,6 @@ enum conn_state {
 
 enum slot_state { SLOT_FREE = 0, SLOT_PENDING, SLOT_READY };
 
-#define METHOD_TEXT_MAX 16
-
 struct slot {
     uint32_t seq;
     uint8_t state;
@@ -90,7 +88,7 @@ struct slot {
     uint64_t start_ns;
     char *resp; /* SLOT_READY: the whole answer, waiting for earlier ones */
     size_t resp_len;
-    char method[METHOD_TEXT_MAX];
+    char method[ACCESS_LOG_METHOD_MAX_BYTES];
     char request_id[REQUEST_ID_MAX_BYTES + 1];
 };
 
@@ -679,8 +677,9 @@ static struct slot *slot_open(struct reactor *r, struct conn *c, const struct ht
     c->reserved += s->reserved;
     s->method_len = 0;
     if (req) {
-        size_t n =
-            req->method_token.len < METHOD_TEXT_MAX ? req->method_token.len : METHOD_TEXT_MAX;
+        size_t n = req->method_token.len < ACCESS_LOG_METHOD_MAX_BYTES
+                       ? req->method_token.len
+                       : ACCESS_LOG_METHOD_MAX_BYTES;
         memcpy(s->method, buf + req->method_token.off, n);
         s->method_len = (uint8_t)n;
     }
