@@ -238,6 +238,11 @@ _Static_assert(AMOUNT_MAX < (1LL << 62), "two amounts add without overflow");
 /* The whole key file: the header line and KEYFILE_KEYS_MAX key lines. */
 #define KEYFILE_MAX_BYTES ((size_t)KEYFILE_LINE_MAX_BYTES * (KEYFILE_KEYS_MAX + 1))
 
+/* `ringpay keys add/revoke` wait this long for another one's lock on the key file, then
+ * give up with one line: a change takes milliseconds, so a longer wait means a stuck
+ * process, which a person should look at rather than a queue of waiting commands. */
+#define KEYFILE_LOCK_WAIT_MS 5000
+
 /* Token buckets (engine/bucket.h): rate in tokens per second and burst in tokens. The
  * bounds keep the arithmetic (milli-tokens, int64) far from overflow: a full bucket is
  * at most 10^12 milli-tokens and one step adds at most 10^12. */
