@@ -15,6 +15,7 @@ static const struct {
     {"check", cmd_check, "audit a stopped engine's data directory"},
     {"load", cmd_load, "load generator: throughput and latency percentiles"},
     {"keys", cmd_keys, "manage API keys: add, list, revoke"},
+    {"client", cmd_client, "signed client for every API call"},
 };
 
 static void usage(FILE *f)
