@@ -15,164 +15,35 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <arpa/inet.h>
 #include <errno.h>
-#include <netinet/in.h>
-#include <poll.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "engine/sign.h"
-#include "net/http.h"
 #include "tests/integration/harness.h"
+#include "tests/tools/fake_http.h"
 
 #define KEY_ID "rpk_00112233445566aa"
 #define SECRET "rps_5793934f87138344251d3c564a4c0bed74dc6167272ab13240403af21e652653"
 #define PAY_ID "pay_000000000000000001"
 
-/* A server for one connection: it records the request and sends a canned answer. */
-struct fake {
-    int listen_fd;
-    int port;
-    int status;
-    const char *answer;
-    pthread_t tid;
-    char buf[65536];
-    size_t len;
-    int parse_rc;
-    struct http_request req;
-};
-
-static void *serve_one(void *arg)
+static void assert_signed(const struct fake_http *f)
 {
-    struct fake *f = arg;
-    struct pollfd p = {.fd = f->listen_fd, .events = POLLIN};
-    if (poll(&p, 1, 10000) != 1)
-        return NULL;
-    int fd = accept(f->listen_fd, NULL, NULL);
-    if (fd < 0)
-        return NULL;
-    struct http_parser parser;
-    http_parser_init(&parser);
-    f->parse_rc = HTTP_PARSE_AGAIN;
-    while (f->parse_rc == HTTP_PARSE_AGAIN && f->len < sizeof(f->buf)) {
-        struct pollfd q = {.fd = fd, .events = POLLIN};
-        if (poll(&q, 1, 10000) != 1)
-            break;
-        ssize_t n = recv(fd, f->buf + f->len, sizeof(f->buf) - f->len, 0);
-        if (n <= 0)
-            break;
-        f->len += (size_t)n;
-        f->parse_rc = http_parse(&parser, f->buf, f->len, &f->req);
-    }
-    char out[4096];
-    int n = snprintf(out, sizeof(out),
-                     "HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
-                     "Connection: close\r\n\r\n%s",
-                     f->status, strlen(f->answer), f->answer);
-    ssize_t w = send(fd, out, (size_t)n, MSG_NOSIGNAL);
-    (void)w;
-    close(fd);
-    return NULL;
+    fake_http_assert_signed(f, KEY_ID, SECRET);
 }
 
-static void fake_start(struct fake *f, int status, const char *answer)
-{
-    memset(f, 0, sizeof(*f));
-    f->status = status;
-    f->answer = answer;
-    f->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    assert_true(f->listen_fd >= 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(bind(f->listen_fd, (struct sockaddr *)&a, sizeof(a)), 0);
-    socklen_t len = sizeof(a);
-    assert_int_equal(getsockname(f->listen_fd, (struct sockaddr *)&a, &len), 0);
-    f->port = ntohs(a.sin_port);
-    assert_int_equal(listen(f->listen_fd, 4), 0);
-    assert_int_equal(pthread_create(&f->tid, NULL, serve_one, f), 0);
-}
-
-static void fake_stop(struct fake *f)
-{
-    pthread_join(f->tid, NULL);
-    close(f->listen_fd);
-}
-
-/* The one header named name: its value as a new string; fails unless exactly one. */
-static char *header(const struct fake *f, const char *name)
-{
-    const struct http_header *found = NULL;
-    int count = 0;
-    for (uint16_t i = 0; i < f->req.header_count; i++) {
-        const struct http_header *h = &f->req.headers[i];
-        if (h->name.len == strlen(name) &&
-            strncasecmp(f->buf + h->name.off, name, h->name.len) == 0) {
-            found = h;
-            count++;
-        }
-    }
-    if (count == 0)
-        return NULL;
-    assert_int_equal(count, 1);
-    return strndup(f->buf + found->value.off, found->value.len);
-}
-
-static char *slice(const struct fake *f, struct http_slice s)
-{
-    return strndup(f->buf + s.off, s.len);
-}
-
-/* Checks the request the fake received is signed by SECRET over its exact bytes. */
-static void assert_signed(const struct fake *f)
-{
-    assert_int_equal(f->parse_rc, HTTP_PARSE_DONE);
-    char *key = header(f, "X-Ringpay-Key"), *ts = header(f, "X-Ringpay-Timestamp");
-    char *sig = header(f, "X-Ringpay-Signature"), *idem = header(f, "Idempotency-Key");
-    assert_non_null(key);
-    assert_non_null(ts);
-    assert_non_null(sig);
-    assert_string_equal(key, KEY_ID);
-    int64_t t;
-    assert_int_equal(sign_timestamp_parse(ts, strlen(ts), &t), 0);
-    int64_t now = (int64_t)time(NULL);
-    assert_true(t >= now - 5 && t <= now);
-    struct sign_key k;
-    sign_key_init(&k, SECRET, strlen(SECRET));
-    struct sign_request r = {ts,
-                             strlen(ts),
-                             f->buf + f->req.method_token.off,
-                             f->req.method_token.len,
-                             f->buf + f->req.target.off,
-                             f->req.target.len,
-                             idem,
-                             idem ? strlen(idem) : 0,
-                             f->buf + f->req.body.off,
-                             f->req.body.len};
-    assert_int_equal(sign_verify(&k, &r, sig, strlen(sig), now), SIGN_OK);
-    /* And not with another secret. */
-    sign_key_init(&k, SECRET "x", strlen(SECRET) + 1);
-    assert_int_equal(sign_verify(&k, &r, sig, strlen(sig), now), SIGN_AUTH_FAILED);
-    free(key);
-    free(ts);
-    free(sig);
-    free(idem);
-}
-
-static void assert_request(const struct fake *f, const char *method, const char *target,
+static void assert_request(const struct fake_http *f, const char *method, const char *target,
                            const char *body)
 {
     assert_signed(f);
-    char *m = slice(f, f->req.method_token), *t = slice(f, f->req.target);
-    char *b = slice(f, f->req.body);
+    char *m = fake_http_slice(f, f->req.method_token), *t = fake_http_slice(f, f->req.target);
+    char *b = fake_http_slice(f, f->req.body);
     assert_string_equal(m, method);
     assert_string_equal(t, target);
     assert_string_equal(b, body ? body : "");
-    char *idem = header(f, "Idempotency-Key"), *ct = header(f, "Content-Type");
+    char *idem = fake_http_header(f, "Idempotency-Key"), *ct = fake_http_header(f, "Content-Type");
     if (strcmp(method, "POST") == 0) {
         assert_non_null(idem);
         assert_string_equal(ct, "application/json");
@@ -187,8 +58,8 @@ static void assert_request(const struct fake *f, const char *method, const char 
 }
 
 /* Runs `ringpay client ARGS… --url http://127.0.0.1:PORT` with the key in flags. */
-static void run_client(const struct fake *f, const char *const *args, struct rp_run_result *res,
-                       const char *const *env)
+static void run_client(const struct fake_http *f, const char *const *args,
+                       struct rp_run_result *res, const char *const *env)
 {
     const char *argv[32];
     char url[64];
@@ -215,11 +86,11 @@ static struct rp_run_result res;
 static void expect_call(const char *const *args, const char *method, const char *target,
                         const char *body)
 {
-    struct fake f;
+    struct fake_http f;
     const char *answer = "{\"ok\":true}";
-    fake_start(&f, 200, answer);
+    fake_http_start(&f, 200, answer);
     run_client(&f, args, &res, NULL);
-    fake_stop(&f);
+    fake_http_stop(&f);
     if (res.code != 0)
         fail_msg("client exited %d: %s", res.code, res.err);
     assert_string_equal(res.out, "{\"ok\":true}\n");
@@ -273,27 +144,27 @@ static void test_idempotency_key_and_env(void **state)
 {
     char *keys[2];
     for (int i = 0; i < 2; i++) {
-        struct fake f;
-        fake_start(&f, 201, "{}");
+        struct fake_http f;
+        fake_http_start(&f, 201, "{}");
         run_client(&f, (const char *[]){"void", PAY_ID, NULL}, &res,
                    (const char *[]){"RINGPAY_KEY_ID=" KEY_ID, "RINGPAY_SECRET=" SECRET, NULL});
-        fake_stop(&f);
+        fake_http_stop(&f);
         assert_int_equal(res.code, 0);
         assert_signed(&f);
-        keys[i] = header(&f, "Idempotency-Key");
+        keys[i] = fake_http_header(&f, "Idempotency-Key");
         assert_true(uuid_v4(keys[i]));
     }
     assert_string_not_equal(keys[0], keys[1]);
     free(keys[0]);
     free(keys[1]);
-    struct fake f;
-    fake_start(&f, 200, "{}");
+    struct fake_http f;
+    fake_http_start(&f, 200, "{}");
     run_client(&f, (const char *[]){"void", PAY_ID, "--idempotency-key", "order-77 void", NULL},
                &res, NULL);
-    fake_stop(&f);
+    fake_http_stop(&f);
     assert_int_equal(res.code, 0);
     assert_signed(&f);
-    char *k = header(&f, "Idempotency-Key");
+    char *k = fake_http_header(&f, "Idempotency-Key");
     assert_string_equal(k, "order-77 void");
     free(k);
 }
@@ -303,10 +174,10 @@ static void test_error_status_exits_1(void **state)
 {
     static const char body[] = "{\"error\":{\"code\":\"authentication_failed\",\"message\":"
                                "\"authentication failed\",\"param\":null,\"request_id\":\"r-1\"}}";
-    struct fake f;
-    fake_start(&f, 401, body);
+    struct fake_http f;
+    fake_http_start(&f, 401, body);
     run_client(&f, (const char *[]){"get", PAY_ID, "--verbose", NULL}, &res, NULL);
-    fake_stop(&f);
+    fake_http_stop(&f);
     assert_int_equal(res.code, 1);
     char want[512];
     snprintf(want, sizeof(want), "%s\n", body);
@@ -320,7 +191,7 @@ static void test_error_status_exits_1(void **state)
 
 static void expect_usage(const char *const *args, const char *const *env, const char *msg)
 {
-    struct fake *none = NULL;
+    struct fake_http *none = NULL;
     run_client(none, args, &res, env);
     if (res.code != 2 || rp_count_lines(res.err) != 1 || strncmp(res.err, "ringpay: ", 9) != 0 ||
         strstr(res.err, msg) == NULL)
