@@ -288,4 +288,86 @@ _Static_assert(JOB_SMALL_PER_CORE + JOB_LARGE_PER_CORE <= XCORE_RING_SLOTS,
                "a reactor's jobs always fit a ring: sends and replies never wait");
 _Static_assert(SHARD_RING_ENTRIES >= CORES_MAX, "one wake-up per reactor fits a turn");
 
+/* ---- Authentication and limits (SPEC §3) --------------------------------------------- */
+
+/* A signed request's X-Ringpay-Timestamp may differ from the server clock by at most
+ * this many seconds either way; more is 401 (SPEC §3). */
+#define AUTH_CLOCK_SKEW_MAX_S 300
+
+/* X-Ringpay-Timestamp is decimal unix seconds without sign or leading zero. 12 digits
+ * reach the year 9999 (TIME_MS_MAX / 1000 = 253402300799), the last instant we render. */
+#define AUTH_TIMESTAMP_MAX_DIGITS 12
+
+/* X-Ringpay-Signature is "v1=" and 64 lower-case hex digits of the HMAC-SHA256. */
+#define AUTH_SIGNATURE_BYTES (3 + 64)
+
+/* Key ids: "rpk_" and 16 lower-case hex digits of getrandom(2) bytes. A key id is not
+ * secret (it travels in every request); 64 random bits only keep ids unguessable and
+ * free of collisions across data directories. Fixed width: 20 bytes. */
+#define KEY_ID_PREFIX     "rpk_"
+#define KEY_ID_HEX_DIGITS 16
+#define KEY_ID_BYTES      (4 + KEY_ID_HEX_DIGITS)
+
+/* Secrets: "rps_" and 64 lower-case hex digits of 32 getrandom(2) bytes (SPEC §3: 32
+ * random bytes). The HMAC key is these 68 ASCII bytes exactly as printed. Hex needs no
+ * quoting in JSON, shell or headers; the prefix lets a log scan (net/log.h) and secret
+ * scanners recognise a leaked secret. */
+#define KEY_SECRET_PREFIX       "rps_"
+#define KEY_SECRET_RANDOM_BYTES 32
+#define KEY_SECRET_BYTES        (4 + 2 * KEY_SECRET_RANDOM_BYTES)
+
+/* Active keys per merchant: two, so that a new key is rolled out before the old one is
+ * revoked (SPEC §3). Admin keys, which belong to no merchant, form one group of their
+ * own under the same bound. */
+#define KEYS_ACTIVE_PER_MERCHANT_MAX 2
+
+/* Keys in one key file, revoked ones included (they stay listed for the audit trail).
+ * 64 Ki keys is 32 Ki merchants rotating; the file is then at most 16 MiB and loads in
+ * tens of milliseconds, off the request path (start-up and SIGHUP). */
+#define KEYFILE_KEYS_MAX 65536
+
+/* One line of the key file, newline included. The longest line a key can make is
+ * key id, status, scope, created time, secret and a 64-byte merchant id with five
+ * separators: 185 bytes. A longer line is corruption, refused. */
+#define KEYFILE_LINE_MAX_BYTES 256
+
+/* The whole key file: the header line and KEYFILE_KEYS_MAX key lines. */
+#define KEYFILE_MAX_BYTES ((size_t)KEYFILE_LINE_MAX_BYTES * (KEYFILE_KEYS_MAX + 1))
+
+/* `ringpay keys add/revoke` wait this long for another one's lock on the key file, then
+ * give up with one line: a change takes milliseconds, so a longer wait means a stuck
+ * process, which a person should look at rather than a queue of waiting commands. */
+#define KEYFILE_LOCK_WAIT_MS 5000
+
+/* Token buckets (engine/bucket.h): rate in tokens per second and burst in tokens. The
+ * bounds keep the arithmetic (milli-tokens, int64) far from overflow: a full bucket is
+ * at most 10^12 milli-tokens and one step adds at most 10^12. */
+#define BUCKET_RATE_MAX  1000000000
+#define BUCKET_BURST_MAX 1000000000
+
+/* PROXY protocol v1: the specification's own bound, "PROXY UNKNOWN" with two IPv6
+ * addresses and ports, CRLF included. */
+#define PROXY_V1_MAX_BYTES 107
+
+/* PROXY protocol v2: the 16-byte fixed part plus at most this many bytes of addresses
+ * and TLVs. HAProxy's TLVs (ALPN, authority, unique id, SSL details) stay within a few
+ * hundred bytes; 2 KiB leaves room for cloud balancers' TLVs while bounding what a
+ * listed balancer can make a connection buffer before its first request. */
+#define PROXY_V2_FIXED_BYTES   16
+#define PROXY_V2_MAX_LEN_BYTES 2048
+#define PROXY_V2_MAX_BYTES     (PROXY_V2_FIXED_BYTES + PROXY_V2_MAX_LEN_BYTES)
+
+/* Networks in one CIDR list (--allow, --ops-allow, --proxy-protocol). Matching is a
+ * linear scan per connection; a list longer than this belongs in a firewall. */
+#define CIDR_LIST_MAX 128
+
+_Static_assert(KEYFILE_LINE_MAX_BYTES >= KEY_ID_BYTES + 7 /* revoked */ + 8 /* merchant */ +
+                                             AUTH_TIMESTAMP_MAX_DIGITS + KEY_SECRET_BYTES +
+                                             MERCHANT_ID_MAX_BYTES + 5 + 1,
+               "the longest key line fits");
+_Static_assert(KEYS_ACTIVE_PER_MERCHANT_MAX >= 2, "rotation needs two active keys");
+_Static_assert(PROXY_V2_MAX_BYTES <= CONN_SMALL_BUF_BYTES, "a PROXY header fits a small buffer");
+_Static_assert(PROXY_V1_MAX_BYTES <= PROXY_V2_MAX_BYTES, "v1 is the smaller header");
+_Static_assert((long long)BUCKET_BURST_MAX * 1000 < (1LL << 62), "milli-tokens fit int64");
+
 #endif

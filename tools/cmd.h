@@ -9,5 +9,7 @@
 int cmd_serve(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 int cmd_load(int argc, char **argv);
+int cmd_keys(int argc, char **argv);
+int cmd_client(int argc, char **argv);
 
 #endif

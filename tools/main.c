@@ -14,6 +14,8 @@ static const struct {
     {"serve", cmd_serve, "run the payment engine (HTTP API over io_uring)"},
     {"check", cmd_check, "audit a stopped engine's data directory"},
     {"load", cmd_load, "load generator: throughput and latency percentiles"},
+    {"keys", cmd_keys, "manage API keys: add, list, revoke"},
+    {"client", cmd_client, "signed client for every API call"},
 };
 
 static void usage(FILE *f)
