@@ -434,7 +434,6 @@ int payments_start(struct payments **out, const struct payments_config *cfg,
         }
         xcore_set_ring_fd(&p->mesh, sp->endpoint, sp->ring.ring_fd);
         sp->shard.store = p->stores[i];
-        sp->shard.defer_release = true;
         sp->shard.transport = &port_transport;
         sp->shard.transport_ctx = sp;
     }
