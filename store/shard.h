@@ -13,7 +13,7 @@
  * disk, job->pos = the store's written transaction id after the turn (its own commit's
  * id when the batch changed anything, else the last committed one whose state it
  * read). A job is returned only once the store's durable position covers job->pos: an
- * ASSERT at the one place that returns jobs says so. The only exception are the 503s of
+ * ASSERT at the one place that returns jobs says so. The only exception is the 503s of
  * a failed shard. What covers a position:
  *   - the next commit that writes (its data fdatasync covers the meta page of every
  *     commit before it), so a busy shard pays one fsync per commit;
