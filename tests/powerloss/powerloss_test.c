@@ -17,9 +17,9 @@
  * replays (half of them of answers just received). Some connections only replay: while
  * a writer waits for the answer of its commit, the batches the shard takes meanwhile
  * are replays only, right after a commit (the defect of issue 6: such a batch commits
- * nothing and runs no fsync). Cycles alternate between few connections (4, one request
- * in flight each, two of them replaying) and many (64, four pipelined each, a quarter
- * replaying, the rest a third), all driven by one poll() loop. Every fsync
+ * nothing and runs no fsync). Two cycles of three run few connections (4, one request
+ * in flight each, two of them replaying), the third many (64, four pipelined each, a
+ * quarter replaying, the rest a third), all driven by one poll() loop. Every fsync
  * of the engine takes RINGPAY_POWERLOSS_SYNC_US (default 1000) before it lands, like a
  * device would, which keeps the windows between a write and its sync open.
  *
@@ -27,7 +27,7 @@
  * the request whose commit fails and every later one on that shard are 503, /readyz
  * turns 503, and after a cut nothing answered is lost.
  *
- * Cuts: RINGPAY_POWERLOSS_CUTS (default 12; ctest's powerloss_test_long runs 200). The
+ * Cuts: RINGPAY_POWERLOSS_CUTS (default 20; ctest's powerloss_test_long runs 200). The
  * seed is printed and can be fixed with RINGPAY_POWERLOSS_SEED. Every wait is bounded;
  * only loopback is used.
  */
@@ -61,7 +61,7 @@
 #include "pay_client.h"
 #include "pl_disk.h"
 
-#define CUTS_DEFAULT     12
+#define CUTS_DEFAULT     20
 #define CUTS_MAX         1000
 #define CONNS_MAX        64
 #define DEPTH_MAX        4
@@ -767,7 +767,7 @@ static void test_power_cuts(void **state)
     int64_t t0 = rp_now_ms();
     engine_start();
     for (int cut = 0; cut < cuts; cut++) {
-        bool many = cut % 2 == 1;
+        bool many = cut % 3 == 2;
         load_and_cut(many ? 64 : 4, many ? 4 : 1, cut);
         verify_after_cut(cut);
     }
