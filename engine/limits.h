@@ -141,6 +141,14 @@
 /* Cores (and so shards) one process runs. */
 #define CORES_MAX 64
 
+/* Replicated outbox events deleted per transaction at most (store/shard_store.c). A
+ * long Kafka outage leaves a backlog of millions of events; deleting them in one
+ * transaction would dirty a page per few events and outgrow LMDB's dirty-page limit
+ * (MDB_TXN_FULL, about 128 Ki pages) or stall that commit for seconds. 8192 events of
+ * a few hundred bytes dirty a few thousand pages at most. Twice the events one full
+ * batch can append (one per operation), so the trim outruns any insert rate. */
+#define SHARD_OUTBOX_TRIM_MAX 8192
+
 _Static_assert(HTTP_LINE_MAX_BYTES <= HTTP_HEAD_MAX_BYTES, "a line fits in a head");
 _Static_assert(CONN_SMALL_BUF_BYTES >= HTTP_LINE_MAX_BYTES, "small buffer holds a line");
 _Static_assert(CONN_LARGE_BUF_BYTES >= HTTP_HEAD_MAX_BYTES + HTTP_BODY_MAX_BYTES,
@@ -155,6 +163,7 @@ _Static_assert(ACCESS_LOG_LINE_MAX_BYTES >=
                "an access line fits");
 _Static_assert(ACCESS_LOG_LINE_MAX_BYTES < 4096, "an access line is below PIPE_BUF");
 _Static_assert(CONN_PER_CORE_DEFAULT <= CONN_PER_CORE_MAX, "default within max");
+_Static_assert(SHARD_OUTBOX_TRIM_MAX >= 2 * SHARD_BATCH_MAX, "the trim outruns a full batch");
 
 /* ---- Payments and the API codec (SPEC §2) ------------------------------------------ */
 

@@ -117,9 +117,9 @@ static int write_all(int fd, const char *buf, size_t len)
     return 0;
 }
 
-/* fsyncs a directory so that a rename or creation inside it is durable. */
-static int fsync_dir(const char *dir)
+int store_manifest_sync_dir(const char *dir)
 {
+    ASSERT(dir != NULL);
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
         return -errno;
@@ -153,7 +153,7 @@ static int create(const char *dir, unsigned nshards, char *err, size_t err_size)
     }
     if (rename(tmp, path))
         goto out_unlink;
-    rc = fsync_dir(dir);
+    rc = store_manifest_sync_dir(dir);
     if (rc) {
         set_err(err, err_size, "cannot fsync %s: %s", dir, strerror(-rc));
         return rc;

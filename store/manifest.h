@@ -45,6 +45,10 @@ int store_manifest_open(const char *dir, unsigned nshards, char *err, size_t err
  */
 int store_manifest_read(const char *dir, unsigned *nshards, char *err, size_t err_size);
 
+/* fsyncs the directory dir, so that a name created, renamed or removed in it is
+ * durable (the manifest's rename, a shard directory, LMDB's files). 0 or -errno. */
+int store_manifest_sync_dir(const char *dir);
+
 /* Writes "DIR/shard-NNN" into buf. Returns 0, or -ENAMETOOLONG. */
 int store_manifest_shard_path(const char *dir, unsigned shard, char *buf, size_t buf_size);
 

@@ -1,41 +1,34 @@
 /*
- * The shard thread's loop (see shard.h).
+ * The shard thread's loop (see shard.h for the durability-by-position rule).
  *
- * Invariant: a job is returned to its reactor only after the transaction holding its
- * writes committed (LMDB's durable commit: data fsync, then the meta page), or with a
- * 503 if the store failed. Reads of a turn run after that turn's commit, so a GET
- * pipelined behind a POST on one connection sees the POST.
+ * Invariants:
+ * - A job is returned to its reactor only by release(), and only when
+ *   job->pos <= shard_store_durable(), i.e. a completed fdatasync covered the state its
+ *   answer was computed from; or, once the shard failed, with a 503 (rc != 0).
+ * - Positions never decrease: jobs are held in turn order, and every turn either
+ *   commits a write (covering every position before it) or syncs explicitly when it
+ *   holds anything uncovered; so after each turn at most that turn's jobs are held.
+ * - Reads of a turn run after that turn's commit, so a GET pipelined behind a POST on
+ *   one connection sees the POST (and waits for the same position).
  */
 #define _GNU_SOURCE
 #include "store/shard.h"
 
 #include <errno.h>
 #include <sched.h>
-#include <time.h>
 
+#include "engine/api.h"
 #include "engine/assert.h"
+#include "engine/clock.h"
+#include "engine/json.h"
 #include "engine/limits.h"
 
 /* How long an idle shard sleeps before it looks at its stop flag again. */
 #define SHARD_IDLE_WAIT_MS 100
 
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static bool is_read(const struct op *op)
 {
     return op->kind == OP_GET_PAYMENT || op->kind == OP_BALANCES || op->kind == OP_LEDGER;
-}
-
-static uint64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
 static void stat_add(uint64_t *field, uint64_t delta)
@@ -61,21 +54,50 @@ static void reply_all(struct shard *sh, struct shard_job **jobs, size_t n)
     t->flush(sh->transport_ctx);
 }
 
-/* Applies one turn's jobs: the writes in one transaction, then the reads. Returns
- * true when a commit ran and succeeded: its data fdatasync then also made the meta
- * page of every earlier commit durable. */
-static bool run_batch(struct shard *sh, struct shard_job **jobs, size_t n, struct batch_item *items)
+/* Renders 503 overloaded (the store's wording) into a job whose answer, if any, may
+ * not leave: its durability is unknown. */
+static void job_fail(struct shard_job *job, int err)
 {
-    bool synced = false;
+    ASSERT(err < 0);
+    struct api_error e;
+    api_error_set(&e, 503, "overloaded", "the shard store could not commit; retry later", NULL);
+    struct jw w;
+    jw_init(&w, job->answer.body, job->answer.cap);
+    api_render_error(&w, &e, job->op.request_id, job->op.request_id_len);
+    ASSERT(jw_finish(&w) == 0); /* every job has at least ENGINE_ANSWER_MAX_BYTES */
+    job->answer.status = 503;
+    job->answer.replayed = false;
+    job->answer.len = w.len;
+    job->rc = err;
+}
+
+/*
+ * The one place where answers leave the shard. A job leaves only when the fdatasync
+ * that covers its position has completed. The only exception: a failed shard returns
+ * its jobs with a 503 (rc != 0), since no later sync can be trusted.
+ */
+static void release(struct shard *sh, struct shard_job **jobs, size_t n)
+{
+    uint64_t durable = shard_store_durable(sh->store);
+    bool failed = __atomic_load_n(&sh->failed, __ATOMIC_RELAXED);
+    for (size_t i = 0; i < n; i++)
+        ASSERT(jobs[i]->pos <= durable || (failed && jobs[i]->rc != 0));
+    reply_all(sh, jobs, n);
+}
+
+/* Applies one turn's jobs: the writes in one transaction, then the reads; each job
+ * gets the position its answer needs on disk. A failed shard answers 503 without
+ * touching the store. */
+static void run_batch(struct shard *sh, struct shard_job **jobs, size_t n, struct batch_item *items)
+{
     if (__atomic_load_n(&sh->failed, __ATOMIC_RELAXED)) {
         for (size_t i = 0; i < n; i++) {
-            jobs[i]->rc = -EIO;
-            jobs[i]->answer.status = 0;
-            jobs[i]->answer.len = 0;
+            job_fail(jobs[i], shard_store_failed(sh->store));
+            jobs[i]->pos = shard_store_written(sh->store);
         }
-        return false;
+        return;
     }
-    int64_t now = wall_ms();
+    int64_t now = clock_wall_ms();
     size_t w = 0, r = n;
     /* Writes fill items from the front, reads from the back, both in arrival order
      * among themselves (reads are reversed twice: filled backwards, read backwards). */
@@ -86,98 +108,111 @@ static bool run_batch(struct shard *sh, struct shard_job **jobs, size_t n, struc
         it->rc = 0;
     }
     if (w > 0) {
-        uint64_t t0 = mono_ns();
-        int rc = shard_store_apply_batch(sh->store, items, w, now);
-        stat_add(&sh->stats.commit_ns, mono_ns() - t0);
+        uint64_t t0 = clock_mono_ns();
+        shard_store_apply_batch(sh->store, items, w, now); /* errors: in items, failed */
+        stat_add(&sh->stats.commit_ns, clock_mono_ns() - t0);
         stat_add(&sh->stats.batch_jobs, w);
-        if (rc == -EIO)
-            __atomic_store_n(&sh->failed, 1, __ATOMIC_RELEASE);
-        synced = rc == 0;
         stat_add(&sh->stats.batches, 1);
         if (w > __atomic_load_n(&sh->stats.batch_max, __ATOMIC_RELAXED))
             __atomic_store_n(&sh->stats.batch_max, w, __ATOMIC_RELAXED);
     }
     if (r < n)
         shard_store_read(sh->store, items + r, n - r, now);
+    /* Every answer of the turn was computed from the state of this transaction. */
+    uint64_t pos = shard_store_written(sh->store);
     for (size_t i = 0, wi = 0, ri = n; i < n; i++) {
         struct batch_item *it = is_read(&jobs[i]->op) ? &items[--ri] : &items[wi++];
         ASSERT(it->op == &jobs[i]->op);
         jobs[i]->answer = it->answer;
         jobs[i]->rc = it->rc;
+        jobs[i]->pos = pos;
     }
     stat_add(&sh->stats.jobs, n);
-    return synced;
 }
 
-/* Makes the held batch durable with an explicit fdatasync when no later commit did;
- * a failed sync turns its answers into 503s (their durability is unknown). */
-static void sync_held(struct shard *sh, struct shard_job **held, size_t n)
+/* An explicit fdatasync: it covers every position written before it. An error stays
+ * in the store (shard_store_failed) and is handled by settle(). */
+static void sync_explicit(struct shard *sh)
 {
-    /* After a failed commit the next fsync may report success for pages the kernel
-     * already dropped: once failed, nothing held is trusted. */
-    int rc = -EIO;
-    if (!__atomic_load_n(&sh->failed, __ATOMIC_ACQUIRE)) {
-        uint64_t t0 = mono_ns();
-        rc = shard_store_sync(sh->store);
-        stat_add(&sh->stats.sync_ns, mono_ns() - t0);
-        stat_add(&sh->stats.syncs, 1);
-    }
-    if (rc == 0)
-        return;
-    if (rc == -EIO)
-        __atomic_store_n(&sh->failed, 1, __ATOMIC_RELEASE);
-    for (size_t i = 0; i < n; i++) {
-        held[i]->rc = rc;
-        held[i]->answer.status = 0;
-        held[i]->answer.len = 0;
-    }
+    uint64_t t0 = clock_mono_ns();
+    shard_store_sync(sh->store);
+    stat_add(&sh->stats.sync_ns, clock_mono_ns() - t0);
+    stat_add(&sh->stats.syncs, 1);
+}
+
+/* Fails the shard for good: every job it holds or just ran becomes a 503 and leaves. */
+static void fail_all(struct shard *sh, struct shard_job **held, size_t held_n,
+                     struct shard_job **jobs, size_t n)
+{
+    int err = shard_store_failed(sh->store);
+    ASSERT(err < 0);
+    __atomic_store_n(&sh->failed, 1, __ATOMIC_RELEASE);
+    for (size_t i = 0; i < held_n; i++)
+        job_fail(held[i], err);
+    for (size_t i = 0; i < n; i++)
+        job_fail(jobs[i], err);
+    release(sh, held, held_n);
+    release(sh, jobs, n);
 }
 
 /*
- * The loop. With a store opened with defer_meta_sync, the answers of batch N are held
- * until an fdatasync that ran after N's meta page was written: batch N + 1's commit
- * when more work is queued (so a busy shard pays one fsync per commit), or an explicit
- * shard_store_sync() when the queue is empty (so an idle shard still answers after two
- * fsyncs, like LMDB's default commit). Without defer_meta_sync every commit is durable
- * when it returns and nothing is held. Two job arrays alternate: one holds the batch
- * waiting for its sync, the other takes the next batch.
+ * After a turn (jobs[0..n), possibly none) or an explicit sync: returns the held jobs,
+ * which the turn's commit or sync always covers, then the turn's jobs whose position
+ * is covered; the others become the held set (copied into held). Returns its size.
+ */
+static size_t settle(struct shard *sh, struct shard_job **held, size_t held_n,
+                     struct shard_job **jobs, size_t n)
+{
+    if (shard_store_failed(sh->store)) {
+        fail_all(sh, held, held_n, jobs, n);
+        return 0;
+    }
+    /* What was held before the turn is always covered now (see shard_run). */
+    uint64_t durable = shard_store_durable(sh->store);
+    ASSERT(held_n == 0 || held[held_n - 1]->pos <= durable);
+    release(sh, held, held_n);
+    size_t k = 0;
+    while (k < n && jobs[k]->pos <= durable)
+        k++;
+    release(sh, jobs, k);
+    for (size_t i = k; i < n; i++) {
+        ASSERT(jobs[i]->pos > durable && jobs[i]->pos >= jobs[k]->pos);
+        held[i - k] = jobs[i];
+    }
+    return n - k;
+}
+
+/*
+ * The loop. Each turn's jobs are held until their position is durable. A turn whose
+ * commit wrote covers every turn before it; a turn that wrote nothing (no writes, or a
+ * commit that changed nothing) and holds anything uncovered syncs explicitly, as does
+ * an empty queue with jobs held, so the loop always makes progress and at most one
+ * turn is held at a time.
  */
 int shard_run(struct shard *sh)
 {
-    static __thread struct shard_job *bufs[2][SHARD_BATCH_MAX];
+    static __thread struct shard_job *held[SHARD_BATCH_MAX];
+    static __thread struct shard_job *jobs[SHARD_BATCH_MAX];
     static __thread struct batch_item items[SHARD_BATCH_MAX];
     const struct shard_transport *t = sh->transport;
-    const bool defer = sh->defer_release;
-    struct shard_job **held = bufs[0], **jobs = bufs[1];
     size_t held_n = 0;
     for (;;) {
         size_t n = t->recv(sh->transport_ctx, jobs, SHARD_BATCH_MAX);
-        if (n == 0) {
-            if (held_n > 0) {
-                sync_held(sh, held, held_n);
-                reply_all(sh, held, held_n);
-                held_n = 0;
-                continue;
-            }
+        if (n == 0 && held_n == 0) {
             if (__atomic_load_n(&sh->stop, __ATOMIC_ACQUIRE))
                 return 0;
             t->wait(sh->transport_ctx, SHARD_IDLE_WAIT_MS);
             continue;
         }
-        bool synced = run_batch(sh, jobs, n, items);
-        if (!defer) {
-            reply_all(sh, jobs, n);
-            continue;
-        }
-        if (held_n > 0) {
-            if (!synced)
-                sync_held(sh, held, held_n);
-            reply_all(sh, held, held_n);
-        }
-        struct shard_job **tmp = held;
-        held = jobs;
-        jobs = tmp;
-        held_n = n;
+        uint64_t before = shard_store_written(sh->store);
+        if (n > 0)
+            run_batch(sh, jobs, n, items);
+        /* The commit's own fdatasync ran only if the written position moved. */
+        bool wrote = shard_store_written(sh->store) > before;
+        uint64_t need = n > 0 ? jobs[n - 1]->pos : held[held_n - 1]->pos;
+        if (!wrote && need > shard_store_durable(sh->store) && !shard_store_failed(sh->store))
+            sync_explicit(sh);
+        held_n = settle(sh, held, held_n, jobs, n);
     }
 }
 

@@ -1,14 +1,30 @@
 /*
  * The shard thread: the only writer of one shard's LMDB environment, and its group
- * commit (DESIGN.md "Group commit").
+ * commit (DESIGN.md "Group commit"; the durability rule in docs/durability.md).
  *
  * Reactors hand it jobs (one decoded operation each, with room for the answer) and it
- * hands them back answered. Its loop: take every job queued since the last commit (at
- * most SHARD_BATCH_MAX), apply the state-changing ones in ONE write transaction and
- * commit it durably (shard_store_apply_batch), then answer the reads of the same turn
- * from a read transaction (so they see the batch), and only then return the jobs.
- * While a batch syncs, reactors keep queueing the next one, so the batch size follows
- * the load: one job per commit when idle, hundreds under load.
+ * hands them back answered. One turn: take every job queued since the last turn (at
+ * most SHARD_BATCH_MAX), apply the state-changing ones in ONE write transaction
+ * (shard_store_apply_batch), then answer the reads of the turn from a read transaction
+ * (so they see the batch). While a batch syncs, reactors keep queueing the next one, so
+ * the batch size follows the load: one job per commit when idle, hundreds under load.
+ *
+ * Durability by position: every job of a turn gets the position its answer needs on
+ * disk, job->pos = the store's written transaction id after the turn (its own commit's
+ * id when the batch changed anything, else the last committed one whose state it
+ * read). A job is returned only once the store's durable position covers job->pos: an
+ * ASSERT at the one place that returns jobs says so. The only exception is the 503s of
+ * a failed shard. What covers a position:
+ *   - the next commit that writes (its data fdatasync covers the meta page of every
+ *     commit before it), so a busy shard pays one fsync per commit;
+ *   - else an explicit sync, run when held jobs are not covered and no commit will
+ *     cover them: the queue is empty, or the turn's commit wrote nothing (a batch of
+ *     only idempotent replays, reused keys or refused requests runs no I/O at all);
+ *   - nothing, when the position is already durable: a replay or a read on an idle
+ *     shard whose state is on disk is answered without any fsync.
+ * A commit or sync error (other than a transaction too large to fit, see
+ * shard_store.h) fails the shard for good: the held answers and the turn become 503
+ * overloaded, and every later job too, without touching the store.
  *
  * The transport (rings and wake-ups) is the caller's, given as callbacks, so this
  * module depends on the store and the engine only.
@@ -29,6 +45,7 @@ struct shard_job {
     struct op op;
     struct answer answer; /* answer.body/cap: the job's own buffer */
     int rc;               /* 0, or the store's -errno (the answer is then a 503) */
+    uint64_t pos;         /* set by the shard: LMDB txn id the answer needs on disk */
     unsigned origin;      /* transport endpoint to return the job to */
     uint64_t owner[2];    /* the reactor's reference to the request, opaque here */
     uint64_t start_ns;
@@ -49,7 +66,7 @@ struct shard_stats {
     uint64_t batches;    /* write transactions committed */
     uint64_t jobs;       /* jobs answered */
     uint64_t batch_max;  /* largest batch seen */
-    uint64_t syncs;      /* explicit fdatasyncs of an idle shard (defer_release) */
+    uint64_t syncs;      /* explicit fdatasyncs (queue empty, or a turn wrote nothing) */
     uint64_t batch_jobs; /* write jobs committed in batches (mean batch = / batches) */
     uint64_t commit_ns;  /* time in apply + commit, summed over batches */
     uint64_t sync_ns;    /* time in explicit fdatasyncs */
@@ -60,20 +77,18 @@ struct shard {
     const struct shard_transport *transport;
     void *transport_ctx;
     volatile int stop; /* set by shard_stop() */
-    /* The store was opened with defer_meta_sync: hold each batch's answers until a
-     * later fdatasync (see shard_run). */
-    bool defer_release;
-    /* Set when a commit failed with an I/O error. Linux may drop the dirty pages of a
-     * failed fsync and report success on the next one, so a shard that saw one can no
-     * longer promise durability: from then on it answers every job 503 without
-     * touching the store, and /readyz says not ready, until an operator restarts it
-     * (LMDB reopens from the last good meta page). */
+    /* Set (to 1) when a commit or sync failed (shard_store_failed). Linux may drop the
+     * dirty pages of a failed fsync and report success on the next one, so a shard
+     * that saw one can no longer promise durability: from then on it answers every job
+     * 503 without touching the store, and /readyz says not ready, until an operator
+     * restarts it (LMDB reopens from the last good meta page). Read by other threads. */
     int failed;
     struct shard_stats stats; /* written by the shard thread, relaxed atomics */
 };
 
 /* Runs the shard loop on the calling thread until shard_stop(); returns 0. Jobs still
- * queued when it stops are answered first. */
+ * queued or held when it stops are answered first (with the syncs they need). Works
+ * the same whether the store defers its meta syncs or not: positions tell. */
 int shard_run(struct shard *sh);
 
 /* Asks the loop to return (any thread). It notices within one wait timeout. */

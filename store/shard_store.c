@@ -4,12 +4,20 @@
  * record.h for the byte layouts.
  *
  * Invariants:
- * - The environment is opened with LMDB's default durable sync: mdb_txn_commit
- *   returns only after the data pages and then the meta page are fsynced. Never
- *   MDB_NOSYNC, MDB_MAPASYNC or MDB_NOMETASYNC (SPEC §6).
- * - Every write of a batch happens inside one write transaction; answers of a batch
- *   are valid only after mdb_txn_commit returned 0. Any store error aborts the whole
- *   transaction, so a batch is all-or-nothing on disk.
+ * - The environment never runs with MDB_NOSYNC, MDB_MAPASYNC or MDB_WRITEMAP (asserted
+ *   at open): a commit that wrote ran its data fdatasync before its meta page. With
+ *   defer_meta_sync it is opened with MDB_NOMETASYNC (the meta page is written without
+ *   a sync; a later sync covers it), else the meta page is synced inside the commit.
+ * - Durability is positions (shard_store.h): txn_written is the last transaction id
+ *   whose meta page was written, txn_durable the highest one a completed fdatasync
+ *   covered, txn_durable <= txn_written. They move only in txn_commit() (from the id
+ *   LMDB reports after the commit, never from its return code alone), in
+ *   shard_store_sync() and at open.
+ * - Every write of a batch happens inside one write transaction. Any store error
+ *   aborts the whole transaction, so a batch is all-or-nothing on disk.
+ * - Once a commit or sync failed for another reason than MDB_MAP_FULL/MDB_TXN_FULL
+ *   (found before any write), `failed` holds that error and the environment is never
+ *   written or synced again by this store.
  * - Only the shard thread touches the environment, so no read transaction can be
  *   open while the map is grown (mdb_env_set_mapsize requires that in-process).
  */
@@ -17,6 +25,7 @@
 
 #include <errno.h>
 #include <lmdb.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +36,7 @@
 #include "engine/assert.h"
 #include "engine/json.h"
 #include "engine/ledger.h"
+#include "engine/limits.h"
 #include "store/manifest.h"
 #include "store/record.h"
 
@@ -59,11 +69,19 @@ struct shard_store {
     uint64_t replicated_stored;  /* mark on disk */
     uint64_t event_seq;          /* last event sequence number committed */
     struct shard_store_stats stats;
-    unsigned fault_after_puts; /* tests: puts that succeed before the fault */
-    int fault_errno;           /* tests: LMDB code the injected fault returns; 0 = off */
-    int fault_persistent;      /* tests: keep failing after the first fault */
-    int64_t idem_ttl_ms;       /* idempotency records older than this are swept */
-    int defer_meta_sync;       /* MDB_NOMETASYNC: see shard_store.h */
+    bool trim_pending;            /* the outbox may hold events at or below the mark */
+    uint64_t txn_written;         /* last transaction id whose meta page was written */
+    uint64_t txn_durable;         /* highest id a completed fdatasync covered */
+    int failed;                   /* 0, or the -errno that failed the store for good */
+    unsigned fault_after_puts;    /* tests: puts that succeed before the fault */
+    int fault_errno;              /* tests: LMDB code the injected fault returns; 0 = off */
+    int fault_persistent;         /* tests: keep failing after the first fault */
+    unsigned fault_after_commits; /* tests: commits that run before the commit fault */
+    int fault_commit_errno;       /* tests: errno of the injected commit failure; 0 = off */
+    unsigned fault_after_syncs;   /* tests: syncs that run before the sync fault */
+    int fault_sync_errno;         /* tests: errno of the injected sync failure; 0 = off */
+    int64_t idem_ttl_ms;          /* idempotency records older than this are swept */
+    int defer_meta_sync;          /* MDB_NOMETASYNC: see shard_store.h */
     char path[STORE_PATH_MAX];
 };
 
@@ -72,9 +90,10 @@ struct shard_store {
 struct shard_txn {
     struct shard_store *s;
     MDB_txn *txn;
-    int err;      /* first LMDB error, 0 while all went well */
-    int writable; /* 0 in a read-only transaction */
-    size_t swept; /* idempotency records this transaction deleted */
+    int err;        /* first LMDB error, 0 while all went well */
+    int writable;   /* 0 in a read-only transaction */
+    size_t swept;   /* idempotency records this transaction deleted */
+    size_t trimmed; /* outbox events this transaction deleted */
 };
 
 typedef void (*shard_txn_body_fn)(struct shard_txn *t, void *arg);
@@ -131,11 +150,34 @@ static int open_dbis(struct shard_store *s)
     if (rc && rc != MDB_NOTFOUND)
         goto out_abort;
     s->replicated_pending = s->replicated_stored;
+    s->trim_pending = true; /* a trim may have been cut short before a restart */
     return mdb_txn_commit(txn);
 
 out_abort:
     mdb_txn_abort(txn);
     return rc;
+}
+
+/* The id of the last transaction whose meta page was written (LMDB's view). */
+static uint64_t env_last_txn(const struct shard_store *s)
+{
+    MDB_envinfo info;
+    int rc = mdb_env_info(s->env, &info);
+    ASSERT(rc == 0); /* it only reads the meta pages of the map */
+    return (uint64_t)info.me_last_txnid;
+}
+
+/* At open: the last meta page may have been written by a process that was killed
+ * before a sync covered it (it is in the page cache, not necessarily on disk). Sync
+ * once, so that everything the store shows from now on starts durable. */
+static int positions_init(struct shard_store *s)
+{
+    s->txn_written = env_last_txn(s);
+    int rc = mdb_env_sync(s->env, 1);
+    if (rc)
+        return rc;
+    s->txn_durable = s->txn_written;
+    return 0;
 }
 
 static int env_open(struct shard_store *s, const char *path)
@@ -150,12 +192,20 @@ static int env_open(struct shard_store *s, const char *path)
     if (rc)
         goto out_close_env;
     /* MDB_NOTLS: transactions are tied to the store, not to a thread's slot. Without
-     * defer_meta_sync no sync flag is relaxed: every commit is durable before it
-     * returns; with it, see shard_store.h. Never MDB_NOSYNC or MDB_MAPASYNC. */
+     * defer_meta_sync no sync flag is relaxed: every commit that writes is durable
+     * before it returns; with it, see shard_store.h. Never MDB_NOSYNC or MDB_MAPASYNC. */
     unsigned flags = MDB_NOTLS | MDB_NORDAHEAD | (s->defer_meta_sync ? MDB_NOMETASYNC : 0);
     rc = mdb_env_open(s->env, path, flags, 0600);
     if (rc)
         goto out_close_env;
+    unsigned got = 0;
+    rc = mdb_env_get_flags(s->env, &got);
+    if (rc)
+        goto out_close_env;
+    /* The positions rest on this: a commit that wrote ran its data fdatasync, and
+     * every write goes through write(2), never through the map. */
+    ASSERT((got & (MDB_NOSYNC | MDB_MAPASYNC | MDB_WRITEMAP)) == 0);
+    ASSERT(!(got & MDB_NOMETASYNC) == !s->defer_meta_sync);
     MDB_envinfo info;
     rc = mdb_env_info(s->env, &info);
     if (rc)
@@ -164,12 +214,47 @@ static int env_open(struct shard_store *s, const char *path)
     rc = open_dbis(s);
     if (rc)
         goto out_close_env;
+    rc = positions_init(s);
+    if (rc)
+        goto out_close_env;
     return 0;
 
 out_close_env:
     mdb_env_close(s->env);
     s->env = NULL;
     return rc;
+}
+
+static void options_apply(struct shard_store *s, const struct shard_store_options *opt)
+{
+    s->map_bytes = opt && opt->map_bytes ? opt->map_bytes : SHARD_MAP_DEFAULT_BYTES;
+    s->map_max_bytes = opt && opt->map_max_bytes ? opt->map_max_bytes : SHARD_MAP_MAX_BYTES;
+    if (s->map_max_bytes < s->map_bytes)
+        s->map_max_bytes = s->map_bytes;
+    s->idem_ttl_ms = opt && opt->idem_ttl_ms > 0 ? opt->idem_ttl_ms : IDEM_TTL_DEFAULT_MS;
+    s->defer_meta_sync = opt && opt->defer_meta_sync;
+    if (opt) {
+        s->fault_after_puts = opt->fault_after_puts;
+        s->fault_errno = opt->fault_errno;
+        s->fault_persistent = opt->fault_persistent;
+        s->fault_after_commits = opt->fault_after_commits;
+        s->fault_commit_errno = opt->fault_commit_errno;
+        s->fault_after_syncs = opt->fault_after_syncs;
+        s->fault_sync_errno = opt->fault_sync_errno;
+    }
+}
+
+/* Creates DATA/shard-NNN if needed and makes its name durable (fsync of DATA). The
+ * fsync runs on every open: a crash between mkdir and the fsync leaves a directory
+ * that exists in the page cache only. */
+static int shard_dir_make(struct shard_store *s, const char *data_dir)
+{
+    int rc = store_manifest_shard_path(data_dir, s->shard, s->path, sizeof(s->path));
+    if (rc)
+        return rc;
+    if (mkdir(s->path, 0700) && errno != EEXIST)
+        return -errno;
+    return store_manifest_sync_dir(data_dir);
 }
 
 int shard_store_open(struct shard_store **out, const char *data_dir, unsigned shard,
@@ -181,39 +266,87 @@ int shard_store_open(struct shard_store **out, const char *data_dir, unsigned sh
     if (s == NULL)
         return -ENOMEM;
     s->shard = shard;
-    s->map_bytes = opt && opt->map_bytes ? opt->map_bytes : SHARD_MAP_DEFAULT_BYTES;
-    s->map_max_bytes = opt && opt->map_max_bytes ? opt->map_max_bytes : SHARD_MAP_MAX_BYTES;
-    if (s->map_max_bytes < s->map_bytes)
-        s->map_max_bytes = s->map_bytes;
-    s->idem_ttl_ms = opt && opt->idem_ttl_ms > 0 ? opt->idem_ttl_ms : IDEM_TTL_DEFAULT_MS;
-    s->defer_meta_sync = opt && opt->defer_meta_sync;
-    if (opt) {
-        s->fault_after_puts = opt->fault_after_puts;
-        s->fault_errno = opt->fault_errno;
-        s->fault_persistent = opt->fault_persistent;
-    }
-    int rc = store_manifest_shard_path(data_dir, shard, s->path, sizeof(s->path));
+    options_apply(s, opt);
+    int rc = shard_dir_make(s, data_dir);
     if (rc)
         goto out_free;
-    if (mkdir(s->path, 0700) && errno != EEXIST) {
-        rc = -errno;
-        goto out_free;
-    }
     rc = errno_of(env_open(s, s->path));
     if (rc)
         goto out_free;
+    /* LMDB created data.mdb and lock.mdb: make their names durable. */
+    rc = store_manifest_sync_dir(s->path);
+    if (rc)
+        goto out_close_env;
+    ASSERT(s->txn_durable == s->txn_written);
     *out = s;
     return 0;
 
+out_close_env:
+    mdb_env_close(s->env);
 out_free:
     free(s);
     return rc;
 }
 
+/* Test-only fault injection of commits and syncs: the errno this call must fail
+ * with, or 0. A one-time fault turns itself off once it fired. */
+static int fault_take(unsigned *after, int *err, int persistent)
+{
+    if (*err == 0)
+        return 0;
+    if (*after > 0) {
+        (*after)--;
+        return 0;
+    }
+    int e = *err;
+    if (!persistent)
+        *err = 0;
+    return e;
+}
+
+/* Records the error that fails the store for good (the first one sticks). */
+static int store_fail(struct shard_store *s, int err)
+{
+    ASSERT(err < 0);
+    if (s->failed == 0)
+        s->failed = err;
+    return s->failed;
+}
+
 int shard_store_sync(struct shard_store *s)
 {
     ASSERT(s != NULL && s->env != NULL);
-    return errno_of(mdb_env_sync(s->env, 1));
+    ASSERT(s->txn_durable <= s->txn_written);
+    if (s->failed)
+        return s->failed;
+    /* The sync covers what was written before it starts. */
+    uint64_t covers = s->txn_written;
+    int rc = fault_take(&s->fault_after_syncs, &s->fault_sync_errno, s->fault_persistent);
+    if (rc == 0)
+        rc = mdb_env_sync(s->env, 1);
+    if (rc)
+        return store_fail(s, errno_of(rc));
+    if (covers > s->txn_durable)
+        s->txn_durable = covers;
+    return 0;
+}
+
+uint64_t shard_store_written(const struct shard_store *s)
+{
+    ASSERT(s != NULL);
+    return s->txn_written;
+}
+
+uint64_t shard_store_durable(const struct shard_store *s)
+{
+    ASSERT(s != NULL && s->txn_durable <= s->txn_written);
+    return s->txn_durable;
+}
+
+int shard_store_failed(const struct shard_store *s)
+{
+    ASSERT(s != NULL);
+    return s->failed;
 }
 
 void shard_store_close(struct shard_store *s)
@@ -221,8 +354,9 @@ void shard_store_close(struct shard_store *s)
     if (s == NULL)
         return;
     ASSERT(s->env != NULL);
-    if (s->defer_meta_sync)
-        mdb_env_sync(s->env, 1); /* make the last meta page durable too */
+    /* Make the last meta page durable too; a failed store promised nothing more. */
+    if (s->defer_meta_sync && s->failed == 0)
+        mdb_env_sync(s->env, 1);
     mdb_env_close(s->env);
     free(s);
 }
@@ -285,30 +419,87 @@ static int txn_fail(struct shard_txn *t, int mdb_rc)
     return mdb_rc;
 }
 
-/* Stores the replicated mark and trims the outbox up to it (DESIGN "Kafka
- * replication": the outbox below the mark is trimmed, in the same transaction). */
-static void outbox_mark(struct shard_txn *t, uint64_t mark)
+/*
+ * Deletes the oldest outbox events at or below the replicated mark, at most
+ * SHARD_OUTBOX_TRIM_MAX of them (DESIGN "Kafka replication": the outbox below the
+ * mark is trimmed). A longer backlog (a long Kafka outage) is trimmed over the next
+ * transactions, so no single one grows too large to commit. *done is set when no
+ * event at or below the mark is left.
+ */
+static void outbox_trim(struct shard_txn *t, uint64_t mark, bool *done)
 {
-    if (txn_fail(t, meta_put(t->txn, t->s, "replicated", mark)))
-        return;
     MDB_cursor *c = NULL;
     if (txn_fail(t, mdb_cursor_open(t->txn, t->s->dbi[SHARD_DBI_OUTBOX], &c)))
         return;
     MDB_val k, v;
     int rc;
+    size_t trimmed = 0;
+    *done = false;
     while ((rc = mdb_cursor_get(c, &k, &v, MDB_FIRST)) == 0) {
         if (k.mv_size != 8) {
             rc = MDB_CORRUPTED;
             break;
         }
-        if (record_get_u64be(k.mv_data) > mark)
+        if (record_get_u64be(k.mv_data) > mark) {
+            rc = MDB_NOTFOUND;
             break;
+        }
+        if (trimmed == SHARD_OUTBOX_TRIM_MAX)
+            break; /* rc == 0: more is left for the next transaction */
         if ((rc = mdb_cursor_del(c, 0)))
             break;
+        trimmed++;
     }
     mdb_cursor_close(c);
-    if (rc != MDB_NOTFOUND)
+    ASSERT(trimmed <= SHARD_OUTBOX_TRIM_MAX);
+    t->trimmed = trimmed;
+    if (rc == MDB_NOTFOUND)
+        *done = true;
+    else if (rc)
         txn_fail(t, rc);
+}
+
+/* Stores a new replicated mark and continues the outbox trim below it. */
+static void outbox_mark(struct shard_txn *t, bool *trim_done)
+{
+    struct shard_store *s = t->s;
+    *trim_done = !s->trim_pending;
+    if (s->replicated_pending > s->replicated_stored &&
+        txn_fail(t, meta_put(t->txn, s, "replicated", s->replicated_pending)))
+        return;
+    if (s->trim_pending || s->replicated_pending > s->replicated_stored)
+        outbox_trim(t, s->replicated_pending, trim_done);
+}
+
+/*
+ * Commits txn and moves the durability positions (see the top of this file). The id
+ * LMDB reports afterwards tells what the commit did: moved by one, it wrote its pages,
+ * ran its data fdatasync (which covered every meta page written before, the last
+ * being txn_written) and wrote its meta page; unchanged, it changed nothing and did no
+ * I/O at all, so it proves nothing about durability.
+ */
+static int txn_commit(struct shard_store *s, MDB_txn *txn)
+{
+    uint64_t id = (uint64_t)mdb_txn_id(txn);
+    ASSERT(id == s->txn_written + 1);
+    int rc = fault_take(&s->fault_after_commits, &s->fault_commit_errno, s->fault_persistent);
+    if (rc) {
+        mdb_txn_abort(txn); /* as if its fdatasync had failed: nothing of it counts */
+        return rc;
+    }
+    rc = mdb_txn_commit(txn);
+    if (rc)
+        return rc;
+    uint64_t last = env_last_txn(s);
+    ASSERT(last == id || last == s->txn_written);
+    if (last == s->txn_written)
+        return 0; /* nothing written, nothing synced */
+    uint64_t covered = s->defer_meta_sync ? s->txn_written : id;
+    s->txn_written = id;
+    if (covered > s->txn_durable)
+        s->txn_durable = covered;
+    ASSERT(s->txn_durable <= s->txn_written);
+    return 0;
 }
 
 /* Runs body once in a fresh write transaction and commits it. */
@@ -323,9 +514,11 @@ static int txn_once(struct shard_store *s, struct shard_txn *t, shard_txn_body_f
     t->err = 0;
     t->writable = 1;
     t->swept = 0;
+    t->trimmed = 0;
     body(t, arg);
-    if (t->err == 0 && s->replicated_pending > s->replicated_stored)
-        outbox_mark(t, s->replicated_pending);
+    bool trim_done = !s->trim_pending;
+    if (t->err == 0)
+        outbox_mark(t, &trim_done);
     uint64_t event_seq = s->event_seq;
     if (t->err == 0) {
         int grc = meta_get(txn, s, "seq:event", &event_seq);
@@ -336,13 +529,15 @@ static int txn_once(struct shard_store *s, struct shard_txn *t, shard_txn_body_f
         rc = t->err;
         mdb_txn_abort(txn);
     } else {
-        rc = mdb_txn_commit(txn); /* durable: data fsync, then the meta page */
+        rc = txn_commit(s, txn);
     }
     t->txn = NULL;
     if (rc == 0) {
         s->replicated_stored = s->replicated_pending;
+        s->trim_pending = !trim_done;
         s->event_seq = event_seq;
         s->stats.idem_swept += t->swept;
+        s->stats.outbox_trimmed += t->trimmed;
     }
     return rc;
 }
@@ -827,6 +1022,16 @@ static void answer_overloaded(struct batch_item *it, int rc)
     it->rc = rc;
 }
 
+/* Answers every item not answered yet 503 overloaded with rc; returns rc. */
+static int batch_refuse(struct batch_item *items, size_t n, int rc)
+{
+    ASSERT(rc < 0);
+    for (size_t i = 0; i < n; i++)
+        if (items[i].rc == 0)
+            answer_overloaded(&items[i], rc);
+    return rc;
+}
+
 static void batch_body(struct shard_txn *t, void *varg)
 {
     struct batch_run *b = varg;
@@ -861,6 +1066,8 @@ int shard_store_apply_batch(struct shard_store *s, struct batch_item *items, siz
         ASSERT(items[i].answer.cap >= ENGINE_ANSWER_MAX_BYTES);
         items[i].rc = 0;
     }
+    if (s->failed)
+        return batch_refuse(items, n, s->failed);
     struct batch_run b = {.items = items, .n = n, .now_ms = now_ms};
     struct shard_txn t;
     int rc;
@@ -883,11 +1090,13 @@ int shard_store_apply_batch(struct shard_store *s, struct batch_item *items, siz
         s->stats.items += n;
         return 0;
     }
+    /* Only "the transaction does not fit" and a batch of too many failing operations
+     * are found before anything is written; every other error fails the store. */
+    bool before_write = rc == MDB_MAP_FULL || rc == MDB_TXN_FULL || rc == -EAGAIN;
     rc = errno_of(rc);
-    for (size_t i = 0; i < n; i++)
-        if (items[i].rc == 0)
-            answer_overloaded(&items[i], rc);
-    return rc;
+    if (!before_write)
+        rc = store_fail(s, rc);
+    return batch_refuse(items, n, rc);
 }
 
 static void read_body(struct shard_txn *t, struct batch_item *items, size_t n, int64_t now_ms)

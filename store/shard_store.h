@@ -2,7 +2,7 @@
  * The LMDB shard store: the durable state of one shard (payments, refunds,
  * idempotency records, the merchants' ledgers and balances, the outbox of events)
  * in one LMDB environment at DATA/shard-NNN/, and the group commit that applies a
- * batch of operations in one durable transaction.
+ * batch of operations in one write transaction.
  *
  * Threading: a store is owned by ONE thread (the shard thread). Every function here
  * must be called from that thread. This is also what makes growing the map safe:
@@ -12,9 +12,35 @@
  * so e.g. 64 GiB costs no disk), shard_store_read may also be called from other
  * threads (the environment uses MDB_NOTLS), e.g. reactors serving GETs.
  *
- * Durability (SPEC §6): shard_store_apply_batch returns only after mdb_txn_commit
- * returned, and LMDB's default sync mode fsyncs the data and then the meta page
- * inside it. The answers it wrote are valid to send only after it returns.
+ * Durability (SPEC §6) is tracked by POSITIONS, LMDB transaction ids, never by flags
+ * or return codes (docs/durability.md):
+ * - written: the id of the last transaction whose meta page was written. A commit
+ *   that changed nothing writes nothing (LMDB skips its data write, its fdatasync and
+ *   its meta page, and returns 0): written does not move, and that commit proves no
+ *   sync. A commit that wrote moves written by exactly one.
+ * - durable: the highest id whose meta page a COMPLETED fdatasync covered. A sync
+ *   covers what was written before it started: the data fdatasync inside the commit
+ *   of T covers meta T-1 (and T itself when the meta page is synced too, i.e. without
+ *   defer_meta_sync, where LMDB writes it through an O_DSYNC descriptor); an explicit
+ *   shard_store_sync() started when written was W covers W.
+ * - durable <= written always. Everything a transaction <= durable wrote survives a
+ *   power cut; an answer computed from the state of transaction P (P = written right
+ *   after the batch or read that computed it) may be sent only once durable >= P.
+ *   The store never sends anything; the caller (store/shard.c) holds answers.
+ * - The environment never runs with MDB_NOSYNC, MDB_MAPASYNC or MDB_WRITEMAP (asserted
+ *   at open): every commit that wrote ran its data fdatasync, which is what lets the
+ *   positions above be derived from the id advancing.
+ * - Opening syncs once (so state left in the page cache by a killed process is on
+ *   disk before anything is answered from it), and fsyncs DATA after creating the
+ *   shard directory and the shard directory after LMDB created its files.
+ *
+ * Failure: a commit or sync error other than "the transaction does not fit"
+ * (MDB_MAP_FULL after growing, MDB_TXN_FULL: detected while building the transaction,
+ * before any write) fails the store for good: after a failed fsync Linux may drop the
+ * dirty pages and report the next fsync clean, so no later sync can be trusted.
+ * From then on every write and sync returns the first error without touching the
+ * environment (shard_store_failed); reopening the environment starts afresh from the
+ * last meta page on disk.
  */
 #ifndef RINGPAY_STORE_SHARD_STORE_H
 #define RINGPAY_STORE_SHARD_STORE_H
@@ -64,15 +90,27 @@ struct shard_store_options {
     unsigned fault_after_puts;
     int fault_errno;
     int fault_persistent;
+    /* Fault injection of the durability path, for tests only (fault_persistent applies
+     * too): after fault_after_commits commits that reached mdb_txn_commit, the next
+     * one is aborted instead and reported as the system error fault_commit_errno
+     * (EIO, ENOSPC, ...), as if its fdatasync had failed; after fault_after_syncs
+     * explicit syncs, the next shard_store_sync() fails with fault_sync_errno without
+     * syncing. 0 turns each off. */
+    unsigned fault_after_commits;
+    int fault_commit_errno;
+    unsigned fault_after_syncs;
+    int fault_sync_errno;
     /* Idempotency records older than this are swept; 0: IDEM_TTL_DEFAULT_MS. */
     int64_t idem_ttl_ms;
     /* Opens the environment with MDB_NOMETASYNC: a commit fdatasyncs its data pages
-     * but writes its meta page without a sync. The commit is then durable only once a
-     * LATER fdatasync has run: the next commit's (which flushes the whole file before
-     * its own meta page is written) or shard_store_sync(). The caller must hold every
-     * answer of a batch until then (store/shard.c does). One fsync per commit instead
-     * of two; LMDB keeps integrity in this mode (a page freed by commit N is reused
-     * only from N + 2 on, after N + 1's sync made meta N durable). */
+     * but writes its meta page without a sync. Commit T is then durable only once a
+     * LATER fdatasync completed: that of the next commit that WRITES (it flushes the
+     * whole file before its own meta page is written; a commit that changed nothing
+     * runs no sync at all) or shard_store_sync(). shard_store_durable() says when; the
+     * caller holds every answer until then (store/shard.c does). One fsync per commit
+     * instead of two; LMDB keeps integrity in this mode (a page freed by commit N is
+     * reused only from N + 2 on, after N + 1's sync made meta N durable). Without it
+     * every commit that wrote is durable when it returns. */
     int defer_meta_sync;
 };
 
@@ -83,6 +121,7 @@ struct shard_store_stats {
     uint64_t commits;        /* write transactions committed */
     uint64_t failed_commits; /* batches answered 503 because the store failed */
     uint64_t idem_swept;     /* expired idempotency records deleted */
+    uint64_t outbox_trimmed; /* replicated outbox events deleted */
     uint64_t map_full;       /* MDB_MAP_FULL seen */
     uint64_t map_grows;      /* map size increases */
     size_t map_bytes;        /* current map size */
@@ -100,9 +139,22 @@ struct shard_store_stats {
 int shard_store_open(struct shard_store **out, const char *data_dir, unsigned shard,
                      const struct shard_store_options *opt);
 
-/* fdatasyncs the environment: every commit before it, data and meta page, is then
- * on disk. Returns 0 or -errno (-EIO: the shard can no longer promise durability). */
+/* fdatasyncs the environment: on 0 every commit written before it, data and meta
+ * page, is on disk (durable = the written position at its start). Returns 0 or
+ * -errno; any error fails the store for good (see the top of this file). */
 int shard_store_sync(struct shard_store *s);
+
+/* The position of the state the store shows now: the id of the last transaction
+ * whose meta page was written (see the top of this file). An answer computed now
+ * needs this position on disk before it may be sent. */
+uint64_t shard_store_written(const struct shard_store *s);
+
+/* The highest transaction id a completed fdatasync covered; <= shard_store_written. */
+uint64_t shard_store_durable(const struct shard_store *s);
+
+/* 0 while the store works; else the -errno of the commit or sync error that failed
+ * it for good (every later apply_batch and sync returns it untouched). */
+int shard_store_failed(const struct shard_store *s);
 
 /* Closes the environment and frees the store. NULL is a no-op. */
 void shard_store_close(struct shard_store *s);
@@ -113,7 +165,9 @@ void shard_store_get_stats(const struct shard_store *s, struct shard_store_stats
 /*
  * Records that the outbox up to event_seq (inclusive) is replicated to Kafka. The
  * mark is written by the next batch's transaction, so it costs no extra fsync; it
- * never goes backwards.
+ * never goes backwards. The events at or below the mark are deleted by the following
+ * transactions, at most SHARD_OUTBOX_TRIM_MAX per transaction (engine/limits.h), so a
+ * long backlog never makes one transaction too large to commit.
  */
 void shard_store_set_replicated(struct shard_store *s, uint64_t event_seq);
 
@@ -143,29 +197,35 @@ int shard_store_outbox_scan(struct shard_store *s, uint64_t after_seq, size_t ma
 /*
  * The group commit: applies items[0..n) in order in ONE write transaction (each
  * operation's reads see the earlier operations' writes: state checks, idempotency
- * keys, balances), then commits durably. Every item gets an answer either way.
+ * keys, balances), then commits it. Every item gets an answer either way.
  *
- * Returns 0: committed and on disk; every answer is the engine's and may be sent.
- * Returns -errno: nothing of the batch is on disk and every item is answered 503
- * overloaded (rc = that -errno). This happens when the store fails (an I/O error,
- * corrupt data read back, or MDB_MAP_FULL that growing the map once up to
- * map_max_bytes did not cure; in that case the batch was retried once after the
- * growth). An operation that fails on its own without a store error (engine_apply
- * returns -EOVERFLOW for a balance leaving int64) is dropped with a 503 and the rest
- * of the batch is run again in a fresh transaction; its item has rc != 0 even when
- * the call returns 0.
- * n may be 0 (then only a pending replicated mark is written). now_ms: ms since the
- * epoch, the time of every change of the batch.
+ * Returns 0: committed. The answers are the engine's, computed from the state of
+ * transaction shard_store_written() (the batch's own id when it changed anything,
+ * else the last committed one whose state it read); they may be sent once
+ * shard_store_durable() reaches that position, not before.
+ * Returns -errno: nothing of the batch is committed and every item is answered 503
+ * overloaded (rc = that -errno). -ENOSPC when MDB_MAP_FULL persisted after growing the
+ * map once up to map_max_bytes and retrying once (the store goes on); -EAGAIN when
+ * more than SHARD_BATCH_DROP_MAX operations failed alone (the store goes on); any
+ * other error (an I/O error, corrupt data read back, a failed commit) also fails the
+ * store for good (shard_store_failed). An operation that fails on its own without a
+ * store error (engine_apply returns -EOVERFLOW for a balance leaving int64) is dropped
+ * with a 503 and the rest of the batch is run again in a fresh transaction; its item
+ * has rc != 0 even when the call returns 0.
+ * n may be 0 (then only a pending replicated mark or outbox trim is written). now_ms:
+ * ms since the epoch, the time of every change of the batch.
  */
 int shard_store_apply_batch(struct shard_store *s, struct batch_item *items, size_t n,
                             int64_t now_ms);
 
 /*
  * Answers read-only operations (GET_PAYMENT, BALANCES, LEDGER; asserted) from one
- * read transaction: committed data only. Returns 0, or -errno when no read
- * transaction could start (every item answered 503). An item whose read fails gets
- * rc != 0 and a 503. Must be called by the thread that owns the store (the map may
- * be resized between batches), unless growth is off (see the top of this file).
+ * read transaction: committed data only, i.e. the state of shard_store_written() at
+ * the call, so the answers may leave only once that is durable. Returns 0, or -errno
+ * when no read transaction could start (every item answered 503). An item whose read
+ * fails gets rc != 0 and a 503. Must be called by the thread that owns the store (the
+ * map may be resized between batches), unless growth is off (see the top of this
+ * file).
  */
 int shard_store_read(struct shard_store *s, struct batch_item *items, size_t n, int64_t now_ms);
 

@@ -476,6 +476,75 @@ static void test_replicated_mark_rides_next_commit(void **state)
     free(dir);
 }
 
+/* Body: `events` small outbox events (a backlog that Kafka has not taken yet). */
+static void backlog_body(struct shard_txn *t, void *varg)
+{
+    const int *events = varg;
+    static const char json[] = "{\"type\":\"payment.authorized\"}";
+    for (int i = 0; i < *events; i++) {
+        uint64_t seq = 0;
+        if (st_next_sequence(t, ENGINE_SEQ_EVENT, &seq))
+            return;
+        struct engine_event ev = {.seq = seq,
+                                  .topic = "payment.authorized",
+                                  .key = {"m-1", 3},
+                                  .value = {json, sizeof(json) - 1}};
+        if (st_event_append(t, &ev))
+            return;
+    }
+}
+
+/* A long outage's backlog is trimmed at most SHARD_OUTBOX_TRIM_MAX events per
+ * transaction, over the following commits, and across a restart; events above the
+ * mark stay. */
+static void test_outbox_trim_is_bounded_per_commit(void **state)
+{
+    char *dir = make_tmp();
+    struct shard_store *s = NULL;
+    assert_int_equal(shard_store_open(&s, dir, 0, NULL), 0);
+    struct shard_txn t;
+    const uint64_t total = 3 * SHARD_OUTBOX_TRIM_MAX + 100;
+    int per_txn = (int)(total / 4);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(txn_run(s, &t, backlog_body, &per_txn), 0);
+    assert_int_equal(outbox_count(s), total);
+    const uint64_t mark = total - 60; /* Kafka took all but the last 60 */
+    shard_store_set_replicated(s, mark);
+    assert_int_equal(shard_store_apply_batch(s, NULL, 0, 1), 0);
+    assert_int_equal(outbox_count(s), total - SHARD_OUTBOX_TRIM_MAX);
+    assert_int_equal(shard_store_apply_batch(s, NULL, 0, 1), 0);
+    assert_int_equal(outbox_count(s), total - 2 * SHARD_OUTBOX_TRIM_MAX);
+    shard_store_close(s); /* a restart in the middle of the trim */
+
+    assert_int_equal(shard_store_open(&s, dir, 0, NULL), 0);
+    struct shard_store_stats st;
+    shard_store_get_stats(s, &st);
+    assert_int_equal(st.replicated_seq, mark);
+    assert_int_equal(shard_store_apply_batch(s, NULL, 0, 1), 0);
+    assert_int_equal(outbox_count(s), total - 3 * SHARD_OUTBOX_TRIM_MAX);
+    assert_int_equal(shard_store_apply_batch(s, NULL, 0, 1), 0);
+    assert_int_equal(outbox_count(s), 60);
+    /* Nothing left to trim: the next empty batch changes nothing and writes nothing. */
+    uint64_t written = shard_store_written(s);
+    assert_int_equal(shard_store_apply_batch(s, NULL, 0, 1), 0);
+    assert_int_equal(shard_store_written(s), written);
+    assert_int_equal(outbox_count(s), 60);
+    shard_store_get_stats(s, &st);
+    assert_int_equal(st.outbox_trimmed, total - 60 - 2 * SHARD_OUTBOX_TRIM_MAX);
+    MDB_txn *txn;
+    MDB_cursor *c;
+    MDB_val k, v;
+    assert_int_equal(mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn), 0);
+    assert_int_equal(mdb_cursor_open(txn, s->dbi[SHARD_DBI_OUTBOX], &c), 0);
+    assert_int_equal(mdb_cursor_get(c, &k, &v, MDB_FIRST), 0);
+    assert_int_equal(record_get_u64be(k.mv_data), mark + 1);
+    mdb_cursor_close(c);
+    mdb_txn_abort(txn);
+    shard_store_close(s);
+    rm_rf(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -486,6 +555,7 @@ int main(void)
         cmocka_unit_test(test_map_full_at_ceiling_fails_cleanly),
         cmocka_unit_test(test_injected_faults),
         cmocka_unit_test(test_replicated_mark_rides_next_commit),
+        cmocka_unit_test(test_outbox_trim_is_bounded_per_commit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -311,7 +311,9 @@ static void test_map_full_at_ceiling_answers_503(void **state)
         assert_true(contains(&it[i], "\"code\":\"overloaded\""));
         assert_true(contains(&it[i], "\"request_id\":\"req-1\""));
     }
-    /* Nothing of the failed batch exists; the store goes on serving small batches. */
+    /* Nothing of the failed batch exists, and MAP_FULL (found before any write) does
+     * not fail the store: it goes on serving small batches. */
+    assert_int_equal(shard_store_failed(s), 0);
     get(s, "/v1/merchants/m-1/balances", NULL);
     assert_non_null(strstr(read_body, "\"pending\":200,"));
     assert_int_equal(authorize_batch(s, sl, it, 1, 5, "m-1", 100, bodies, keys), 0);
@@ -347,7 +349,17 @@ static void test_store_error_mid_batch_answers_503(void **state)
     shard_store_get_stats(s, &st);
     assert_int_equal(st.failed_commits, 1);
     assert_int_equal(st.map_grows, 0);
-    /* The fault was one-off: the same batch now commits, as first-time requests. */
+    /* The fault was one-off, but an I/O error fails the store for good: it refuses
+     * without touching the environment, until it is reopened. */
+    assert_int_equal(shard_store_failed(s), -EIO);
+    assert_int_equal(authorize_batch(s, sl, it, 4, 100, "m-1", 0, bodies, keys), -EIO);
+    assert_int_equal(it[0].answer.status, 503);
+    assert_int_equal(shard_store_sync(s), -EIO);
+    shard_store_get_stats(s, &st);
+    assert_int_equal(st.failed_commits, 1);
+    shard_store_close(s);
+    assert_int_equal(shard_store_open(&s, dir, 0, NULL), 0);
+    /* Reopened: the same batch now commits, as first-time requests. */
     assert_int_equal(authorize_batch(s, sl, it, 4, 100, "m-1", 0, bodies, keys), 0);
     for (int i = 0; i < 4; i++) {
         assert_int_equal(it[i].answer.status, 201);
@@ -584,6 +596,102 @@ static void test_idem_expiry_sweeps_old_keys(void **state)
     free(dir);
 }
 
+/* Durability positions (shard_store.h): written moves only with a commit that wrote,
+ * durable only with a completed sync, and each sync covers what was written before it
+ * started. */
+static void test_positions_follow_the_txn_id(void **state)
+{
+    char *dir = make_tmp();
+    struct shard_store *s = NULL;
+    struct shard_store_options opt = {.defer_meta_sync = 1};
+    assert_int_equal(shard_store_open(&s, dir, 0, &opt), 0);
+    uint64_t w0 = shard_store_written(s);
+    assert_true(w0 >= 1);                         /* the DBIs were created */
+    assert_int_equal(shard_store_durable(s), w0); /* opening synced */
+    struct slot *sl = slots(2);
+    struct batch_item it[2];
+    char bodies[2][128], keys[2][32];
+    /* A commit that wrote: its data sync covered the meta page before it only. */
+    assert_int_equal(authorize_batch(s, sl, it, 1, 100, "m-1", 0, bodies, keys), 0);
+    assert_int_equal(shard_store_written(s), w0 + 1);
+    assert_int_equal(shard_store_durable(s), w0);
+    /* A replay changes nothing: LMDB writes and syncs nothing, no position moves. */
+    assert_int_equal(authorize_batch(s, sl, it, 1, 100, "m-1", 0, bodies, keys), 0);
+    assert_true(it[0].answer.replayed);
+    assert_int_equal(shard_store_written(s), w0 + 1);
+    assert_int_equal(shard_store_durable(s), w0);
+    get(s, "/v1/merchants/m-1/balances", NULL);
+    assert_int_equal(shard_store_written(s), w0 + 1);
+    /* An explicit sync covers what was written before it. */
+    assert_int_equal(shard_store_sync(s), 0);
+    assert_int_equal(shard_store_durable(s), w0 + 1);
+    assert_int_equal(authorize_batch(s, sl, it, 1, 100, "m-1", 1, bodies, keys), 0);
+    assert_int_equal(shard_store_written(s), w0 + 2);
+    assert_int_equal(shard_store_durable(s), w0 + 1);
+    /* The next commit that writes covers it too, without an explicit sync. */
+    assert_int_equal(authorize_batch(s, sl, it, 1, 100, "m-1", 2, bodies, keys), 0);
+    assert_int_equal(shard_store_written(s), w0 + 3);
+    assert_int_equal(shard_store_durable(s), w0 + 2);
+    shard_store_close(s);
+
+    /* Without deferred meta syncs a commit that wrote is durable when it returns; a
+     * reopened store starts with everything it shows durable. */
+    assert_int_equal(shard_store_open(&s, dir, 0, NULL), 0);
+    uint64_t w1 = shard_store_written(s);
+    assert_int_equal(w1, w0 + 3);
+    assert_int_equal(shard_store_durable(s), w1);
+    assert_int_equal(authorize_batch(s, sl, it, 1, 100, "m-1", 3, bodies, keys), 0);
+    assert_int_equal(shard_store_written(s), w1 + 1);
+    assert_int_equal(shard_store_durable(s), w1 + 1);
+    shard_store_close(s);
+    free(sl);
+    rm_rf(dir);
+    free(dir);
+}
+
+/* Injected commit and sync failures (once and persistent) fail the store for good:
+ * positions stay where they were, nothing of the failed commit exists after reopening,
+ * and every later write or sync returns the first error. */
+static void test_commit_and_sync_faults_fail_the_store(void **state)
+{
+    char *dir = make_tmp();
+    struct shard_store *s = NULL;
+    struct slot *sl = slots(1);
+    struct batch_item it[1];
+    char bodies[1][128], keys[1][32];
+    struct shard_store_options opt = {
+        .defer_meta_sync = 1, .fault_after_commits = 1, .fault_commit_errno = EIO};
+    assert_int_equal(shard_store_open(&s, dir, 0, &opt), 0);
+    assert_int_equal(authorize_batch(s, sl, it, 1, 100, "m-1", 0, bodies, keys), 0);
+    uint64_t w = shard_store_written(s), d = shard_store_durable(s);
+    assert_int_equal(authorize_batch(s, sl, it, 1, 100, "m-1", 1, bodies, keys), -EIO);
+    assert_int_equal(it[0].answer.status, 503);
+    assert_int_equal(shard_store_failed(s), -EIO);
+    assert_int_equal(shard_store_written(s), w);
+    assert_int_equal(shard_store_durable(s), d);
+    /* one-shot fault, yet the store stays failed */
+    assert_int_equal(authorize_batch(s, sl, it, 1, 100, "m-1", 2, bodies, keys), -EIO);
+    assert_int_equal(shard_store_sync(s), -EIO);
+    assert_int_equal(shard_store_durable(s), d);
+    shard_store_close(s);
+
+    /* A persistent sync failure (no space for the file system's own metadata). */
+    opt = (struct shard_store_options){
+        .defer_meta_sync = 1, .fault_sync_errno = ENOSPC, .fault_persistent = 1};
+    assert_int_equal(shard_store_open(&s, dir, 0, &opt), 0);
+    assert_int_equal(authorize_batch(s, sl, it, 1, 100, "m-1", 1, bodies, keys), 0);
+    assert_false(it[0].answer.replayed); /* key-1's failed commit left nothing */
+    d = shard_store_durable(s);
+    assert_int_equal(shard_store_sync(s), -ENOSPC);
+    assert_int_equal(shard_store_failed(s), -ENOSPC);
+    assert_int_equal(shard_store_durable(s), d);
+    assert_int_equal(authorize_batch(s, sl, it, 1, 100, "m-1", 2, bodies, keys), -ENOSPC);
+    shard_store_close(s);
+    free(sl);
+    rm_rf(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -595,6 +703,8 @@ int main(void)
         cmocka_unit_test(test_outbox_scan_mark_and_trim),
         cmocka_unit_test(test_operation_failing_alone_is_dropped),
         cmocka_unit_test(test_idem_expiry_sweeps_old_keys),
+        cmocka_unit_test(test_positions_follow_the_txn_id),
+        cmocka_unit_test(test_commit_and_sync_faults_fail_the_store),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -167,7 +167,6 @@ static int port_init(struct shards *s, unsigned i, char *why, size_t why_bytes)
     p->ring_ok = true;
     xcore_set_ring_fd(s->mesh, p->endpoint, p->ring.ring_fd);
     p->shard.store = p->store;
-    p->shard.defer_release = true;
     p->shard.transport = &port_transport;
     p->shard.transport_ctx = p;
     return 0;
@@ -250,7 +249,8 @@ void shards_metrics(const struct shards *s, struct metrics_out *o)
         {"ringpay_shard_batch_max", "gauge", "Largest group-commit batch so far.",
          offsetof(struct shard_stats, batch_max), false},
         {"ringpay_shard_idle_syncs_total", "counter",
-         "fdatasyncs an idle shard ran to release its last batch.",
+         "Explicit fdatasyncs to release held answers (the queue was empty, or a turn "
+         "wrote nothing).",
          offsetof(struct shard_stats, syncs), false},
         {"ringpay_shard_batch_jobs_total", "counter",
          "State-changing jobs committed (divide by commits for the mean batch).",
@@ -258,7 +258,7 @@ void shards_metrics(const struct shards *s, struct metrics_out *o)
         {"ringpay_shard_commit_seconds_total", "counter",
          "Time in group commits (apply and commit).", offsetof(struct shard_stats, commit_ns),
          true},
-        {"ringpay_shard_idle_sync_seconds_total", "counter", "Time in idle fdatasyncs.",
+        {"ringpay_shard_idle_sync_seconds_total", "counter", "Time in explicit fdatasyncs.",
          offsetof(struct shard_stats, sync_ns), true},
     };
     for (size_t k = 0; k < ARRAY_LEN(m); k++) {
