@@ -34,7 +34,8 @@ struct dispatch {
     struct dispatch_core core[CORES_MAX];
 };
 
-int dispatch_create(struct dispatch **out, unsigned cores, struct xcore *mesh)
+int dispatch_create(struct dispatch **out, unsigned cores, unsigned jobs_per_core,
+                    struct xcore *mesh)
 {
     ASSERT(cores >= 1 && cores <= CORES_MAX && mesh != NULL);
     struct dispatch *d = aligned_alloc(64, sizeof(*d));
@@ -44,7 +45,7 @@ int dispatch_create(struct dispatch **out, unsigned cores, struct xcore *mesh)
     d->cores = cores;
     d->mesh = mesh;
     for (unsigned i = 0; i < cores; i++)
-        if (job_pool_init(&d->core[i].pool) != 0) {
+        if (job_pool_init(&d->core[i].pool, jobs_per_core) != 0) {
             dispatch_destroy(d);
             return -ENOMEM;
         }

@@ -28,9 +28,10 @@
 
 struct dispatch;
 
-/* Job pools for `cores` reactors over `mesh` (reactor i = endpoint i, shard i =
- * endpoint cores + i). 0 or -ENOMEM. */
-int dispatch_create(struct dispatch **out, unsigned cores, struct xcore *mesh);
+/* Job pools of jobs_per_core payment jobs (job_pool.h) for `cores` reactors over
+ * `mesh` (reactor i = endpoint i, shard i = endpoint cores + i). 0 or -ENOMEM. */
+int dispatch_create(struct dispatch **out, unsigned cores, unsigned jobs_per_core,
+                    struct xcore *mesh);
 
 /* Frees the pools (jobs still in rings at exit go with them). NULL is a no-op. */
 void dispatch_destroy(struct dispatch *d);

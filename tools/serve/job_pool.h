@@ -31,14 +31,17 @@ struct job_pool {
     size_t small_stride, large_stride;
     struct shard_job **free_small; /* [JOB_SMALL_PER_CORE] */
     struct shard_job **free_large; /* [JOB_LARGE_PER_CORE] */
+    unsigned small_count;          /* small jobs of this pool (JOB_SMALL_PER_CORE at most) */
     unsigned free_small_n, free_large_n;
     /* For /metrics, read by any thread: written with relaxed atomic stores. */
     uint64_t in_use; /* jobs out of the pool */
     uint64_t empty;  /* job_pool_get found its class empty */
 };
 
-/* Allocates both classes. 0 or -ENOMEM (nothing left allocated). */
-int job_pool_init(struct job_pool *p);
+/* Allocates both classes: small_count small jobs (1..JOB_SMALL_PER_CORE; fewer only
+ * to bound memory, or for tests) and JOB_LARGE_PER_CORE large ones. 0 or -ENOMEM
+ * (nothing left allocated). */
+int job_pool_init(struct job_pool *p, unsigned small_count);
 
 /* Frees the pool; every job must have been put back. NULL-safe on a zeroed pool. */
 void job_pool_destroy(struct job_pool *p);

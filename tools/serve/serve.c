@@ -121,6 +121,7 @@ enum {
     O_IDEM_TTL,
     O_LOG_LEVEL,
     O_ACCESS_LOG,
+    O_JOBS,
     O_COUNT
 };
 
@@ -147,7 +148,7 @@ static int start_parts(struct opt *o, struct app *app)
         fprintf(stderr, "ringpay: %s\n", why);
         return -1;
     }
-    if (dispatch_create(&app->dispatch, app->cores, &mesh) != 0) {
+    if (dispatch_create(&app->dispatch, app->cores, (unsigned)o[O_JOBS].num, &mesh) != 0) {
         fprintf(stderr, "ringpay: out of memory for the job pools\n");
         return -1;
     }
@@ -201,7 +202,8 @@ static int start(struct opt *o, struct app *app, struct serve_thread *threads)
 
 int cmd_serve(int argc, char **argv)
 {
-    char cores_def[24];
+    char cores_def[24], jobs_def[24];
+    snprintf(jobs_def, sizeof(jobs_def), "%d", JOB_SMALL_PER_CORE);
     long online = sysconf(_SC_NPROCESSORS_ONLN);
     snprintf(cores_def, sizeof(cores_def), "%ld", online > 0 ? online : 1);
     struct opt o[O_COUNT] = {
@@ -219,6 +221,9 @@ int cmd_serve(int argc, char **argv)
         [O_LOG_LEVEL] = {"log-level", OPT_STRING, "info", "debug, info, warn or error"},
         [O_ACCESS_LOG] = {"access-log", OPT_STRING, "on",
                           "an access line per request: on, off, or N (one request in N)"},
+        [O_JOBS] = {"jobs-per-core", OPT_UINT, jobs_def,
+                    "payment requests in flight per core (memory: ~7 KiB each)", 16,
+                    JOB_SMALL_PER_CORE},
     };
     int rc = config_parse(o, O_COUNT, argc, argv, serve_usage);
     if (rc != 0)

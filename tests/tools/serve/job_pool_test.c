@@ -21,7 +21,7 @@ static void test_classes_and_exhaustion(void **state)
 {
     (void)state;
     struct job_pool p;
-    assert_int_equal(job_pool_init(&p), 0);
+    assert_int_equal(job_pool_init(&p, JOB_SMALL_PER_CORE), 0);
     for (unsigned i = 0; i < JOB_SMALL_PER_CORE; i++) {
         small_jobs[i] = job_pool_get(&p, i % 2 ? JOB_SMALL_DATA_BYTES : 1);
         assert_non_null(small_jobs[i]);
@@ -53,6 +53,19 @@ static void test_classes_and_exhaustion(void **state)
     for (unsigned i = 0; i < JOB_LARGE_PER_CORE; i++)
         job_pool_put(&p, large_jobs[i]);
     assert_int_equal(p.in_use, 0);
+    job_pool_destroy(&p);
+    /* A smaller pool (--jobs-per-core) runs empty at its own count. */
+    assert_int_equal(job_pool_init(&p, 3), 0);
+    struct shard_job *a = job_pool_get(&p, 1), *b = job_pool_get(&p, 1), *c = job_pool_get(&p, 1);
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_non_null(c);
+    assert_null(job_pool_get(&p, 1));
+    job_pool_put(&p, b);
+    assert_ptr_equal(job_pool_get(&p, 1), b);
+    job_pool_put(&p, a);
+    job_pool_put(&p, b);
+    job_pool_put(&p, c);
     job_pool_destroy(&p);
 }
 
