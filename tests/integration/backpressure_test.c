@@ -34,6 +34,15 @@
 
 static struct rp_server srv;
 
+/* ASan keeps freed memory in its quarantine (256 MiB by default) and adds shadow memory,
+ * so under it RSS measures ASan, not the engine: the RSS bound is enforced by the
+ * ordinary build of the suite. */
+#if defined(__SANITIZE_ADDRESS__)
+static const bool under_asan = true;
+#else
+static const bool under_asan = false;
+#endif
+
 #define AUTH_PATH "/v1/payments/authorize"
 
 /* Appends authorization i (X-Request-Id "<tag><i>", a unique key) to buf. */
@@ -256,7 +265,10 @@ static void test_non_reading_clients_are_bounded(void **state)
     print_message("RSS %ld KiB -> %ld KiB: %ld KiB for %d non-reading clients (bound %ld KiB)\n",
                   before, after, after - before, CLIENTS, bound);
     assert_true(before > 0 && after > 0);
-    assert_true(after - before <= bound);
+    if (under_asan)
+        print_message("ASan build: the RSS bound is not checked\n");
+    else
+        assert_true(after - before <= bound);
     for (int i = 0; i < CLIENTS; i++)
         rp_close_rst(fds[i]);
     assert_int_equal(rp_server_stop(&srv), 0);
