@@ -5,8 +5,11 @@
  * Contract:
  *   - The binary is RINGPAY_BIN (a compile definition, the absolute path of the built
  *     target). Children get a cleaned environment (every RINGPAY_* variable removed,
- *     then the caller's extra "K=V" entries added) and PR_SET_PDEATHSIG(SIGKILL), so a
- *     test process that dies never leaves a server behind.
+ *     then RINGPAY_AUTH=off, then the caller's extra "K=V" entries added) and
+ *     PR_SET_PDEATHSIG(SIGKILL), so a test process that dies never leaves a server
+ *     behind. RINGPAY_AUTH=off: the engine's own tests of HTTP, payments and durability
+ *     speak unsigned requests; the tests of the signing gate turn it on with
+ *     "--auth on" (a flag wins over the environment) or RINGPAY_AUTH=on.
  *   - rp_server_start() picks a free loopback port from RP_ITEST_PORT_BASE (set per test
  *     program by tests/integration/CMakeLists.txt, so `ctest -j` never collides), makes a
  *     fresh temporary directory holding the data dir and the server's stderr log, and
