@@ -25,9 +25,9 @@
 
 struct clients_entry {
     uint8_t addr[16];
-    uint32_t conns;   /* open connections from this address */
+    uint32_t conns; /* open connections from this address */
     bool used;
-    int64_t last_ms;  /* last connect or request, for reuse */
+    int64_t last_ms; /* last connect or request, for reuse */
     struct bucket bucket;
 };
 

@@ -132,7 +132,7 @@ struct conn {
     uint32_t next_free;
     uint8_t cont_rid_len; /* > 0: the id the 100 Continue carried, for its request */
     uint8_t peer_len;
-    uint8_t peer_key[16]; /* the client address as the clients table keys it */
+    uint8_t peer_key[16];              /* the client address as the clients table keys it */
     struct sockaddr_storage peer_addr; /* the socket's peer, or the PROXY source */
     char cont_rid[REQUEST_ID_MAX_BYTES + 1];
     char peer[ACCESS_LOG_CLIENT_MAX_BYTES];
@@ -1078,10 +1078,9 @@ static void reject_connection(struct reactor *r, int fd, int status)
     snprintf(rid, sizeof(rid), "%s-%u-%lx", r->rid_prefix, r->cfg.core,
              (unsigned long)++r->rid_counter);
     bool mine = status == 503;
-    size_t blen = reactor_error_body(body, mine ? "overloaded" : "rate_limited",
-                                     mine ? "too many connections"
-                                          : "too many connections from this address",
-                                     rid);
+    size_t blen = reactor_error_body(
+        body, mine ? "overloaded" : "rate_limited",
+        mine ? "too many connections" : "too many connections from this address", rid);
     int n = snprintf(msg, sizeof(msg),
                      "HTTP/1.1 %d %s\r\nServer: ringpay\r\n%.*s"
                      "Content-Type: application/json\r\nContent-Length: %zu\r\n"

@@ -56,8 +56,8 @@ struct reactor_request {
     struct reactor_ref ref;
     const struct http_request *http;
     const struct sockaddr_storage *client; /* the peer, or the PROXY header's source */
-    const char *buf;        /* the offsets of http are relative to this */
-    const char *request_id; /* NUL-terminated, echoed from X-Request-Id or made */
+    const char *buf;                       /* the offsets of http are relative to this */
+    const char *request_id;                /* NUL-terminated, echoed from X-Request-Id or made */
     size_t request_id_len;
 };
 

@@ -78,9 +78,19 @@ bool rp_server_alive(struct rp_server *s);
 /*
  * SIGTERM, wait up to RP_STOP_TIMEOUT_MS (then SIGKILL), remove the temporary directory.
  * Returns the rp_server_wait() code, or -ETIMEDOUT if SIGKILL was needed. Prints the
- * server log when the result is not 0. Safe to call twice.
+ * server log when the result is not 0. Safe to call twice. Before removing it, the log
+ * is scanned (net/log.h log_find_leak): an unmasked card-like number, a secret, a
+ * signature or a registered canary in it makes the result RP_LOG_LEAK (the line is
+ * printed), so every integration test checks log hygiene (SPEC §6).
  */
 int rp_server_stop(struct rp_server *s);
+
+#define RP_LOG_LEAK     99
+#define RP_CANARIES_MAX 64
+
+/* Registers a string that must never appear in any server log from now on (a secret,
+ * a signature, a card number a test sends). The string must outlive the test. */
+void rp_log_canary(const char *text);
 
 /* Prints the last `max_bytes` of the server's log to stderr, for diagnostics. */
 void rp_server_dump_log(const struct rp_server *s, size_t max_bytes);

@@ -171,8 +171,7 @@ static int parse_edge(struct opt *o)
     static const struct {
         int opt;
         struct cidr_list *list;
-    } lists[] = {
-        {O_ALLOW, &allow_list}, {O_OPS_ALLOW, &ops_allow_list}, {O_PROXY, &proxy_list}};
+    } lists[] = {{O_ALLOW, &allow_list}, {O_OPS_ALLOW, &ops_allow_list}, {O_PROXY, &proxy_list}};
     for (size_t i = 0; i < ARRAY_LEN(lists); i++) {
         char why[256];
         const char *text = o[lists[i].opt].str ? o[lists[i].opt].str : "";

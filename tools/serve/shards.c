@@ -115,10 +115,10 @@ static size_t port_recv(void *ctx, struct shard_job **jobs, size_t max)
     size_t kept = 0, refused = 0;
     for (size_t i = 0; i < rc.n; i++) {
         struct shard_job *job = jobs[i];
-        uint32_t retry = job->op.merchant_id_len == 0
-                             ? 0
-                             : budget_take(&p->budget, job->op.merchant_id,
-                                           job->op.merchant_id_len, now_ms);
+        uint32_t retry =
+            job->op.merchant_id_len == 0
+                ? 0
+                : budget_take(&p->budget, job->op.merchant_id, job->op.merchant_id_len, now_ms);
         if (retry == 0) {
             jobs[kept++] = job;
             continue;
