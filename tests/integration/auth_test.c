@@ -608,6 +608,39 @@ static void test_log_hygiene(void **state)
     assert_int_equal(rp_server_stop(&srv), 0); /* the log scan */
 }
 
+/* `ringpay load --keys` signs every request with its merchant's key: a mixed run
+ * (authorize, capture, refund) against the gate gets no 401 at all. */
+static void test_load_signs(void **state)
+{
+    rp_must_start(&srv, auth_on);
+    char path[RP_PATH_MAX + 16];
+    snprintf(path, sizeof(path), "%s/keys.jsonl", srv.dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    for (int i = 0; i < 8; i++) {
+        char m[16];
+        snprintf(m, sizeof(m), "m-%d", i);
+        const char *argv[] = {"keys", "add", "--data", srv.data_dir, "--merchant", m, NULL};
+        assert_int_equal(rp_run(argv, NULL, NULL, 10000, &run), 0);
+        assert_int_equal(run.code, 0);
+        fputs(run.out, f);
+    }
+    fclose(f);
+    reload(1);
+    char target[32];
+    snprintf(target, sizeof(target), "127.0.0.1:%d", srv.port);
+    const char *argv[] = {"load", "--target",   target,  "--keys",     path,  "--merchants",
+                          "8",    "--scenario", "mixed", "--requests", "600", "--connections",
+                          "8",    "--json",     NULL};
+    assert_int_equal(rp_run(argv, NULL, NULL, 60000, &run), 0);
+    if (run.code != 0 || strstr(run.out, "\"signed\":true") == NULL ||
+        strstr(run.out, "\"errors\":0,") == NULL || strstr(run.out, "\"401\"") != NULL)
+        fail_msg("signed load: exit %d\n%s%s", run.code, run.out, run.err);
+    assert_non_null(strstr(run.out, "\"201\":"));
+    assert_non_null(strstr(run.out, "\"200\":"));
+    assert_int_equal(rp_server_stop(&srv), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -620,6 +653,7 @@ int main(void)
         cmocka_unit_test_teardown(test_allow_lists, rp_teardown),
         cmocka_unit_test_teardown(test_proxy_header_from_a_stranger, rp_teardown),
         cmocka_unit_test_teardown(test_log_hygiene, rp_teardown),
+        cmocka_unit_test_teardown(test_load_signs, rp_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
