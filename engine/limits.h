@@ -92,6 +92,14 @@
 /* X-Request-Id accepted from a client (printable ASCII); longer ones are replaced. */
 #define REQUEST_ID_MAX_BYTES 128
 
+/* A request the application cannot take yet (its job pool is empty: the shards are
+ * behind) waits while jobs keep coming back; when none has come back for this long,
+ * the waiting requests, and their connections' next ones until one is taken, are
+ * answered 503 overloaded with Retry-After (SPEC §6: over a bound, a status, never a
+ * hang). Bursts are absorbed by waiting, which TCP passes on to the client; a shard
+ * stalled on its disk is reported within about a second. */
+#define REACTOR_BUSY_WAIT_MAX_MS 1000
+
 /* SQ entries of a reactor's io_uring (the CQ has four times as many): a turn prepares
  * at most a receive, a send and a cancel per connection it touched. */
 #define REACTOR_RING_ENTRIES 4096

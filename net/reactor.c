@@ -114,6 +114,7 @@ struct conn {
     bool await_proxy; /* a balancer's connection: its PROXY header comes first */
     bool counted;     /* counted in the clients table (clients_connect) */
     bool budget_paid; /* the request being dispatched was charged to its address */
+    bool overloaded;  /* the application made no progress for REACTOR_BUSY_WAIT_MAX_MS */
     char *in;
     uint32_t in_len, in_cap;
     uint32_t recv_len; /* bytes the receive in flight asked for */
@@ -153,7 +154,10 @@ struct reactor {
     volatile int stop_requested;
     bool stopping;
     bool accept_armed;
-    bool resume_wanted; /* reactor_resume() since the last turn */
+    bool resume_wanted;     /* reactor_resume() since the last turn */
+    uint64_t progress_ms;   /* the last reactor_resume(): the application had room */
+    uint64_t wait_start_ms; /* a first connection had to wait for the application */
+    bool resuming;          /* inside resume_busy */
     uint64_t stop_deadline_ms;
 
     struct conn *conns;
@@ -603,6 +607,7 @@ void reactor_expect(struct reactor *r, struct reactor_ref ref, size_t body_bytes
 void reactor_resume(struct reactor *r)
 {
     r->resume_wanted = true;
+    r->progress_ms = r->now_ms;
 }
 
 size_t reactor_error_body(char *buf, const char *code, const char *message, const char *request_id)
@@ -799,6 +804,25 @@ static int dispatch(struct reactor *r, struct conn *c, const struct http_request
     return 0;
 }
 
+/* Answers a parsed request 503 overloaded without giving it to the application: it
+ * could not take it for REACTOR_BUSY_WAIT_MAX_MS (SPEC §6: over a bound, a status, never
+ * a hang). The connection goes on with its next request. */
+static void refuse_overloaded(struct reactor *r, struct conn *c, const struct http_request *req)
+{
+    struct slot *s = slot_open(r, c, req, c->in);
+    struct reactor_request rq = {
+        .ref = {.conn = c->idx, .gen = c->gen, .seq = s->seq},
+        .http = req,
+        .client = &c->peer_addr,
+        .buf = c->in,
+        .request_id = s->request_id,
+        .request_id_len = s->request_id_len,
+    };
+    c->budget_paid = false;
+    reactor_reply_error(r, &rq, 503, r->cfg.route_other, "overloaded",
+                        "the engine is saturated; retry later", "Retry-After: 1\r\n");
+}
+
 /* Moves the request being read to a large buffer; false when the pool is empty. */
 static bool grow_input(struct reactor *r, struct conn *c)
 {
@@ -927,8 +951,15 @@ static void conn_process(struct reactor *r, struct conn *c)
         ASSERT(rc == HTTP_PARSE_DONE && req->wire_bytes <= c->in_len);
         c->continue_owed = false; /* the body is here: no 100 Continue any more */
         if (dispatch(r, c, req) == -EBUSY) {
-            busy_set(r, c, true);
-            return;
+            if (!c->overloaded) {
+                if (r->busy_count == 0 && !r->resuming)
+                    r->wait_start_ms = r->now_ms; /* waiting starts now */
+                busy_set(r, c, true);
+                return;
+            }
+            refuse_overloaded(r, c, req); /* the application is stuck: say so, do not wait */
+        } else {
+            c->overloaded = false;
         }
         if (c->state == CONN_DEAD || c->state == CONN_FREE)
             return;
@@ -1038,6 +1069,7 @@ static void on_send(struct reactor *r, struct conn *c, int res)
 static void resume_busy(struct reactor *r)
 {
     r->resume_wanted = false;
+    r->resuming = true;
     uint32_t words = (r->conns_high + 63) / 64;
     for (uint32_t k = 0; k < words && r->busy_count > 0; k++) {
         uint32_t w = (r->busy_next_word + k) % words;
@@ -1050,10 +1082,28 @@ static void resume_busy(struct reactor *r)
             conn_advance(r, c);
             if (busy_is(r, c)) { /* still refused: the application is full again */
                 r->busy_next_word = w;
+                r->resuming = false;
                 return;
             }
         }
     }
+    r->resuming = false;
+}
+
+/* Connections waiting for the application while it has made no progress (no
+ * reactor_resume) for REACTOR_BUSY_WAIT_MAX_MS: the application is stuck (a shard
+ * stalled on its disk), so their requests, and their next ones until one is taken, are
+ * answered 503 instead of waiting longer. While it makes progress, however slowly,
+ * they wait their turn. */
+static void expire_busy(struct reactor *r)
+{
+    uint64_t since = r->progress_ms > r->wait_start_ms ? r->progress_ms : r->wait_start_ms;
+    if (r->now_ms - since < REACTOR_BUSY_WAIT_MAX_MS)
+        return;
+    uint32_t words = (r->conns_high + 63) / 64;
+    for (uint32_t w = 0; w < words; w++)
+        for (uint64_t bits = r->busy_bits[w]; bits; bits &= bits - 1)
+            r->conns[w * 64 + (uint32_t)__builtin_ctzll(bits)].overloaded = true;
 }
 
 /* ---- accept, timers, stop ------------------------------------------------------------ */
@@ -1188,8 +1238,10 @@ static void on_tick(struct reactor *r)
         if (c->state != CONN_FREE)
             check_timeouts(r, c);
     }
-    if (r->busy_count > 0)
+    if (r->busy_count > 0) {
         r->resume_wanted = true; /* a safety net: the application may have room again */
+        expire_busy(r);
+    }
     arm_tick(r);
 }
 
