@@ -288,8 +288,25 @@ static void test_rotation(void **state)
     reload(1);
     struct req q = {"GET", "/v1/merchants/au-rot/balances", NULL, NULL, now_s()};
     assert_int_equal(call_signed(&a, &q, NULL, 0), 200);
+    /* A keep-alive connection opened before the reload keeps working across it. */
+    struct rp_conn kc;
+    assert_int_equal(rp_conn_open(&kc, srv.port), 0);
+    char raw[4096], sig[AUTH_SIGNATURE_BYTES + 1], ts[24];
+    sign(&a, &q, sig);
+    snprintf(ts, sizeof(ts), "%lld", (long long)q.ts);
+    size_t len = render(raw, sizeof(raw), &q, a.id, ts, sig);
+    struct rp_response kr;
+    assert_int_equal(rp_send_all(kc.fd, raw, len), 0);
+    assert_int_equal(rp_read_response(&kc, &kr, false, RP_IO_TIMEOUT_MS), 0);
+    assert_int_equal(kr.status, 200);
+    rp_response_free(&kr);
     add_key("merchant", "au-rot", &b); /* rotation: a second active key */
     reload(2);
+    assert_int_equal(rp_send_all(kc.fd, raw, len), 0);
+    assert_int_equal(rp_read_response(&kc, &kr, false, RP_IO_TIMEOUT_MS), 0);
+    assert_int_equal(kr.status, 200);
+    rp_response_free(&kr);
+    rp_conn_close(&kc);
     assert_int_equal(call_signed(&a, &q, NULL, 0), 200);
     assert_int_equal(call_signed(&b, &q, NULL, 0), 200);
     /* A third active key for the merchant is refused by `keys add`. */
