@@ -114,19 +114,35 @@ int walrec_add(struct walrec_writer *w, const struct op *op)
     return 0;
 }
 
-size_t walrec_finish(struct walrec_writer *w, uint64_t pos, int64_t now_ms, uint64_t mark)
+static void put_header(uint8_t *h, size_t len, enum walrec_type type, uint64_t pos, int64_t now_ms,
+                       uint64_t mark, uint32_t n, uint32_t epoch)
 {
-    uint8_t *h = w->buf;
     put32(h, WALREC_MAGIC);
-    put32(h + 4, (uint32_t)w->len);
-    put32(h + 12, WALREC_VERSION);
+    put32(h + 4, (uint32_t)len);
+    put16(h + 12, WALREC_VERSION);
+    put16(h + 14, (uint16_t)type);
     put64(h + 16, pos);
     put64(h + 24, (uint64_t)now_ms);
     put64(h + 32, mark);
-    put32(h + 40, w->n);
-    put32(h + 44, 0);
-    put32(h + 8, crc32c(0, h + 12, w->len - 12));
+    put32(h + 40, n);
+    put32(h + 44, epoch);
+}
+
+size_t walrec_finish(struct walrec_writer *w, uint64_t pos, int64_t now_ms, uint64_t mark,
+                     uint32_t epoch)
+{
+    put_header(w->buf, w->len, WALREC_OPS, pos, now_ms, mark, w->n, epoch);
+    put32(w->buf + 8, crc32c(0, w->buf + 12, w->len - 12));
     return w->len;
+}
+
+void walrec_skip(uint8_t *buf, size_t length, uint64_t pos, uint32_t epoch)
+{
+    ASSERT(length >= WALREC_HEADER_BYTES && length <= UINT32_MAX);
+    memset(buf, 0, WALREC_HEADER_BYTES);
+    put_header(buf, length, WALREC_SKIP, pos, 0, 0, 0, epoch);
+    /* Only the header is checked: the rest of a skip record is never read. */
+    put32(buf + 8, crc32c(0, buf + 12, WALREC_HEADER_BYTES - 12));
 }
 
 int walrec_check(const uint8_t *buf, size_t avail, uint64_t pos, struct walrec_header *h)
@@ -134,22 +150,28 @@ int walrec_check(const uint8_t *buf, size_t avail, uint64_t pos, struct walrec_h
     if (avail < WALREC_HEADER_BYTES)
         return avail >= 4 && get32(buf) != WALREC_MAGIC ? -EBADMSG : -EAGAIN;
     uint32_t length = get32(buf + 4);
-    if (get32(buf) != WALREC_MAGIC || length < WALREC_HEADER_BYTES || length > WALREC_MAX_BYTES ||
-        get32(buf + 12) != WALREC_VERSION || get64(buf + 16) != pos || get32(buf + 44) != 0)
+    uint16_t type = get16(buf + 14);
+    bool skip = type == WALREC_SKIP;
+    if (get32(buf) != WALREC_MAGIC || length < WALREC_HEADER_BYTES ||
+        get16(buf + 12) != WALREC_VERSION || (type != WALREC_OPS && !skip) ||
+        (!skip && length > WALREC_MAX_BYTES) || get64(buf + 16) != pos)
         return -EBADMSG;
-    if (avail < length)
+    size_t covered = skip ? WALREC_HEADER_BYTES : length;
+    if (avail < covered)
         return -EAGAIN;
-    if (crc32c(0, buf + 12, length - 12) != get32(buf + 8))
+    if (crc32c(0, buf + 12, covered - 12) != get32(buf + 8))
         return -EBADMSG;
     int64_t now = (int64_t)get64(buf + 24);
-    if (now < 0 || now > TIME_MS_MAX)
+    if (now < 0 || now > TIME_MS_MAX || (skip && get32(buf + 40) != 0))
         return -EBADMSG;
     *h = (struct walrec_header){
         .length = length,
+        .type = skip ? WALREC_SKIP : WALREC_OPS,
         .pos = pos,
         .now_ms = now,
         .mark = get64(buf + 32),
         .n = get32(buf + 40),
+        .epoch = get32(buf + 44),
     };
     return 0;
 }

@@ -13,13 +13,19 @@
  *       4     4  length: the whole record, header included (WALREC_HEADER_BYTES ..
  *                WALREC_MAX_BYTES)
  *       8     4  crc: CRC-32C (store/crc32c.h) of bytes [12, length)
- *      12     4  version (WALREC_VERSION)
+ *      12     2  version (WALREC_VERSION)
+ *      14     2  type: WALREC_OPS, or WALREC_SKIP (no operations: the rest of the
+ *                segment is unused, the log goes on at the next segment)
  *      16     8  pos: the record's own log position (a record read from a recycled
  *                segment, or from anywhere else than where it was written, fails here)
  *      24     8  now_ms: the time of every change of the batch
  *      32     8  mark: the replicated-events mark in force (0: none yet)
  *      40     4  n: operations in the record
- *      44     4  zero
+ *      44     4  epoch: the log's epoch when it was written. A restart bumps the epoch
+ *                before it writes again, so a stale record left after the end of the
+ *                log by a write that did not complete (lost in a power cut, then
+ *                partly overwritten) has a lower epoch than the record before it and
+ *                ends the log when read, even where its position happens to match.
  *      48   ...  n operations, each:
  *                  u8 kind, u8 flags (1 authenticated, 2 has_reference), u16 zero,
  *                  u32 shard, i64 amount,
@@ -45,8 +51,12 @@
 #define WALREC_VERSION      1u
 #define WALREC_HEADER_BYTES 48u
 
+enum walrec_type { WALREC_OPS = 0, WALREC_SKIP = 1 };
+
 /* The largest record: bounds a read at recovery and a segment's content. Operations of
- * a batch that do not fit one record go into the next record of the same write. */
+ * a batch that do not fit one record go into the next record of the same write. A
+ * WALREC_SKIP record may be longer (it is the rest of a segment, of zeros after its
+ * header); its length is checked against the segment instead. */
 #define WALREC_MAX_BYTES (4u * 1024 * 1024)
 
 /* The encoded size of one operation. */
@@ -73,16 +83,24 @@ void walrec_begin(struct walrec_writer *w, uint8_t *buf, size_t cap);
  * start another. op must be state-changing (AUTHORIZE, CAPTURE, VOID, REFUND). */
 int walrec_add(struct walrec_writer *w, const struct op *op);
 
-/* Completes the header (length, crc, pos, now, mark) and returns the record's length. */
-size_t walrec_finish(struct walrec_writer *w, uint64_t pos, int64_t now_ms, uint64_t mark);
+/* Completes the header (length, crc, pos, now, mark, epoch) and returns the record's
+ * length. */
+size_t walrec_finish(struct walrec_writer *w, uint64_t pos, int64_t now_ms, uint64_t mark,
+                     uint32_t epoch);
+
+/* Writes a WALREC_SKIP record of exactly `length` bytes (WALREC_HEADER_BYTES or more;
+ * the bytes after its header are zero) at buf for position pos. */
+void walrec_skip(uint8_t *buf, size_t length, uint64_t pos, uint32_t epoch);
 
 /* A decoded record: its operations' strings point into the record's bytes. */
 struct walrec_header {
     uint32_t length;
+    enum walrec_type type;
     uint64_t pos;
     int64_t now_ms;
     uint64_t mark;
     uint32_t n;
+    uint32_t epoch;
 };
 
 /*

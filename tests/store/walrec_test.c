@@ -93,7 +93,7 @@ static size_t build(int n, uint64_t pos)
         struct op op = sample(i);
         assert_int_equal(walrec_add(&w, &op), 0);
     }
-    return walrec_finish(&w, pos, 1764478573123, 77);
+    return walrec_finish(&w, pos, 1764478573123, 77, 3);
 }
 
 static void test_round_trip(void **state)
@@ -106,6 +106,8 @@ static void test_round_trip(void **state)
     assert_int_equal(h.n, 10);
     assert_true(h.now_ms == 1764478573123);
     assert_int_equal(h.mark, 77);
+    assert_int_equal(h.epoch, 3);
+    assert_int_equal(h.type, WALREC_OPS);
     static struct collect c;
     c.n = 0;
     assert_int_equal(walrec_ops(buf, &h, collect_op, &c), 0);
@@ -139,7 +141,7 @@ static void test_largest_operation_and_full_record(void **state)
         n++;
     assert_true(n >= 1);
     assert_true(w.len <= WALREC_MAX_BYTES);
-    size_t len = walrec_finish(&w, 0, 1, 0);
+    size_t len = walrec_finish(&w, 0, 1, 0, 1);
     struct walrec_header h;
     assert_int_equal(walrec_check(buf, len, 0, &h), 0);
     static struct collect c;
@@ -190,13 +192,30 @@ static void test_bad_operations_refused_whole(void **state)
     assert_int_equal(walrec_add(&w, &op), 0);
     assert_int_equal(walrec_add(&w, &op), 0);
     buf[WALREC_HEADER_BYTES + walrec_op_size(&op)] = 99; /* the second op's kind */
-    size_t len = walrec_finish(&w, 0, 1, 0);
+    size_t len = walrec_finish(&w, 0, 1, 0, 1);
     struct walrec_header h;
     assert_int_equal(walrec_check(buf, len, 0, &h), 0);
     static struct collect c;
     c.n = 0;
     assert_int_equal(walrec_ops(buf, &h, collect_op, &c), -EBADMSG);
     assert_int_equal(c.n, 0);
+}
+
+/* A skip record: only its header is checked; it covers the rest of a segment. */
+static void test_skip(void **state)
+{
+    (void)state;
+    static uint8_t seg[1 << 20];
+    memset(seg, 0xee, sizeof(seg)); /* the rest of the segment is whatever was there */
+    walrec_skip(seg, sizeof(seg), 5 << 20, 9);
+    struct walrec_header h;
+    assert_int_equal(walrec_check(seg, WALREC_HEADER_BYTES, 5 << 20, &h), 0);
+    assert_int_equal(h.type, WALREC_SKIP);
+    assert_int_equal(h.length, sizeof(seg));
+    assert_int_equal(h.epoch, 9);
+    assert_int_equal(h.n, 0);
+    seg[20] ^= 1;
+    assert_int_equal(walrec_check(seg, WALREC_HEADER_BYTES, 5 << 20, &h), -EBADMSG);
 }
 
 int main(void)
@@ -206,6 +225,7 @@ int main(void)
         cmocka_unit_test(test_largest_operation_and_full_record),
         cmocka_unit_test(test_torn_and_corrupt),
         cmocka_unit_test(test_bad_operations_refused_whole),
+        cmocka_unit_test(test_skip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
