@@ -54,6 +54,8 @@ struct wal {
     uint32_t epoch;
     unsigned fault_after_syncs;
     int fault_errno;
+    void (*recycle_hook)(void *arg);
+    void *recycle_hook_arg;
 
     /* shard thread */
     uint64_t written; /* end of the staged bytes: the next record's position */
@@ -111,6 +113,9 @@ static int make_segment(struct wal *w, uint64_t seg)
 {
     char path[STORE_PATH_MAX + 32], tmp[STORE_PATH_MAX + 40];
     seg_path(w, seg, path, sizeof(path));
+    struct stat st;
+    if (stat(path, &st) == 0)
+        return -EEXIST; /* a file of another size: never overwrite what may be the log */
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0)
@@ -182,6 +187,8 @@ int wal_prepare(struct wal *w, uint64_t below)
             rc = rename(from, to) == 0 ? 0 : -errno;
             if (rc == 0)
                 stat_add(&w->stats.segments_recycled, 1);
+            if (rc == 0 && w->recycle_hook)
+                w->recycle_hook(w->recycle_hook_arg);
         } else {
             rc = make_segment(w, next);
         }
@@ -293,27 +300,30 @@ static void *syncer_main(void *arg)
 
 /* ---- open, replay, close -------------------------------------------------------------- */
 
-static int read_epoch(const struct wal *w, uint32_t *epoch)
+/* Reads the number in file `name` of the log directory: 0 and *v, 0 and *v untouched
+ * when the file does not exist, or -errno. */
+static int read_number(const struct wal *w, const char *name, uint64_t *v)
 {
-    char path[STORE_PATH_MAX + 16], text[32] = "";
-    snprintf(path, sizeof(path), "%s/epoch", w->dir);
+    char path[STORE_PATH_MAX + 32], text[32] = "";
+    snprintf(path, sizeof(path), "%s/%s", w->dir, name);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return errno == ENOENT ? 0 : -errno;
     ssize_t n = read(fd, text, sizeof(text) - 1);
     close(fd);
     text[n > 0 ? n : 0] = '\0';
-    *epoch = (uint32_t)strtoul(text, NULL, 10);
+    *v = strtoull(text, NULL, 10);
     return 0;
 }
 
-/* Writes the epoch durably (temporary file, fsync, rename, directory fsync). */
-static int write_epoch(const struct wal *w, uint32_t epoch)
+/* Writes a number into file `name` durably (temporary file, fsync, rename, directory
+ * fsync). */
+static int write_number(const struct wal *w, const char *name, uint64_t v)
 {
-    char path[STORE_PATH_MAX + 16], tmp[STORE_PATH_MAX + 24], text[32];
-    snprintf(path, sizeof(path), "%s/epoch", w->dir);
-    snprintf(tmp, sizeof(tmp), "%s/epoch.tmp", w->dir);
-    int n = snprintf(text, sizeof(text), "%" PRIu32 "\n", epoch);
+    char path[STORE_PATH_MAX + 32], tmp[STORE_PATH_MAX + 40], text[32];
+    snprintf(path, sizeof(path), "%s/%s", w->dir, name);
+    snprintf(tmp, sizeof(tmp), "%s/%s.tmp", w->dir, name);
+    int n = snprintf(text, sizeof(text), "%" PRIu64 "\n", v);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0)
         return -errno;
@@ -322,6 +332,38 @@ static int write_epoch(const struct wal *w, uint32_t epoch)
     if (rc == 0 && rename(tmp, path) != 0)
         rc = -errno;
     return rc ? rc : fsync_dir(w->dir);
+}
+
+static int read_epoch(const struct wal *w, uint32_t *epoch)
+{
+    uint64_t v = *epoch;
+    int rc = read_number(w, "epoch", &v);
+    *epoch = (uint32_t)v;
+    return rc;
+}
+
+static int write_epoch(const struct wal *w, uint32_t epoch)
+{
+    return write_number(w, "epoch", epoch);
+}
+
+/*
+ * The segment size is the log's, fixed when it was created (positions map to files by
+ * it): an existing log keeps its own whatever the options say, a new one records the
+ * options' durably before any segment exists.
+ */
+static int segment_size_settle(struct wal *w)
+{
+    uint64_t v = 0;
+    int rc = read_number(w, "segment-bytes", &v);
+    if (rc)
+        return rc;
+    if (v == 0)
+        return write_number(w, "segment-bytes", w->seg_bytes);
+    if (v < 2 * (WALREC_HEADER_BYTES + WALREC_OP_MAX_BYTES) || v > ((uint64_t)1 << 40))
+        return -EBADMSG;
+    w->seg_bytes = (size_t)v;
+    return 0;
 }
 
 int wal_open(struct wal **out, const char *shard_dir, uint64_t from, const struct wal_options *opt,
@@ -334,6 +376,8 @@ int wal_open(struct wal **out, const char *shard_dir, uint64_t from, const struc
     w->spares = opt && opt->spares ? opt->spares : WAL_SPARE_SEGMENTS;
     w->fault_after_syncs = opt ? opt->fault_after_syncs : 0;
     w->fault_errno = opt ? opt->fault_errno : 0;
+    w->recycle_hook = opt ? opt->recycle_hook : NULL;
+    w->recycle_hook_arg = opt ? opt->recycle_hook_arg : NULL;
     ASSERT(w->seg_bytes >= 2 * (WALREC_HEADER_BYTES + WALREC_OP_MAX_BYTES));
     w->written = from;
     w->durable = from;
@@ -356,7 +400,12 @@ int wal_open(struct wal **out, const char *shard_dir, uint64_t from, const struc
     }
     rc = fsync_dir(shard_dir); /* the wal directory's name */
     if (rc == 0)
+        rc = segment_size_settle(w);
+    if (rc == 0) {
+        w->cur_seg = from / w->seg_bytes;
+        w->prepared = w->cur_seg;
         rc = read_epoch(w, &w->epoch);
+    }
     if (rc == 0)
         rc = wal_prepare(w, from); /* the current segment and the spares */
     if (rc) {

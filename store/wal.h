@@ -49,6 +49,10 @@ struct wal_options {
     /* Tests only: the n-th write or sync fails with errno fault_errno (0: none). */
     unsigned fault_after_syncs;
     int fault_errno;
+    /* Tests only: called after each segment wal_prepare renamed for reuse, before the
+     * directory's fsync (a crash there is a recycling cut short). NULL: none. */
+    void (*recycle_hook)(void *arg);
+    void *recycle_hook_arg;
 };
 
 /*

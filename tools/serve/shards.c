@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <liburing.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
@@ -24,6 +25,7 @@
 #include "engine/clock.h"
 #include "engine/json.h"
 #include "engine/limits.h"
+#include "net/log.h"
 #include "net/reactor.h"
 #include "store/manifest.h"
 #include "store/shard.h"
@@ -133,19 +135,41 @@ static size_t port_recv(void *ctx, struct shard_job **jobs, size_t max)
     return kept;
 }
 
-/* Reaps the shard ring's completions: wake-ups from reactors, and our own wake-ups
- * that could not be delivered (re-armed for the next flush). */
+/* user_data of the poll on the store's event descriptor (the log's syncer). */
+#define PORT_STORE_TAG 0x73746f7265000000ull
+
+/* Watches the store's event descriptor (write-ahead log mode) with a multishot poll: its
+ * completions only wake the loop, which then polls the store. */
+static void port_arm_store(struct port *p)
+{
+    int fd = shard_store_event_fd(p->store);
+    struct io_uring_sqe *sqe = fd >= 0 ? io_uring_get_sqe(&p->ring) : NULL;
+    if (sqe == NULL)
+        return;
+    io_uring_prep_poll_multishot(sqe, fd, POLLIN);
+    io_uring_sqe_set_data64(sqe, PORT_STORE_TAG);
+    io_uring_submit(&p->ring);
+}
+
+/* Reaps the shard ring's completions: wake-ups from reactors, our own wake-ups that
+ * could not be delivered (re-armed for the next flush), the store's poll (re-armed
+ * when the kernel ended it). */
 static void port_reap(struct port *p)
 {
     struct io_uring_cqe *cqe;
     unsigned head, seen = 0;
+    bool rearm = false;
     io_uring_for_each_cqe(&p->ring, head, cqe)
     {
-        if (cqe->user_data == REACTOR_WAKE_TAG && cqe->res < 0)
+        if (cqe->user_data == PORT_STORE_TAG)
+            rearm |= !(cqe->flags & IORING_CQE_F_MORE);
+        else if (cqe->user_data == REACTOR_WAKE_TAG && cqe->res < 0)
             xcore_wake_failed(p->owner->mesh, p->endpoint);
         seen++;
     }
     io_uring_cq_advance(&p->ring, seen);
+    if (rearm)
+        port_arm_store(p);
 }
 
 static void port_wait(void *ctx, int timeout_ms)
@@ -182,6 +206,23 @@ static void *shard_main(void *arg)
     return NULL;
 }
 
+/* One log line per shard that replayed its write-ahead log at open. */
+static void report_recovery(const struct shard_store *st, unsigned shard)
+{
+    struct shard_store_stats ss;
+    shard_store_get_stats(st, &ss);
+    if (!shard_store_async(st))
+        return;
+    char sh[16], recs[24], ops[24], ms[24], pos[24];
+    snprintf(sh, sizeof(sh), "%u", shard);
+    snprintf(recs, sizeof(recs), "%llu", (unsigned long long)ss.replayed_records);
+    snprintf(ops, sizeof(ops), "%llu", (unsigned long long)ss.replayed_ops);
+    snprintf(ms, sizeof(ms), "%.1f", (double)ss.replay_ns / 1e6);
+    snprintf(pos, sizeof(pos), "%llu", (unsigned long long)ss.wal_written);
+    log_write_str(LOG_INFO, "write-ahead log replayed", "shard", sh, "records", recs, "operations",
+                  ops, "ms", ms, "log_end", pos, NULL);
+}
+
 static int open_stores(struct shards *s, const struct shards_config *cfg, char *why,
                        size_t why_bytes)
 {
@@ -190,14 +231,18 @@ static int open_stores(struct shards *s, const struct shards_config *cfg, char *
         return err;
     /* One fsync per commit under load; answers wait for the fsync that covers their
      * commit (store/shard.c). */
-    struct shard_store_options opt = {.idem_ttl_ms = cfg->idem_ttl_ms, .defer_meta_sync = 1};
+    struct shard_store_options opt = cfg->store;
+    opt.idem_ttl_ms = cfg->idem_ttl_ms;
+    opt.defer_meta_sync = 1; /* the LMDB mode's; the log's mode commits durably */
     for (unsigned i = 0; i < cfg->cores; i++) {
         err = shard_store_open(&s->ports[i].store, cfg->data_dir, i, &opt);
         if (err) {
+            const char *more = shard_store_open_error();
             snprintf(why, why_bytes, "cannot open shard %u under %s: %s", i, cfg->data_dir,
-                     strerror(-err));
+                     more[0] ? more : strerror(-err));
             return err;
         }
+        report_recovery(s->ports[i].store, i);
     }
     return 0;
 }
@@ -221,6 +266,7 @@ static int port_init(struct shards *s, unsigned i, char *why, size_t why_bytes)
         return err;
     }
     p->shard.store = p->store;
+    port_arm_store(p);
     p->shard.transport = &port_transport;
     p->shard.transport_ctx = p;
     return 0;
