@@ -36,6 +36,27 @@ static void stat_add(uint64_t *field, uint64_t delta)
     __atomic_store_n(field, __atomic_load_n(field, __ATOMIC_RELAXED) + delta, __ATOMIC_RELAXED);
 }
 
+/* Every field of struct shard_store_stats is 64 bits wide: copied as an array. */
+_Static_assert(sizeof(struct shard_store_stats) % sizeof(uint64_t) == 0, "u64 fields");
+
+static void publish_stats(struct shard *sh)
+{
+    struct shard_store_stats now;
+    shard_store_get_stats(sh->store, &now);
+    const uint64_t *from = (const uint64_t *)&now;
+    uint64_t *to = (uint64_t *)&sh->store_stats;
+    for (size_t i = 0; i < sizeof(now) / sizeof(uint64_t); i++)
+        __atomic_store_n(&to[i], from[i], __ATOMIC_RELAXED);
+}
+
+void shard_store_stats_load(const struct shard *sh, struct shard_store_stats *out)
+{
+    const uint64_t *from = (const uint64_t *)&sh->store_stats;
+    uint64_t *to = (uint64_t *)out;
+    for (size_t i = 0; i < sizeof(*out) / sizeof(uint64_t); i++)
+        to[i] = __atomic_load_n(&from[i], __ATOMIC_RELAXED);
+}
+
 /* Returns every job to its reactor; a full ring is waited out (the reactor drains
  * it every turn), flushing wake-ups so the reactor is awake to make room. */
 static void reply_all(struct shard *sh, struct shard_job **jobs, size_t n)
@@ -239,11 +260,13 @@ static int shard_run_async(struct shard *sh)
                 return 0;
             /* Wakes on a job, on the log's syncer (the transport watches
              * shard_store_event_fd), or after the timeout: a full overlay is polled. */
+            publish_stats(sh);
             t->wait(sh->transport_ctx, !ready ? 1 : len > 0 ? 10 : SHARD_IDLE_WAIT_MS);
             continue;
         }
         run_batch(sh, jobs, n, items);
         shard_store_kick(sh->store);
+        publish_stats(sh);
         for (size_t i = 0; i < n; i++)
             fifo[(head + len++) % SHARD_HELD_MAX] = jobs[i];
     }
@@ -251,6 +274,7 @@ static int shard_run_async(struct shard *sh)
 
 int shard_run(struct shard *sh)
 {
+    publish_stats(sh);
     if (shard_store_async(sh->store))
         return shard_run_async(sh);
     static __thread struct shard_job *held[SHARD_BATCH_MAX];
@@ -263,6 +287,7 @@ int shard_run(struct shard *sh)
         if (n == 0 && held_n == 0) {
             if (__atomic_load_n(&sh->stop, __ATOMIC_ACQUIRE))
                 return 0;
+            publish_stats(sh);
             t->wait(sh->transport_ctx, SHARD_IDLE_WAIT_MS);
             continue;
         }
@@ -275,6 +300,7 @@ int shard_run(struct shard *sh)
         if (!wrote && need > shard_store_durable(sh->store) && !shard_store_failed(sh->store))
             sync_explicit(sh);
         held_n = settle(sh, held, held_n, jobs, n);
+        publish_stats(sh);
     }
 }
 

@@ -337,6 +337,73 @@ static uint64_t stat_of(const struct port *p, size_t off)
                            __ATOMIC_RELAXED);
 }
 
+/* The write-ahead log, the overlay and the checkpoints (zero with --wal off). */
+static void store_metrics(const struct shards *s, struct metrics_out *o)
+{
+    static const struct {
+        const char *name, *type, *help;
+        size_t off;
+        bool seconds;
+    } m[] = {
+        {"ringpay_wal_written_bytes", "gauge", "Log position: the end of everything staged.",
+         offsetof(struct shard_store_stats, wal_written), false},
+        {"ringpay_wal_durable_bytes", "gauge",
+         "Log position: the end of everything a completed fdatasync covered.",
+         offsetof(struct shard_store_stats, wal_durable), false},
+        {"ringpay_wal_writes_total", "counter", "Log writes (each a group of batches).",
+         offsetof(struct shard_store_stats, wal_writes), false},
+        {"ringpay_wal_syncs_total", "counter", "Log fdatasyncs.",
+         offsetof(struct shard_store_stats, wal_syncs), false},
+        {"ringpay_wal_bytes_total", "counter", "Bytes written to the log.",
+         offsetof(struct shard_store_stats, wal_bytes), false},
+        {"ringpay_wal_sync_seconds_total", "counter", "Time in log writes and fdatasyncs.",
+         offsetof(struct shard_store_stats, wal_sync_ns), true},
+        {"ringpay_wal_segments_made_total", "counter", "Log segment files created (zero-filled).",
+         offsetof(struct shard_store_stats, wal_segments_made), false},
+        {"ringpay_wal_segments_recycled_total", "counter",
+         "Log segment files reused from below a checkpoint.",
+         offsetof(struct shard_store_stats, wal_segments_recycled), false},
+        {"ringpay_checkpoints_total", "counter", "Checkpoints committed into LMDB.",
+         offsetof(struct shard_store_stats, checkpoints), false},
+        {"ringpay_checkpoint_seconds_total", "counter", "Time writing and committing checkpoints.",
+         offsetof(struct shard_store_stats, checkpoint_ns), true},
+        {"ringpay_checkpoint_operations_total", "counter", "Operations checkpoints covered.",
+         offsetof(struct shard_store_stats, checkpoint_ops), false},
+        {"ringpay_checkpoint_written_bytes_total", "counter",
+         "Bytes the checkpointer wrote to storage (LMDB pages; divide by 4096 and by "
+         "operations for pages per operation).",
+         offsetof(struct shard_store_stats, checkpoint_bytes), false},
+        {"ringpay_checkpoint_position_bytes", "gauge", "Log position the last checkpoint covers.",
+         offsetof(struct shard_store_stats, checkpoint_pos), false},
+        {"ringpay_overlay_bytes", "gauge", "Memory used by the overlay's two layers.",
+         offsetof(struct shard_store_stats, overlay_bytes), false},
+        {"ringpay_overlay_operations", "gauge", "Operations in the active layer.",
+         offsetof(struct shard_store_stats, overlay_ops), false},
+        {"ringpay_overlay_full_total", "counter",
+         "Operations answered 503 because both overlay layers were full.",
+         offsetof(struct shard_store_stats, overlay_full), false},
+        {"ringpay_wal_replayed_operations", "gauge", "Operations replayed from the log at start.",
+         offsetof(struct shard_store_stats, replayed_ops), false},
+        {"ringpay_wal_replay_seconds", "gauge", "Time the replay at start took.",
+         offsetof(struct shard_store_stats, replay_ns), true},
+    };
+    for (size_t k = 0; k < ARRAY_LEN(m); k++) {
+        metrics_family(o, m[k].name, m[k].type, m[k].help);
+        for (unsigned i = 0; i < s->cores; i++) {
+            char labels[32];
+            snprintf(labels, sizeof(labels), "shard=\"%u\"", i);
+            struct shard_store_stats st;
+            shard_store_stats_load(&s->ports[i].shard, &st);
+            uint64_t v;
+            memcpy(&v, (const char *)&st + m[k].off, sizeof(v));
+            if (m[k].seconds)
+                metrics_sample_seconds(o, m[k].name, labels, v);
+            else
+                metrics_sample_u64(o, m[k].name, labels, v);
+        }
+    }
+}
+
 void shards_metrics(const struct shards *s, struct metrics_out *o)
 {
     static const struct {
@@ -375,6 +442,7 @@ void shards_metrics(const struct shards *s, struct metrics_out *o)
                 metrics_sample_u64(o, m[k].name, labels, v);
         }
     }
+    store_metrics(s, o);
     metrics_family(o, "ringpay_shard_failed", "gauge",
                    "1 when the shard saw a failed commit or sync and refuses all work.");
     for (unsigned i = 0; i < s->cores; i++) {
