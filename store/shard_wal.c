@@ -103,6 +103,7 @@ struct shard_wal {
     struct walrec_writer *wr; /* the record being built, or NULL */
     size_t rec_bound;         /* the most its operations can have added to a layer */
     size_t rec_ops;           /* its operations */
+    size_t last_batch_ops;    /* operations the last batch logged */
 
     uint64_t event_seq;     /* the last event appended (in a layer or LMDB) */
     uint64_t event_durable; /* the last event whose record is durable */
@@ -939,6 +940,7 @@ int shard_wal_apply_batch(struct shard_store *s, struct batch_item *items, size_
     struct shard_wal *m = s->wal;
     int rc = ckpt_take(s);
     now_ms = clamp_now(m, now_ms);
+    uint64_t ops_before = m->active_ops;
     for (size_t i = 0; rc == 0 && i < n; i++) {
         struct batch_item *it = &items[i];
         size_t need = op_bound_bytes(it->op);
@@ -976,6 +978,7 @@ int shard_wal_apply_batch(struct shard_store *s, struct batch_item *items, size_
         return rc;
     }
     event_mark_push(m, wal_written(m->wal), m->event_seq);
+    m->last_batch_ops = m->active_ops >= ops_before ? m->active_ops - ops_before : n;
     ckpt_maybe(s);
     s->stats.batches++;
     s->stats.items += n;
@@ -1005,10 +1008,21 @@ int shard_wal_read(struct shard_store *s, struct batch_item *items, size_t n, in
     return rc;
 }
 
+/* A small batch means the shard is not busy: it writes and syncs the log itself (no
+ * hand-off to the syncer and back); a larger one goes to the syncer, so that the next
+ * batch is applied while this one syncs. */
 void shard_wal_kick(struct shard_store *s)
 {
-    ASSERT(s->wal->wr == NULL);
-    wal_kick(s->wal->wal);
+    struct shard_wal *m = s->wal;
+    ASSERT(m->wr == NULL);
+    if (m->last_batch_ops <= WAL_INLINE_BATCH_MAX && !wal_busy(m->wal)) {
+        int rc = wal_write_here(m->wal);
+        if (rc)
+            ss_fail(s, rc);
+        event_marks_take(m);
+        return;
+    }
+    wal_kick(m->wal);
 }
 
 int shard_wal_poll(struct shard_store *s)

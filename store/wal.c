@@ -648,6 +648,27 @@ bool wal_kick(struct wal *w)
     return true;
 }
 
+int wal_write_here(struct wal *w)
+{
+    ASSERT(!w->recording);
+    struct stage *s = &w->stages[w->fill];
+    int rc = __atomic_load_n(&w->err, __ATOMIC_ACQUIRE);
+    if (rc || w->busy || s->len == 0)
+        return rc;
+    /* The syncer has nothing handed over, so it waits on cv and touches no file; the
+     * mutex orders this write after its last one (segment descriptors included). */
+    pthread_mutex_lock(&w->mu);
+    rc = do_write(w, s);
+    pthread_mutex_unlock(&w->mu);
+    if (rc)
+        __atomic_store_n(&w->err, rc, __ATOMIC_RELEASE);
+    else
+        __atomic_store_n(&w->durable, s->end, __ATOMIC_RELEASE);
+    s->len = 0;
+    s->npieces = 0;
+    return rc;
+}
+
 bool wal_busy(const struct wal *w)
 {
     return w->busy;

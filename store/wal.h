@@ -95,6 +95,12 @@ void wal_abandon(struct wal *w);
  * write started. */
 bool wal_kick(struct wal *w);
 
+/* Writes and fdatasyncs what is staged on the calling thread (the shard thread), when
+ * no write is in flight: for a shard that is not busy, this saves the two thread
+ * hand-offs of the syncer. Returns 0 (also when there was nothing to do or a write is in
+ * flight) or the -errno that failed the log. */
+int wal_write_here(struct wal *w);
+
 /* True while a write is in flight. */
 bool wal_busy(const struct wal *w);
 
