@@ -870,6 +870,78 @@ static void test_fault_map_full(void **state)
     assert_int_equal(st.dead_letters, 100);
 }
 
+/* ---- The worked example of docs/backoffice.md ---------------------------------------------- */
+
+/* Europe/Berlin in late November is CET, +01:00 all along. */
+static int cet(void *arg, int64_t u, int32_t *off)
+{
+    *off = 3600;
+    return 0;
+}
+
+static void test_doc_worked_example(void **state)
+{
+    struct fx *f = *state;
+    settle_calendar_init(&f->cal, cet, NULL, 120, 10 * 60000); /* --cutoff 02:00 --grace 10m */
+    char a[ID_BYTES + 1], b[ID_BYTES + 1], c[ID_BYTES + 1], e[ID_BYTES + 1];
+    /* times in UTC; CET is one hour ahead */
+    assert_int_equal(settle_gen_authorize(&f->g, "m-1", "EUR", 10000, T("2026-11-24T22:25:00.000Z"), a), 201);
+    assert_int_equal(settle_gen_capture(&f->g, a, 8000, T("2026-11-24T22:30:00.000Z")), 200);
+    pay(f, "m-1", "EUR", 5000, 0, T("2026-11-25T00:15:00.000Z"), b);
+    pay(f, "m-1", "EUR", 12000, 0, T("2026-11-25T01:05:00.000Z"), c);
+    deliver(f, T("2026-11-25T01:06:00.000Z"), NULL);
+    uint64_t closed;
+    assert_int_equal(settle_store_close_due(f->s, &f->cal, T("2026-11-25T01:10:00.000Z"), &closed), 0);
+    assert_int_equal(closed, 1);
+    struct settle_batch b24 = batch(f, "m-1", "EUR", "2026-11-24");
+    assert_true(b24.closed);
+    assert_int_equal(b24.gross, 13000);
+    assert_int_equal(b24.capture_count, 2);
+    assert_int_equal(settle_batch_net(&b24), 13000);
+    /* the refund of 00:50Z (01:50 CET, business date 11-24) arrives at 01:30Z */
+    assert_int_equal(settle_gen_refund(&f->g, b, 1000, T("2026-11-25T00:50:00.000Z")), 201);
+    enum settle_msg_result r[8];
+    deliver(f, T("2026-11-25T01:30:00.000Z"), r);
+    assert_int_equal(r[0], SETTLE_MSG_ADJUSTED);
+    assert_int_equal(settle_gen_refund(&f->g, a, 2000, T("2026-11-25T08:00:00.000Z")), 201);
+    pay(f, "m-1", "EUR", 3000, 0, T("2026-11-25T13:00:00.000Z"), e);
+    deliver(f, T("2026-11-25T13:05:00.000Z"), NULL);
+    struct settle_batch b25 = batch(f, "m-1", "EUR", "2026-11-25");
+    assert_int_equal(b25.gross, 15000);
+    assert_int_equal(b25.refunds, 2000);
+    assert_int_equal(b25.adjustments, -1000);
+    assert_int_equal(settle_batch_net(&b25), 12000);
+    assert_int_equal(b25.capture_count, 2);
+    assert_int_equal(b25.refund_count, 1);
+    assert_false(b25.closed);
+    b24 = batch(f, "m-1", "EUR", "2026-11-24");
+    assert_int_equal(settle_batch_net(&b24), 13000); /* final */
+
+    char text[1024];
+    snprintf(text, sizeof(text),
+             "transaction_id,amount,currency,value_date\n"
+             "%s,8000,EUR,2026-11-24\n"
+             "%s,5500,EUR,2026-11-24\n"
+             "%s,12000,USD,2026-11-25\n"
+             "pay_0300000000000000ff,300,EUR,2026-11-24\n"
+             "%s,8000,EUR,2026-11-24\n"
+             "pay_030000000000000009,12.00,EUR,2026-11-24\n",
+             a, b, c, a);
+    struct recon_summary s;
+    assert_int_equal(upload(f, text, 100, T("2026-11-25T13:10:00.000Z"), &s), 0);
+    assert_int_equal(s.lines, 6);
+    for (int k = 0; k < RECON_CATEGORIES; k++)
+        assert_int_equal(s.counts[k], 1);
+    struct items *l = calloc(1, sizeof(*l));
+    all_items(f, s.seq, l);
+    assert_int_equal(l->n, 6);
+    assert_int_equal(l->cat[5], RECON_MISSING_IN_BANK);
+    assert_string_equal(l->tid[5], e);
+    assert_int_equal(l->item[5], 8);
+    free(l);
+    assert_string_equal(a, "pay_030000000000000001");
+}
+
 int main(void)
 {
 #define T_(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -885,6 +957,7 @@ int main(void)
         T_(test_outbox_replicated_mark),
         T_(test_fault_put_once_and_persistent),
         T_(test_fault_map_full),
+        T_(test_doc_worked_example),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
