@@ -37,7 +37,8 @@
  *    "payment":{...the payment after the change...}}
  * with "refund":{...} instead of "released_amount" for payment.refunded, and neither for
  * payment.authorized. Strict (decisions): RFC 8259 syntax with no extension, one value,
- * at most SETTLE_EVENT_MAX_BYTES, no duplicate member at any level, strings valid UTF-8;
+ * at most SETTLE_EVENT_MAX_BYTES, no member settle reads given twice (also when spelled
+ * with escapes), strings valid UTF-8 without lone surrogates;
  * every member settle uses present with its exact type and form (ids as the engine
  * formats them, occurred_at as the engine's 24-byte RFC 3339 UTC form, amounts plain
  * integers in range, currency three upper-case letters, merchant_id per SPEC §2); the
@@ -452,7 +453,9 @@ int recon_render_summary(struct jw *w, const struct recon_summary *s);
 
 /* One item: {"item","line"|null,"category","transaction_id"|null,"amount"|null,
  * "currency"|null,"value_date"|null,"expected_amount"|null,"expected_currency"|null,
- * "merchant_id"|null,"reason"|null}. */
+ * "expected_value_date"|null,"merchant_id"|null,"reason"|null}: the line's fields as
+ * given (null for a missing payment or what a malformed line lacks), what settle knows
+ * of the capture (null when it knows none), and a malformed line's reason. */
 int recon_render_item(struct jw *w, const struct recon_item *it);
 
 /* The value of a recon.unmatched event: {"event_id":"evt_<file id>_<item>_<round>",

@@ -147,6 +147,13 @@ static uint32_t get_u32be(const uint8_t *p)
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
+/* memcpy that allows (NULL, 0): absent keys, values and reasons are copied as nothing. */
+static void put_bytes(uint8_t *dst, const void *src, size_t n)
+{
+    if (n)
+        memcpy(dst, src, n);
+}
+
 static size_t bkey_encode(uint8_t *k, const struct settle_key *key)
 {
     ASSERT(key->date >= 0);
@@ -1050,23 +1057,23 @@ static int outbox_append(struct stx *t, const char *topic, const char *key, size
     p[3] = (uint8_t)nh;
     record_put_u32le(p + 4, (uint32_t)value_len);
     uint8_t *w = p + OUT_FIXED;
-    memcpy(w, topic, tlen);
+    put_bytes(w, topic, tlen);
     w += tlen;
     *w++ = (uint8_t)(key_len >> 8);
     *w++ = (uint8_t)key_len;
-    memcpy(w, key, key_len);
+    put_bytes(w, key, key_len);
     w += key_len;
     for (size_t i = 0; i < nh; i++) {
         ASSERT(h[i].name_len < 256 && h[i].value_len < 65536);
         *w++ = (uint8_t)h[i].name_len;
         *w++ = (uint8_t)(h[i].value_len >> 8);
         *w++ = (uint8_t)h[i].value_len;
-        memcpy(w, h[i].name, h[i].name_len);
+        put_bytes(w, h[i].name, h[i].name_len);
         w += h[i].name_len;
-        memcpy(w, h[i].value, h[i].value_len);
+        put_bytes(w, h[i].value, h[i].value_len);
         w += h[i].value_len;
     }
-    memcpy(w, value, value_len);
+    put_bytes(w, value, value_len);
     w += value_len;
     ASSERT((size_t)(w - p) == size);
     t->d.outbox_seq = seq;
@@ -1206,10 +1213,10 @@ static int dead_letter(struct stx *t, const struct settle_msg *m, const char *re
     record_put_u32le(p + 40, (uint32_t)vlen);
     record_put_u32le(p + 44, (uint32_t)(m->value ? m->value_len : 0));
     uint8_t *w = p + DLQ_FIXED;
-    memcpy(w, m->topic, tlen);
-    memcpy(w + tlen, reason, rlen);
-    memcpy(w + tlen + rlen, m->key, klen);
-    memcpy(w + tlen + rlen + klen, m->value, vlen);
+    put_bytes(w, m->topic, tlen);
+    put_bytes(w + tlen, reason, rlen);
+    put_bytes(w + tlen + rlen, m->key, klen);
+    put_bytes(w + tlen + rlen + klen, m->value, vlen);
     char part[16], off[24];
     int pn = snprintf(part, sizeof(part), "%d", (int)m->partition);
     int on = snprintf(off, sizeof(off), "%lld", (long long)m->offset);
@@ -1759,7 +1766,7 @@ static void dlq_rewrite(struct stx *t, const struct settle_dead_letter *d, bool 
     /* Copy out of the map first: the reserve may move the old record's pages. */
     uint8_t *copy = malloc(size);
     if (copy == NULL) {
-        tfail(t, ENOMEM);
+        tfail(t, -ENOMEM); /* this call's failure, not the store's */
         return;
     }
     memset(copy, 0, DLQ_FIXED);
@@ -1778,10 +1785,10 @@ static void dlq_rewrite(struct stx *t, const struct settle_dead_letter *d, bool 
     record_put_u32le(copy + 40, (uint32_t)d->value_len);
     record_put_u32le(copy + 44, (uint32_t)d->value_len);
     uint8_t *w = copy + DLQ_FIXED;
-    memcpy(w, d->topic, d->topic_len);
-    memcpy(w + d->topic_len, reason, rlen);
-    memcpy(w + d->topic_len + rlen, d->key, d->key_len);
-    memcpy(w + d->topic_len + rlen + d->key_len, d->value, d->value_len);
+    put_bytes(w, d->topic, d->topic_len);
+    put_bytes(w + d->topic_len, reason, rlen);
+    put_bytes(w + d->topic_len + rlen, d->key, d->key_len);
+    put_bytes(w + d->topic_len + rlen + d->key_len, d->value, d->value_len);
     record_put_u64be(k, d->id);
     if (treserve(t, D_DLQ, k, sizeof(k), size, (void **)&p) == 0)
         memcpy(p, copy, size);
@@ -1938,9 +1945,9 @@ static int item_put(struct stx *t, uint64_t file, const struct recon_item *it)
         memcpy(p + 56, it->capture.payment_id, ID_BYTES);
     }
     uint8_t *w = p + ITEM_FIXED;
-    memcpy(w, it->transaction_id, it->transaction_id_len);
-    memcpy(w + it->transaction_id_len, it->capture.merchant_id, mlen);
-    memcpy(w + it->transaction_id_len + mlen, it->reason, rlen);
+    put_bytes(w, it->transaction_id, it->transaction_id_len);
+    put_bytes(w + it->transaction_id_len, it->capture.merchant_id, mlen);
+    put_bytes(w + it->transaction_id_len + mlen, it->reason, rlen);
     return 0;
 }
 
