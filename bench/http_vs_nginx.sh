@@ -19,7 +19,11 @@ RP_PORT=18180
 NG_PORT=18181
 NOLOG_PORT=18182
 . bench/lib.sh
-start_servers $RP_PORT $NG_PORT $NOLOG_PORT
+start_nginx $NG_PORT
+start_ringpay ringpay $RP_PORT
+start_ringpay nolog $NOLOG_PORT --access-log off
+wait_up http://127.0.0.1:$NG_PORT/ http://127.0.0.1:$RP_PORT/readyz \
+    http://127.0.0.1:$NOLOG_PORT/readyz
 
 # run NAME PORT MODE -> appends "name mode rps p50_us p99_us" to $tmp/results
 run() {

@@ -1,32 +1,41 @@
-# Shared by the bench/*_vs_nginx.sh scripts: a temp dir cleaned up on exit, and both
-# servers started side by side on loopback. Source it after setting BUILD and CORES.
+# Shared by the bench/*_vs_nginx.sh scripts: a temp dir cleaned up on exit, and servers
+# started side by side on loopback. Source it after setting BUILD and CORES.
 
 tmp=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"' EXIT
 
-# start_servers RINGPAY_PORT NGINX_PORT [NOLOG_PORT]: nginx (one worker per CPU,
-# bench/nginx.conf) and `ringpay serve --cores $CORES` with its access log on (the
-# default), writing its logs to a file as a production engine would; with NOLOG_PORT, a
-# second ringpay with `--access-log off` on its own data directory, so that the log's
-# cost is measured in the same run. Waits (at most 5 s) until all answer.
-start_servers() {
-    local rp=$1 ng=$2 nolog=${3:-}
-    sed -e "s/NWORKERS/$(nproc)/" -e "s#PIDFILE#$tmp/nginx.pid#" -e "s/PORT/$ng/" \
+# start_nginx PORT: nginx (one worker per CPU, bench/nginx.conf) answering a fixed body.
+start_nginx() {
+    sed -e "s/NWORKERS/$(nproc)/" -e "s#PIDFILE#$tmp/nginx.pid#" -e "s/PORT/$1/" \
         bench/nginx.conf >"$tmp/nginx.conf"
     nginx -c "$tmp/nginx.conf" -p "$tmp" &
-    "$BUILD/ringpay" serve --listen 127.0.0.1:"$rp" --cores "$CORES" --data "$tmp/data" \
-        --log-level error 2>>"$tmp/ringpay.log" &
-    if [ -n "$nolog" ]; then
-        "$BUILD/ringpay" serve --listen 127.0.0.1:"$nolog" --cores "$CORES" \
-            --data "$tmp/data-nolog" --log-level error --access-log off 2>>"$tmp/ringpay.log" &
-    fi
+}
+
+# start_ringpay NAME PORT [serve flags...]: `ringpay serve --cores $CORES` on its own
+# data directory $tmp/NAME, its logs (access log included, unless the flags turn it off)
+# written to $tmp/NAME.log as a production engine would. Before it starts, one merchant
+# key for each of m-0 .. m-(MERCHANTS-1) (default 64) is created in its data directory
+# and the keys' JSON lines are kept in $tmp/NAME.keys, for `ringpay load --keys`.
+start_ringpay() {
+    local name=$1 port=$2 i
+    shift 2
+    mkdir -p "$tmp/$name"
+    for i in $(seq 0 $((${MERCHANTS:-64} - 1))); do
+        "$BUILD/ringpay" keys add --data "$tmp/$name" --merchant "m-$i"
+    done >"$tmp/$name.keys"
+    "$BUILD/ringpay" serve --listen 127.0.0.1:"$port" --cores "$CORES" --data "$tmp/$name" \
+        --log-level error "$@" 2>>"$tmp/$name.log" &
+}
+
+# wait_up URL...: until every URL answers 2xx (at most 5 s).
+wait_up() {
+    local u ok
     for _ in $(seq 50); do
-        curl -sf "http://127.0.0.1:$rp/readyz" >/dev/null &&
-            curl -sf "http://127.0.0.1:$ng/" >/dev/null &&
-            { [ -z "$nolog" ] || curl -sf "http://127.0.0.1:$nolog/readyz" >/dev/null; } &&
-            return 0
+        ok=1
+        for u in "$@"; do curl -sf "$u" >/dev/null || ok=0; done
+        [ $ok = 1 ] && return 0
         sleep 0.1
     done
-    echo "bench: servers did not come up" >&2
+    echo "bench: servers did not come up: $*" >&2
     return 1
 }

@@ -64,3 +64,11 @@ uint32_t bucket_take(struct bucket *b, const struct bucket_conf *conf, int64_t n
     check(b, conf);
     return (uint32_t)seconds;
 }
+
+bool bucket_full(const struct bucket *b, const struct bucket_conf *conf, int64_t now_ms)
+{
+    check(b, conf);
+    struct bucket t = *b;
+    refill(&t, conf, now_ms);
+    return t.level_milli == (int64_t)conf->burst * MILLI;
+}

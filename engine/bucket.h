@@ -22,6 +22,7 @@
 #ifndef RINGPAY_ENGINE_BUCKET_H
 #define RINGPAY_ENGINE_BUCKET_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "engine/limits.h"
@@ -51,6 +52,10 @@ void bucket_init(struct bucket *b, const struct bucket_conf *conf, int64_t now_m
  * Retry-After in whole seconds (>= 1) and takes nothing.
  */
 uint32_t bucket_take(struct bucket *b, const struct bucket_conf *conf, int64_t now_ms);
+
+/* True when b would be at its burst at now_ms: it is then the same as a new bucket, so
+ * a table of buckets may drop or reuse it (nothing is changed). */
+bool bucket_full(const struct bucket *b, const struct bucket_conf *conf, int64_t now_ms);
 
 #ifdef __cplusplus
 }

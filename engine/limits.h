@@ -92,6 +92,14 @@
 /* X-Request-Id accepted from a client (printable ASCII); longer ones are replaced. */
 #define REQUEST_ID_MAX_BYTES 128
 
+/* A request the application cannot take yet (its job pool is empty: the shards are
+ * behind) waits while jobs keep coming back; when none has come back for this long,
+ * the waiting requests, and their connections' next ones until one is taken, are
+ * answered 503 overloaded with Retry-After (SPEC §6: over a bound, a status, never a
+ * hang). Bursts are absorbed by waiting, which TCP passes on to the client; a shard
+ * stalled on its disk is reported within about a second. */
+#define REACTOR_BUSY_WAIT_MAX_MS 1000
+
 /* SQ entries of a reactor's io_uring (the CQ has four times as many): a turn prepares
  * at most a receive, a send and a cancel per connection it touched. */
 #define REACTOR_RING_ENTRIES 4096
@@ -347,6 +355,34 @@ _Static_assert(SHARD_RING_ENTRIES >= CORES_MAX, "one wake-up per reactor fits a 
  * give up with one line: a change takes milliseconds, so a longer wait means a stuck
  * process, which a person should look at rather than a queue of waiting commands. */
 #define KEYFILE_LOCK_WAIT_MS 5000
+
+/* SIGHUP reloads of the key file whose old key set a reactor may still hold (it is
+ * freed once every reactor has passed a loop turn, within ~REACTOR_TICK_MS). More
+ * reloads than this within that time are refused with one line; the keys in force
+ * stay. */
+#define KEYS_RELOADS_PENDING_MAX 8
+
+/* Merchants whose request budget one shard tracks at once (tools/serve/limits). A
+ * bucket that has refilled to its burst is the same as no bucket, so such entries are
+ * reused first; only when MERCHANT_BUCKETS_PER_SHARD merchants are all mid-budget at
+ * once does the least recently used one start over (full) — lenient, never wrong in the
+ * refusing direction. 64 Ki entries are ~3 MiB per shard. */
+#define MERCHANT_BUCKETS_PER_SHARD 65536
+
+/* Client addresses one reactor tracks (open connections and request budget) at once,
+ * with the same reuse rule; an address with open connections is never reused. */
+#define CLIENT_ADDRS_PER_CORE 65536
+
+/* Default budgets (SPEC §3: generous enough that benchmarks are not throttled): a
+ * merchant 100,000 requests/s with bursts of 200,000, kept by the shard that owns it;
+ * a client address 1,000,000 requests/s with bursts of 1,000,000 on each core, and as
+ * many connections per core as --max-connections. Operators lower them per deployment
+ * (--merchant-rps, --merchant-burst, --client-rps, --client-burst,
+ * --client-max-connections). */
+#define MERCHANT_RPS_DEFAULT   100000
+#define MERCHANT_BURST_DEFAULT 200000
+#define CLIENT_RPS_DEFAULT     1000000
+#define CLIENT_BURST_DEFAULT   1000000
 
 /* Token buckets (engine/bucket.h): rate in tokens per second and burst in tokens. The
  * bounds keep the arithmetic (milli-tokens, int64) far from overflow: a full bucket is

@@ -45,7 +45,9 @@
 #include "engine/assert.h"
 #include "engine/clock.h"
 #include "engine/limits.h"
+#include "net/clients.h"
 #include "net/log.h"
+#include "net/proxy.h"
 
 /* What an SQE of ours is for (the top byte of its user_data). */
 enum uop {
@@ -109,6 +111,10 @@ struct conn {
     bool drained;     /* the last receive got less than it asked: the socket was empty */
     bool continue_owed;
     bool in_large;
+    bool await_proxy; /* a balancer's connection: its PROXY header comes first */
+    bool counted;     /* counted in the clients table (clients_connect) */
+    bool budget_paid; /* the request being dispatched was charged to its address */
+    bool overloaded;  /* the application made no progress for REACTOR_BUSY_WAIT_MAX_MS */
     char *in;
     uint32_t in_len, in_cap;
     uint32_t recv_len; /* bytes the receive in flight asked for */
@@ -127,6 +133,8 @@ struct conn {
     uint32_t next_free;
     uint8_t cont_rid_len; /* > 0: the id the 100 Continue carried, for its request */
     uint8_t peer_len;
+    uint8_t peer_key[16];              /* the client address as the clients table keys it */
+    struct sockaddr_storage peer_addr; /* the socket's peer, or the PROXY source */
     char cont_rid[REQUEST_ID_MAX_BYTES + 1];
     char peer[ACCESS_LOG_CLIENT_MAX_BYTES];
     struct slot slots[CONN_PIPELINE_MAX];
@@ -137,6 +145,8 @@ struct reactor {
     struct reactor_config cfg;
     struct metrics metrics;
     struct accesslog alog;
+    struct clients clients;
+    bool clients_on; /* a budget or a connection cap is configured */
     int listen_fd;
     int stop_fd;
     int port;
@@ -144,7 +154,10 @@ struct reactor {
     volatile int stop_requested;
     bool stopping;
     bool accept_armed;
-    bool resume_wanted; /* reactor_resume() since the last turn */
+    bool resume_wanted;     /* reactor_resume() since the last turn */
+    uint64_t progress_ms;   /* the last reactor_resume(): the application had room */
+    uint64_t wait_start_ms; /* a first connection had to wait for the application */
+    bool resuming;          /* inside resume_busy */
     uint64_t stop_deadline_ms;
 
     struct conn *conns;
@@ -260,31 +273,30 @@ static struct conn *conn_get(struct reactor *r, uint32_t idx, uint32_t gen)
     return c;
 }
 
-/* The peer's address as "ip:port" ("[ip]:port" for IPv6), for the access log. */
-static void peer_text(int fd, char *out, size_t cap, uint8_t *len)
+/* Takes ss as the connection's client: the key of the clients table and the text of
+ * the access log, "ip:port" ("[ip]:port" for IPv6). */
+static void set_client(struct conn *c, const struct sockaddr_storage *ss)
 {
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof(ss);
+    c->peer_addr = *ss;
+    clients_key(ss, c->peer_key);
     char ip[INET6_ADDRSTRLEN] = "?";
     unsigned port = 0;
     bool v6 = false;
-    if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0) {
-        if (ss.ss_family == AF_INET) {
-            struct sockaddr_in *a = (struct sockaddr_in *)&ss;
-            inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
-            port = ntohs(a->sin_port);
-        } else if (ss.ss_family == AF_INET6) {
-            struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
-            inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));
-            port = ntohs(a->sin6_port);
-            v6 = true;
-        }
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+        inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
+        port = ntohs(a->sin_port);
+    } else if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+        inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));
+        port = ntohs(a->sin6_port);
+        v6 = true;
     }
-    int n = snprintf(out, cap, v6 ? "[%s]:%u" : "%s:%u", ip, port);
-    *len = (uint8_t)(n > 0 && (size_t)n < cap ? n : 0);
+    int n = snprintf(c->peer, sizeof(c->peer), v6 ? "[%s]:%u" : "%s:%u", ip, port);
+    c->peer_len = (uint8_t)(n > 0 && (size_t)n < sizeof(c->peer) ? n : 0);
 }
 
-static struct conn *conn_alloc(struct reactor *r, int fd)
+static struct conn *conn_alloc(struct reactor *r, int fd, const struct sockaddr_storage *peer)
 {
     if (r->free_head == NO_CONN)
         return NULL;
@@ -305,8 +317,7 @@ static struct conn *conn_alloc(struct reactor *r, int fd)
     c->want_input = true;
     c->last_active_ms = r->now_ms;
     http_parser_init(&c->parser);
-    if (r->alog.sample)
-        peer_text(fd, c->peer, sizeof(c->peer), &c->peer_len);
+    set_client(c, peer);
     r->conns_open++;
     metrics_add(&r->metrics.connections_open, 1);
     metrics_add(&r->metrics.connections_accepted, 1);
@@ -353,6 +364,8 @@ static void conn_maybe_free(struct reactor *r, struct conn *c)
     large_release(r, c);
     buf_free(&c->out_fill);
     buf_free(&c->out_send);
+    if (c->counted)
+        clients_disconnect(&r->clients, c->peer_key);
     c->state = CONN_FREE;
     c->gen = (c->gen + 1) & 0xffffffu;
     c->next_free = r->free_head;
@@ -594,6 +607,7 @@ void reactor_expect(struct reactor *r, struct reactor_ref ref, size_t body_bytes
 void reactor_resume(struct reactor *r)
 {
     r->resume_wanted = true;
+    r->progress_ms = r->now_ms;
 }
 
 size_t reactor_error_body(char *buf, const char *code, const char *message, const char *request_id)
@@ -712,6 +726,8 @@ static const char *error_code(int status)
     switch (status) {
     case 408:
         return "request_timeout";
+    case 429:
+        return "rate_limited";
     case 413:
         return "body_too_large";
     case 414:
@@ -748,7 +764,7 @@ static void reply_fatal(struct reactor *r, struct conn *c, int status, const cha
     if (!c->recv_armed)
         c->in_len = 0; /* an armed receive still owns the buffer's free end */
     reactor_reply_error(r, &rq, status, r->cfg.route_other, error_code(status), message,
-                        status == 503 ? "Retry-After: 1\r\n" : NULL);
+                        status == 503 || status == 429 ? "Retry-After: 1\r\n" : NULL);
 }
 
 /* Hands one parsed request to the application: 0, or -EBUSY (nothing taken). */
@@ -758,19 +774,53 @@ static int dispatch(struct reactor *r, struct conn *c, const struct http_request
     struct reactor_request rq = {
         .ref = {.conn = c->idx, .gen = c->gen, .seq = s->seq},
         .http = req,
+        .client = &c->peer_addr,
         .buf = c->in,
         .request_id = s->request_id,
         .request_id_len = s->request_id_len,
     };
+    /* The client address's budget, charged once per request (not again when the
+     * application refuses it for now and it is offered again). */
+    if (r->clients_on && !c->budget_paid) {
+        uint32_t retry = clients_request(&r->clients, c->peer_key, (int64_t)r->now_ms);
+        if (retry > 0) {
+            char hdr[40];
+            snprintf(hdr, sizeof(hdr), "Retry-After: %u\r\n", retry);
+            reactor_reply_error(r, &rq, 429, r->cfg.route_other, "rate_limited",
+                                "this client address is over its request budget", hdr);
+            return 0;
+        }
+        c->budget_paid = true;
+    }
     int rc = r->cfg.handler->on_request(r->cfg.handler_ctx, r, &rq);
     if (rc == -EBUSY) {
         slot_cancel(c, s);
         return rc;
     }
     ASSERT(rc == 0);
+    c->budget_paid = false;
     if ((!req->keep_alive || r->stopping) && c->state == CONN_OPEN)
         c->state = CONN_CLOSING;
     return 0;
+}
+
+/* Answers a parsed request 503 overloaded without giving it to the application: it
+ * could not take it for REACTOR_BUSY_WAIT_MAX_MS (SPEC §6: over a bound, a status, never
+ * a hang). The connection goes on with its next request. */
+static void refuse_overloaded(struct reactor *r, struct conn *c, const struct http_request *req)
+{
+    struct slot *s = slot_open(r, c, req, c->in);
+    struct reactor_request rq = {
+        .ref = {.conn = c->idx, .gen = c->gen, .seq = s->seq},
+        .http = req,
+        .client = &c->peer_addr,
+        .buf = c->in,
+        .request_id = s->request_id,
+        .request_id_len = s->request_id_len,
+    };
+    c->budget_paid = false;
+    reactor_reply_error(r, &rq, 503, r->cfg.route_other, "overloaded",
+                        "the engine is saturated; retry later", "Retry-After: 1\r\n");
 }
 
 /* Moves the request being read to a large buffer; false when the pool is empty. */
@@ -823,6 +873,40 @@ static void owe_continue(struct reactor *r, struct conn *c)
 }
 
 /*
+ * A balancer's connection opens with a PROXY header (net/proxy.h): take the client's
+ * address from it (a LOCAL header, the balancer's own health check, keeps the peer's),
+ * drop it from the input, and count the client against its address's cap. False when
+ * the connection cannot go on now: more bytes are needed (want_input), it was closed
+ * (not a PROXY header: the balancer is misconfigured, nothing to answer), or the
+ * client is over its cap (answered 429, then closed).
+ */
+static bool take_proxy_header(struct reactor *r, struct conn *c)
+{
+    struct proxy_header h;
+    enum proxy_result pr = proxy_parse((const uint8_t *)c->in, c->in_len, &h);
+    if (pr == PROXY_NEED_MORE) {
+        c->want_input = true;
+        return false;
+    }
+    if (pr == PROXY_ERROR) {
+        conn_kill(r, c);
+        return false;
+    }
+    if (h.has_addr)
+        set_client(c, &h.src);
+    c->await_proxy = false;
+    consume(r, c, h.header_bytes);
+    if (r->clients_on) {
+        if (clients_connect(&r->clients, c->peer_key, (int64_t)r->now_ms) != 0) {
+            reply_fatal(r, c, 429, "too many connections from this address");
+            return false;
+        }
+        c->counted = true;
+    }
+    return true;
+}
+
+/*
  * Parses and dispatches every complete request in the input buffer while the
  * connection may go on. Leaves want_input set when it stopped for lack of bytes (then
  * the caller arms a receive). After the peer's EOF, an incomplete rest can never
@@ -841,6 +925,10 @@ static void conn_process(struct reactor *r, struct conn *c)
             break;
         if (c->request_start_ms == 0)
             c->request_start_ms = r->now_ms ? r->now_ms : 1;
+        if (c->await_proxy && !take_proxy_header(r, c))
+            break;
+        if (c->in_len == 0)
+            continue;
         int rc = http_parse(&c->parser, c->in, c->in_len, req);
         if (rc == HTTP_PARSE_AGAIN) {
             if (c->in_len == c->in_cap && !grow_input(r, c)) {
@@ -863,8 +951,15 @@ static void conn_process(struct reactor *r, struct conn *c)
         ASSERT(rc == HTTP_PARSE_DONE && req->wire_bytes <= c->in_len);
         c->continue_owed = false; /* the body is here: no 100 Continue any more */
         if (dispatch(r, c, req) == -EBUSY) {
-            busy_set(r, c, true);
-            return;
+            if (!c->overloaded) {
+                if (r->busy_count == 0 && !r->resuming)
+                    r->wait_start_ms = r->now_ms; /* waiting starts now */
+                busy_set(r, c, true);
+                return;
+            }
+            refuse_overloaded(r, c, req); /* the application is stuck: say so, do not wait */
+        } else {
+            c->overloaded = false;
         }
         if (c->state == CONN_DEAD || c->state == CONN_FREE)
             return;
@@ -974,6 +1069,7 @@ static void on_send(struct reactor *r, struct conn *c, int res)
 static void resume_busy(struct reactor *r)
 {
     r->resume_wanted = false;
+    r->resuming = true;
     uint32_t words = (r->conns_high + 63) / 64;
     for (uint32_t k = 0; k < words && r->busy_count > 0; k++) {
         uint32_t w = (r->busy_next_word + k) % words;
@@ -986,10 +1082,28 @@ static void resume_busy(struct reactor *r)
             conn_advance(r, c);
             if (busy_is(r, c)) { /* still refused: the application is full again */
                 r->busy_next_word = w;
+                r->resuming = false;
                 return;
             }
         }
     }
+    r->resuming = false;
+}
+
+/* Connections waiting for the application while it has made no progress (no
+ * reactor_resume) for REACTOR_BUSY_WAIT_MAX_MS: the application is stuck (a shard
+ * stalled on its disk), so their requests, and their next ones until one is taken, are
+ * answered 503 instead of waiting longer. While it makes progress, however slowly,
+ * they wait their turn. */
+static void expire_busy(struct reactor *r)
+{
+    uint64_t since = r->progress_ms > r->wait_start_ms ? r->progress_ms : r->wait_start_ms;
+    if (r->now_ms - since < REACTOR_BUSY_WAIT_MAX_MS)
+        return;
+    uint32_t words = (r->conns_high + 63) / 64;
+    for (uint32_t w = 0; w < words; w++)
+        for (uint64_t bits = r->busy_bits[w]; bits; bits &= bits - 1)
+            r->conns[w * 64 + (uint32_t)__builtin_ctzll(bits)].overloaded = true;
 }
 
 /* ---- accept, timers, stop ------------------------------------------------------------ */
@@ -1004,23 +1118,59 @@ static void arm_accept(struct reactor *r)
     r->accept_armed = true;
 }
 
-/* Over the connection cap: a best-effort 503 on the raw socket, then close. */
-static void reject_connection(struct reactor *r, int fd)
+/* Over a connection cap: a best-effort answer on the raw socket, then close. Over the
+ * core's cap (--max-connections): 503 overloaded; over the address's cap: 429
+ * rate_limited. */
+static void reject_connection(struct reactor *r, int fd, int status)
 {
     char body[API_ERROR_BODY_MAX_BYTES], msg[API_ERROR_BODY_MAX_BYTES + CONN_ANSWER_HEAD_MAX_BYTES];
     char rid[REQUEST_ID_MAX_BYTES + 1];
     snprintf(rid, sizeof(rid), "%s-%u-%lx", r->rid_prefix, r->cfg.core,
              (unsigned long)++r->rid_counter);
-    size_t blen = reactor_error_body(body, "overloaded", "too many connections", rid);
+    bool mine = status == 503;
+    size_t blen = reactor_error_body(
+        body, mine ? "overloaded" : "rate_limited",
+        mine ? "too many connections" : "too many connections from this address", rid);
     int n = snprintf(msg, sizeof(msg),
-                     "HTTP/1.1 503 Service Unavailable\r\nServer: ringpay\r\n%.*s"
+                     "HTTP/1.1 %d %s\r\nServer: ringpay\r\n%.*s"
                      "Content-Type: application/json\r\nContent-Length: %zu\r\n"
                      "X-Request-Id: %s\r\nRetry-After: 1\r\nConnection: close\r\n\r\n%s",
-                     (int)r->date_len, r->date_hdr, blen, rid, body);
+                     status, http_status_reason(status), (int)r->date_len, r->date_hdr, blen, rid,
+                     body);
     ssize_t w = send(fd, msg, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
     (void)w; /* best effort: the client is refused either way */
     close(fd);
     metrics_add(&r->metrics.connections_rejected, 1);
+}
+
+/* A new connection: a balancer's waits for its PROXY header (its client is counted
+ * then), anyone else's is counted against its address's cap now. */
+static void accept_one(struct reactor *r, int fd)
+{
+    struct sockaddr_storage peer;
+    socklen_t sl = sizeof(peer);
+    if (getpeername(fd, (struct sockaddr *)&peer, &sl) != 0)
+        memset(&peer, 0, sizeof(peer)); /* gone already: its first receive will say so */
+    bool proxied = r->cfg.proxy_from && cidr_list_match(r->cfg.proxy_from, &peer);
+    bool count = r->clients_on && !proxied;
+    uint8_t key[16];
+    clients_key(&peer, key);
+    if (count && clients_connect(&r->clients, key, (int64_t)r->now_ms) != 0) {
+        reject_connection(r, fd, 429);
+        return;
+    }
+    struct conn *c = conn_alloc(r, fd, &peer);
+    if (c == NULL) {
+        if (count)
+            clients_disconnect(&r->clients, key);
+        reject_connection(r, fd, 503);
+        return;
+    }
+    c->await_proxy = proxied;
+    c->counted = count;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    arm_recv(r, c);
 }
 
 static void on_accept(struct reactor *r, int res, unsigned flags)
@@ -1036,14 +1186,7 @@ static void on_accept(struct reactor *r, int res, unsigned flags)
     } else if (r->stopping) {
         close(res);
     } else {
-        struct conn *c = conn_alloc(r, res);
-        if (c == NULL) {
-            reject_connection(r, res);
-        } else {
-            int one = 1;
-            setsockopt(res, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-            arm_recv(r, c);
-        }
+        accept_one(r, res);
     }
     arm_accept(r);
 }
@@ -1095,8 +1238,10 @@ static void on_tick(struct reactor *r)
         if (c->state != CONN_FREE)
             check_timeouts(r, c);
     }
-    if (r->busy_count > 0)
+    if (r->busy_count > 0) {
         r->resume_wanted = true; /* a safety net: the application may have room again */
+        expire_busy(r);
+    }
     arm_tick(r);
 }
 
@@ -1401,6 +1546,14 @@ int reactor_create(struct reactor **out, const struct reactor_config *cfg, char 
         snprintf(why, why_bytes, "out of memory for the access log");
         goto out_ring;
     }
+    r->clients_on = cfg->client_budget.rate_per_s > 0 || cfg->client_max_conns > 0;
+    if (r->clients_on) {
+        err = clients_init(&r->clients, &cfg->client_budget, cfg->client_max_conns);
+        if (err) {
+            snprintf(why, why_bytes, "out of memory for the client address table");
+            goto out_ring;
+        }
+    }
     r->stop_fd = eventfd(0, EFD_CLOEXEC);
     if (r->stop_fd < 0) {
         err = -errno;
@@ -1420,6 +1573,7 @@ out_free:
     if (r->stop_fd >= 0)
         close(r->stop_fd);
     accesslog_destroy(&r->alog);
+    clients_destroy(&r->clients);
     free(r->conns);
     free(r->small_bufs);
     free(r->large_bufs);
@@ -1447,6 +1601,7 @@ void reactor_destroy(struct reactor *r)
         close(r->listen_fd);
     close(r->stop_fd);
     accesslog_destroy(&r->alog);
+    clients_destroy(&r->clients);
     free(r->conns);
     free(r->small_bufs);
     free(r->large_bufs);

@@ -34,7 +34,9 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "engine/bucket.h"
 #include "net/accesslog.h"
+#include "net/cidr.h"
 #include "net/http.h"
 #include "net/metrics.h"
 
@@ -53,8 +55,9 @@ struct reactor_ref {
 struct reactor_request {
     struct reactor_ref ref;
     const struct http_request *http;
-    const char *buf;        /* the offsets of http are relative to this */
-    const char *request_id; /* NUL-terminated, echoed from X-Request-Id or made */
+    const struct sockaddr_storage *client; /* the peer, or the PROXY header's source */
+    const char *buf;                       /* the offsets of http are relative to this */
+    const char *request_id;                /* NUL-terminated, echoed from X-Request-Id or made */
     size_t request_id_len;
 };
 
@@ -93,6 +96,15 @@ struct reactor_config {
     unsigned route_other; /* label for requests the reactor answers itself */
     unsigned access_log;  /* 0: off; N: one request in N (net/accesslog.h) */
     int access_log_fd;    /* where the access lines go (stderr) */
+    /* Peers that must open with a PROXY protocol v1/v2 header (net/proxy.h): their
+     * connections take the header's source as the client address. NULL: none. A PROXY
+     * header from anyone else is a bad request (the HTTP parser refuses it). */
+    const struct cidr_list *proxy_from;
+    /* Per client address, on this core (net/clients.h): a request budget (rate_per_s
+     * 0: none; over it, 429 rate_limited with Retry-After) and an open-connection cap
+     * (0: none; over it, the connection gets 429 and is closed). */
+    struct bucket_conf client_budget;
+    unsigned client_max_conns;
 };
 
 /* The CQE user_data that marks a cross-core wake-up (see net/xcore.h). */

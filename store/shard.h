@@ -47,6 +47,7 @@ struct shard_job {
     int rc;               /* 0, or the store's -errno (the answer is then a 503) */
     uint64_t pos;         /* set by the shard: LMDB txn id the answer needs on disk */
     unsigned origin;      /* transport endpoint to return the job to */
+    uint32_t retry_after_s; /* a 429/503 answered before the store: its Retry-After */
     uint64_t owner[2];    /* the reactor's reference to the request, opaque here */
     uint64_t start_ns;
 };

@@ -28,6 +28,23 @@ static void test_burst_then_refused(void **state)
     assert_int_equal(bucket_take(&b, &c, 1200), 0);
 }
 
+/* bucket_full: a bucket back at its burst is the same as a new one (tables reuse it). */
+static void test_full(void **state)
+{
+    struct bucket_conf c = {.rate_per_s = 10, .burst = 2};
+    struct bucket b;
+    bucket_init(&b, &c, 0);
+    assert_true(bucket_full(&b, &c, 0));
+    assert_int_equal(bucket_take(&b, &c, 0), 0);
+    assert_false(bucket_full(&b, &c, 0));
+    assert_false(bucket_full(&b, &c, 99));
+    assert_true(bucket_full(&b, &c, 100)); /* one token back at 10/s */
+    assert_false(bucket_full(&b, &c, 50)); /* asking changed nothing */
+    assert_int_equal(bucket_take(&b, &c, 0), 0);
+    assert_false(bucket_full(&b, &c, 199));
+    assert_true(bucket_full(&b, &c, 200));
+}
+
 /* Refill never exceeds the burst, however long the bucket sat unused. */
 static void test_refill_caps_at_burst(void **state)
 {
@@ -143,6 +160,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_burst_then_refused),
+        cmocka_unit_test(test_full),
         cmocka_unit_test(test_refill_caps_at_burst),
         cmocka_unit_test(test_no_drift_over_an_hour),
         cmocka_unit_test(test_fractional_intervals),

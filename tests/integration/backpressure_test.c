@@ -12,7 +12,11 @@
  *     pools), and the engine keeps serving everyone else meanwhile;
  *   - a complete request followed by an empty line (old HTTP/1.0 clients add a CRLF
  *     after a POST body) and a half-close is answered before the connection closes, and
- *     so is a complete request followed by the start of another and a half-close.
+ *     so is a complete request followed by the start of another and a half-close;
+ *   - a shard stalled on its disk (the power-loss shim makes every fsync take 4 s): the
+ *     requests that cannot get a job are answered 503 overloaded with Retry-After after
+ *     about a second (REACTOR_BUSY_WAIT_MAX_MS) — never a hang — and the engine serves
+ *     normally once the disk is back.
  */
 #define _GNU_SOURCE
 #include <stdarg.h>
@@ -27,12 +31,22 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "engine/limits.h"
 #include "harness.h"
 
 static struct rp_server srv;
+
+/* ASan keeps freed memory in its quarantine (256 MiB by default) and adds shadow memory,
+ * so under it RSS measures ASan, not the engine: the RSS bound is enforced by the
+ * ordinary build of the suite. */
+#if defined(__SANITIZE_ADDRESS__)
+static const bool under_asan = true;
+#else
+static const bool under_asan = false;
+#endif
 
 #define AUTH_PATH "/v1/payments/authorize"
 
@@ -256,7 +270,10 @@ static void test_non_reading_clients_are_bounded(void **state)
     print_message("RSS %ld KiB -> %ld KiB: %ld KiB for %d non-reading clients (bound %ld KiB)\n",
                   before, after, after - before, CLIENTS, bound);
     assert_true(before > 0 && after > 0);
-    assert_true(after - before <= bound);
+    if (under_asan)
+        print_message("ASan build: the RSS bound is not checked\n");
+    else
+        assert_true(after - before <= bound);
     for (int i = 0; i < CLIENTS; i++)
         rp_close_rst(fds[i]);
     assert_int_equal(rp_server_stop(&srv), 0);
@@ -316,6 +333,99 @@ static void test_half_close_after_requests(void **state)
     assert_int_equal(rp_server_stop(&srv), 0);
 }
 
+/* The engine under the power-loss shim (its disk model, with no cut): data and shadow
+ * directories of the test's own, so the shim can be pointed at them. */
+static char stall_data[RP_PATH_MAX], stall_shadow[RP_PATH_MAX];
+
+static void set_slow_disk(long us)
+{
+    char path[RP_PATH_MAX + 16];
+    snprintf(path, sizeof(path), "%s/slow", stall_shadow);
+    if (us == 0) {
+        unlink(path);
+        return;
+    }
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "%ld\n", us);
+    fclose(f);
+}
+
+static void test_stalled_disk_is_reported_not_hung(void **state)
+{
+    char base[] = "/tmp/ringpay-stall-XXXXXX";
+    assert_non_null(mkdtemp(base));
+    snprintf(stall_data, sizeof(stall_data), "%s/data", base);
+    snprintf(stall_shadow, sizeof(stall_shadow), "%s/shadow", base);
+    assert_int_equal(mkdir(stall_data, 0700), 0);
+    assert_int_equal(mkdir(stall_shadow, 0700), 0);
+    char root_env[RP_PATH_MAX + 16], shadow_env[RP_PATH_MAX + 16];
+    snprintf(root_env, sizeof(root_env), "RP_PL_ROOT=%s", stall_data);
+    snprintf(shadow_env, sizeof(shadow_env), "RP_PL_SHADOW=%s", stall_shadow);
+    const char *const env[] = {"LD_PRELOAD=" RP_PL_SHIM, root_env, shadow_env,
+                               "ASAN_OPTIONS=verify_asan_link_order=0:detect_leaks=0", NULL};
+    const char *const args[] = {"--cores", "1",      "--jobs-per-core", "16", "--access-log",
+                                "off",     "--data", stall_data,        NULL};
+    assert_int_equal(rp_server_start(&srv, args, env), 0);
+
+    set_slow_disk(4000000); /* every fsync now takes 4 s */
+    /* Connection a takes every job of the core (16) and waits for the stalled commit;
+     * connection b's requests then find no job, and no job comes back for seconds. */
+    size_t len;
+    char *buf = build_authorizations(16, "sa", "bp-stall", &len);
+    struct rp_conn a, c;
+    assert_int_equal(rp_conn_open(&a, srv.port), 0);
+    assert_int_equal(rp_send_all(a.fd, buf, len), 0);
+    free(buf);
+    rp_sleep_ms(200);
+    buf = build_authorizations(8, "sb", "bp-stall", &len);
+    assert_int_equal(rp_conn_open(&c, srv.port), 0);
+    int64_t t0 = rp_now_ms();
+    assert_int_equal(rp_send_all(c.fd, buf, len), 0);
+    free(buf);
+    for (int i = 0; i < 8; i++) {
+        struct rp_response r;
+        int err = rp_read_response(&c, &r, false, 20000);
+        if (err)
+            fail_msg("answer %d: error %d", i, err);
+        if (r.status != 503)
+            fail_msg("b's answer %d: status %d, want 503: %s", i, r.status, r.body);
+        rp_assert_error_body(&r, "overloaded");
+        assert_non_null(rp_header(&r, "Retry-After"));
+        rp_response_free(&r);
+    }
+    int64_t waited = rp_now_ms() - t0;
+    print_message("stalled disk: the requests that found no job got 503 after %lld ms\n",
+                  (long long)waited);
+    assert_true(waited >= 900 && waited < 3000); /* about REACTOR_BUSY_WAIT_MAX_MS */
+    for (int i = 0; i < 16; i++) {               /* a's, once the disk let their commit through */
+        struct rp_response r;
+        assert_int_equal(rp_read_response(&a, &r, false, 30000), 0);
+        assert_int_equal(r.status, 201);
+        rp_response_free(&r);
+    }
+    rp_conn_close(&a);
+    /* The disk is back: everything works again. */
+    set_slow_disk(0);
+    assert_int_equal(rp_send_str(c.fd, "GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n"), 0);
+    struct rp_response r;
+    assert_int_equal(rp_read_response(&c, &r, false, RP_IO_TIMEOUT_MS), 0);
+    assert_int_equal(r.status, 200);
+    rp_response_free(&r);
+    rp_conn_close(&c);
+    const char *const h[] = {"Content-Type: application/json", "Idempotency-Key: st-after", NULL};
+    assert_int_equal(rp_request(srv.port, "POST", AUTH_PATH, h,
+                                "{\"merchant_id\":\"bp-stall\",\"amount\":5,\"currency\":\"KRW\"}",
+                                &r),
+                     0);
+    assert_int_equal(r.status, 201);
+    rp_response_free(&r);
+    assert_int_equal(rp_server_stop(&srv), 0);
+    char cmd[RP_PATH_MAX + 16];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", base);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -323,6 +433,7 @@ int main(void)
         cmocka_unit_test_teardown(test_pools_exhausted_wait, rp_teardown),
         cmocka_unit_test_teardown(test_non_reading_clients_are_bounded, rp_teardown),
         cmocka_unit_test_teardown(test_half_close_after_requests, rp_teardown),
+        cmocka_unit_test_teardown(test_stalled_disk_is_reported_not_hung, rp_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

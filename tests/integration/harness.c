@@ -10,6 +10,8 @@
 #define _GNU_SOURCE
 #include "harness.h"
 
+#include "net/log.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -160,6 +162,8 @@ static char **child_env(const char *const extra[])
         if (strncmp(*e, "RINGPAY_", 8) != 0)
             env[n++] = *e;
     }
+    /* Engines run unsigned unless a test asks for the gate (see harness.h). */
+    env[n++] = (char *)"RINGPAY_AUTH=off";
     for (int i = 0; extra && extra[i] && n < RP_ENV_MAX; i++)
         env[n++] = (char *)extra[i];
     env[n] = NULL;
@@ -415,6 +419,40 @@ void rp_server_dump_log(const struct rp_server *s, size_t max_bytes)
     close(fd);
 }
 
+/* Every server log a test produced is scanned for what must never be logged (SPEC §6):
+ * an unmasked card-like number, a secret, a signature, or one of the canaries a test
+ * registered. Returns true when the log is clean (or cannot be read). */
+static const char *canaries[RP_CANARIES_MAX];
+static size_t ncanaries;
+
+void rp_log_canary(const char *text)
+{
+    if (ncanaries < RP_CANARIES_MAX)
+        canaries[ncanaries++] = text;
+}
+
+static bool log_is_clean(const struct rp_server *s)
+{
+    FILE *f = fopen(s->log_path, "r");
+    if (f == NULL)
+        return true;
+    static char text[4 << 20];
+    size_t n = fread(text, 1, sizeof(text) - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    const char *what = NULL;
+    long at = log_find_leak(text, n, canaries, ncanaries, &what);
+    if (at < 0)
+        return true;
+    const char *line = text + at;
+    while (line > text && line[-1] != '\n')
+        line--;
+    const char *end = strchr(text + at, '\n');
+    fprintf(stderr, "harness: the server log leaks %s:\n%.*s\n", what ? what : "something",
+            (int)((end ? end : text + n) - line), line);
+    return false;
+}
+
 int rp_server_stop(struct rp_server *s)
 {
     int code = 0;
@@ -430,6 +468,8 @@ int rp_server_stop(struct rp_server *s)
     }
     if (code != 0 && s->dir[0])
         rp_server_dump_log(s, 4096);
+    if (s->dir[0] && code == 0 && !log_is_clean(s))
+        code = RP_LOG_LEAK;
     if (s->dir[0]) {
         remove_tree(s->dir);
         live_forget(s->dir, true, true);

@@ -5,8 +5,11 @@
  * Contract:
  *   - The binary is RINGPAY_BIN (a compile definition, the absolute path of the built
  *     target). Children get a cleaned environment (every RINGPAY_* variable removed,
- *     then the caller's extra "K=V" entries added) and PR_SET_PDEATHSIG(SIGKILL), so a
- *     test process that dies never leaves a server behind.
+ *     then RINGPAY_AUTH=off, then the caller's extra "K=V" entries added) and
+ *     PR_SET_PDEATHSIG(SIGKILL), so a test process that dies never leaves a server
+ *     behind. RINGPAY_AUTH=off: the engine's own tests of HTTP, payments and durability
+ *     speak unsigned requests; the tests of the signing gate turn it on with
+ *     "--auth on" (a flag wins over the environment) or RINGPAY_AUTH=on.
  *   - rp_server_start() picks a free loopback port from RP_ITEST_PORT_BASE (set per test
  *     program by tests/integration/CMakeLists.txt, so `ctest -j` never collides), makes a
  *     fresh temporary directory holding the data dir and the server's stderr log, and
@@ -75,9 +78,19 @@ bool rp_server_alive(struct rp_server *s);
 /*
  * SIGTERM, wait up to RP_STOP_TIMEOUT_MS (then SIGKILL), remove the temporary directory.
  * Returns the rp_server_wait() code, or -ETIMEDOUT if SIGKILL was needed. Prints the
- * server log when the result is not 0. Safe to call twice.
+ * server log when the result is not 0. Safe to call twice. Before removing it, the log
+ * is scanned (net/log.h log_find_leak): an unmasked card-like number, a secret, a
+ * signature or a registered canary in it makes the result RP_LOG_LEAK (the line is
+ * printed), so every integration test checks log hygiene (SPEC §6).
  */
 int rp_server_stop(struct rp_server *s);
+
+#define RP_LOG_LEAK     99
+#define RP_CANARIES_MAX 64
+
+/* Registers a string that must never appear in any server log from now on (a secret,
+ * a signature, a card number a test sends). The string must outlive the test. */
+void rp_log_canary(const char *text);
 
 /* Prints the last `max_bytes` of the server's log to stderr, for diagnostics. */
 void rp_server_dump_log(const struct rp_server *s, size_t max_bytes);

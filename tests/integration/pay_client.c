@@ -467,7 +467,8 @@ static pid_t spawn_serve(const struct rp_server *s, const char *const extra_args
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
-        /* The engine reads RINGPAY_<FLAG> variables: give it a clean set, as the harness. */
+        /* The engine reads RINGPAY_<FLAG> variables: give it a clean set, as the harness
+         * (unsigned requests, like the harness's engines). */
         for (char **e = environ; *e;) {
             if (strncmp(*e, "RINGPAY_", 8) == 0) {
                 char name[128];
@@ -478,6 +479,7 @@ static pid_t spawn_serve(const struct rp_server *s, const char *const extra_args
                 e++;
             }
         }
+        setenv("RINGPAY_AUTH", "off", 1);
         execv(argv[0], (char *const *)argv);
         _exit(127);
     }

@@ -118,7 +118,8 @@ int pl_disk_rebuild(const char *shadow, const char *root)
 int pl_disk_reset(const char *shadow)
 {
     char path[PATH_MAX];
-    static const char *const subs[] = {PL_FILES_DIR, PL_DIRS_DIR, PL_ROOT_FILE, PL_FAIL_FILE};
+    static const char *const subs[] = {PL_FILES_DIR, PL_DIRS_DIR, PL_ROOT_FILE, PL_FAIL_FILE,
+                                       PL_SLOW_FILE};
     for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++) {
         snprintf(path, sizeof(path), "%s/%s", shadow, subs[i]);
         int rc = rm_tree(path);

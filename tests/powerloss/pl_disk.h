@@ -27,6 +27,7 @@
 #define PL_FILES_DIR "files"
 #define PL_DIRS_DIR  "dirs"
 #define PL_FAIL_FILE "fail"
+#define PL_SLOW_FILE "slow"
 
 /*
  * After the engine was killed: replaces the directory root with what the shadow says

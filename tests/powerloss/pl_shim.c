@@ -26,6 +26,9 @@
  *     ranges are dropped, as Linux marks the pages of a failed writeback clean (the
  *     next fsync reports success for data that never landed). The file is removed
  *     (a one-time failure) unless its second word is "always".
+ *   - A slow disk: while the file SHADOW/slow exists, its number is the microseconds
+ *     every fsync of a file takes (instead of RP_PL_SYNC_US), so a test can stall the
+ *     engine's disk at a moment of its choosing.
  * At start, when the shadow is empty, the whole root as it is counts as durable (the
  * test created it, or rebuilt it from a previous shadow).
  *
@@ -475,6 +478,21 @@ __attribute__((constructor)) static void pl_init(void)
 
 /* ---- injected failures -------------------------------------------------------------- */
 
+/* The time an fsync of a file takes: SHADOW/slow's number while it exists, else
+ * RP_PL_SYNC_US. */
+static long slow_us(void)
+{
+    char path[PATH_MAX], text[32] = "";
+    snprintf(path, sizeof(path), "%s/%s", g.shadow, PL_SLOW_FILE);
+    int fd = sys_open(path, O_RDONLY, 0);
+    if (fd < 0)
+        return g.sync_us;
+    ssize_t n = sys_pread(fd, text, sizeof(text) - 1, 0);
+    sys_close(fd);
+    text[n > 0 ? n : 0] = '\0';
+    return atol(text);
+}
+
 /* 0, or the errno the SHADOW/fail file asks this fsync to fail with. */
 static int fail_take(void)
 {
@@ -849,8 +867,9 @@ int posix_fallocate64(int fd, off_t off, off_t len)
  * directory's listing does), after the configured device time. */
 static int sync_common(int fd, struct pl_inode *in)
 {
-    if (!in->dir && g.sync_us > 0) {
-        struct timespec ts = {g.sync_us / 1000000, (g.sync_us % 1000000) * 1000};
+    long us = in->dir ? 0 : slow_us();
+    if (us > 0) {
+        struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
         nanosleep(&ts, NULL);
     }
     pthread_mutex_lock(&g.mu);

@@ -24,8 +24,11 @@
  * request is sent and the in-flight ones are drained (each within the timeout).
  * Only loopback targets are allowed unless --allow-remote.
  *
- * Signing: requests go out unsigned. SPEC §3 signing plugs in as a loadstats_signer_fn
- * (struct load_config.signer) that adds the X-Ringpay-* header lines.
+ * Signing (SPEC §3): with --keys FILE (the JSON lines `ringpay keys add` printed, one
+ * key per merchant m-i), every request is signed with its merchant's key when it is
+ * formatted (tools/load/signer.h); the capture and refund of the mixed scenario with the
+ * key of the merchant that authorized the payment. Without it, requests go unsigned
+ * (an engine started with --auth off).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -49,6 +52,7 @@
 #include "tools/cmd.h"
 #include "tools/config.h"
 #include "tools/load/loadstats.h"
+#include "tools/load/signer.h"
 
 #define LOAD_CONNECTIONS_MAX 10000
 #define LOAD_PIPELINE_MAX    CONN_PIPELINE_MAX /* the engine's own per-connection bound */
@@ -94,10 +98,12 @@ struct inflight {
     uint64_t t0_ns;   /* latency origin: written (closed) or scheduled (open loop) */
     uint64_t sent_ns; /* timeout origin */
     enum req_kind kind;
+    long merchant; /* m-<i> of the request, -1: none */
 };
 
 struct followup {
     enum req_kind kind;
+    long merchant;
     char id[LOAD_ID_MAX];
 };
 
@@ -160,7 +166,7 @@ static bool take_budget(struct load_thread *t)
 }
 
 /* Formats the connection's next request (a follow-up first) into its output buffer. */
-static int build_request(struct load_thread *t, struct conn *c, enum req_kind *kind)
+static int build_request(struct load_thread *t, struct conn *c, enum req_kind *kind, long *merchant)
 {
     const struct load_config *cfg = t->cfg;
     char target[128], body[256], key[80];
@@ -168,7 +174,8 @@ static int build_request(struct load_thread *t, struct conn *c, enum req_kind *k
                                 .target = target,
                                 .host = cfg->target,
                                 .idempotency_key = key,
-                                .body = body};
+                                .body = body,
+                                .merchant = -1};
     uint64_t seq = t->seq++;
     snprintf(key, sizeof(key), "ld%016llx-%u-%llu", (unsigned long long)cfg->run_id, t->index,
              (unsigned long long)seq);
@@ -177,15 +184,18 @@ static int build_request(struct load_thread *t, struct conn *c, enum req_kind *k
         c->fq_head = (c->fq_head + 1) % LOAD_PIPELINE_MAX;
         c->fq_count--;
         *kind = f->kind;
+        req.merchant = f->merchant;
         snprintf(target, sizeof(target), "/v1/payments/%s/%s", f->id,
                  f->kind == K_CAPTURE ? "capture" : "refund");
         req.body_len = (size_t)snprintf(body, sizeof(body), "{}");
     } else if (cfg->scenario == SC_HEALTHZ) {
         *kind = K_HEALTHZ;
-        req = (struct loadstats_req){.method = "GET", .target = "/healthz", .host = cfg->target};
+        req = (struct loadstats_req){
+            .method = "GET", .target = "/healthz", .host = cfg->target, .merchant = -1};
     } else {
         *kind = K_AUTHORIZE;
         unsigned long long global = seq * cfg->threads + t->index;
+        req.merchant = (long)(global % cfg->merchants);
         snprintf(target, sizeof(target), "/v1/payments/authorize");
         req.body_len =
             (size_t)snprintf(body, sizeof(body),
@@ -199,6 +209,7 @@ static int build_request(struct load_thread *t, struct conn *c, enum req_kind *k
     if (n < 0)
         return -1;
     c->out_len += (size_t)n;
+    *merchant = req.merchant;
     return 0;
 }
 
@@ -207,12 +218,13 @@ static void queue_request(struct load_thread *t, struct conn *c, uint64_t t0, ui
 {
     ASSERT(c->connected && c->count < t->cfg->pipeline);
     enum req_kind kind;
-    if (build_request(t, c, &kind) != 0) {
+    long merchant;
+    if (build_request(t, c, &kind, &merchant) != 0) {
         t->counts.errors++; /* the signer refused: counted, never sent */
         return;
     }
     struct inflight *f = &c->fifo[(c->head + c->count) % LOAD_PIPELINE_MAX];
-    *f = (struct inflight){.t0_ns = t0, .sent_ns = now, .kind = kind};
+    *f = (struct inflight){.t0_ns = t0, .sent_ns = now, .kind = kind, .merchant = merchant};
     c->count++;
     t->inflight++;
     ASSERT(c->count + c->fq_count <= t->cfg->pipeline);
@@ -285,9 +297,10 @@ static int conn_fill(struct load_thread *t, struct conn *c, uint64_t now)
 }
 
 /* Mixed scenario: the follow-up a successful answer calls for. */
-static void queue_followup(struct load_thread *t, struct conn *c, enum req_kind done,
+static void queue_followup(struct load_thread *t, struct conn *c, const struct inflight *answered,
                            const struct loadstats_resp *r, const char *buf)
 {
+    enum req_kind done = answered->kind;
     if (t->cfg->scenario != SC_MIXED || (done != K_AUTHORIZE && done != K_CAPTURE))
         return;
     if (r->status != (done == K_AUTHORIZE ? 201u : 200u))
@@ -297,6 +310,7 @@ static void queue_followup(struct load_thread *t, struct conn *c, enum req_kind 
     if (loadstats_json_string(buf + r->body_off, r->body_len, "id", f->id, sizeof(f->id)) < 0)
         return;
     f->kind = done == K_AUTHORIZE ? K_CAPTURE : K_REFUND;
+    f->merchant = answered->merchant;
     c->fq_count++;
 }
 
@@ -322,7 +336,7 @@ static int conn_consume(struct load_thread *t, struct conn *c, uint64_t now)
         t->counts.responses++;
         t->counts.status[r.status]++;
         loadstats_hist_record(&t->hist, now > f->t0_ns ? (now - f->t0_ns) / 1000 : 0);
-        queue_followup(t, c, f->kind, &r, c->in + off);
+        queue_followup(t, c, f, &r, c->in + off);
         off += r.total_len;
         if (r.close)
             rc = 1;
@@ -644,13 +658,13 @@ static void print_json(const struct load_config *cfg, const struct load_result *
     printf("{\"scenario\":\"%s\",\"target\":\"%s\",\"connections\":%u,\"pipeline\":%u,"
            "\"threads\":%u,\"rate\":%llu,\"duration_s\":%.3f,\"requests\":%llu,\"ok\":%llu,"
            "\"errors\":%llu,\"timeouts\":%llu,\"connect_errors\":%llu,\"missed\":%llu,"
-           "\"signed\":false,\"status\":{",
+           "\"signed\":%s,\"status\":{",
            scenario_names[cfg->scenario], cfg->target, cfg->connections, cfg->pipeline,
            cfg->threads, (unsigned long long)cfg->rate, r->elapsed_s,
            (unsigned long long)(c->responses + c->errors + c->timeouts),
            (unsigned long long)status_class(c, 2), (unsigned long long)(c->errors + c->timeouts),
            (unsigned long long)c->timeouts, (unsigned long long)c->connect_errors,
-           (unsigned long long)c->missed);
+           (unsigned long long)c->missed, cfg->signer ? "true" : "false");
     const char *sep = "";
     for (unsigned s = 0; s < STATUS_MAX; s++)
         if (c->status[s]) {
@@ -756,9 +770,10 @@ static const char load_usage[] =
     "refund of the returned id); healthz (GET /healthz).\n"
     "Closed loop by default; --rate R is an open loop: R requests/s at fixed intervals,\n"
     "latency measured from each request's scheduled time (no coordinated omission).\n\n"
-    "NOTE: requests are sent UNSIGNED. Request signing (SPEC 3, HMAC) is not implemented\n"
-    "yet, so the engine must accept unsigned requests. Only loopback targets are allowed\n"
-    "unless --allow-remote.";
+    "Signing (SPEC 3): with --keys FILE, the JSON lines `ringpay keys add` printed with\n"
+    "one merchant key for each of m-0..m-(M-1), every request is signed with its\n"
+    "merchant's key; without it requests are unsigned (for an engine with --auth off).\n"
+    "Only loopback targets are allowed unless --allow-remote.";
 
 enum {
     O_TARGET,
@@ -773,6 +788,7 @@ enum {
     O_TIMEOUT,
     O_JSON,
     O_REMOTE,
+    O_KEYS,
     O_COUNT
 };
 
@@ -841,6 +857,8 @@ int cmd_load(int argc, char **argv)
                        "a request unanswered this long is a timeout", 1, 600000},
         [O_JSON] = {"json", OPT_FLAG, NULL, "print only the JSON summary"},
         [O_REMOTE] = {"allow-remote", OPT_FLAG, NULL, "allow a non-loopback --target"},
+        [O_KEYS] = {"keys", OPT_STRING, NULL,
+                    "sign with these keys (JSON lines of `ringpay keys add`, one per merchant)"},
     };
     int rc = config_parse(o, O_COUNT, argc, argv, load_usage);
     if (rc != 0)
@@ -865,9 +883,20 @@ int cmd_load(int argc, char **argv)
     cfg.duration_ns = seconds * 1000000000ull;
     if (parse_scenario(o[O_SCENARIO].str, &cfg.scenario) != 0 || check_config(o, &cfg) != 0)
         return 2;
+    struct load_keys *keys = NULL;
+    if (o[O_KEYS].str != NULL) {
+        char why[512];
+        if (load_keys_read(o[O_KEYS].str, cfg.merchants, &keys, why, sizeof(why)) != 0) {
+            fprintf(stderr, "ringpay: %s\n", why);
+            return 2;
+        }
+        cfg.signer = load_keys_sign;
+        cfg.signer_ctx = keys;
+    }
     int err = probe_target(&cfg);
     if (err) {
         fprintf(stderr, "ringpay: cannot connect to %s: %s\n", cfg.target, strerror(-err));
+        load_keys_free(keys);
         return 1;
     }
     struct sigaction sa = {.sa_handler = on_sigint};
@@ -878,11 +907,13 @@ int cmd_load(int argc, char **argv)
     struct load_result *r = malloc(sizeof(*r)); /* the histogram is ~25 KiB */
     if (r == NULL || run(&cfg, r) != 0) {
         free(r);
+        load_keys_free(keys);
         return 1;
     }
     if (!cfg.json)
         print_human(&cfg, r);
     print_json(&cfg, r);
     free(r);
+    load_keys_free(keys);
     return 0;
 }

@@ -79,6 +79,7 @@ struct loadstats_req {
     const char *idempotency_key; /* NULL: no header */
     const char *body;            /* NULL with body_len 0: no body */
     size_t body_len;
+    long merchant; /* the request's merchant m-<i> (chooses the signing key); -1: none */
 };
 
 /*

@@ -12,8 +12,10 @@
 #include <string.h>
 
 #include "engine/assert.h"
+#include "engine/clock.h"
 #include "net/metrics.h"
 #include "tools/serve/dispatch.h"
+#include "tools/serve/gate.h"
 #include "tools/serve/shards.h"
 
 const char *const app_route_names[ROUTE_COUNT] = {
@@ -112,6 +114,11 @@ static void serve_metrics(struct app *app, struct reactor *r, const struct react
 static void serve_ops(struct app *app, struct reactor *r, const struct reactor_request *rq,
                       unsigned route)
 {
+    if (route != ROUTE_HEALTHZ && !cidr_list_match(app->ops_allow, rq->client)) {
+        reactor_reply_error(r, rq, 403, route, "forbidden",
+                            "this address may not call the operations endpoints", NULL);
+        return;
+    }
     enum http_method m = rq->http->method;
     if (m != HTTP_GET && m != HTTP_HEAD) {
         reactor_reply_error(r, rq, 405, route, "method_not_allowed",
@@ -124,7 +131,11 @@ static void serve_ops(struct app *app, struct reactor *r, const struct reactor_r
         break;
     case ROUTE_READYZ:
         if (__atomic_load_n(&app->ready, __ATOMIC_ACQUIRE) && shards_ready(app->shards))
-            reply_json(r, rq, 200, route, "{\"status\":\"ready\"}");
+            reply_json(r, rq, 200, route,
+                       gate_enabled(app->gate)
+                           ? "{\"status\":\"ready\"}"
+                           : "{\"status\":\"ready\",\"warning\":\"authentication is off "
+                             "(--auth off): every request is accepted unsigned\"}");
         else
             reactor_reply_error(r, rq, 503, route, "not_ready", "shards are not serving",
                                 "Retry-After: 1\r\n");
@@ -135,9 +146,28 @@ static void serve_ops(struct app *app, struct reactor *r, const struct reactor_r
     }
 }
 
+/* A /v1 request: the gate, then the payment API. */
+static int serve_api(struct app *app, struct reactor *r, const struct reactor_request *rq)
+{
+    struct gate_pass pass;
+    const char *why;
+    int status = gate_check(app->gate, rq, clock_wall_ms() / 1000, &pass, &why);
+    if (status != 0) {
+        reactor_reply_error(r, rq, status, ROUTE_OTHER,
+                            status == 401 ? "authentication_failed" : "forbidden", why, NULL);
+        return 0;
+    }
+    return dispatch_request(app->dispatch, r, rq, &pass);
+}
+
 static int on_request(void *ctx, struct reactor *r, const struct reactor_request *rq)
 {
     struct app *app = ctx;
+    if (app->allow && !cidr_list_match(app->allow, rq->client)) {
+        reactor_reply_error(r, rq, 403, ROUTE_OTHER, "forbidden",
+                            "this address may not call the engine", NULL);
+        return 0;
+    }
     if (path_is(rq, "/healthz"))
         serve_ops(app, r, rq, ROUTE_HEALTHZ);
     else if (path_is(rq, "/readyz"))
@@ -145,7 +175,7 @@ static int on_request(void *ctx, struct reactor *r, const struct reactor_request
     else if (path_is(rq, "/metrics"))
         serve_ops(app, r, rq, ROUTE_METRICS);
     else if (rq->http->path.len >= 4 && memcmp(rq->buf + rq->http->path.off, "/v1/", 4) == 0)
-        return dispatch_request(app->dispatch, r, rq);
+        return serve_api(app, r, rq);
     else
         reactor_reply_error(r, rq, 404, ROUTE_OTHER, "not_found", "no such route", NULL);
     return 0;
@@ -160,6 +190,7 @@ static void on_wake(void *ctx, struct reactor *r, int res)
 static void on_turn(void *ctx, struct reactor *r)
 {
     struct app *app = ctx;
+    gate_quiesce(app->gate, reactor_core(r));
     dispatch_on_turn(app->dispatch, r);
 }
 

@@ -155,6 +155,7 @@ static struct shard_job *job_make(struct job_pool *pool, const struct op *op,
     p = copy_span(p, &job->op.fp_body);
     job->answer = (struct answer){.body = p, .cap = cap};
     job->rc = 0;
+    job->retry_after_s = 0;
     job->origin = origin;
     _Static_assert(sizeof(job->owner) >= sizeof(rq->ref), "a job holds a reactor_ref");
     memcpy(job->owner, &rq->ref, sizeof(rq->ref));
@@ -162,7 +163,8 @@ static struct shard_job *job_make(struct job_pool *pool, const struct op *op,
     return job;
 }
 
-int dispatch_request(struct dispatch *d, struct reactor *r, const struct reactor_request *rq)
+int dispatch_request(struct dispatch *d, struct reactor *r, const struct reactor_request *rq,
+                     const struct gate_pass *pass)
 {
     const struct http_request *h = rq->http;
     bool head = h->method == HTTP_HEAD;
@@ -174,6 +176,7 @@ int dispatch_request(struct dispatch *d, struct reactor *r, const struct reactor
         .idem_key = header_span(rq, "idempotency-key"),
         .idem_key_count = http_header_count(h, rq->buf, "idempotency-key"),
         .request_id = {.ptr = rq->request_id, .len = rq->request_id_len},
+        .auth_merchant = {.ptr = pass->merchant, .len = pass->merchant_len},
     };
     struct op op;
     struct api_error e;
@@ -210,8 +213,11 @@ static void job_answer(struct reactor *r, struct shard_job *job)
         .body = job->answer.body,
         .body_len = job->answer.len,
     };
-    char body[API_ERROR_BODY_MAX_BYTES];
-    if (job->rc != 0 || job->answer.status == 0 || job->answer.status == 503) {
+    char body[API_ERROR_BODY_MAX_BYTES], retry[40];
+    if (job->retry_after_s > 0) { /* refused before the store (429), with its own wait */
+        snprintf(retry, sizeof(retry), "Retry-After: %u\r\n", job->retry_after_s);
+        resp.headers = retry;
+    } else if (job->rc != 0 || job->answer.status == 0 || job->answer.status == 503) {
         struct api_error e;
         api_error_set(&e, 503, "overloaded", "the shard could not commit; retry", NULL);
         struct jw w;

@@ -25,6 +25,7 @@
 #include "net/metrics.h"
 #include "net/reactor.h"
 #include "net/xcore.h"
+#include "tools/serve/gate.h"
 
 struct dispatch;
 
@@ -36,9 +37,11 @@ int dispatch_create(struct dispatch **out, unsigned cores, unsigned jobs_per_cor
 /* Frees the pools (jobs still in rings at exit go with them). NULL is a no-op. */
 void dispatch_destroy(struct dispatch *d);
 
-/* Takes one /v1 request: answers it now (a decode error) or sends it to its shard.
- * 0, or -EBUSY when no job is free (the reactor offers it again later). */
-int dispatch_request(struct dispatch *d, struct reactor *r, const struct reactor_request *rq);
+/* Takes one /v1 request that passed the gate as *pass (its merchant, if any, is the
+ * authenticated one): answers it now (a decode error) or sends it to its shard. 0, or
+ * -EBUSY when no job is free (the reactor offers it again later). */
+int dispatch_request(struct dispatch *d, struct reactor *r, const struct reactor_request *rq,
+                     const struct gate_pass *pass);
 
 /* A mesh wake-up arrived on reactor r (res < 0: one of ours was not delivered). */
 void dispatch_on_wake(struct dispatch *d, struct reactor *r, int res);

@@ -27,8 +27,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "engine/assert.h"
 #include "engine/limits.h"
 #include "net/accesslog.h"
+#include "net/cidr.h"
 #include "net/log.h"
 #include "net/reactor.h"
 #include "net/xcore.h"
@@ -37,6 +39,7 @@
 #include "tools/config.h"
 #include "tools/serve/app.h"
 #include "tools/serve/dispatch.h"
+#include "tools/serve/gate.h"
 #include "tools/serve/shards.h"
 
 static const char serve_usage[] =
@@ -83,7 +86,20 @@ static int make_dir(const char *dir)
     return -1;
 }
 
-/* Waits for SIGTERM/SIGINT (stop) or a reactor failing; returns the exit code. */
+/* SIGHUP: the key file again. A file the reader refuses keeps the keys in force. */
+static void reload_keys(struct app *app)
+{
+    char why[512] = "", count[24];
+    if (gate_reload(app->gate, why, sizeof(why)) != 0) {
+        log_write_str(LOG_ERROR, "keys not reloaded; the keys in force stay", "reason", why, NULL);
+        return;
+    }
+    snprintf(count, sizeof(count), "%zu", gate_key_count(app->gate));
+    log_write(LOG_INFO, "keys reloaded", "keys", count, NULL);
+}
+
+/* Waits for SIGTERM/SIGINT (stop) or a reactor failing; returns the exit code. SIGHUP
+ * reloads the keys; every tick frees key sets no reactor can hold any more. */
 static int wait_for_stop(struct app *app, struct serve_thread *threads)
 {
     sigset_t set;
@@ -100,9 +116,10 @@ static int wait_for_stop(struct app *app, struct serve_thread *threads)
             return 0;
         }
         if (sig == SIGHUP) {
-            log_write(LOG_INFO, "SIGHUP: nothing to reload", NULL);
+            reload_keys(app);
             continue;
         }
+        gate_collect(app->gate);
         for (unsigned i = 0; i < app->cores; i++)
             if (__atomic_load_n(&threads[i].done, __ATOMIC_ACQUIRE)) {
                 log_write(LOG_ERROR, "a reactor stopped unexpectedly", NULL);
@@ -122,10 +139,66 @@ enum {
     O_LOG_LEVEL,
     O_ACCESS_LOG,
     O_JOBS,
+    O_AUTH,
+    O_ALLOW,
+    O_OPS_ALLOW,
+    O_PROXY,
+    O_MERCHANT_RPS,
+    O_MERCHANT_BURST,
+    O_CLIENT_RPS,
+    O_CLIENT_BURST,
+    O_CLIENT_CONNS,
     O_COUNT
 };
 
 static struct xcore mesh;
+
+/* Who may call, and who speaks PROXY protocol (SPEC §3): parsed once at start, read by
+ * every reactor. */
+static struct cidr_list allow_list, ops_allow_list, proxy_list;
+static bool auth_on;
+
+/* The --auth, --allow, --ops-allow and --proxy-protocol values; one line and -1 when
+ * one is wrong. */
+static int parse_edge(struct opt *o)
+{
+    const char *auth = o[O_AUTH].str;
+    if (strcmp(auth, "on") != 0 && strcmp(auth, "off") != 0) {
+        fprintf(stderr, "ringpay: --auth: expected on or off, got \"%s\"\n", auth);
+        return -1;
+    }
+    auth_on = strcmp(auth, "on") == 0;
+    static const struct {
+        int opt;
+        struct cidr_list *list;
+    } lists[] = {{O_ALLOW, &allow_list}, {O_OPS_ALLOW, &ops_allow_list}, {O_PROXY, &proxy_list}};
+    for (size_t i = 0; i < ARRAY_LEN(lists); i++) {
+        char why[256];
+        const char *text = o[lists[i].opt].str ? o[lists[i].opt].str : "";
+        if (cidr_list_parse(lists[i].list, text, why, sizeof(why)) != 0) {
+            fprintf(stderr, "ringpay: --%s: %s\n", o[lists[i].opt].name, why);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Says loudly when requests are not authenticated, or cannot be. */
+static void warn_about_auth(struct app *app, const char *data_dir)
+{
+    if (!gate_enabled(app->gate)) {
+        log_write(LOG_WARN,
+                  "AUTHENTICATION IS OFF (--auth off): every API request is accepted unsigned, "
+                  "from anyone who can reach the port; for local experiments only",
+                  NULL);
+        fprintf(stderr, "ringpay: WARNING: --auth off: requests are not authenticated\n");
+    } else if (gate_key_count(app->gate) == 0) {
+        log_write_str(LOG_WARN,
+                      "no API keys yet: every /v1 request is refused 401 until one is added "
+                      "(ringpay keys add --data DIR --merchant ID) and the engine gets SIGHUP",
+                      "data", data_dir, NULL);
+    }
+}
 
 /* The mesh, the shard threads and the job pools, once the reactors exist. */
 static int start_parts(struct opt *o, struct app *app)
@@ -143,6 +216,8 @@ static int start_parts(struct opt *o, struct app *app)
         .cores = app->cores,
         .idem_ttl_ms = (int64_t)o[O_IDEM_TTL].num * 3600 * 1000,
         .mesh = &mesh,
+        .merchant_budget = {.rate_per_s = (uint32_t)o[O_MERCHANT_RPS].num,
+                            .burst = (uint32_t)o[O_MERCHANT_BURST].num},
     };
     if (shards_start(&app->shards, &sc, why, sizeof(why)) != 0) {
         fprintf(stderr, "ringpay: %s\n", why);
@@ -152,6 +227,19 @@ static int start_parts(struct opt *o, struct app *app)
         fprintf(stderr, "ringpay: out of memory for the job pools\n");
         return -1;
     }
+    return 0;
+}
+
+/* The signing gate and the allow-lists, before any reactor runs. */
+static int start_gate(struct opt *o, struct app *app)
+{
+    char why[512] = "";
+    if (gate_create(&app->gate, o[O_DATA].str, auth_on, app->cores, why, sizeof(why)) != 0) {
+        fprintf(stderr, "ringpay: %s\n", why);
+        return -1;
+    }
+    app->allow = allow_list.count ? &allow_list : NULL;
+    app->ops_allow = &ops_allow_list;
     return 0;
 }
 
@@ -171,6 +259,10 @@ static int start(struct opt *o, struct app *app, struct serve_thread *threads)
         .route_other = ROUTE_OTHER,
         .access_log = (unsigned)accesslog_parse(o[O_ACCESS_LOG].str),
         .access_log_fd = 2,
+        .proxy_from = proxy_list.count ? &proxy_list : NULL,
+        .client_budget = {.rate_per_s = (uint32_t)o[O_CLIENT_RPS].num,
+                          .burst = (uint32_t)o[O_CLIENT_BURST].num},
+        .client_max_conns = (unsigned)o[O_CLIENT_CONNS].num,
     };
     for (unsigned i = 0; i < app->cores; i++) {
         char why[256] = "";
@@ -190,7 +282,7 @@ static int start(struct opt *o, struct app *app, struct serve_thread *threads)
         }
         threads[i].reactor = app->reactors[i];
     }
-    if (start_parts(o, app) != 0)
+    if (start_parts(o, app) != 0 || start_gate(o, app) != 0)
         return -1;
     for (unsigned i = 0; i < app->cores; i++)
         if (pthread_create(&threads[i].tid, NULL, reactor_main, &threads[i]) != 0) {
@@ -202,8 +294,13 @@ static int start(struct opt *o, struct app *app, struct serve_thread *threads)
 
 int cmd_serve(int argc, char **argv)
 {
-    char cores_def[24], jobs_def[24];
+    char cores_def[24], jobs_def[24], merchant_rps_def[24], merchant_burst_def[24];
+    char client_rps_def[24], client_burst_def[24];
     snprintf(jobs_def, sizeof(jobs_def), "%d", JOB_SMALL_PER_CORE);
+    snprintf(merchant_rps_def, sizeof(merchant_rps_def), "%d", MERCHANT_RPS_DEFAULT);
+    snprintf(merchant_burst_def, sizeof(merchant_burst_def), "%d", MERCHANT_BURST_DEFAULT);
+    snprintf(client_rps_def, sizeof(client_rps_def), "%d", CLIENT_RPS_DEFAULT);
+    snprintf(client_burst_def, sizeof(client_burst_def), "%d", CLIENT_BURST_DEFAULT);
     long online = sysconf(_SC_NPROCESSORS_ONLN);
     snprintf(cores_def, sizeof(cores_def), "%ld", online > 0 ? online : 1);
     struct opt o[O_COUNT] = {
@@ -224,6 +321,29 @@ int cmd_serve(int argc, char **argv)
         [O_JOBS] = {"jobs-per-core", OPT_UINT, jobs_def,
                     "payment requests in flight per core (memory: ~7 KiB each)", 16,
                     JOB_SMALL_PER_CORE},
+        [O_AUTH] = {"auth", OPT_STRING, "on",
+                    "on: every /v1 request must be signed (SPEC §3); off: for local "
+                    "experiments only"},
+        [O_ALLOW] = {"allow", OPT_STRING, NULL, "CIDRs that may call at all (unset: everyone)"},
+        [O_OPS_ALLOW] = {"ops-allow", OPT_STRING, "127.0.0.0/8,::1",
+                         "CIDRs that may call /metrics and /readyz"},
+        [O_PROXY] = {"proxy-protocol", OPT_STRING, NULL,
+                     "CIDRs of L4 balancers that send a PROXY v1/v2 header (unset: none)"},
+        [O_MERCHANT_RPS] = {"merchant-rps", OPT_UINT, merchant_rps_def,
+                            "requests/s per merchant, kept by its shard (0: no limit)", 0,
+                            BUCKET_RATE_MAX},
+        [O_MERCHANT_BURST] = {"merchant-burst", OPT_UINT, merchant_burst_def,
+                              "burst of requests per merchant", 1, BUCKET_BURST_MAX},
+        [O_CLIENT_RPS] = {"client-rps", OPT_UINT, client_rps_def,
+                          "requests/s per client address on each core (0: no limit)", 0,
+                          BUCKET_RATE_MAX},
+        [O_CLIENT_BURST] = {"client-burst", OPT_UINT, client_burst_def,
+                            "burst of requests per client address on each core", 1,
+                            BUCKET_BURST_MAX},
+        [O_CLIENT_CONNS] = {"client-max-connections", OPT_UINT, "0",
+                            "open connections per client address on each core (0: only "
+                            "--max-connections)",
+                            0, CONN_PER_CORE_MAX},
     };
     int rc = config_parse(o, O_COUNT, argc, argv, serve_usage);
     if (rc != 0)
@@ -241,6 +361,8 @@ int cmd_serve(int argc, char **argv)
                 o[O_ACCESS_LOG].str);
         return 2;
     }
+    if (parse_edge(o) != 0)
+        return 2;
     if (make_dir(o[O_DATA].str) != 0)
         return 2;
     /* Held until the process exits: one engine per data directory (SPEC §1). */
@@ -273,10 +395,7 @@ int cmd_serve(int argc, char **argv)
     log_write_str(LOG_INFO, "listening", "listen", o[O_LISTEN].str, "port", port, "cores", cores,
                   "data", o[O_DATA].str, NULL);
 
-    log_write(LOG_WARN,
-              "authentication is not implemented yet: every API request is accepted unsigned; "
-              "run on loopback or a trusted network only",
-              NULL);
+    warn_about_auth(&app, o[O_DATA].str);
     int code = wait_for_stop(&app, threads);
     for (unsigned i = 0; i < app.cores; i++)
         reactor_stop(app.reactors[i]);
@@ -290,6 +409,7 @@ int cmd_serve(int argc, char **argv)
      * reactors. */
     shards_stop(app.shards);
     dispatch_destroy(app.dispatch);
+    gate_destroy(app.gate);
     xcore_destroy(&mesh);
     for (unsigned i = 0; i < app.cores; i++)
         reactor_destroy(app.reactors[i]);

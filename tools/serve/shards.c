@@ -19,12 +19,16 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "engine/api.h"
 #include "engine/assert.h"
+#include "engine/clock.h"
+#include "engine/json.h"
 #include "engine/limits.h"
 #include "net/reactor.h"
 #include "store/manifest.h"
 #include "store/shard.h"
 #include "store/shard_store.h"
+#include "tools/serve/budget.h"
 
 struct port {
     struct shards *owner;
@@ -34,6 +38,7 @@ struct port {
     bool ring_ok;
     struct shard shard;
     struct shard_store *store;
+    struct budget budget; /* the merchants' request budgets: this shard thread only */
     pthread_t tid;
     int running; /* read with __atomic_load_n */
 };
@@ -41,6 +46,7 @@ struct port {
 struct shards {
     unsigned cores;
     struct xcore *mesh;
+    struct bucket_conf merchant_budget;
     struct port ports[CORES_MAX];
 };
 
@@ -57,19 +63,6 @@ static void collect(void *ctx, unsigned from, void *msg)
     memcpy(&rc->jobs[rc->n++], msg, sizeof(struct shard_job *));
 }
 
-static size_t port_recv(void *ctx, struct shard_job **jobs, size_t max)
-{
-    struct port *p = ctx;
-    struct recv_ctx rc = {.jobs = jobs};
-    while (rc.n < max) {
-        unsigned want = (unsigned)(max - rc.n);
-        unsigned got = xcore_drain(p->owner->mesh, p->endpoint, collect, &rc, want);
-        if (got < want)
-            break;
-    }
-    return rc.n;
-}
-
 static int port_reply(void *ctx, struct shard_job *job)
 {
     struct port *p = ctx;
@@ -82,6 +75,62 @@ static void port_flush(void *ctx)
     while (xcore_flush(p->owner->mesh, p->endpoint, &p->ring, REACTOR_WAKE_TAG) == -EBUSY)
         io_uring_submit(&p->ring);
     io_uring_submit(&p->ring);
+}
+
+/* Answers job 429 rate_limited with Retry-After: its merchant is over its budget. */
+static void answer_rate_limited(struct shard_job *job, uint32_t retry_after_s)
+{
+    struct api_error e;
+    api_error_set(&e, 429, "rate_limited", "the merchant is over its request budget", NULL);
+    struct jw w;
+    jw_init(&w, job->answer.body, job->answer.cap);
+    api_render_error(&w, &e, job->op.request_id, job->op.request_id_len);
+    ASSERT(jw_finish(&w) == 0); /* API_ERROR_BODY_MAX_BYTES <= ENGINE_ANSWER_MAX_BYTES */
+    job->answer.status = 429;
+    job->answer.replayed = false;
+    job->answer.len = w.len;
+    job->rc = 0;
+    job->retry_after_s = retry_after_s;
+}
+
+/*
+ * Takes every job queued for this shard; the ones whose merchant is over its budget are
+ * answered 429 right here and never reach the shard loop (no commit, no fsync, no
+ * state read: a refusal depends on nothing stored, so it needs no durable position).
+ * Jobs without a merchant (a payment id with auth off, an admin key) have no budget.
+ */
+static size_t port_recv(void *ctx, struct shard_job **jobs, size_t max)
+{
+    struct port *p = ctx;
+    struct recv_ctx rc = {.jobs = jobs};
+    while (rc.n < max) {
+        unsigned want = (unsigned)(max - rc.n);
+        unsigned got = xcore_drain(p->owner->mesh, p->endpoint, collect, &rc, want);
+        if (got < want)
+            break;
+    }
+    if (p->budget.entries == NULL || rc.n == 0)
+        return rc.n;
+    int64_t now_ms = clock_wall_ms();
+    size_t kept = 0, refused = 0;
+    for (size_t i = 0; i < rc.n; i++) {
+        struct shard_job *job = jobs[i];
+        uint32_t retry =
+            job->op.merchant_id_len == 0
+                ? 0
+                : budget_take(&p->budget, job->op.merchant_id, job->op.merchant_id_len, now_ms);
+        if (retry == 0) {
+            jobs[kept++] = job;
+            continue;
+        }
+        answer_rate_limited(job, retry);
+        int err = port_reply(p, job);
+        ASSERT(err == 0); /* a reactor's jobs always fit its ring (engine/limits.h) */
+        refused++;
+    }
+    if (refused > 0)
+        port_flush(p);
+    return kept;
 }
 
 /* Reaps the shard ring's completions: wake-ups from reactors, and our own wake-ups
@@ -166,6 +215,11 @@ static int port_init(struct shards *s, unsigned i, char *why, size_t why_bytes)
     }
     p->ring_ok = true;
     xcore_set_ring_fd(s->mesh, p->endpoint, p->ring.ring_fd);
+    err = budget_init(&p->budget, &s->merchant_budget);
+    if (err) {
+        snprintf(why, why_bytes, "out of memory for shard %u's merchant budgets", i);
+        return err;
+    }
     p->shard.store = p->store;
     p->shard.transport = &port_transport;
     p->shard.transport_ctx = p;
@@ -180,6 +234,7 @@ int shards_start(struct shards **out, const struct shards_config *cfg, char *why
         return -ENOMEM;
     s->cores = cfg->cores;
     s->mesh = cfg->mesh;
+    s->merchant_budget = cfg->merchant_budget;
     int err = open_stores(s, cfg, why, why_bytes);
     for (unsigned i = 0; err == 0 && i < s->cores; i++)
         err = port_init(s, i, why, why_bytes);
@@ -214,6 +269,7 @@ void shards_stop(struct shards *s)
         if (p->ring_ok)
             io_uring_queue_exit(&p->ring);
         shard_store_close(p->store);
+        budget_destroy(&p->budget);
     }
     free(s);
 }
@@ -280,5 +336,13 @@ void shards_metrics(const struct shards *s, struct metrics_out *o)
         snprintf(labels, sizeof(labels), "shard=\"%u\"", i);
         metrics_sample_u64(o, "ringpay_shard_failed", labels,
                            __atomic_load_n(&s->ports[i].shard.failed, __ATOMIC_ACQUIRE) != 0);
+    }
+    metrics_family(o, "ringpay_merchant_rate_limited_total", "counter",
+                   "Requests answered 429 because their merchant was over its budget.");
+    for (unsigned i = 0; i < s->cores; i++) {
+        char labels[32];
+        snprintf(labels, sizeof(labels), "shard=\"%u\"", i);
+        metrics_sample_u64(o, "ringpay_merchant_rate_limited_total", labels,
+                           __atomic_load_n(&s->ports[i].budget.refused, __ATOMIC_RELAXED));
     }
 }

@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "engine/bucket.h"
 #include "net/metrics.h"
 #include "net/xcore.h"
 
@@ -23,6 +24,7 @@ struct shards_config {
     unsigned cores;      /* shards: one per core */
     int64_t idem_ttl_ms; /* idempotency retention; 0: the default (24 h) */
     struct xcore *mesh;  /* 2 * cores endpoints; the reactors' ring fds already set */
+    struct bucket_conf merchant_budget; /* per merchant, kept by its shard; rate 0: none */
 };
 
 /*
