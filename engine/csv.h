@@ -49,9 +49,9 @@ struct csv_field {
 
 /* One line as the callback sees it. */
 struct csv_line {
-    uint64_t number;    /* 1-based physical line number */
-    const char *error;  /* NULL, or why the line is malformed (static text) */
-    size_t nfields;     /* fields split (for a malformed line: those before the error) */
+    uint64_t number;   /* 1-based physical line number */
+    const char *error; /* NULL, or why the line is malformed (static text) */
+    size_t nfields;    /* fields split (for a malformed line: those before the error) */
     struct csv_field fields[CSV_FIELDS_MAX];
 };
 
@@ -63,16 +63,16 @@ struct csv_reader {
     char buf[CSV_LINE_MAX_BYTES]; /* the current line's field bytes, unquoted */
     uint16_t field_off[CSV_FIELDS_MAX];
     uint16_t field_len[CSV_FIELDS_MAX];
-    size_t len;         /* bytes in buf */
-    size_t raw;         /* raw bytes of the current line so far, terminator excluded */
-    size_t nfields;     /* fields started on the current line */
-    const char *error;  /* first error of the current line */
-    uint8_t state;      /* enum csv_state in csv.c */
-    uint8_t bom;        /* bytes of a leading BOM matched so far (first line only) */
-    bool stopped;       /* a callback stopped the feed: the reader may not be fed again */
-    uint64_t line;      /* number of the current line */
-    uint64_t lines;     /* lines reported so far */
-    uint64_t bytes;     /* bytes fed so far */
+    size_t len;        /* bytes in buf */
+    size_t raw;        /* raw bytes of the current line so far, terminator excluded */
+    size_t nfields;    /* fields started on the current line */
+    const char *error; /* first error of the current line */
+    uint8_t state;     /* enum csv_state in csv.c */
+    uint8_t bom;       /* bytes of a leading BOM matched so far (first line only) */
+    bool stopped;      /* a callback stopped the feed: the reader may not be fed again */
+    uint64_t line;     /* number of the current line */
+    uint64_t lines;    /* lines reported so far */
+    uint64_t bytes;    /* bytes fed so far */
 };
 
 void csv_init(struct csv_reader *r);

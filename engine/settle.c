@@ -187,9 +187,10 @@ int settle_grace_parse(const char *s, size_t len, int64_t *ms)
     unsigned v;
     if (digits(s, len - 1, &v))
         return -EINVAL;
-    int64_t unit = s[len - 1] == 's' ? 1000 : s[len - 1] == 'm' ? MS_PER_MIN
-                                           : s[len - 1] == 'h' ? MS_PER_HOUR
-                                                               : 0;
+    int64_t unit = s[len - 1] == 's'   ? 1000
+                   : s[len - 1] == 'm' ? MS_PER_MIN
+                   : s[len - 1] == 'h' ? MS_PER_HOUR
+                                       : 0;
     if (unit == 0 || (int64_t)v > SETTLE_GRACE_MAX_MS / unit)
         return -EINVAL;
     *ms = (int64_t)v * unit;
@@ -452,15 +453,14 @@ int64_t settle_batch_net(const struct settle_batch *b)
 
 bool settle_batch_valid(const struct settle_batch *b)
 {
-    return key_valid(&b->key) && b->gross >= 0 && b->gross < SETTLE_TOTAL_MAX &&
-           b->refunds >= 0 && b->refunds < SETTLE_TOTAL_MAX &&
-           b->adjustments > -SETTLE_TOTAL_MAX && b->adjustments < SETTLE_TOTAL_MAX &&
-           b->capture_count >= 0 && b->refund_count >= 0 && b->adjustment_count >= 0 &&
-           (b->gross == 0) == (b->capture_count == 0) &&
+    return key_valid(&b->key) && b->gross >= 0 && b->gross < SETTLE_TOTAL_MAX && b->refunds >= 0 &&
+           b->refunds < SETTLE_TOTAL_MAX && b->adjustments > -SETTLE_TOTAL_MAX &&
+           b->adjustments < SETTLE_TOTAL_MAX && b->capture_count >= 0 && b->refund_count >= 0 &&
+           b->adjustment_count >= 0 && (b->gross == 0) == (b->capture_count == 0) &&
            (b->refunds == 0) == (b->refund_count == 0) &&
-           (b->adjustment_count > 0 || b->adjustments == 0) &&
-           b->capture_count <= b->gross && b->refund_count <= b->refunds &&
-           b->created_at_ms >= 0 && b->created_at_ms <= TIME_MS_MAX &&
+           (b->adjustment_count > 0 || b->adjustments == 0) && b->capture_count <= b->gross &&
+           b->refund_count <= b->refunds && b->created_at_ms >= 0 &&
+           b->created_at_ms <= TIME_MS_MAX &&
            (b->closed ? b->closed_at_ms >= 0 && b->closed_at_ms <= TIME_MS_MAX
                       : b->closed_at_ms == -1);
 }
@@ -968,8 +968,7 @@ static void item_fields(struct jw *w, const struct recon_item *it)
     jw_key(w, "expected_value_date");
     it->has_capture ? jw_date(w, it->capture.value_date) : jw_null(w);
     jw_key(w, "merchant_id");
-    it->has_capture ? jw_str(w, it->capture.merchant_id, it->capture.merchant_id_len)
-                    : jw_null(w);
+    it->has_capture ? jw_str(w, it->capture.merchant_id, it->capture.merchant_id_len) : jw_null(w);
     jw_key(w, "reason");
     it->reason ? jw_cstr(w, it->reason) : jw_null(w);
     jw_obj_end(w);

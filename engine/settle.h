@@ -215,9 +215,9 @@ struct settle_event {
     char merchant_id[MERCHANT_ID_MAX_BYTES + 1];
     uint8_t merchant_id_len;
     char currency[CURRENCY_BYTES + 1];
-    int64_t payment_amount;   /* authorized amount */
-    int64_t captured_amount;  /* the payment's, after the change */
-    int64_t refunded_amount;  /* the payment's, after the change */
+    int64_t payment_amount;  /* authorized amount */
+    int64_t captured_amount; /* the payment's, after the change */
+    int64_t refunded_amount; /* the payment's, after the change */
 };
 
 /* Parses a value (see the top). topic may be NULL (not checked). Returns 0 with *ev
@@ -330,8 +330,8 @@ enum settle_outcome {
 
 struct settle_result {
     enum settle_outcome outcome;
-    int32_t date;                /* the event's business date (when it has one) */
-    struct settle_key batch;     /* COUNTED, ADJUSTED: the batch that changed */
+    int32_t date;                             /* the event's business date (when it has one) */
+    struct settle_key batch;                  /* COUNTED, ADJUSTED: the batch that changed */
     char reason[SETTLE_REASON_MAX_BYTES + 1]; /* REFUSED */
 };
 

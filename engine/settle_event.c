@@ -42,8 +42,8 @@ static int jp_fail(struct jp *p, const char *fmt, ...)
 
 static void ws(struct jp *p)
 {
-    while (p->i < p->n && (p->s[p->i] == ' ' || p->s[p->i] == '\t' || p->s[p->i] == '\n' ||
-                           p->s[p->i] == '\r'))
+    while (p->i < p->n &&
+           (p->s[p->i] == ' ' || p->s[p->i] == '\t' || p->s[p->i] == '\n' || p->s[p->i] == '\r'))
         p->i++;
 }
 
@@ -286,10 +286,10 @@ static int value_skip(struct jp *p, int depth)
 /* ---- Known members ----------------------------------------------------------------- */
 
 enum jf_kind {
-    JF_STRING = 1,     /* decoded into buf */
-    JF_INT,            /* a plain integer 0..AMOUNT_MAX */
+    JF_STRING = 1,      /* decoded into buf */
+    JF_INT,             /* a plain integer 0..AMOUNT_MAX */
     JF_NULLABLE_STRING, /* a string or null */
-    JF_OBJECT,         /* an object with its own member table */
+    JF_OBJECT,          /* an object with its own member table */
 };
 
 struct jfield {
@@ -399,13 +399,30 @@ struct ev_bufs {
     char r_created[JSON_TIME_BYTES + 2];
 };
 
-enum { P_ID, P_MERCHANT, P_AMOUNT, P_CURRENCY, P_STATUS, P_CAPTURED, P_REFUNDED, P_REFERENCE,
-       P_CREATED, P_UPDATED, P_COUNT };
+enum {
+    P_ID,
+    P_MERCHANT,
+    P_AMOUNT,
+    P_CURRENCY,
+    P_STATUS,
+    P_CAPTURED,
+    P_REFUNDED,
+    P_REFERENCE,
+    P_CREATED,
+    P_UPDATED,
+    P_COUNT
+};
 enum { R_ID, R_PAYMENT, R_AMOUNT, R_CURRENCY, R_STATUS, R_CREATED, R_COUNT };
 enum { E_ID, E_TYPE, E_OCCURRED, E_AMOUNT, E_RELEASED, E_REFUND, E_PAYMENT, E_COUNT };
 
-#define STR(n, b)  {.name = (n), .kind = JF_STRING, .buf = (b), .cap = sizeof(b)}
-#define INT(n)     {.name = (n), .kind = JF_INT}
+#define STR(n, b)                                                                                  \
+    {                                                                                              \
+        .name = (n), .kind = JF_STRING, .buf = (b), .cap = sizeof(b)                               \
+    }
+#define INT(n)                                                                                     \
+    {                                                                                              \
+        .name = (n), .kind = JF_INT                                                                \
+    }
 
 struct ev_tables {
     struct ev_bufs b;
@@ -424,7 +441,9 @@ static void tables_init(struct ev_tables *t)
         [P_STATUS] = STR("status", b->p_status),
         [P_CAPTURED] = INT("captured_amount"),
         [P_REFUNDED] = INT("refunded_amount"),
-        [P_REFERENCE] = {.name = "reference", .kind = JF_NULLABLE_STRING, .buf = b->p_reference,
+        [P_REFERENCE] = {.name = "reference",
+                         .kind = JF_NULLABLE_STRING,
+                         .buf = b->p_reference,
                          .cap = sizeof(b->p_reference)},
         [P_CREATED] = STR("created_at", b->p_created),
         [P_UPDATED] = STR("updated_at", b->p_updated),
@@ -445,9 +464,15 @@ static void tables_init(struct ev_tables *t)
         [E_OCCURRED] = STR("occurred_at", b->occurred_at),
         [E_AMOUNT] = INT("amount"),
         [E_RELEASED] = INT("released_amount"),
-        [E_REFUND] = {.name = "refund", .kind = JF_OBJECT, .sub = t->ref, .nsub = R_COUNT,
+        [E_REFUND] = {.name = "refund",
+                      .kind = JF_OBJECT,
+                      .sub = t->ref,
+                      .nsub = R_COUNT,
                       .prefix = "refund."},
-        [E_PAYMENT] = {.name = "payment", .kind = JF_OBJECT, .sub = t->pay, .nsub = P_COUNT,
+        [E_PAYMENT] = {.name = "payment",
+                       .kind = JF_OBJECT,
+                       .sub = t->pay,
+                       .nsub = P_COUNT,
                        .prefix = "payment."},
     };
     memcpy(t->top, top, sizeof(top));
@@ -461,8 +486,8 @@ static bool has_released(enum settle_event_type t)
 
 static int status_parse(const struct jfield *f)
 {
-    static const char *const names[] = {"authorized", "captured", "partially_refunded",
-                                        "refunded", "voided"};
+    static const char *const names[] = {"authorized", "captured", "partially_refunded", "refunded",
+                                        "voided"};
     static const int values[] = {PAYMENT_AUTHORIZED, PAYMENT_CAPTURED, PAYMENT_PARTIALLY_REFUNDED,
                                  PAYMENT_REFUNDED, PAYMENT_VOIDED};
     for (size_t k = 0; k < ARRAY_LEN(names); k++)
@@ -549,8 +574,8 @@ static const char *const member_names[E_COUNT] = {
  * absent. */
 static int presence(struct jp *p, const struct ev_tables *t, enum settle_event_type type)
 {
-    bool need[E_COUNT] = {true, true, true, true, has_released(type),
-                          type == SETTLE_EVENT_REFUNDED, true};
+    bool need[E_COUNT] = {true, true, true, true, has_released(type), type == SETTLE_EVENT_REFUNDED,
+                          true};
     for (int k = 0; k < E_COUNT; k++) {
         if (need[k] && !t->top[k].present)
             return jp_fail(p, "member %s is missing", member_names[k]);
@@ -587,8 +612,7 @@ static int payment_members(struct jp *p, const struct ev_tables *t, struct settl
     if (!payment_state_valid(*status, f[P_AMOUNT].num, f[P_CAPTURED].num, f[P_REFUNDED].num))
         return jp_fail(p, "payment amounts are impossible for its status");
     if (settle_time_parse(f[P_CREATED].buf, f[P_CREATED].len, &created) ||
-        settle_time_parse(f[P_UPDATED].buf, f[P_UPDATED].len, updated_ms) ||
-        created > *updated_ms)
+        settle_time_parse(f[P_UPDATED].buf, f[P_UPDATED].len, updated_ms) || created > *updated_ms)
         return jp_fail(p, "payment.created_at or updated_at is not a valid time");
     memcpy(ev->payment_id, f[P_ID].buf, ID_BYTES);
     memcpy(ev->merchant_id, f[P_MERCHANT].buf, f[P_MERCHANT].len);
@@ -645,8 +669,7 @@ static int amounts(struct jp *p, const struct ev_tables *t, const struct settle_
             return jp_fail(p, "a void's amounts or status do not match its payment");
         return 0;
     case SETTLE_EVENT_REFUNDED:
-        if ((status != PAYMENT_PARTIALLY_REFUNDED && status != PAYMENT_REFUNDED) ||
-            ev->amount > r)
+        if ((status != PAYMENT_PARTIALLY_REFUNDED && status != PAYMENT_REFUNDED) || ev->amount > r)
             return jp_fail(p, "a refund's amount or status does not match its payment");
         return 0;
     }

@@ -88,10 +88,9 @@ enum sdbi {
 };
 
 static const char *const dbi_names[D_COUNT] = {
-    "meta",         "batches",     "batch_seq",   "batch_merch", "batch_date",
-    "open_seq",     "open_date",   "dates",       "seen",        "seen_exp",
-    "captures",     "capture_date", "adjustments", "offsets",    "dlq",
-    "outbox",       "recon_files", "recon_items", "recon_seen",  "recon_dates"};
+    "meta",  "batches", "batch_seq",   "batch_merch", "batch_date",   "open_seq",    "open_date",
+    "dates", "seen",    "seen_exp",    "captures",    "capture_date", "adjustments", "offsets",
+    "dlq",   "outbox",  "recon_files", "recon_items", "recon_seen",   "recon_dates"};
 
 struct settle_store {
     MDB_env *env;
@@ -114,7 +113,7 @@ struct settle_store {
 struct stx {
     struct settle_store *s;
     MDB_txn *txn;
-    int err;      /* first error, sticky */
+    int err; /* first error, sticky */
     bool writable;
     int64_t now_ms;
     struct settle_calendar *cal; /* NULL: no horizon work in this transaction */
@@ -128,10 +127,10 @@ typedef void (*stx_body_fn)(struct stx *t, void *arg);
 
 /* ---- Small codecs ------------------------------------------------------------------- */
 
-#define BKEY_MAX  (1 + MERCHANT_ID_MAX_BYTES + CURRENCY_BYTES + 4)
-#define EKEY_LEN  9
-#define BATCH_FIXED 88
-#define BATCH_MAX (BATCH_FIXED + MERCHANT_ID_MAX_BYTES)
+#define BKEY_MAX      (1 + MERCHANT_ID_MAX_BYTES + CURRENCY_BYTES + 4)
+#define EKEY_LEN      9
+#define BATCH_FIXED   88
+#define BATCH_MAX     (BATCH_FIXED + MERCHANT_ID_MAX_BYTES)
 #define CAPTURE_FIXED 24
 
 static void put_u32be(uint8_t *p, uint32_t v)
@@ -194,9 +193,9 @@ static size_t batch_encode(uint8_t *out, const struct settle_batch *b)
     out[2] = b->key.merchant_id_len;
     memcpy(out + 4, b->key.currency, CURRENCY_BYTES);
     record_put_u32le(out + 8, (uint32_t)b->key.date);
-    const int64_t v[9] = {b->gross,         b->refunds,       b->adjustments,
-                          b->capture_count, b->refund_count,  b->adjustment_count,
-                          b->created_at_ms, b->closed_at_ms,  (int64_t)b->seq};
+    const int64_t v[9] = {b->gross,         b->refunds,      b->adjustments,
+                          b->capture_count, b->refund_count, b->adjustment_count,
+                          b->created_at_ms, b->closed_at_ms, (int64_t)b->seq};
     for (int i = 0; i < 9; i++)
         record_put_u64le(out + 16 + 8 * i, (uint64_t)v[i]);
     memcpy(out + BATCH_FIXED, b->key.merchant_id, b->key.merchant_id_len);
@@ -206,8 +205,8 @@ static size_t batch_encode(uint8_t *out, const struct settle_batch *b)
 static int batch_decode(const void *data, size_t len, struct settle_batch *b)
 {
     const uint8_t *p = data;
-    if (len < BATCH_FIXED || p[0] != RECORD_VERSION || p[1] > 1 || p[3] || p[7] || p[12] ||
-        p[13] || p[14] || p[15] || len != (size_t)BATCH_FIXED + p[2])
+    if (len < BATCH_FIXED || p[0] != RECORD_VERSION || p[1] > 1 || p[3] || p[7] || p[12] || p[13] ||
+        p[14] || p[15] || len != (size_t)BATCH_FIXED + p[2])
         return -EBADMSG;
     memset(b, 0, sizeof(*b));
     uint32_t date = record_get_u32le(p + 8);
@@ -406,8 +405,10 @@ static int manifest_check(const char *dir, char *why, size_t why_bytes)
         if (n == (ssize_t)strlen(SETTLE_MANIFEST_TEXT) &&
             memcmp(buf, SETTLE_MANIFEST_TEXT, (size_t)n) == 0)
             return 0;
-        snprintf(why, why_bytes, "%s is not a settle data directory of this version (its %s "
-                 "does not say \"ringpay-settle 1\")", dir, SETTLE_MANIFEST);
+        snprintf(why, why_bytes,
+                 "%s is not a settle data directory of this version (its %s "
+                 "does not say \"ringpay-settle 1\")",
+                 dir, SETTLE_MANIFEST);
         return -EINVAL;
     }
     if (errno != ENOENT) {
@@ -1428,8 +1429,8 @@ static void close_one(struct stx *t, const MDB_val *k, const MDB_val *bkv)
     jw_init(&w, ev, sizeof(ev));
     settle_render_closed_event(&w, &b);
     ASSERT(jw_finish(&w) == 0);
-    outbox_append(t, "settlement.closed", b.key.merchant_id, b.key.merchant_id_len, ev, w.len,
-                  NULL, 0);
+    outbox_append(t, "settlement.closed", b.key.merchant_id, b.key.merchant_id_len, ev, w.len, NULL,
+                  0);
     t->d.batches_closed++;
     t->d.open_batches--;
 }
@@ -1696,9 +1697,8 @@ int settle_store_capture_get(struct settle_store *s, const char *payment_id,
 
 /* ---- Dead letters: list and replay ------------------------------------------------------ */
 
-int settle_store_dlq_list(struct settle_store *s, uint64_t after, uint32_t limit,
-                          bool pending_only, settle_dlq_visit_fn fn, void *arg,
-                          uint64_t *next_after)
+int settle_store_dlq_list(struct settle_store *s, uint64_t after, uint32_t limit, bool pending_only,
+                          settle_dlq_visit_fn fn, void *arg, uint64_t *next_after)
 {
     ASSERT(limit >= 1 && limit <= SETTLE_PAGE_MAX && next_after != NULL);
     struct stx t;
@@ -1839,8 +1839,8 @@ static void replay_body(struct stx *t, void *arg)
         dlq_rewrite(t, &d, false, why, strlen(why));
         return;
     }
-    r->result = res.outcome == SETTLE_COUNTED    ? SETTLE_MSG_COUNTED
-                : res.outcome == SETTLE_ADJUSTED ? SETTLE_MSG_ADJUSTED
+    r->result = res.outcome == SETTLE_COUNTED     ? SETTLE_MSG_COUNTED
+                : res.outcome == SETTLE_ADJUSTED  ? SETTLE_MSG_ADJUSTED
                 : res.outcome == SETTLE_DUPLICATE ? SETTLE_MSG_DUPLICATE
                                                   : SETTLE_MSG_IGNORED;
     t->d.counted += res.outcome == SETTLE_COUNTED;
@@ -2210,8 +2210,8 @@ uint64_t settle_recon_lines(const struct settle_recon *r)
 struct missing_run {
     uint64_t file;
     uint32_t round;
-    int32_t date;        /* resume position: the date ... */
-    char pid[ID_BYTES];  /* ... and the payment after which to go on (pid_set) */
+    int32_t date;       /* resume position: the date ... */
+    char pid[ID_BYTES]; /* ... and the payment after which to go on (pid_set) */
     bool pid_set;
     bool done;
     struct recon_summary sum; /* in/out */
@@ -2380,8 +2380,8 @@ int settle_recon_finish(struct settle_recon *r, struct recon_summary *out)
     if (rc == 0)
         rc = missing_pass(r->s, r->now_ms, r->seq, 0, &r->sum, &r->next_item, r->ndates);
     if (rc == 0) {
-        struct flush_run f = {.r = r, .seq = r->seq, .sum = r->sum, .next_item = r->next_item,
-                              .ndates = r->ndates};
+        struct flush_run f = {
+            .r = r, .seq = r->seq, .sum = r->sum, .next_item = r->next_item, .ndates = r->ndates};
         f.sum.status = RECON_STATUS_DONE;
         rc = txn_run(r->s, NULL, r->now_ms, status_body, &f);
         if (rc == 0)
@@ -2398,8 +2398,8 @@ void settle_recon_abort(struct settle_recon *r)
     if (r == NULL)
         return;
     if (r->created && !r->s->failed) {
-        struct flush_run f = {.r = r, .seq = r->seq, .sum = r->sum, .next_item = r->next_item,
-                              .ndates = r->ndates};
+        struct flush_run f = {
+            .r = r, .seq = r->seq, .sum = r->sum, .next_item = r->next_item, .ndates = r->ndates};
         f.sum.status = RECON_STATUS_FAILED;
         txn_run(r->s, NULL, r->now_ms, status_body, &f);
     }
@@ -2420,8 +2420,8 @@ static void recover_uploads(struct stx *t, void *arg)
         struct recon_summary s;
         uint64_t next_item;
         uint32_t ndates;
-        if (k.mv_size != 8 ||
-            file_decode(record_get_u64be(k.mv_data), v.mv_data, v.mv_size, &s, &next_item, &ndates)) {
+        if (k.mv_size != 8 || file_decode(record_get_u64be(k.mv_data), v.mv_data, v.mv_size, &s,
+                                          &next_item, &ndates)) {
             rc = MDB_CORRUPTED;
             break;
         }
@@ -2448,7 +2448,7 @@ static int file_read(struct stx *t, uint64_t file, struct recon_summary *s, uint
     if (rc)
         return rc;
     return file_decode(file, v.mv_data, v.mv_size, s, next_item, ndates) ? tfail(t, MDB_CORRUPTED)
-                                                                        : 0;
+                                                                         : 0;
 }
 
 int settle_store_recon_get(struct settle_store *s, uint64_t file_seq, struct recon_summary *out)

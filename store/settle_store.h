@@ -101,8 +101,8 @@ struct settle_store_stats {
     uint64_t stale;        /* messages below their partition's stored offset */
     uint64_t dead_letters; /* poison or refused messages stored as dead letters */
     uint64_t batches_closed;
-    uint64_t expired;       /* processed ids and index entries deleted by the horizon */
-    uint64_t recon_lines;   /* reconciliation lines classified */
+    uint64_t expired;     /* processed ids and index entries deleted by the horizon */
+    uint64_t recon_lines; /* reconciliation lines classified */
     uint64_t commits;
     uint64_t failed_commits;
     uint64_t map_full;
@@ -336,9 +336,8 @@ typedef int (*settle_dlq_visit_fn)(void *arg, const struct settle_dead_letter *d
 
 /* `ringpay settle dlq list`: dead letters with id > after (only pending ones when
  * pending_only), at most limit; *next_after as above. Pointers valid during fn. */
-int settle_store_dlq_list(struct settle_store *s, uint64_t after, uint32_t limit,
-                          bool pending_only, settle_dlq_visit_fn fn, void *arg,
-                          uint64_t *next_after);
+int settle_store_dlq_list(struct settle_store *s, uint64_t after, uint32_t limit, bool pending_only,
+                          settle_dlq_visit_fn fn, void *arg, uint64_t *next_after);
 
 /*
  * `ringpay settle dlq replay`: processes dead letter id again through the rules (as a

@@ -31,8 +31,8 @@ static int collect(void *arg, const struct csv_line *l)
         n = snprintf(o->text + o->len, sizeof(o->text) - o->len, "%llu!%s\n",
                      (unsigned long long)l->number, l->error);
     } else {
-        n = snprintf(o->text + o->len, sizeof(o->text) - o->len, "%llu:",
-                     (unsigned long long)l->number);
+        n = snprintf(o->text + o->len, sizeof(o->text) - o->len,
+                     "%llu:", (unsigned long long)l->number);
         o->len += (size_t)n;
         for (size_t i = 0; i < l->nfields; i++) {
             n = snprintf(o->text + o->len, sizeof(o->text) - o->len, "%s%.*s", i ? "|" : "",
@@ -208,16 +208,26 @@ static void test_field_count_bound(void **state)
 
 static void test_bom(void **state)
 {
-    expect("\xef\xbb\xbf" "a,b\n", "1:a|b\n");
-    expect("\xef\xbb\xbf" "\"a\",b\n", "1:a|b\n");
+    expect("\xef\xbb\xbf"
+           "a,b\n",
+           "1:a|b\n");
+    expect("\xef\xbb\xbf"
+           "\"a\",b\n",
+           "1:a|b\n");
     expect("\xef\xbb\xbf", "");
     expect("\xef\xbb\xbf\n", "1!empty line\n");
     /* a partial mark is data */
-    expect("\xef\xbb" "a\n", "1:\xef\xbb" "a\n");
+    expect("\xef\xbb"
+           "a\n",
+           "1:\xef\xbb"
+           "a\n");
     expect("\xef\n", "1:\xef\n");
     expect("\xef\xbb", "1:\xef\xbb\n");
     /* only at the very start */
-    expect("a\n\xef\xbb\xbf" "b\n", "1:a\n2:\xef\xbb\xbf" "b\n");
+    expect("a\n\xef\xbb\xbf"
+           "b\n",
+           "1:a\n2:\xef\xbb\xbf"
+           "b\n");
 }
 
 static void test_callback_stops(void **state)
@@ -258,16 +268,11 @@ static void test_random_chunking(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_plain_lines),
-        cmocka_unit_test(test_empty_lines_are_reported),
-        cmocka_unit_test(test_quoted_fields),
-        cmocka_unit_test(test_quote_errors),
-        cmocka_unit_test(test_cr_and_nul),
-        cmocka_unit_test(test_line_length_bound),
-        cmocka_unit_test(test_field_count_bound),
-        cmocka_unit_test(test_bom),
-        cmocka_unit_test(test_callback_stops),
-        cmocka_unit_test(test_random_chunking),
+        cmocka_unit_test(test_plain_lines),       cmocka_unit_test(test_empty_lines_are_reported),
+        cmocka_unit_test(test_quoted_fields),     cmocka_unit_test(test_quote_errors),
+        cmocka_unit_test(test_cr_and_nul),        cmocka_unit_test(test_line_length_bound),
+        cmocka_unit_test(test_field_count_bound), cmocka_unit_test(test_bom),
+        cmocka_unit_test(test_callback_stops),    cmocka_unit_test(test_random_chunking),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -61,9 +61,19 @@ static void test_date_roundtrip_and_leap_days(void **state)
         assert_int_equal(D(buf), d);
     }
     int32_t v;
-    const char *bad[] = {"2023-02-29", "1900-02-29", "2026-13-01", "2026-00-10", "2026-04-31",
-                         "2026-11-5",  "2026/11/25", "2026-11-25 ", "1969-12-31", "9999-12-31",
-                         "+026-11-25", "2026-1a-25", ""};
+    const char *bad[] = {"2023-02-29",
+                         "1900-02-29",
+                         "2026-13-01",
+                         "2026-00-10",
+                         "2026-04-31",
+                         "2026-11-5",
+                         "2026/11/25",
+                         "2026-11-25 ",
+                         "1969-12-31",
+                         "9999-12-31",
+                         "+026-11-25",
+                         "2026-1a-25",
+                         ""};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         assert_int_equal(settle_date_parse(bad[i], strlen(bad[i]), &v), -EINVAL);
 }
@@ -476,7 +486,10 @@ static void test_poison_events(void **state)
     poison(edit(cap, "\"currency\":\"KRW\",", ""), "payment.currency is missing");
     /* unknown members are skipped, however nested (within the bound) */
     struct settle_event ev;
-    parse_ok(NULL, edit(cap, "\"amount\":12000", "\"amount\":12000,\"x\":{\"a\":[1,-2.5e3,true,null,{\"b\":\"\\u00e9\"}]}"), &ev);
+    parse_ok(NULL,
+             edit(cap, "\"amount\":12000",
+                  "\"amount\":12000,\"x\":{\"a\":[1,-2.5e3,true,null,{\"b\":\"\\u00e9\"}]}"),
+             &ev);
     assert_int_equal(ev.amount, 12000);
     poison(edit(cap, "\"amount\":12000", "\"amount\":12000,\"x\":[[[[[[[[[[1]]]]]]]]]]"),
            "nested too deep");
@@ -508,11 +521,10 @@ static void test_poison_events(void **state)
     poison(edit(cap, "\"captured_amount\":12000", "\"captured_amount\":16000"), "impossible");
     poison(edit(cap, "\"status\":\"captured\"", "\"status\":\"authorized\""), "impossible");
     poison(edit(ref, "\"amount\":2000", "\"amount\":2001"), "refund.amount differs");
-    poison(edit(ref, "\"payment_id\":\"pay_2a", "\"payment_id\":\"pay_2b"),
-           "refund.payment_id");
-    poison(edit(ref, "\"payment_status\":\"partially_refunded\"",
-                "\"payment_status\":\"refunded\""),
-           "refund.payment_status");
+    poison(edit(ref, "\"payment_id\":\"pay_2a", "\"payment_id\":\"pay_2b"), "refund.payment_id");
+    poison(
+        edit(ref, "\"payment_status\":\"partially_refunded\"", "\"payment_status\":\"refunded\""),
+        "refund.payment_status");
     /* size */
     static char big[SETTLE_EVENT_MAX_BYTES + 2];
     memset(big, ' ', sizeof(big) - 1);
@@ -605,9 +617,9 @@ static void test_batch_ids(void **state)
     assert_int_equal(settle_batch_id(id, &k), SETTLE_BATCH_ID_MAX_BYTES);
     assert_int_equal(settle_batch_id_parse(id, strlen(id), &back), 0);
     assert_true(settle_key_equal(&k, &back));
-    const char *bad[] = {"stl_20261125_KRW_",      "stl_20261131_KRW_m-1", "stl_20261125_krw_m-1",
-                         "stl_20261125-KRW_m-1",   "stl_2026112_KRW_m-1",  "stl_20261125_KRW_m 1",
-                         "STL_20261125_KRW_m-1",   "stl_20261125_KRW_m/1", ""};
+    const char *bad[] = {"stl_20261125_KRW_",    "stl_20261131_KRW_m-1", "stl_20261125_krw_m-1",
+                         "stl_20261125-KRW_m-1", "stl_2026112_KRW_m-1",  "stl_20261125_KRW_m 1",
+                         "STL_20261125_KRW_m-1", "stl_20261125_KRW_m/1", ""};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         assert_int_equal(settle_batch_id_parse(bad[i], strlen(bad[i]), &back), -EINVAL);
 }
@@ -952,10 +964,10 @@ static void test_recon_header_and_lines(void **state)
 {
     struct csv_line l = line_of(RECON_HEADER);
     assert_int_equal(recon_header_check(&l), 0);
-    const char *bad_headers[] = {"transaction_id,amount,currency", "Transaction_id,amount,currency,value_date",
-                                 "transaction_id,amount,currency,value_date,x",
-                                 "transaction_id, amount,currency,value_date",
-                                 "amount,transaction_id,currency,value_date"};
+    const char *bad_headers[] = {
+        "transaction_id,amount,currency", "Transaction_id,amount,currency,value_date",
+        "transaction_id,amount,currency,value_date,x", "transaction_id, amount,currency,value_date",
+        "amount,transaction_id,currency,value_date"};
     for (size_t i = 0; i < sizeof(bad_headers) / sizeof(bad_headers[0]); i++) {
         l = line_of(bad_headers[i]);
         assert_int_equal(recon_header_check(&l), -EINVAL);
@@ -1080,14 +1092,13 @@ static void test_renderers(void **state)
         "\"adjustments\":-200,\"net\":14300,\"capture_count\":2,\"refund_count\":1,"
         "\"closed_at\":null}");
     settle_batch_close(&b, T("2026-11-26T00:10:00.000Z"));
-    assert_string_equal(
-        render(r_closed, &b),
-        "{\"event_id\":\"evt_stl_20261125_KRW_m-1\",\"type\":\"settlement.closed\","
-        "\"occurred_at\":\"2026-11-26T00:10:00.000Z\",\"settlement\":{\"id\":"
-        "\"stl_20261125_KRW_m-1\",\"merchant_id\":\"m-1\",\"currency\":\"KRW\","
-        "\"business_date\":\"2026-11-25\",\"status\":\"closed\",\"gross\":15000,"
-        "\"refunds\":500,\"adjustments\":-200,\"net\":14300,\"capture_count\":2,"
-        "\"refund_count\":1,\"closed_at\":\"2026-11-26T00:10:00.000Z\"}}");
+    assert_string_equal(render(r_closed, &b),
+                        "{\"event_id\":\"evt_stl_20261125_KRW_m-1\",\"type\":\"settlement.closed\","
+                        "\"occurred_at\":\"2026-11-26T00:10:00.000Z\",\"settlement\":{\"id\":"
+                        "\"stl_20261125_KRW_m-1\",\"merchant_id\":\"m-1\",\"currency\":\"KRW\","
+                        "\"business_date\":\"2026-11-25\",\"status\":\"closed\",\"gross\":15000,"
+                        "\"refunds\":500,\"adjustments\":-200,\"net\":14300,\"capture_count\":2,"
+                        "\"refund_count\":1,\"closed_at\":\"2026-11-26T00:10:00.000Z\"}}");
     char row[256];
     assert_true(settle_render_batch_csv(row, sizeof(row), &b) > 0);
     assert_string_equal(row, "stl_20261125_KRW_m-1,m-1,KRW,2026-11-25,closed,15000,500,-200,"
@@ -1125,12 +1136,13 @@ static void test_renderers(void **state)
     strcpy(it.capture.currency, "KRW");
     it.capture.amount = 12000;
     it.capture.value_date = D("2026-11-25");
-    assert_string_equal(render(r_item, &it),
-                        "{\"item\":3,\"line\":3,\"category\":\"amount_mismatch\",\"transaction_id\":"
-                        "\"pay_2a0000000000000001\",\"amount\":12001,\"currency\":\"KRW\","
-                        "\"value_date\":\"2026-11-25\",\"expected_amount\":12000,"
-                        "\"expected_currency\":\"KRW\",\"expected_value_date\":\"2026-11-25\","
-                        "\"merchant_id\":\"m-1\",\"reason\":null}");
+    assert_string_equal(
+        render(r_item, &it),
+        "{\"item\":3,\"line\":3,\"category\":\"amount_mismatch\",\"transaction_id\":"
+        "\"pay_2a0000000000000001\",\"amount\":12001,\"currency\":\"KRW\","
+        "\"value_date\":\"2026-11-25\",\"expected_amount\":12000,"
+        "\"expected_currency\":\"KRW\",\"expected_value_date\":\"2026-11-25\","
+        "\"merchant_id\":\"m-1\",\"reason\":null}");
     memset(&it, 0, sizeof(it));
     it.item = it.line = 4;
     it.category = RECON_MALFORMED;

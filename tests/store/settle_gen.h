@@ -31,7 +31,6 @@ int settle_gen_void(struct settle_gen *g, const char *id, int64_t now_ms);
 
 /* Events so far, in commit order, and event i: its value (not NUL-terminated) and topic. */
 size_t settle_gen_events(const struct settle_gen *g);
-const char *settle_gen_event(const struct settle_gen *g, size_t i, size_t *len,
-                             const char **topic);
+const char *settle_gen_event(const struct settle_gen *g, size_t i, size_t *len, const char **topic);
 
 #endif

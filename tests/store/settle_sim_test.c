@@ -47,16 +47,16 @@
 #define HOUR (60 * MIN)
 #define DAY  (24 * HOUR)
 
-#define NM       40 /* merchants */
-#define NP       3  /* partitions per topic */
-#define NTOPIC   4
-#define NLOG     (NTOPIC * NP)
-#define MAX_EV   12000
-#define MAX_MSG  (2 * MAX_EV)
-#define MAX_PAY  6000
-#define ZONE_S   (9 * 3600)
-#define CUTOFF   (5 * HOUR)
-#define GRACE    (10 * MIN)
+#define NM      40 /* merchants */
+#define NP      3  /* partitions per topic */
+#define NTOPIC  4
+#define NLOG    (NTOPIC * NP)
+#define MAX_EV  12000
+#define MAX_MSG (2 * MAX_EV)
+#define MAX_PAY 6000
+#define ZONE_S  (9 * 3600)
+#define CUTOFF  (5 * HOUR)
+#define GRACE   (10 * MIN)
 
 static const char *const topic_names[NTOPIC] = {"payment.authorized", "payment.captured",
                                                 "payment.voided", "payment.refunded"};
@@ -176,8 +176,13 @@ static void record_event(struct sim *w, int gen, int topic, int merchant, int cu
 {
     assert_true(w->nev < MAX_EV);
     struct sev *e = &w->ev[w->nev];
-    *e = (struct sev){.gen = gen, .idx = settle_gen_events(&w->g[gen]) - 1, .topic = topic,
-                      .merchant = merchant, .currency = currency, .amount = amount, .at = at};
+    *e = (struct sev){.gen = gen,
+                      .idx = settle_gen_events(&w->g[gen]) - 1,
+                      .topic = topic,
+                      .merchant = merchant,
+                      .currency = currency,
+                      .amount = amount,
+                      .at = at};
     int partition = merchant % NP;
     int64_t when = append_time(st, nst, partition, at, w);
     log_append(w, topic * NP + partition, w->nev, when);
@@ -204,8 +209,9 @@ static void engine_step(struct sim *w, int64_t t, const struct stall *st, size_t
         p->gen = p->merchant % 2;
         p->amount = 100 + rnd(w, 100000);
         merchant_name(name, p->merchant);
-        assert_int_equal(settle_gen_authorize(&w->g[p->gen], name, currencies[p->currency],
-                                              p->amount, t, p->id), 201);
+        assert_int_equal(
+            settle_gen_authorize(&w->g[p->gen], name, currencies[p->currency], p->amount, t, p->id),
+            201);
         w->npay++;
         record_event(w, p->gen, 0, p->merchant, p->currency, p->amount, t, st, nst);
         return;
@@ -291,8 +297,8 @@ static struct obatch *o_next_open(struct sim *w, int merchant, int currency, int
 }
 
 /* Checks the store's result of one message of log `log` and applies it to the oracle. */
-static void o_message(struct sim *w, int log, int64_t offset, int ev,
-                      const struct settle_msg *m, int64_t now)
+static void o_message(struct sim *w, int log, int64_t offset, int ev, const struct settle_msg *m,
+                      int64_t now)
 {
     if (offset < w->o_next[log]) {
         assert_int_equal(m->result, SETTLE_MSG_STALE);

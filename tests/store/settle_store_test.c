@@ -73,7 +73,7 @@ struct fx {
     struct settle_store *s;
     struct settle_calendar cal;
     struct settle_gen g;
-    int64_t offset; /* the next Kafka offset of partition 0 */
+    int64_t offset;   /* the next Kafka offset of partition 0 */
     size_t delivered; /* engine events delivered so far */
 };
 
@@ -172,8 +172,8 @@ static void test_consume_exactly_once(void **state)
     char p1[ID_BYTES + 1], p2[ID_BYTES + 1], p3[ID_BYTES + 1];
     int64_t t = T("2026-11-25T10:00:00.000Z");
     enum settle_msg_result r[64];
-    pay(f, "m-1", "KRW", 15000, 12000, t, p1);       /* partial capture */
-    pay(f, "m-1", "KRW", 5000, 0, t + HOUR, p2);      /* full capture */
+    pay(f, "m-1", "KRW", 15000, 12000, t, p1);   /* partial capture */
+    pay(f, "m-1", "KRW", 5000, 0, t + HOUR, p2); /* full capture */
     assert_int_equal(settle_gen_refund(&f->g, p1, 2000, t + 2 * HOUR), 201);
     assert_int_equal(settle_gen_authorize(&f->g, "m-1", "KRW", 70, t, p3), 201);
     assert_int_equal(settle_gen_void(&f->g, p3, t + 1), 200);
@@ -297,8 +297,13 @@ static void test_poison_dead_letters_and_replay(void **state)
     int64_t t = T("2026-11-25T10:00:00.000Z");
     struct settle_msg m[3];
     memset(m, 0, sizeof(m));
-    m[0] = (struct settle_msg){.topic = "payment.captured", .topic_len = 16, .partition = 2,
-                               .offset = 40, .key = "m-9", .key_len = 3, .value = "{not json",
+    m[0] = (struct settle_msg){.topic = "payment.captured",
+                               .topic_len = 16,
+                               .partition = 2,
+                               .offset = 40,
+                               .key = "m-9",
+                               .key_len = 3,
+                               .value = "{not json",
                                .value_len = 9};
     m[1] = m[0];
     m[1].offset = 41;
@@ -390,12 +395,15 @@ static void test_close_and_late_events(void **state)
     deliver(f, d26, NULL);
     /* closing the future is refused; today is allowed */
     uint64_t closed = 99;
-    assert_int_equal(settle_store_close_date(f->s, &f->cal, D("2026-11-27"), d26, &closed), -EINVAL);
+    assert_int_equal(settle_store_close_date(f->s, &f->cal, D("2026-11-27"), d26, &closed),
+                     -EINVAL);
     assert_int_equal(closed, 0);
     /* close by time: nothing is due before 2026-11-26T00:10 */
-    assert_int_equal(settle_store_close_due(f->s, &f->cal, T("2026-11-26T00:09:59.999Z"), &closed), 0);
+    assert_int_equal(settle_store_close_due(f->s, &f->cal, T("2026-11-26T00:09:59.999Z"), &closed),
+                     0);
     assert_int_equal(closed, 0);
-    assert_int_equal(settle_store_close_due(f->s, &f->cal, T("2026-11-26T00:10:00.000Z"), &closed), 0);
+    assert_int_equal(settle_store_close_due(f->s, &f->cal, T("2026-11-26T00:10:00.000Z"), &closed),
+                     0);
     assert_int_equal(closed, 2);
     struct settle_batch b = batch(f, "m-1", "KRW", "2026-11-25");
     assert_true(b.closed);
@@ -431,8 +439,8 @@ static void test_close_and_late_events(void **state)
     assert_int_equal(al.source[0], D("2026-11-25"));
 
     /* a manual close of today: the date is closed even for merchants without a batch */
-    assert_int_equal(settle_store_close_date(f->s, &f->cal, D("2026-11-26"), d26 + 2 * HOUR,
-                                             &closed), 0);
+    assert_int_equal(
+        settle_store_close_date(f->s, &f->cal, D("2026-11-26"), d26 + 2 * HOUR, &closed), 0);
     assert_int_equal(closed, 1);
     pay(f, "m-7", "EUR", 10, 0, d26 + HOUR, p[0]);
     deliver(f, d26 + 3 * HOUR, r);
@@ -507,8 +515,12 @@ static void test_listing_filters_and_paging(void **state)
     struct settle_filter closed = {.status = SETTLE_CLOSED};
     list(f, &closed, 2, &all);
     assert_int_equal(all.n, 3);
-    struct settle_filter md = {.has_merchant = true, .merchant_id = "m-3", .merchant_id_len = 3,
-                               .has_date = true, .date = D("2026-11-26"), .status = SETTLE_OPEN};
+    struct settle_filter md = {.has_merchant = true,
+                               .merchant_id = "m-3",
+                               .merchant_id_len = 3,
+                               .has_date = true,
+                               .date = D("2026-11-26"),
+                               .status = SETTLE_OPEN};
     list(f, &md, 5, &all);
     assert_int_equal(all.n, 1);
     assert_string_equal(all.id[0], "stl_20261126_USD_m-3");
@@ -746,8 +758,8 @@ static void test_outbox_replicated_mark(void **state)
     char p[ID_BYTES + 1];
     for (int i = 0; i < 5; i++)
         pay(f, "m-x", "KRW", 10, 0, t, p);
-    struct settle_msg m = {.topic = "payment.captured", .topic_len = 16, .offset = 0,
-                           .value = "x", .value_len = 1};
+    struct settle_msg m = {
+        .topic = "payment.captured", .topic_len = 16, .offset = 0, .value = "x", .value_len = 1};
     for (int i = 0; i < 5; i++) {
         m.offset = i;
         assert_int_equal(settle_store_apply(f->s, &f->cal, &m, 1, t), 0); /* 5 dead letters */
@@ -833,8 +845,10 @@ static void test_fault_map_full(void **state)
     settle_store_close(f->s);
     rm_rf(f->dir); /* a fresh directory: its map size is the one asked for */
     /* MAP_FULL once: the map grows and the transaction runs again */
-    struct settle_store_options o = {.map_bytes = 1 << 20, .map_max_bytes = 1 << 22,
-                                     .fault_after_puts = 1, .fault_errno = MDB_MAP_FULL};
+    struct settle_store_options o = {.map_bytes = 1 << 20,
+                                     .map_max_bytes = 1 << 22,
+                                     .fault_after_puts = 1,
+                                     .fault_errno = MDB_MAP_FULL};
     f->s = open_store(f->dir, &o);
     apply_one(f, f->s, 1, 0, t, 0);
     struct settle_store_stats st;
@@ -845,8 +859,10 @@ static void test_fault_map_full(void **state)
     assert_int_equal(settle_store_failed(f->s), 0);
     settle_store_close(f->s);
     /* persistently at the ceiling: -ENOSPC, nothing written, the store goes on */
-    o = (struct settle_store_options){.map_bytes = 1 << 22, .map_max_bytes = 1 << 22,
-                                      .fault_after_puts = 0, .fault_errno = MDB_MAP_FULL,
+    o = (struct settle_store_options){.map_bytes = 1 << 22,
+                                      .map_max_bytes = 1 << 22,
+                                      .fault_after_puts = 0,
+                                      .fault_errno = MDB_MAP_FULL,
                                       .fault_persistent = 1};
     f->s = open_store(f->dir, &o);
     apply_one(f, f->s, 3, 1, t, -ENOSPC);
@@ -860,8 +876,11 @@ static void test_fault_map_full(void **state)
     static char big[32 * 1024];
     memset(big, 'x', sizeof(big));
     for (int i = 0; i < 100; i++) {
-        struct settle_msg m = {.topic = "payment.captured", .topic_len = 16, .offset = 10 + i,
-                               .value = big, .value_len = sizeof(big)};
+        struct settle_msg m = {.topic = "payment.captured",
+                               .topic_len = 16,
+                               .offset = 10 + i,
+                               .value = big,
+                               .value_len = sizeof(big)};
         assert_int_equal(settle_store_apply(f->s, &f->cal, &m, 1, t), 0);
         assert_int_equal(m.result, SETTLE_MSG_DEAD_LETTER);
     }
@@ -885,13 +904,15 @@ static void test_doc_worked_example(void **state)
     settle_calendar_init(&f->cal, cet, NULL, 120, 10 * 60000); /* --cutoff 02:00 --grace 10m */
     char a[ID_BYTES + 1], b[ID_BYTES + 1], c[ID_BYTES + 1], e[ID_BYTES + 1];
     /* times in UTC; CET is one hour ahead */
-    assert_int_equal(settle_gen_authorize(&f->g, "m-1", "EUR", 10000, T("2026-11-24T22:25:00.000Z"), a), 201);
+    assert_int_equal(
+        settle_gen_authorize(&f->g, "m-1", "EUR", 10000, T("2026-11-24T22:25:00.000Z"), a), 201);
     assert_int_equal(settle_gen_capture(&f->g, a, 8000, T("2026-11-24T22:30:00.000Z")), 200);
     pay(f, "m-1", "EUR", 5000, 0, T("2026-11-25T00:15:00.000Z"), b);
     pay(f, "m-1", "EUR", 12000, 0, T("2026-11-25T01:05:00.000Z"), c);
     deliver(f, T("2026-11-25T01:06:00.000Z"), NULL);
     uint64_t closed;
-    assert_int_equal(settle_store_close_due(f->s, &f->cal, T("2026-11-25T01:10:00.000Z"), &closed), 0);
+    assert_int_equal(settle_store_close_due(f->s, &f->cal, T("2026-11-25T01:10:00.000Z"), &closed),
+                     0);
     assert_int_equal(closed, 1);
     struct settle_batch b24 = batch(f, "m-1", "EUR", "2026-11-24");
     assert_true(b24.closed);

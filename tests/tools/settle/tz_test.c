@@ -52,8 +52,8 @@ static void test_names(void **state)
     assert_int_equal(settle_tz_set("Europe/Berlin", why, sizeof(why)), 0);
     assert_int_equal(settle_tz_set("Mars/Olympus_Mons", why, sizeof(why)), -ENOENT);
     assert_non_null(strstr(why, "no time zone"));
-    const char *bad[] = {"", "/etc/passwd", "../../etc/passwd", "Europe//Berlin", "Europe/",
-                         "Europe/Berlin ", "EST5EDT,M3.2.0,M11.1.0"};
+    const char *bad[] = {"",        "/etc/passwd",    "../../etc/passwd",      "Europe//Berlin",
+                         "Europe/", "Europe/Berlin ", "EST5EDT,M3.2.0,M11.1.0"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         assert_int_equal(settle_tz_set(bad[i], why, sizeof(why)), -EINVAL);
     /* not a TZif file */
