@@ -352,6 +352,11 @@ static int write_epoch(const struct wal *w, uint32_t epoch)
  * it): an existing log keeps its own whatever the options say, a new one records the
  * options' durably before any segment exists.
  */
+static bool segment_bytes_valid(uint64_t v)
+{
+    return v >= 2 * (WALREC_HEADER_BYTES + WALREC_OP_MAX_BYTES) && v <= ((uint64_t)1 << 40);
+}
+
 static int segment_size_settle(struct wal *w)
 {
     uint64_t v = 0;
@@ -360,7 +365,7 @@ static int segment_size_settle(struct wal *w)
         return rc;
     if (v == 0)
         return write_number(w, "segment-bytes", w->seg_bytes);
-    if (v < 2 * (WALREC_HEADER_BYTES + WALREC_OP_MAX_BYTES) || v > ((uint64_t)1 << 40))
+    if (!segment_bytes_valid(v))
         return -EBADMSG;
     w->seg_bytes = (size_t)v;
     return 0;
@@ -481,6 +486,81 @@ static ssize_t window_at(const struct wal *w, struct window *win, uint64_t pos, 
     return n;
 }
 
+/*
+ * Reads the record that should start at pos (at least WALREC_HEADER_BYTES before the
+ * segment's end): 0 with *h and *rec (in the window) when it is whole and right and fits
+ * its segment, 1 when it is not a record (the log ends there), or -errno of a read.
+ */
+static int read_record(const struct wal *w, struct window *win, uint64_t pos,
+                       struct walrec_header *h, const uint8_t **rec)
+{
+    size_t left = w->seg_bytes - pos % w->seg_bytes;
+    ASSERT(left >= WALREC_HEADER_BYTES);
+    ssize_t n = window_at(w, win, pos, WALREC_HEADER_BYTES);
+    if (n < 0)
+        return (int)n;
+    const uint8_t *at = win->buf + (pos - win->pos);
+    int ck = walrec_check(at, (size_t)n, pos, h);
+    if (ck == -EAGAIN) { /* the record reaches past the window: read it whole */
+        n = window_at(w, win, pos, WALREC_MAX_BYTES);
+        if (n < 0)
+            return (int)n;
+        at = win->buf + (pos - win->pos);
+        ck = walrec_check(at, (size_t)n, pos, h);
+    }
+    if (ck != 0 || h->length > left)
+        return 1;
+    *rec = at;
+    return 0;
+}
+
+/* A walk along the chain of records (wal_replay, wal_scan). */
+struct walk {
+    uint64_t pos;          /* in: where to start; out: where the walk stopped */
+    uint64_t until;        /* stop before a record at this position or later */
+    uint64_t last;         /* the start of the last record read */
+    uint64_t last_end;     /* its end */
+    uint32_t epoch;        /* the epoch of the last record read; 0: none yet */
+    uint64_t records, ops; /* WALREC_OPS records read, and their operations */
+};
+
+/*
+ * Reads the chain of records from k->pos, handing every WALREC_OPS record to fn (when
+ * not NULL) and following skip records, up to the log's end — a torn, corrupt, stale or
+ * never-written record (the epochs along the log never go down) — or k->until. Returns
+ * 0, fn's nonzero value, or -errno of a read.
+ */
+static int walk_log(const struct wal *w, struct window *win, struct walk *k,
+                    int (*fn)(void *arg, const struct walrec_header *h, const uint8_t *rec),
+                    void *arg)
+{
+    while (k->pos < k->until) {
+        size_t left = w->seg_bytes - k->pos % w->seg_bytes;
+        if (left < WALREC_HEADER_BYTES) { /* too little for a record: the next segment */
+            k->pos += left;
+            continue;
+        }
+        struct walrec_header h;
+        const uint8_t *rec;
+        int rc = read_record(w, win, k->pos, &h, &rec);
+        if (rc < 0)
+            return rc;
+        if (rc > 0 || h.epoch < k->epoch)
+            return 0; /* the log's end */
+        k->epoch = h.epoch;
+        k->last = k->pos;
+        k->last_end = k->pos + h.length;
+        if (h.type == WALREC_OPS) {
+            k->records++;
+            k->ops += h.n;
+            if (fn != NULL && (rc = fn(arg, &h, rec)) != 0)
+                return rc;
+        }
+        k->pos += h.length;
+    }
+    return 0;
+}
+
 int wal_replay(struct wal *w,
                int (*fn)(void *arg, const struct walrec_header *h, const uint8_t *rec), void *arg)
 {
@@ -488,45 +568,13 @@ int wal_replay(struct wal *w,
     win.buf = malloc(win.cap);
     if (win.buf == NULL)
         return -ENOMEM;
-    uint64_t pos = w->written;
-    uint32_t epoch = 0; /* the epochs along the log never go down */
-    int rc = 0;
-    for (;;) {
-        size_t left = w->seg_bytes - pos % w->seg_bytes;
-        if (left < WALREC_HEADER_BYTES) { /* too little for a record: the next segment */
-            pos += left;
-            continue;
-        }
-        ssize_t n = window_at(w, &win, pos, WALREC_HEADER_BYTES);
-        if (n < 0) {
-            rc = (int)n;
-            break;
-        }
-        const uint8_t *at = win.buf + (pos - win.pos);
-        struct walrec_header h;
-        int ck = walrec_check(at, (size_t)n, pos, &h);
-        if (ck == -EAGAIN) { /* the record reaches past the window: read it whole */
-            n = window_at(w, &win, pos, WALREC_MAX_BYTES);
-            if (n < 0) {
-                rc = (int)n;
-                break;
-            }
-            at = win.buf + (pos - win.pos);
-            ck = walrec_check(at, (size_t)n, pos, &h);
-        }
-        if (ck != 0 || h.epoch < epoch || h.length > left)
-            break; /* the log's end: torn, corrupt, stale or never written */
-        epoch = h.epoch;
-        if (h.type == WALREC_OPS) {
-            rc = fn(arg, &h, at);
-            if (rc)
-                break;
-        }
-        pos += h.length;
-    }
+    struct walk k = {.pos = w->written, .until = UINT64_MAX};
+    int rc = walk_log(w, &win, &k, fn, arg);
     free(win.buf);
     if (rc)
         return rc;
+    uint64_t pos = k.pos;
+    uint32_t epoch = k.epoch;
     /* Writes go on at the end, in a new epoch written before anything else. */
     w->written = pos;
     __atomic_store_n(&w->durable, pos, __ATOMIC_RELEASE);
