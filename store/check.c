@@ -624,8 +624,9 @@ static void print_end(FILE *f, const struct wal_scan_report *r)
         fprintf(f, "end of written data (a recycled segment's old record of position %llu)",
                 (unsigned long long)r->end_claims);
         break;
-    case WAL_END_TORN:
-        fprintf(f, "torn or corrupt record (after a crash: a write that never completed)");
+    case WAL_END_TORN: /* a tail only when nothing valid follows (else a problem says so) */
+        fprintf(f, "torn or corrupt record%s",
+                r->beyond_pos ? "" : " (after a crash: a write that never completed)");
         break;
     case WAL_END_MISPLACED:
         fprintf(f, "a record that claims position %llu", (unsigned long long)r->end_claims);
