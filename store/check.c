@@ -8,6 +8,11 @@
  *
  * Nothing read from disk is trusted: every record goes through the record.h
  * decoders and a record that fails is one reported problem, never a crash.
+ *
+ * The log (check 6) is read after the shard's LMDB environment, from the "wal_pos" that
+ * read transaction saw, through wal_scan (store/wal.h: read-only, the same walk as the
+ * replay at start). Its lines are information ("shard N: log: ...") and problems
+ * ("shard N: log problem: ..."); only problems fail the check.
  */
 #include "store/check.h"
 
@@ -19,11 +24,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/api.h"
 #include "engine/apply.h"
 #include "engine/assert.h"
 #include "engine/payment.h"
 #include "store/manifest.h"
 #include "store/record.h"
+#include "store/wal.h"
+#include "store/walrec.h"
 
 enum { DB_PAYMENTS, DB_REFUNDS, DB_IDEM, DB_LEDGER, DB_BALANCES, DB_OUTBOX, DB_META, DB_N };
 static const char *const db_names[DB_N] = {
@@ -75,6 +83,11 @@ struct check {
     size_t nbals;
     __int128 sum[3]; /* clearing, pending, available of this shard */
     uint64_t events;
+    /* LMDB's "wal_pos": where the next start replays the log from. */
+    enum { WAL_POS_UNREAD, WAL_POS_ABSENT, WAL_POS_SET } wal_pos_state;
+    uint64_t wal_pos;
+    bool has_log; /* the shard has a wal/ directory */
+    uint64_t log_records, log_ops;
 };
 
 static void problem(struct check *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -516,6 +529,250 @@ static int check_idem(struct check *c)
     return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
+/* ---- check 6: the write-ahead log ---------------------------------------------------- */
+
+/* LMDB's "wal_pos" (absent: the log, if any, starts at 0). */
+static int read_wal_pos(struct check *c)
+{
+    static const char name[] = "wal_pos";
+    MDB_val k = {.mv_size = sizeof(name) - 1, .mv_data = (void *)name}, v;
+    int rc = mdb_get(c->txn, c->dbi[DB_META], &k, &v);
+    if (rc == MDB_NOTFOUND) {
+        c->wal_pos_state = WAL_POS_ABSENT;
+        return 0;
+    }
+    if (rc)
+        return rc;
+    int64_t i;
+    if (record_i64_decode(v.mv_data, v.mv_size, &i) || i < 0) {
+        problem(c, "meta wal_pos: corrupt record");
+        return 0; /* stays WAL_POS_UNREAD: the log is not read from a guess */
+    }
+    c->wal_pos = (uint64_t)i;
+    c->wal_pos_state = WAL_POS_SET;
+    return 0;
+}
+
+/* What the next start would replay, by kind of operation; records it could not. */
+struct log_count {
+    uint64_t kinds[OP_REFUND + 1];
+    uint64_t undecodable; /* records whose CRC holds but whose operations do not decode */
+    uint64_t first_undecodable;
+};
+
+static int count_op(void *arg, const struct op *op)
+{
+    struct log_count *lc = arg;
+    /* walrec_ops hands out only operations that change state */
+    ASSERT(op->kind >= OP_AUTHORIZE && op->kind <= OP_REFUND);
+    lc->kinds[op->kind]++;
+    return 0;
+}
+
+static int count_record(void *arg, const struct walrec_header *h, const uint8_t *rec)
+{
+    struct log_count *lc = arg;
+    if (walrec_ops(rec, h, count_op, lc) != 0 && lc->undecodable++ == 0)
+        lc->first_undecodable = h->pos;
+    return 0;
+}
+
+/* The segment files' indexes (hex, as in their names) as ranges: "0-2, 5". */
+static void print_segments(FILE *f, const struct wal_scan_report *r)
+{
+    for (size_t i = 0; i < r->nsegments;) {
+        size_t j = i;
+        while (j + 1 < r->nsegments && r->segments[j + 1].index == r->segments[j].index + 1)
+            j++;
+        fprintf(f, "%s%llx", i ? ", " : "", (unsigned long long)r->segments[i].index);
+        if (j > i)
+            fprintf(f, "-%llx", (unsigned long long)r->segments[j].index);
+        i = j + 1;
+    }
+}
+
+/* Information: the log's files. */
+static void print_log_files(struct check *c, const struct wal_scan_report *r)
+{
+    FILE *f = c->report;
+    fprintf(f, "shard %u: log: ", c->shard);
+    if (r->segment_bytes_state == 0)
+        fprintf(f, "segment-bytes %llu", (unsigned long long)r->segment_bytes);
+    else
+        fprintf(f, "segment-bytes %s", r->segment_bytes_state == -ENOENT ? "missing" : "invalid");
+    if (r->epoch_state == 0)
+        fprintf(f, ", epoch %u", r->epoch_file);
+    else
+        fprintf(f, ", epoch file %s", r->epoch_state == -ENOENT ? "missing" : "invalid");
+    if (r->nsegments == 0) {
+        fprintf(f, ", no segment files\n");
+        return;
+    }
+    fprintf(f, ", %zu segment file%s (indexes, hex): ", r->nsegments, r->nsegments == 1 ? "" : "s");
+    print_segments(f, r);
+    fputc('\n', f);
+}
+
+/* Why the log ends, in words. */
+static void print_end(FILE *f, const struct wal_scan_report *r)
+{
+    switch (r->why) {
+    case WAL_END_WRITTEN:
+        fprintf(f, "end of written data");
+        break;
+    case WAL_END_RECYCLED:
+        fprintf(f, "end of written data (a recycled segment's old record of position %llu)",
+                (unsigned long long)r->end_claims);
+        break;
+    case WAL_END_TORN: /* a tail only when nothing valid follows (else a problem says so) */
+        fprintf(f, "torn or corrupt record%s",
+                r->beyond_pos ? "" : " (after a crash: a write that never completed)");
+        break;
+    case WAL_END_MISPLACED:
+        fprintf(f, "a record that claims position %llu", (unsigned long long)r->end_claims);
+        break;
+    case WAL_END_STALE:
+        fprintf(f, "stale record of epoch %u after epoch %u (left by a write that never completed)",
+                r->end_epoch, r->epoch_last);
+        break;
+    case WAL_END_MISSING:
+        fprintf(f, "segment %016llx.log does not exist",
+                (unsigned long long)(r->end / r->segment_bytes));
+        break;
+    }
+}
+
+/* Information: what the next start replays, and where and why the log ends. */
+static void print_log_walk(struct check *c, const struct wal_scan_report *r,
+                           const struct log_count *lc)
+{
+    FILE *f = c->report;
+    fprintf(f, "shard %u: log: from wal_pos %llu%s: %llu records, %llu operations to replay",
+            c->shard, (unsigned long long)r->from,
+            c->wal_pos_state == WAL_POS_ABSENT ? " (none in LMDB)" : "",
+            (unsigned long long)r->records, (unsigned long long)r->ops);
+    if (r->ops)
+        fprintf(f, " (%llu authorize, %llu capture, %llu void, %llu refund)",
+                (unsigned long long)lc->kinds[OP_AUTHORIZE],
+                (unsigned long long)lc->kinds[OP_CAPTURE], (unsigned long long)lc->kinds[OP_VOID],
+                (unsigned long long)lc->kinds[OP_REFUND]);
+    fprintf(f, "; ends at %llu: ", (unsigned long long)r->end);
+    print_end(f, r);
+    if (r->before_end < r->from)
+        fprintf(f, "; wal_pos not compared with the records before it (they end at %llu)",
+                (unsigned long long)r->before_end);
+    fputc('\n', f);
+}
+
+static bool segment_above(const struct wal_scan_report *r, uint64_t index)
+{
+    return r->nsegments > 0 && r->segments[r->nsegments - 1].index > index;
+}
+
+/* Problems of the log's files: its segment size, and each segment file's size. */
+static void check_log_files(struct check *c, const struct wal_scan_report *r)
+{
+    if (r->segment_bytes_state == -ENOENT && r->nsegments > 0)
+        problem(c,
+                "log problem: segment-bytes is missing but %zu segment files exist: their "
+                "positions cannot be read",
+                r->nsegments);
+    else if (r->segment_bytes_state != 0 && r->segment_bytes_state != -ENOENT)
+        problem(c, "log problem: segment-bytes does not hold a valid segment size");
+    for (size_t i = 0; i < r->nsegments; i++) {
+        const struct wal_segment *g = &r->segments[i];
+        if (!g->regular)
+            problem(c, "log problem: segment %016llx.log is not a regular file",
+                    (unsigned long long)g->index);
+        else if (r->segment_bytes_state == 0 && g->size_bytes != r->segment_bytes)
+            problem(c, "log problem: segment %016llx.log has %llu bytes, not %llu",
+                    (unsigned long long)g->index, (unsigned long long)g->size_bytes,
+                    (unsigned long long)r->segment_bytes);
+    }
+}
+
+/* Problems of the chain of records: where it starts against LMDB, and how it ends. */
+static void check_log_walk(struct check *c, const struct wal_scan_report *r,
+                           const struct log_count *lc)
+{
+    unsigned long long from = r->from, end = r->end;
+    if (r->before_end > r->from)
+        problem(c,
+                "log problem: LMDB's wal_pos %llu is not where a record starts: the record at "
+                "%llu runs to %llu (positions not contiguous)",
+                from, (unsigned long long)r->before_last, (unsigned long long)r->before_last_end);
+    uint64_t seg = r->end / r->segment_bytes;
+    char follow[160] = ""; /* what lies after the end that a torn tail does not explain */
+    if (r->beyond_pos != 0)
+        snprintf(follow, sizeof(follow),
+                 "%llu valid records (%llu operations) of epoch %u or later follow, from %llu "
+                 "to %llu",
+                 (unsigned long long)r->beyond_records, (unsigned long long)r->beyond_ops,
+                 r->beyond_epoch, (unsigned long long)r->beyond_pos,
+                 (unsigned long long)r->beyond_end);
+    if (r->why == WAL_END_MISSING && segment_above(r, seg)) {
+        /* one problem: the valid records after it, if any, are said with it */
+        if (r->end == r->from)
+            problem(c,
+                    "log problem: segment %016llx.log, which holds LMDB's wal_pos %llu, is "
+                    "missing while later segments exist (positions not contiguous)%s%s",
+                    (unsigned long long)seg, from, *follow ? "; " : "", follow);
+        else
+            problem(c,
+                    "log problem: the log goes on at %llu in segment %016llx.log, which is "
+                    "missing while later segments exist%s%s",
+                    end, (unsigned long long)seg, *follow ? "; " : "", follow);
+    } else if (r->beyond_pos != 0) {
+        problem(c,
+                "log problem: the log breaks at %llu, but %s: damage inside the log, not a "
+                "torn tail; the next start would replay up to %llu only",
+                end, follow, end);
+    }
+    if (r->why == WAL_END_MISPLACED)
+        problem(c,
+                "log problem: the record at %s%llu claims position %llu (positions not "
+                "contiguous)",
+                r->end == r->from ? "LMDB's wal_pos " : "", end, (unsigned long long)r->end_claims);
+    if (lc->undecodable)
+        problem(c,
+                "log problem: %llu records (the first at %llu) pass their CRC but their "
+                "operations do not decode: the next start cannot replay them",
+                (unsigned long long)lc->undecodable, (unsigned long long)lc->first_undecodable);
+}
+
+/* Check 6: the shard's log, when it has a wal/ directory. */
+static void check_log(struct check *c, const char *path)
+{
+    if (c->wal_pos_state == WAL_POS_UNREAD)
+        return; /* the LMDB part failed, and said so */
+    struct log_count lc = {0};
+    struct wal_scan_report r;
+    int rc = wal_scan(path, c->wal_pos, count_record, &lc, &r);
+    if (rc == -ENOENT) {
+        if (c->wal_pos_state == WAL_POS_SET)
+            fprintf(c->report,
+                    "shard %u: log: no wal directory; LMDB's wal_pos is %llu: nothing "
+                    "to replay\n",
+                    c->shard, (unsigned long long)c->wal_pos);
+        wal_scan_free(&r);
+        return;
+    }
+    c->has_log = true;
+    if (rc == 0 || r.nsegments > 0)
+        print_log_files(c, &r);
+    if (rc == 0)
+        check_log_files(c, &r);
+    if (rc == 0 && r.walked) {
+        print_log_walk(c, &r, &lc);
+        check_log_walk(c, &r, &lc);
+        c->log_records = r.records;
+        c->log_ops = r.ops;
+    }
+    if (rc)
+        problem(c, "log problem: cannot read %s/wal: %s", path, strerror(-rc));
+    wal_scan_free(&r);
+}
+
 /* ---- driver ------------------------------------------------------------------------ */
 
 static int open_dbs(struct check *c)
@@ -559,6 +816,8 @@ static int check_txn(struct check *c)
         rc = check_outbox(c);
     if (rc == 0)
         rc = check_idem(c);
+    if (rc == 0)
+        rc = read_wal_pos(c);
     return rc;
 }
 
@@ -584,6 +843,8 @@ static int check_shard(struct check *c, const char *path)
     c->txn = NULL;
 out_close_env:
     mdb_env_close(env);
+    if (rc == 0)
+        check_log(c, path);
     return rc;
 }
 
@@ -605,7 +866,8 @@ int store_check(const char *dir, FILE *report)
         fprintf(report, "check: %s\n", err);
         return rc;
     }
-    uint64_t problems = 0, pays = 0, entries = 0, events = 0;
+    uint64_t problems = 0, pays = 0, entries = 0, events = 0, log_records = 0, log_ops = 0;
+    bool logs = false;
     __int128 total[3] = {0, 0, 0};
     for (unsigned i = 0; i < nshards; i++) {
         char path[STORE_PATH_MAX];
@@ -623,6 +885,9 @@ int store_check(const char *dir, FILE *report)
         pays += c.npays;
         entries += c.nentries;
         events += c.events;
+        logs |= c.has_log;
+        log_records += c.log_records;
+        log_ops += c.log_ops;
         free(c.pays);
         free(c.entries);
         free(c.bals);
@@ -641,6 +906,9 @@ int store_check(const char *dir, FILE *report)
     print_i128(report, total[1]);
     fprintf(report, " available ");
     print_i128(report, total[2]);
+    if (logs) /* added for the log mode; the fields before are unchanged */
+        fprintf(report, "; log: %llu records, %llu operations to replay",
+                (unsigned long long)log_records, (unsigned long long)log_ops);
     if (problems)
         fprintf(report, "; FAILED: %llu problems\n", (unsigned long long)problems);
     else

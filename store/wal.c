@@ -352,6 +352,11 @@ static int write_epoch(const struct wal *w, uint32_t epoch)
  * it): an existing log keeps its own whatever the options say, a new one records the
  * options' durably before any segment exists.
  */
+static bool segment_bytes_valid(uint64_t v)
+{
+    return v >= 2 * (WALREC_HEADER_BYTES + WALREC_OP_MAX_BYTES) && v <= ((uint64_t)1 << 40);
+}
+
 static int segment_size_settle(struct wal *w)
 {
     uint64_t v = 0;
@@ -360,7 +365,7 @@ static int segment_size_settle(struct wal *w)
         return rc;
     if (v == 0)
         return write_number(w, "segment-bytes", w->seg_bytes);
-    if (v < 2 * (WALREC_HEADER_BYTES + WALREC_OP_MAX_BYTES) || v > ((uint64_t)1 << 40))
+    if (!segment_bytes_valid(v))
         return -EBADMSG;
     w->seg_bytes = (size_t)v;
     return 0;
@@ -481,6 +486,81 @@ static ssize_t window_at(const struct wal *w, struct window *win, uint64_t pos, 
     return n;
 }
 
+/*
+ * Reads the record that should start at pos (at least WALREC_HEADER_BYTES before the
+ * segment's end): 0 with *h and *rec (in the window) when it is whole and right and fits
+ * its segment, 1 when it is not a record (the log ends there), or -errno of a read.
+ */
+static int read_record(const struct wal *w, struct window *win, uint64_t pos,
+                       struct walrec_header *h, const uint8_t **rec)
+{
+    size_t left = w->seg_bytes - pos % w->seg_bytes;
+    ASSERT(left >= WALREC_HEADER_BYTES);
+    ssize_t n = window_at(w, win, pos, WALREC_HEADER_BYTES);
+    if (n < 0)
+        return (int)n;
+    const uint8_t *at = win->buf + (pos - win->pos);
+    int ck = walrec_check(at, (size_t)n, pos, h);
+    if (ck == -EAGAIN) { /* the record reaches past the window: read it whole */
+        n = window_at(w, win, pos, WALREC_MAX_BYTES);
+        if (n < 0)
+            return (int)n;
+        at = win->buf + (pos - win->pos);
+        ck = walrec_check(at, (size_t)n, pos, h);
+    }
+    if (ck != 0 || h->length > left)
+        return 1;
+    *rec = at;
+    return 0;
+}
+
+/* A walk along the chain of records (wal_replay, wal_scan). */
+struct walk {
+    uint64_t pos;          /* in: where to start; out: where the walk stopped */
+    uint64_t until;        /* stop before a record at this position or later */
+    uint64_t last;         /* the start of the last record read */
+    uint64_t last_end;     /* its end */
+    uint32_t epoch;        /* the epoch of the last record read; 0: none yet */
+    uint64_t records, ops; /* WALREC_OPS records read, and their operations */
+};
+
+/*
+ * Reads the chain of records from k->pos, handing every WALREC_OPS record to fn (when
+ * not NULL) and following skip records, up to the log's end — a torn, corrupt, stale or
+ * never-written record (the epochs along the log never go down) — or k->until. Returns
+ * 0, fn's nonzero value, or -errno of a read.
+ */
+static int walk_log(const struct wal *w, struct window *win, struct walk *k,
+                    int (*fn)(void *arg, const struct walrec_header *h, const uint8_t *rec),
+                    void *arg)
+{
+    while (k->pos < k->until) {
+        size_t left = w->seg_bytes - k->pos % w->seg_bytes;
+        if (left < WALREC_HEADER_BYTES) { /* too little for a record: the next segment */
+            k->pos += left;
+            continue;
+        }
+        struct walrec_header h;
+        const uint8_t *rec;
+        int rc = read_record(w, win, k->pos, &h, &rec);
+        if (rc < 0)
+            return rc;
+        if (rc > 0 || h.epoch < k->epoch)
+            return 0; /* the log's end */
+        k->epoch = h.epoch;
+        k->last = k->pos;
+        k->last_end = k->pos + h.length;
+        if (h.type == WALREC_OPS) {
+            k->records++;
+            k->ops += h.n;
+            if (fn != NULL && (rc = fn(arg, &h, rec)) != 0)
+                return rc;
+        }
+        k->pos += h.length;
+    }
+    return 0;
+}
+
 int wal_replay(struct wal *w,
                int (*fn)(void *arg, const struct walrec_header *h, const uint8_t *rec), void *arg)
 {
@@ -488,45 +568,13 @@ int wal_replay(struct wal *w,
     win.buf = malloc(win.cap);
     if (win.buf == NULL)
         return -ENOMEM;
-    uint64_t pos = w->written;
-    uint32_t epoch = 0; /* the epochs along the log never go down */
-    int rc = 0;
-    for (;;) {
-        size_t left = w->seg_bytes - pos % w->seg_bytes;
-        if (left < WALREC_HEADER_BYTES) { /* too little for a record: the next segment */
-            pos += left;
-            continue;
-        }
-        ssize_t n = window_at(w, &win, pos, WALREC_HEADER_BYTES);
-        if (n < 0) {
-            rc = (int)n;
-            break;
-        }
-        const uint8_t *at = win.buf + (pos - win.pos);
-        struct walrec_header h;
-        int ck = walrec_check(at, (size_t)n, pos, &h);
-        if (ck == -EAGAIN) { /* the record reaches past the window: read it whole */
-            n = window_at(w, &win, pos, WALREC_MAX_BYTES);
-            if (n < 0) {
-                rc = (int)n;
-                break;
-            }
-            at = win.buf + (pos - win.pos);
-            ck = walrec_check(at, (size_t)n, pos, &h);
-        }
-        if (ck != 0 || h.epoch < epoch || h.length > left)
-            break; /* the log's end: torn, corrupt, stale or never written */
-        epoch = h.epoch;
-        if (h.type == WALREC_OPS) {
-            rc = fn(arg, &h, at);
-            if (rc)
-                break;
-        }
-        pos += h.length;
-    }
+    struct walk k = {.pos = w->written, .until = UINT64_MAX};
+    int rc = walk_log(w, &win, &k, fn, arg);
     free(win.buf);
     if (rc)
         return rc;
+    uint64_t pos = k.pos;
+    uint32_t epoch = k.epoch;
     /* Writes go on at the end, in a new epoch written before anything else. */
     w->written = pos;
     __atomic_store_n(&w->durable, pos, __ATOMIC_RELEASE);
@@ -561,6 +609,296 @@ void wal_close(struct wal *w)
     pthread_mutex_destroy(&w->mu);
     pthread_cond_destroy(&w->cv);
     free(w);
+}
+
+/* ---- read-only inspection (wal_scan) ------------------------------------------------------ */
+
+/* Reads the number in file `name` of the log directory strictly (decimal digits, an
+ * optional newline): 0 and *v, -ENOENT, -EBADMSG, or -errno. Opens it read-only. */
+static int scan_number(const struct wal *w, const char *name, uint64_t *v)
+{
+    char path[STORE_PATH_MAX + 32], text[32];
+    snprintf(path, sizeof(path), "%s/%s", w->dir, name);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    ssize_t n = read(fd, text, sizeof(text) - 1);
+    int err = n < 0 ? -errno : 0;
+    close(fd);
+    if (err)
+        return err;
+    size_t len = (size_t)n;
+    if (len > 0 && text[len - 1] == '\n')
+        len--;
+    if (len == 0 || len > 20)
+        return -EBADMSG;
+    uint64_t x = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (text[i] < '0' || text[i] > '9' || x > (UINT64_MAX - 9) / 10)
+            return -EBADMSG;
+        x = x * 10 + (uint64_t)(text[i] - '0');
+    }
+    *v = x;
+    return 0;
+}
+
+static int cmp_segment(const void *a, const void *b)
+{
+    const struct wal_segment *x = a, *y = b;
+    return x->index < y->index ? -1 : x->index > y->index;
+}
+
+/* Lists the files named like segments, sorted by index. 0 or -errno. */
+static int list_segments(const struct wal *w, struct wal_scan_report *r)
+{
+    DIR *d = opendir(w->dir);
+    if (d == NULL)
+        return -errno;
+    size_t cap = 0;
+    int rc = 0;
+    for (struct dirent *e; rc == 0 && (e = readdir(d)) != NULL;) {
+        const char *name = e->d_name;
+        if (strlen(name) != 20 || strcmp(name + 16, ".log") != 0 ||
+            strspn(name, "0123456789abcdef") != 16)
+            continue;
+        struct stat st;
+        if (fstatat(dirfd(d), name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+            rc = -errno;
+            break;
+        }
+        if (r->nsegments == cap) {
+            size_t next = cap ? 2 * cap : 16;
+            struct wal_segment *p = realloc(r->segments, next * sizeof(*p));
+            if (p == NULL) {
+                rc = -ENOMEM;
+                break;
+            }
+            r->segments = p;
+            cap = next;
+        }
+        r->segments[r->nsegments++] = (struct wal_segment){
+            .index = strtoull(name, NULL, 16),
+            .size_bytes = (uint64_t)st.st_size,
+            .regular = S_ISREG(st.st_mode),
+        };
+    }
+    closedir(d);
+    if (rc == 0 && r->nsegments > 1)
+        qsort(r->segments, r->nsegments, sizeof(*r->segments), cmp_segment);
+    return rc;
+}
+
+static bool segment_listed(const struct wal_scan_report *r, uint64_t index)
+{
+    struct wal_segment key = {.index = index};
+    return bsearch(&key, r->segments, r->nsegments, sizeof(key), cmp_segment) != NULL;
+}
+
+static uint64_t get_u64le(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
+/* Says why the walk along the chain stopped at `end` (epoch: the one in force). */
+static int classify_end(const struct wal *w, struct window *win, uint64_t end, uint32_t epoch,
+                        struct wal_scan_report *r)
+{
+    uint64_t seg = end / w->seg_bytes;
+    if (!segment_listed(r, seg)) {
+        r->why = WAL_END_MISSING;
+        return 0;
+    }
+    ssize_t n = window_at(w, win, end, WALREC_MAX_BYTES);
+    if (n < 0)
+        return (int)n;
+    const uint8_t *at = win->buf + (end - win->pos);
+    r->why = WAL_END_TORN;
+    if ((size_t)n < WALREC_HEADER_BYTES)
+        return 0; /* a short file (its size is reported apart) */
+    static const uint8_t zeros[WALREC_HEADER_BYTES];
+    if (memcmp(at, zeros, sizeof(zeros)) == 0) {
+        r->why = WAL_END_WRITTEN;
+        return 0;
+    }
+    struct walrec_header h;
+    if (walrec_check(at, (size_t)n, end, &h) == 0) {
+        if (h.epoch < epoch) { /* else its length runs past the segment: torn */
+            r->why = WAL_END_STALE;
+            r->end_epoch = h.epoch;
+        }
+        return 0;
+    }
+    uint64_t claims = get_u64le(at + 16);
+    if (claims != end && walrec_check(at, (size_t)n, claims, &h) == 0) {
+        bool recycled = claims % w->seg_bytes == end % w->seg_bytes && claims / w->seg_bytes < seg;
+        r->why = recycled ? WAL_END_RECYCLED : WAL_END_MISPLACED;
+        r->end_claims = claims;
+    }
+    return 0;
+}
+
+/* 1 and *epoch when a whole record of epoch >= min_epoch starts at pos, 0 when not, or
+ * -errno. */
+static int record_at(const struct wal *w, struct window *win, uint64_t pos, uint32_t min_epoch,
+                     uint32_t *epoch)
+{
+    if (w->seg_bytes - pos % w->seg_bytes < WALREC_HEADER_BYTES)
+        return 0;
+    struct walrec_header h;
+    const uint8_t *rec;
+    int rc = read_record(w, win, pos, &h, &rec);
+    if (rc != 0)
+        return rc < 0 ? rc : 0;
+    *epoch = h.epoch;
+    return h.epoch >= min_epoch;
+}
+
+/*
+ * The first whole record after `end` of epoch >= min_epoch: at any byte of the rest of
+ * end's segment where the magic is, or at the start of a later segment file (where the
+ * writer enters a segment). *at = its position (0 when there is none) and *epoch its
+ * epoch. 0 or -errno.
+ */
+static int find_beyond(const struct wal *w, struct window *win, const struct wal_scan_report *r,
+                       uint64_t end, uint32_t min_epoch, uint64_t *at, uint32_t *epoch)
+{
+    uint8_t magic[4];
+    for (int i = 0; i < 4; i++)
+        magic[i] = (uint8_t)(WALREC_MAGIC >> (8 * i));
+    uint64_t seg = end / w->seg_bytes;
+    uint64_t seg_end = (seg + 1) * w->seg_bytes;
+    *at = 0;
+    uint64_t pos = segment_listed(r, seg) ? end + 1 : seg_end;
+    while (pos + WALREC_HEADER_BYTES <= seg_end) {
+        ssize_t n = window_at(w, win, pos, WALREC_HEADER_BYTES);
+        if (n < 0)
+            return (int)n;
+        if ((size_t)n < WALREC_HEADER_BYTES)
+            break; /* a short file */
+        const uint8_t *p = win->buf + (pos - win->pos);
+        const uint8_t *hit = memmem(p, (size_t)n, magic, sizeof(magic));
+        if (hit == NULL) {
+            pos += (uint64_t)n - (sizeof(magic) - 1); /* a magic may straddle windows */
+            continue;
+        }
+        uint64_t cand = pos + (uint64_t)(hit - p);
+        int rc = record_at(w, win, cand, min_epoch, epoch);
+        if (rc < 0)
+            return rc;
+        if (rc > 0) {
+            *at = cand;
+            return 0;
+        }
+        pos = cand + 1;
+    }
+    for (size_t i = 0; i < r->nsegments; i++) {
+        if (r->segments[i].index <= seg)
+            continue;
+        uint64_t start = r->segments[i].index * w->seg_bytes;
+        int rc = record_at(w, win, start, min_epoch, epoch);
+        if (rc < 0)
+            return rc;
+        if (rc > 0) {
+            *at = start;
+            return 0;
+        }
+    }
+    return 0;
+}
+
+/* The walks of wal_scan: up to `from` in its segment, from `from` to the end, and from
+ * the first record beyond the end that a torn tail does not explain. */
+static int scan_walks(const struct wal *w, struct window *win, uint64_t from,
+                      int (*fn)(void *arg, const struct walrec_header *h, const uint8_t *rec),
+                      void *arg, struct wal_scan_report *r)
+{
+    struct walk b = {.pos = from - from % w->seg_bytes, .until = from};
+    int rc = walk_log(w, win, &b, NULL, NULL);
+    if (rc)
+        return rc;
+    r->before_end = b.pos;
+    r->before_last = b.last;
+    r->before_last_end = b.last_end;
+    r->before_epoch = b.epoch;
+    struct walk k = {.pos = from, .until = UINT64_MAX};
+    if ((rc = walk_log(w, win, &k, fn, arg)) != 0)
+        return rc;
+    r->walked = true;
+    r->end = k.pos;
+    r->records = k.records;
+    r->ops = k.ops;
+    r->epoch_last = k.epoch;
+    if ((rc = classify_end(w, win, k.pos, k.epoch, r)) != 0)
+        return rc;
+    /* The epoch in force at the end: of the last record before it. */
+    uint32_t in_force = r->epoch_state == 0 ? r->epoch_file : 0;
+    if (k.epoch != 0)
+        in_force = k.epoch;
+    else if (b.pos == from && b.epoch != 0)
+        in_force = b.epoch;
+    uint64_t at;
+    uint32_t epoch = 0;
+    if ((rc = find_beyond(w, win, r, k.pos, in_force, &at, &epoch)) != 0 || at == 0)
+        return rc;
+    struct walk f = {.pos = at, .until = UINT64_MAX};
+    if ((rc = walk_log(w, win, &f, NULL, NULL)) != 0)
+        return rc;
+    r->beyond_pos = at;
+    r->beyond_end = f.pos;
+    r->beyond_records = f.records;
+    r->beyond_ops = f.ops;
+    r->beyond_epoch = epoch;
+    return 0;
+}
+
+int wal_scan(const char *shard_dir, uint64_t from,
+             int (*fn)(void *arg, const struct walrec_header *h, const uint8_t *rec), void *arg,
+             struct wal_scan_report *out)
+{
+    ASSERT(shard_dir != NULL && out != NULL);
+    memset(out, 0, sizeof(*out));
+    out->from = out->end = from;
+    /* Only dir and seg_bytes are used: no file is opened for writing, no thread runs. */
+    struct wal *w = calloc(1, sizeof(*w));
+    struct window win = {.cap = 2 * (size_t)WALREC_MAX_BYTES};
+    if (w == NULL)
+        return -ENOMEM;
+    snprintf(w->dir, sizeof(w->dir), "%s/wal", shard_dir);
+    struct stat st;
+    int rc = stat(w->dir, &st) != 0 ? -errno : S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+    if (rc == 0)
+        rc = list_segments(w, out);
+    if (rc)
+        goto out_free;
+    uint64_t v = 0;
+    out->segment_bytes_state = scan_number(w, "segment-bytes", &v);
+    if (out->segment_bytes_state == 0 && !segment_bytes_valid(v))
+        out->segment_bytes_state = -EBADMSG;
+    out->segment_bytes = out->segment_bytes_state == 0 ? v : 0;
+    uint64_t e = 0;
+    out->epoch_state = scan_number(w, "epoch", &e);
+    if (out->epoch_state == 0 && e > UINT32_MAX)
+        out->epoch_state = -EBADMSG;
+    out->epoch_file = out->epoch_state == 0 ? (uint32_t)e : 0;
+    if (out->segment_bytes_state != 0)
+        goto out_free; /* positions cannot be mapped to files: no walk */
+    w->seg_bytes = (size_t)out->segment_bytes;
+    win.buf = malloc(win.cap);
+    rc = win.buf ? scan_walks(w, &win, from, fn, arg, out) : -ENOMEM;
+    free(win.buf);
+out_free:
+    free(w);
+    return rc;
+}
+
+void wal_scan_free(struct wal_scan_report *r)
+{
+    free(r->segments);
+    r->segments = NULL;
+    r->nsegments = 0;
 }
 
 /* ---- appending (shard thread) ------------------------------------------------------------ */

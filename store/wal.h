@@ -31,6 +31,10 @@
  * everything whose fdatasync completed. A write that or a sync that fails fails the log
  * for good (after a failed fsync the kernel may have dropped the pages): wal_poll
  * returns the error from then on, and nothing more is written.
+ *
+ * Inspection: wal_scan reads a stopped shard's log without changing anything (the
+ * offline check, `ringpay check`), through the same walk along the records as
+ * wal_replay.
  */
 #ifndef RINGPAY_STORE_WAL_H
 #define RINGPAY_STORE_WAL_H
@@ -126,5 +130,82 @@ struct wal_stats {
     uint64_t writes, syncs, bytes, sync_ns, segments_made, segments_recycled;
 };
 void wal_get_stats(const struct wal *w, struct wal_stats *out);
+
+/* ---- Read-only inspection (the offline check, store/check.c) ------------------------ */
+
+/* Why the log read from a position ends, as wal_replay would stop there. */
+enum wal_end {
+    WAL_END_WRITTEN,   /* the end of written data: zeros (a prepared segment not written
+                        * there yet) */
+    WAL_END_RECYCLED,  /* the end of written data in a recycled segment: a whole record it
+                        * kept from its earlier index (same offset, lower segment) */
+    WAL_END_TORN,      /* bytes that are not a whole record: a write cut short, or damage */
+    WAL_END_MISPLACED, /* a whole record that claims another position, which no
+                        * recycling explains */
+    WAL_END_STALE,     /* a whole record of an older epoch than the record before it */
+    WAL_END_MISSING,   /* the segment file the log goes on in does not exist */
+};
+
+/* A file named like a segment (16 hex digits + ".log") in SHARD_DIR/wal. */
+struct wal_segment {
+    uint64_t index;
+    uint64_t size_bytes;
+    bool regular; /* a regular file (size_bytes is meaningful) */
+};
+
+/* What wal_scan found. Positions are log positions (bytes). */
+struct wal_scan_report {
+    /* The directory. A *_state is 0, -ENOENT (no such file) or -EBADMSG (not a number
+     * in range: for segment-bytes the bounds wal_open enforces, for epoch a u32). */
+    int segment_bytes_state;
+    uint64_t segment_bytes; /* when segment_bytes_state == 0 */
+    int epoch_state;
+    uint32_t epoch_file;          /* when epoch_state == 0 */
+    struct wal_segment *segments; /* sorted by index; released by wal_scan_free */
+    size_t nsegments;
+
+    /* Nothing below is set unless walked (it needs the segment size). */
+    bool walked;
+    /* The chain of records from the start of from's segment, read up to `from`:
+     * before_end == from: `from` is where a record starts (or the segment's start);
+     * before_end > from: the last record read, [before_last, before_last_end), or the
+     *   skip to the next segment after it, runs across `from`: no record starts there;
+     * before_end < from: the chain ends before `from` (nothing to compare with). */
+    uint64_t before_end, before_last, before_last_end;
+    uint32_t before_epoch; /* of the last record of that chain; 0: none */
+
+    /* Exactly what wal_replay reads from `from`. */
+    uint64_t from, end;
+    uint64_t records, ops; /* WALREC_OPS records in [from, end), and their operations */
+    uint32_t epoch_last;   /* of the last record read (skip records included); 0: none */
+    enum wal_end why;
+    uint64_t end_claims; /* RECYCLED, MISPLACED: the position the record at `end` claims */
+    uint32_t end_epoch;  /* STALE: that record's epoch */
+
+    /* Whole records after the end that a torn tail does not explain: the first record
+     * after `end` whose epoch is at least the epoch in force at the end (epoch_last; else
+     * before_epoch when before_end == from; else epoch_file), looked for at every byte of
+     * the rest of end's segment and at the start of every later segment file, and the
+     * chain of records from it. beyond_pos == 0: there is none. */
+    uint64_t beyond_pos, beyond_end, beyond_records, beyond_ops;
+    uint32_t beyond_epoch;
+};
+
+/*
+ * Reads the log of shard_dir read-only: it never creates, writes, renames or truncates
+ * anything, and needs no wal_open (the engine must be stopped). Lists the segment files,
+ * reads `segment-bytes` and `epoch`, then, when the segment size is valid, walks the
+ * chain of records from `from` exactly as wal_replay does (the same code), handing every
+ * WALREC_OPS record to fn when fn is not NULL, and reports why it ends and what lies
+ * after it (struct wal_scan_report). Returns 0, -ENOENT when SHARD_DIR/wal does not
+ * exist, fn's nonzero value, or -errno; *out is filled as far as the scan got, and must
+ * be released with wal_scan_free whatever the result.
+ */
+int wal_scan(const char *shard_dir, uint64_t from,
+             int (*fn)(void *arg, const struct walrec_header *h, const uint8_t *rec), void *arg,
+             struct wal_scan_report *out);
+
+/* Releases what wal_scan allocated in r. */
+void wal_scan_free(struct wal_scan_report *r);
 
 #endif

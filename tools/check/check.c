@@ -1,7 +1,8 @@
 /*
  * `ringpay check --data DIR`: the offline audit of a stopped engine's data (SPEC §1).
- * Exit 0 only when every invariant of DESIGN.md "Ledger" holds; otherwise one line per
- * violation on stdout and exit 1.
+ * Exit 0 only when every invariant of DESIGN.md "Ledger" holds and every shard's
+ * write-ahead log is whole where it matters (store/check.h, check 6); otherwise one line
+ * per violation on stdout and exit 1. The log is read, never written.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -15,8 +16,11 @@ static const char check_usage[] =
     "usage: ringpay check --data DIR\n\n"
     "Audits a stopped engine's data directory: the sum of all balances is zero, pending\n"
     "equals the open authorizations, available equals captured minus refunded, every\n"
-    "payment's ledger entries match its state, the outbox is gapless. Exit 0 only when\n"
-    "all hold; exit 2 when the directory is in use by a running engine.";
+    "payment's ledger entries match its state, the outbox is gapless; and each shard's\n"
+    "write-ahead log (read only): its segment files, that its records start exactly at\n"
+    "LMDB's last checkpoint, and that no valid record lies after a damaged one. Prints\n"
+    "what the next start would replay from each log. Exit 0 only when all hold; exit 2\n"
+    "when the directory is in use by a running engine.";
 
 int cmd_check(int argc, char **argv)
 {
