@@ -1184,7 +1184,8 @@ static int replay_record(void *arg, const struct walrec_header *h, const uint8_t
     /* A record adds at most a quarter of a layer (record_full): when the layer cannot
      * take it, a checkpoint of the records before it makes room. */
     size_t need = 0;
-    ASSERT(walrec_ops(rec, h, replay_bound, &need) == 0);
+    if (walrec_ops(rec, h, replay_bound, &need) != 0)
+        return r->err = -EBADMSG; /* a whole record whose operations do not decode */
     if (overlay_free_bytes(m->active) < need ||
         overlay_free_entries(m->active) < (size_t)h->n * OVERLAY_OP_ENTRIES) {
         int rc = overlay_empty(m->active) ? -E2BIG : ckpt_inline(r->s, h->pos);

@@ -312,7 +312,14 @@ static int read_number(const struct wal *w, const char *name, uint64_t *v)
     ssize_t n = read(fd, text, sizeof(text) - 1);
     close(fd);
     text[n > 0 ? n : 0] = '\0';
-    *v = strtoull(text, NULL, 10);
+    /* Strict: digits and a newline. Anything else is damage, never a default (a
+     * segment size read as 0 would be replaced and remap every position). */
+    char *end;
+    errno = 0;
+    unsigned long long x = strtoull(text, &end, 10);
+    if (end == text || errno || (*end != '\n' && *end != '\0') || (*end && end[1]))
+        return -EBADMSG;
+    *v = x;
     return 0;
 }
 
@@ -942,6 +949,13 @@ struct walrec_writer *wal_begin(struct wal *w)
         room = WAL_STAGE_BYTES - s->len;
         left = w->seg_bytes;
     }
+    /* A record that ended exactly at a segment's end leaves pos at the next segment's
+     * start without a skip record: that segment must be prepared too. */
+    uint64_t seg = pos / w->seg_bytes;
+    if (seg >= __atomic_load_n(&w->prepared, __ATOMIC_ACQUIRE))
+        return NULL;
+    if (seg != __atomic_load_n(&w->cur_seg, __ATOMIC_RELAXED))
+        __atomic_store_n(&w->cur_seg, seg, __ATOMIC_RELEASE);
     if (room < least || s->npieces + 1 > PIECES_MAX)
         return NULL;
     size_t cap = room < left ? room : left;

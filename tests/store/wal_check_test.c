@@ -678,7 +678,7 @@ static void snapshot(char *out, size_t cap)
     closedir(d);
     qsort(names, (size_t)n, sizeof(names[0]), cmp_name);
     for (int i = 0; i < n; i++) {
-        char path[400];
+        char path[8192 + 300];
         snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
         assert_int_equal(stat(path, &st), 0);
         uint64_t h = 14695981039346656037ull;
