@@ -244,7 +244,11 @@ class Suite:
             raise Fail("initdb: " + r.stderr[-500:])
         opts = (f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={d} "
                 "-c max_connections=1100 -c shared_buffers=256MB -c fsync=on "
-                "-c synchronous_commit=on -c full_page_writes=on -c wal_sync_method=fdatasync")
+                "-c synchronous_commit=on -c full_page_writes=on -c wal_sync_method=fdatasync "
+                # No checkpoint or autovacuum inside a run: the suite checkpoints after
+                # each pgbench run instead, so PostgreSQL's deferred writes never land in
+                # another system's measurement (nor in its own).
+                "-c max_wal_size=8GB -c checkpoint_timeout=1h -c autovacuum=off")
         ctl = as_user + [f"{PG_BIN}/pg_ctl", "-D", f"{d}/data", "-l", f"{d}/log", "-w"]
         r = self.run(ctl + ["-o", opts, "start"], 60)
         if r.returncode:
@@ -269,6 +273,7 @@ class Suite:
         p = self.spawn("redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
                                  "--dir", d, "--appendonly", "yes", "--appendfsync", "always",
                                  "--save", "", "--protected-mode", "no", "--daemonize", "no",
+                                 "--auto-aof-rewrite-percentage", "0",
                                  "--maxclients", "10000"])
         until = time.monotonic() + 10
         while True:
@@ -284,7 +289,6 @@ class Suite:
         s.sha = r.stdout.strip()
         if not re.fullmatch(r"[0-9a-f]{40}", s.sha):
             raise Fail("redis SCRIPT LOAD: " + r.stdout + r.stderr)
-        s.rate = 2000.0
         return s
 
     # ---- load generators ----
@@ -341,6 +345,8 @@ class Suite:
         failed = re.search(r"number of failed transactions: (\d+)", r.stdout)
         if r.returncode != 0 or not m:
             raise Fail(f"pgbench -c {conns}: exit {r.returncode}: {r.stderr[-400:]}")
+        self.run([f"{PG_BIN}/psql", "-h", "127.0.0.1", "-p", str(pg.port), "-U", "postgres",
+                  "-qc", "CHECKPOINT", "postgres"], 300)
         lat = []
         for f in glob.glob(prefix + "*"):
             with open(f) as fh:
@@ -354,36 +360,45 @@ class Suite:
                                (("p50", .5), ("p90", .9), ("p99", .99), ("p999", .999))},
                 "load_cpu_s": round((ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime), 3)}
 
-    def redis_bench(self, rd, conns):
-        # redis-benchmark runs a count, not a time: the count is the last measured rate
-        # times the point's duration. Keys: __rand_int__ over 2e9 values (a repeat, ~n^2/4e9
-        # of n requests, is answered as a replay, as ringpay would).
-        n = max(conns * 20, int(rd.rate * self.m["dur"]))
+    def redis_count(self, rd, conns, n):
         argv = ["redis-benchmark", "-p", str(rd.port), "-c", str(conns), "-n", str(n),
                 "-r", "2000000000", "--csv", "EVALSHA", rd.sha, "1", "idem:__rand_int__",
                 "__rand_int__"]
-        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t = time.monotonic()
         r = self.run(argv, self.m["dur"] * 6 + 60)
         took = time.monotonic() - t
-        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         rows = [l for l in r.stdout.splitlines() if l.startswith('"EVALSHA')]
         if r.returncode != 0 or not rows:
             raise Fail(f"redis-benchmark -c {conns}: {r.stderr[-400:]}")
-        f = [x.strip('"') for x in rows[-1].split('","')]
-        rps = float(f[1])
-        rd.rate = rps
+        return [x.strip('"') for x in rows[-1].split('","')], took
+
+    def redis_bench(self, rd, conns):
+        # redis-benchmark runs a count, not a time: a short probe at these connections
+        # measures the rate, and the count is that rate times the point's duration. Keys:
+        # __rand_int__ over 2e9 values (a repeat, ~n^2/4e9 of n requests, is answered as
+        # a replay, as ringpay would).
+        f, _ = self.redis_count(rd, conns, max(conns * 5, 200))
+        n = max(conns * 20, int(float(f[1]) * self.m["dur"]))
+        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        f, took = self.redis_count(rd, conns, n)
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         ms = lambda x: round(float(x) * 1000)
-        return {"server": "redis", "connections": conns, "rps": rps, "ok": n,
+        return {"server": "redis", "connections": conns, "rps": float(f[1]), "ok": n,
                 "duration_s": round(took, 2),
                 "latency_us": {"p50": ms(f[4]), "p90": None, "p99": ms(f[6]), "p999": None,
                                "max": ms(f[7])},
                 "load_cpu_s": round((ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime), 3)}
 
-    def wrk(self, srv, conns=64):
-        dur = int(math.ceil(self.m["dur"]))
-        r = self.run(["wrk", "-t1", f"-c{conns}", f"-d{dur}s", "--latency",
-                      f"http://{srv.target}/healthz"], dur + 60)
+    def wrk(self, srv, conns=64, depth=1, dur=None, cpu=None):
+        dur = int(math.ceil(dur or self.m["dur"]))
+        argv = ["taskset", "-c", str(cpu)] if cpu is not None else []
+        argv += ["wrk", "-t1", f"-c{conns}", f"-d{dur}s", "--latency"]
+        if depth > 1:
+            argv += ["-s", os.path.join(ROOT, "bench/pipeline.lua")]
+        argv.append(f"http://{srv.target}/healthz")
+        if depth > 1:
+            argv += ["--", "/healthz", str(depth)]
+        r = self.run(argv, dur + 60)
         rps = re.search(r"Requests/sec:\s+([0-9.]+)", r.stdout)
         if r.returncode or not rps:
             raise Fail("wrk: " + r.stdout[-300:] + r.stderr[-300:])
@@ -396,7 +411,23 @@ class Suite:
         for q, k in (("50%", "p50"), ("90%", "p90"), ("99%", "p99")):
             m = re.search(rf"^\s+{re.escape(q)}\s+(\S+)", r.stdout, re.M)
             lat[k] = round(us(m.group(1))) if m else None
-        return {"server": srv.name, "tool": "wrk", "rps": float(rps.group(1)), "latency_us": lat}
+        total = re.search(r"(\d+) requests in ([0-9.]+)(m?s)", r.stdout)
+        return {"server": srv.name, "tool": "wrk", "rps": float(rps.group(1)), "latency_us": lat,
+                "requests": int(total.group(1)) if total else None}
+
+    def healthz_count(self, srv):
+        """Answers to GET /healthz that a ringpay engine counted (its /metrics)."""
+        try:
+            with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+                s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                data = b""
+                while chunk := s.recv(65536):
+                    data += chunk
+        except OSError:
+            return None
+        return sum(float(m.group(1)) for m in re.finditer(
+            r'^ringpay_http_requests_total\{[^}]*route="/healthz"[^}]*\}\s+([0-9.eE+]+)$',
+            data.decode(errors="replace"), re.M))
 
     def metrics(self, srv):
         """Sums of the engine's shard counters (for where the time goes)."""
@@ -467,14 +498,17 @@ class Suite:
         rows = []
         for c in self.m["conns"]:
             self.log(f"sweep: {c} connections")
+            os.sync()  # nothing another system wrote is left to flush during a point
             m0 = self.metrics(rp)
             d = self.load(rp, conns=c)
             d["shard"] = self.shard_delta(m0, self.metrics(rp))
             rows.append(d)
             rows.append(self.load(ng, conns=c, keys=rp.keys))
+            os.sync()
             if pg is not None and c <= self.m["pg_conns_max"]:
                 rows.append(self.pgbench(pg, c))
             if rd is not None:
+                os.sync()
                 rows.append(self.redis_bench(rd, c))
         self.res["points"]["sweep"] = rows
 
@@ -607,16 +641,40 @@ class Suite:
                                      "rss_after_kib": after, "alive": alive,
                                      "kib_per_connection": round((after - before) / n, 2)}
 
-    def tool_check(self, rp, ng):
+    def tool_check(self):
+        """ringpay load against wrk on GET /healthz: the engine on 1 core (CPU 0), each
+        tool with one thread pinned to CPU 1, alternating, keep-alive and pipelined x16;
+        the engine's own count of the answers checks each tool's count."""
         self.log("tool check: ringpay load against wrk on GET /healthz")
+        srv = self.start_ringpay("toolcheck", cores=1, flags=["--access-log", "off"])
+        rounds, dur = (3, 2) if self.mode == "quick" else (1, 1) if self.mode == "smoke" else (5, 5)
+        rounds = self.args.tool_rounds or rounds
+        dur = self.args.tool_duration or dur
         rows = []
-        for _ in range(self.m["rounds"]):
-            for srv in (rp, ng):
-                w = self.wrk(srv)
-                l = self.load(srv, scenario="healthz", conns=64)
-                rows.append({"server": srv.name, "wrk": w, "load": {
-                    "rps": l["rps"], "latency_us": l["latency_us"], "errors": l["errors"]}})
+        for depth in (1, 16):
+            for _ in range(rounds):
+                n0 = self.healthz_count(srv)
+                w = self.wrk(srv, depth=depth, dur=dur, cpu=1)
+                n1 = self.healthz_count(srv)
+                argv_extra = ["taskset", "-c", "1"]
+                l = self.load_pinned(srv, depth, dur, argv_extra)
+                n2 = self.healthz_count(srv)
+                rows.append({"depth": depth, "wrk": w, "load": l,
+                             "server_wrk": n1 - n0 if n0 is not None else None,
+                             "server_load": n2 - n1 if n1 is not None else None})
+        self.stop(srv)
         self.res["points"]["tool_check"] = rows
+
+    def load_pinned(self, srv, depth, dur, prefix):
+        argv = prefix + [self.rp, "load", "--target", srv.target, "--scenario", "healthz",
+                         "--connections", "64", "--pipeline", str(depth), "--threads", "1",
+                         "--duration-s", str(dur), "--json"]
+        r = self.run(argv, dur + 60)
+        if r.returncode:
+            raise Fail("ringpay load (tool check): " + r.stderr[-300:])
+        d = json.loads(r.stdout.strip().splitlines()[-1])
+        return {"rps": d["rps"], "latency_us": d["latency_us"], "errors": d["errors"],
+                "requests": d["requests"]}
 
     def microbench(self):
         self.log("microbenchmarks")
@@ -697,7 +755,6 @@ class Suite:
                 self.note("PostgreSQL skipped: postgresql-15 is not installed")
             if shutil.which("redis-server") and shutil.which("redis-benchmark"):
                 rd = self.start_redis()
-                self.redis_bench(rd, 64)  # calibrates its request count
             else:
                 self.note("Redis skipped: redis-server / redis-tools are not installed")
         self.sweep(rp, ng, pg, rd)
@@ -710,13 +767,13 @@ class Suite:
         p["fdatasync"] = self.fdatasync_probe()
         self.latency(rp, max_rps)
         self.mixes(rp)
-        self.tool_check(rp, ng)
         self.stop(ng)
         self.stop(rp)
         self.scaling()
         self.auth_repl(rp.keys)
         self.store()
         self.rss()
+        self.tool_check()
         if self.m["micro"]:
             self.microbench()
         self.res["elapsed_s"] = round(time.monotonic() - self.t0)
@@ -837,18 +894,23 @@ def plots(res, data_dir, img_dir):
     servers = [s for s in ("ringpay", "nginx", "postgres", "redis")
                if any(d["server"] == s for d in p.get("sweep", []))]
     if servers and len(set(d["connections"] for d in p["sweep"])) > 1:
-        lines = ", ".join(
-            f"'{rel}/throughput_vs_connections.csv' using 2:(strcol(1) eq '{s}' ? $3 : 1/0) "
-            f"with linespoints lw 2 pt 7 title '{names[s]}'" for s in servers)
+        for srv in servers:  # one data file per line of the chart
+            with open(os.path.join(data_dir, f"sweep_{srv}.dat"), "w") as f:
+                f.write("# connections rps\n")
+                for d in p["sweep"]:
+                    if d["server"] == srv:
+                        f.write(f"{d['connections']} {d['rps']:.1f}\n")
+        lines = ", ".join(f"'{rel}/sweep_{s}.dat' using 1:2 with linespoints lw 2 pt 7 "
+                          f"title '{names[s]}'" for s in servers)
         script = TERM + f"""set output 'throughput_vs_connections.png'
-set datafile separator ','
 set title "Durable authorize: requests/s against connections (closed loop, one request in flight each)\\n{label}"
 set logscale xy
-set xlabel 'connections'
+set xlabel 'connections (log scale)'
 set ylabel 'requests/s (log scale)'
 set xtics (1, 8, 64, 256, 1000)
+set format y '%.0f'
 set grid
-set key top left
+set key below
 set xrange [0.8:1300]
 plot {lines}
 """
@@ -858,21 +920,22 @@ plot {lines}
     if len(p.get("latency", [])) > 1:
         fsl = ""
         if fs:
-            fsl = (f", {fs['p50_us']} with lines dt 2 lc 'black' title 'one fdatasync (median, {fs['p50_us']} µs)'"
-                   f", {3 * fs['p50_us']} with lines dt 3 lc 'red' title 'goal: p99 at 50% ≤ 3× fdatasync'")
+            fsl = (f", {fs['p50_us'] / 1000} with lines dt 2 lc 'black' title 'one fdatasync (median, {fs['p50_us']} µs)'"
+                   f", {3 * fs['p50_us'] / 1000} with lines dt 3 lw 2 lc 'red' title 'goal: p99 at 50% ≤ 3× one fdatasync'")
         script = TERM + f"""set output 'latency_vs_load.png'
 set datafile separator ','
 set title "ringpay durable authorize, open loop over 64 connections: latency against offered load\\n{label}"
 set logscale y
 set xlabel 'offered load (% of the measured maximum at 64 connections)'
-set ylabel 'latency from the scheduled send (µs, log scale)'
+set ylabel 'latency from the scheduled send (ms, log scale)'
+set format y '%g'
 set grid
-set key top left
+set key below
 set xrange [0:100]
-plot '{rel}/latency_vs_load.csv' every ::1 using 1:4 with linespoints lw 2 pt 7 title 'p50', \\
-     '' every ::1 using 1:5 with linespoints lw 2 pt 7 title 'p90', \\
-     '' every ::1 using 1:6 with linespoints lw 2 pt 7 title 'p99', \\
-     '' every ::1 using 1:7 with linespoints lw 2 pt 7 title 'p99.9'{fsl}
+plot '{rel}/latency_vs_load.csv' every ::1 using 1:($4/1000) with linespoints lw 2 pt 7 title 'p50', \\
+     '' every ::1 using 1:($5/1000) with linespoints lw 2 pt 7 title 'p90', \\
+     '' every ::1 using 1:($6/1000) with linespoints lw 2 pt 7 title 'p99', \\
+     '' every ::1 using 1:($7/1000) with linespoints lw 2 pt 7 title 'p99.9'{fsl}
 """
         if gnuplot(script, img_dir):
             made.append("latency_vs_load.png")
@@ -899,6 +962,7 @@ set style fill solid 0.8 border -1
 set boxwidth 0.9
 set logscale y
 set ylabel 'requests/s (log scale)'
+set format y '%.0f'
 set yrange [100:*]
 set grid ytics
 set key top left
@@ -927,8 +991,9 @@ set style fill solid 0.8 border -1
 set boxwidth 0.9
 set logscale y
 set ylabel 'requests/s, or latency in µs (log scale)'
+set format y '%.0f'
 set grid ytics
-set key top right
+set key top left
 plot '{rel}/store.dat' using 2:xtic(1) title 'empty store', '' using 3 title 'pre-filled store', \\
      '' using ($0-0.17):2:(sprintf('%.0f', $2)) with labels offset 0,0.8 notitle, \\
      '' using ($0+0.17):3:(sprintf('%.0f', $3)) with labels offset 0,0.8 notitle
@@ -946,7 +1011,7 @@ def render_markdown(res, made, img_prefix):
     quick = res["mode"] != "full"
     w(BEGIN)
     w("")
-    w("## 5. The suite (issue 11): ringpay against what users would pick instead")
+    w("## 6. The suite's results (issue 11): ringpay against what users would pick instead")
     w("")
     if quick:
         w(f"> **A {res['mode']} validation run, not the final numbers.** Measured "
@@ -960,7 +1025,7 @@ def render_markdown(res, made, img_prefix):
           f"{m['commit']} (load average {m['loadavg_at_start']} at the start).")
     w("")
     w("Command (from a fresh clone; installs what is missing, builds, runs, rewrites this "
-      "section and the plots in `docs/bench/`):")
+      "section and the plots in `docs/bench/`; how it measures: section 5):")
     w("")
     w("```sh")
     w(f"./dev.sh bench --mode {res['mode']}" if res["mode"] != "smoke" else "./dev.sh bench --mode smoke")
@@ -1197,18 +1262,30 @@ def render_markdown(res, made, img_prefix):
     if tc:
         w("### The load generator against wrk")
         w("")
-        w("`GET /healthz`, 64 connections, one thread each (`wrk -t1 -c64 --latency` and "
-          "`ringpay load --scenario healthz --connections 64 --threads 1`), alternating on the "
-          "same servers in the same run. They agree when the requests/s are within 10%.")
+        w("`GET /healthz` of an engine on 1 core (CPU 0), 64 connections, each tool with one "
+          "thread pinned to CPU 1 (`taskset -c 1 wrk -t1 -c64 --latency [-s bench/pipeline.lua]` "
+          "and `taskset -c 1 ringpay load --scenario healthz --connections 64 --threads 1 "
+          "[--pipeline 16]`), alternating; medians of the rounds. The engine's own count of "
+          "answers (`ringpay_http_requests_total`) over each run checks each tool's count.")
         w("")
-        w("| server | wrk req/s | ringpay load req/s | load / wrk | wrk p50 / p99 µs | load p50 / p99 µs |")
-        w("|---|---:|---:|---:|---:|---:|")
-        for row in tc:
-            a, b = row["wrk"], row["load"]
-            ratio = b["rps"] / a["rps"] if a["rps"] else 0
+        w("| requests in flight per connection | rounds | wrk req/s | ringpay load req/s | load / wrk | wrk p50 / p99 µs | load p50 / p99 µs | tools' counts = engine's count |")
+        w("|---:|---:|---:|---:|---:|---:|---:|---|")
+        for depth in sorted(set(r["depth"] for r in tc)):
+            rs = [r for r in tc if r["depth"] == depth]
+            a = median([r["wrk"]["rps"] for r in rs])
+            b = median([r["load"]["rps"] for r in rs])
+            ratio = b / a if a else 0
             ok = "within 10%" if abs(ratio - 1) <= 0.10 else "**apart by more than 10%**"
-            w(f"| {row['server']} | {fmt(a['rps'])} | {fmt(b['rps'])} | {ratio:.2f}× ({ok}) | "
-              f"{lat(a, 'p50')} / {lat(a, 'p99')} | {lat(b, 'p50')} / {lat(b, 'p99')} |")
+            same = all(r["server_load"] == r["load"]["requests"] for r in rs)
+            wrk_same = all(r["wrk"].get("requests") is not None and r["server_wrk"] is not None and
+                           abs(r["server_wrk"] - r["wrk"]["requests"]) <= 64 * depth for r in rs)
+            med = lambda k, t: median([r[t]["latency_us"].get(k) for r in rs])
+            per = ", ".join("%.2f" % (r["load"]["rps"] / r["wrk"]["rps"]) for r in rs)
+            w(f"| {depth} | {len(rs)} | {fmt(a)} | {fmt(b)} | {ratio:.2f}× ({ok}; per round "
+              f"{per}) | "
+              f"{fmt(med('p50', 'wrk'))} / {fmt(med('p99', 'wrk'))} | "
+              f"{fmt(med('p50', 'load'))} / {fmt(med('p99', 'load'))} | "
+              f"load: {'exactly' if same else 'NO'}; wrk: {'yes (± the requests in flight at its end)' if wrk_same else 'no'} |")
         w("")
     mb = p.get("micro")
     if mb:
@@ -1262,7 +1339,7 @@ def render(res, data_dir, docs=True):
     else:
         text = text.rstrip("\n") + "\n\n" + md
     open(path, "w").write(text)
-    print(f"suite: wrote docs/benchmarks.md (section 5) and {', '.join('docs/bench/' + m for m in made)}")
+    print(f"suite: wrote docs/benchmarks.md (section 6) and {', '.join('docs/bench/' + m for m in made)}")
 
 
 def main():
@@ -1274,6 +1351,10 @@ def main():
     ap.add_argument("--tmpdir", default=None, help="where the servers' data live (default $TMPDIR)")
     ap.add_argument("--no-docs", action="store_true", help="do not touch docs/")
     ap.add_argument("--render", metavar="DIR", help="only render the results in DIR")
+    ap.add_argument("--tool-check", action="store_true",
+                    help="only ringpay load against wrk (bench/load_vs_wrk.sh); prints its table")
+    ap.add_argument("--tool-rounds", type=int, default=0, help="rounds of the tool check")
+    ap.add_argument("--tool-duration", type=int, default=0, help="seconds per tool-check run")
     args = ap.parse_args()
     if args.render:
         res = json.load(open(os.path.join(args.render, "results.json")))
@@ -1285,6 +1366,19 @@ def main():
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, on_signal)
     code = 0
+    if args.tool_check:
+        try:
+            suite.machine()
+            suite.tool_check()
+        except (Fail, subprocess.TimeoutExpired, KeyboardInterrupt) as e:
+            print(f"suite: {type(e).__name__}: {e}", file=sys.stderr)
+            return 1
+        finally:
+            suite.stop_all()
+        md = render_markdown({**suite.res, "goals": [], "elapsed_s": 0}, [], "")
+        print(md[md.index("### The load generator against wrk"):md.index("<!-- suite:end")].strip())
+        shutil.rmtree(suite.tmp, ignore_errors=True)
+        return 0
     try:
         suite.main()
     except (Fail, subprocess.TimeoutExpired, KeyboardInterrupt) as e:
