@@ -737,6 +737,10 @@ class Suite:
     def main(self):
         if not os.path.exists(self.rp):
             raise Fail(f"{self.rp} not built (./dev.sh build)")
+        # 1,000 connections for pgbench and redis-benchmark, 10,000 idle ones here.
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         self.machine()
         self.log(f"mode {self.mode}: {self.m['dur']} s per point, {self.m['rounds']} round(s); "
                  f"budget {self.m['budget_s']} s; servers in {self.tmp}")
