@@ -539,8 +539,13 @@ class Suite:
         """ROUNDS alternating runs of the same load on two servers: both series."""
         rows = []
         for _ in range(self.m["rounds"]):
-            rows.append([self.load(a, scenario=scenario, keys=a_keys),
-                         self.load(b, scenario=scenario, keys=b_keys)])
+            pair = []
+            for srv, keys in ((a, a_keys), (b, b_keys)):
+                m0 = self.metrics(srv)
+                d = self.load(srv, scenario=scenario, keys=keys)
+                d["shard"] = self.shard_delta(m0, self.metrics(srv))
+                pair.append(d)
+            rows.append(pair)
         self.res["points"][key] = rows
         return rows
 
@@ -622,12 +627,17 @@ class Suite:
         time.sleep(0.5)
         before = proc_rss_kib(srv.proc.pid)
         try:
+            # First only connected (accepted, nothing read yet), then each sends one
+            # request and reads its answer: an idle keep-alive connection that served.
             for _ in range(n):
-                s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+                socks.append(socket.create_connection(("127.0.0.1", srv.port), timeout=10))
+            self.wait_accepted(srv, len(warm) + n)
+            connected = proc_rss_kib(srv.proc.pid)
+            for s in socks:
                 s.sendall(req)
+            for s in socks:
                 if not s.recv(4096).startswith(b"HTTP/1.1 200"):
                     raise Fail("rss: a connection was not answered 200")
-                socks.append(s)
             time.sleep(1.0)
             after = proc_rss_kib(srv.proc.pid)
             # Still open: one more request on the last connection.
@@ -638,8 +648,32 @@ class Suite:
                 s.close()
         self.stop(srv)
         self.res["points"]["rss"] = {"connections": n, "rss_before_kib": before,
+                                     "rss_connected_kib": connected,
                                      "rss_after_kib": after, "alive": alive,
+                                     "kib_per_connected": round((connected - before) / n, 2),
                                      "kib_per_connection": round((after - before) / n, 2)}
+
+    def wait_accepted(self, srv, want, timeout=20):
+        """Until the engine reports `want` open connections (its gauge), at most timeout."""
+        until = time.monotonic() + timeout
+        while time.monotonic() < until:
+            m = self.gauge(srv, "ringpay_connections_open")
+            if m is not None and m >= want:
+                return
+            time.sleep(0.2)
+
+    def gauge(self, srv, name):
+        try:
+            with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+                s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                data = b""
+                while chunk := s.recv(65536):
+                    data += chunk
+        except OSError:
+            return None
+        vals = [float(m.group(1)) for m in re.finditer(
+            rf"^{name}(?:\{{[^}}]*\}})?\s+([0-9.eE+]+)$", data.decode(errors="replace"), re.M)]
+        return sum(vals) - 1 if vals else None  # less the /metrics connection itself
 
     def tool_check(self):
         """ringpay load against wrk on GET /healthz: the engine on 1 core (CPU 0), each
@@ -1214,6 +1248,9 @@ def render_markdown(res, made, img_prefix):
         if not rs:
             return
         ratio, per = pair_ratio(rs)
+        commit = [median([(r[i].get("shard") or {}).get("mean_commit_us") for r in rs]) for i in (0, 1)]
+        if commit[0] and commit[1]:
+            what += f"; mean apply + commit {fmt(commit[0])} µs (A) against {fmt(commit[1])} µs (B)"
         w(f"| {title} | {la}: {fmt(median([r[0]['rps'] for r in rs]))} req/s, p99 "
           f"{fmt(median([r[0]['latency_us']['p99'] for r in rs]))} µs | {lb}: "
           f"{fmt(median([r[1]['rps'] for r in rs]))} req/s, p99 "
@@ -1261,6 +1298,13 @@ def render_markdown(res, made, img_prefix):
           f"stay idle: VmRSS {fmt(r['rss_before_kib'])} KiB before, {fmt(r['rss_after_kib'])} KiB "
           f"after = **{r['kib_per_connection']:.2f} KiB per connection** (goal ≤ 8 KiB); the "
           f"last connection still answered afterwards: {'yes' if r['alive'] else 'no'}.")
+        if r.get("rss_connected_kib"):
+            w(f"Before their first request (accepted, nothing read yet) the same connections "
+              f"held {r['kib_per_connected']:.2f} KiB each. What a connection touches (net/reactor.c): "
+              "its part of the 14.5 KiB `struct conn` array (64 answer slots of 192 bytes), the "
+              "first 4 KiB page of its 16 KiB input buffer (`CONN_SMALL_BUF_BYTES`) when it "
+              "first reads, and the answer buffer it allocates for its first answer (4 KiB, "
+              "kept while the connection lives).")
         w("")
     tc = p.get("tool_check")
     if tc:
