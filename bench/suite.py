@@ -817,6 +817,7 @@ class Suite:
         if self.m["micro"]:
             self.microbench()
         self.res["elapsed_s"] = round(time.monotonic() - self.t0)
+        self.res["machine"]["loadavg_at_end"] = round(os.getloadavg()[0], 2)
         self.log(f"measured in {self.res['elapsed_s']} s")
 
 
@@ -1003,7 +1004,7 @@ set boxwidth 0.9
 set logscale y
 set ylabel 'requests/s (log scale)'
 set format y '%.0f'
-set yrange [100:*]
+set yrange [100:{max(b[2] for b in bars) * 4:.0f}]
 set grid ytics
 set key top left
 plot '{rel}/scaling.dat' using 2:xtic(1) title '1 core', '' using 3 title '2 cores', \\
@@ -1057,7 +1058,9 @@ def render_markdown(res, made, img_prefix):
         w(f"> **A {res['mode']} validation run, not the final numbers.** Measured "
           f"{m['date']} in {res['mode']} mode ({MODES[res['mode']]['dur']} s per point, "
           f"{MODES[res['mode']]['rounds']} round(s)) on commit {m['commit']}, on a shared "
-          f"machine (load average {m['loadavg_at_start']} at the start, from other work). "
+          f"machine (load average {m['loadavg_at_start']} at the start"
+          + (f" and {m['loadavg_at_end']} at the end" if m.get("loadavg_at_end") else "") +
+          ", from other work on its 2 vCPUs). "
           "The final full run on the final code replaces this section.")
     else:
         w(f"Measured {m['date']} in full mode ({MODES['full']['dur']} s per point, "
