@@ -5,9 +5,11 @@
  * lifecycle mix gets no 4xx at all (every capture, void, partial refund and GET is
  * valid in the engine's state machine); the replay scenario's replays are answered with
  * Idempotent-Replayed: true and counted; a second run reuses the kept keys (the key file
- * does not grow), and the kept file is mode 0600.
+ * does not grow), and the kept file is mode 0600; a revoked key is replaced alone and the
+ * run waits until the engine has the new one.
  */
 #include <errno.h>
+#include <signal.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -105,6 +107,28 @@ static void test_lifecycle_and_replay_signed(void **state)
     if (run.code != 0 || json_num(run.out, "ok") != 500)
         fail_msg("zipf run: exit %d\n%s%s", run.code, run.out, run.err);
     assert_int_equal(count_keys(), 20);
+
+    /* m-5's key revoked (and the engine reloaded): the next run replaces that key alone,
+     * reloads the engine again and waits for the new key before it starts, so not one
+     * request is refused. */
+    char path5[RP_PATH_MAX + 16], line[512], id[32] = "";
+    snprintf(path5, sizeof(path5), "%s/load.keys", srv.data_dir);
+    FILE *f = fopen(path5, "r");
+    assert_non_null(f);
+    while (fgets(line, sizeof(line), f))
+        if (strstr(line, "\"merchant_id\":\"m-5\""))
+            sscanf(strstr(line, "\"key_id\":\"") + 10, "%20[a-z0-9_]", id);
+    fclose(f);
+    assert_int_equal(strlen(id), 20);
+    const char *revoke[] = {"keys", "revoke", "--data", srv.data_dir, id, NULL};
+    assert_int_equal(rp_run(revoke, NULL, NULL, 10000, &run), 0);
+    assert_int_equal(run.code, 0);
+    assert_int_equal(rp_server_signal(&srv, SIGHUP), 0);
+    const char *const again[] = {"--requests", "400", NULL};
+    load("authorize", again);
+    if (json_num(run.out, "ok") != 400 || strstr(run.out, "\"401\"") != NULL)
+        fail_msg("after a revocation: not every answer 2xx\n%s%s", run.out, run.err);
+    assert_int_equal(count_keys(), 21);
     assert_int_equal(rp_server_stop(&srv), 0);
 }
 

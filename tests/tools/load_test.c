@@ -485,16 +485,19 @@ static void keys_provision_makes_and_reuses(void **state)
     snprintf(dir, sizeof(dir), "%s/data", root);
     snprintf(path, sizeof(path), "%s/%s", dir, LOAD_KEYS_FILE);
     unsigned created = 99;
-    assert_int_equal(load_keys_provision(dir, path, 8, &created, why, sizeof(why)), 0);
+    long last = 99;
+    assert_int_equal(load_keys_provision(dir, path, 8, &created, &last, why, sizeof(why)), 0);
     assert_int_equal(created, 8);
+    assert_int_equal(last, 7);
     struct stat st;
     assert_int_equal(stat(path, &st), 0);
     assert_int_equal(st.st_mode & 0777, 0600);
     read_ids(path, ids1, sizeof(ids1));
     assert_int_equal(strlen(ids1), 8 * (KEY_ID_BYTES + 1));
 
-    assert_int_equal(load_keys_provision(dir, path, 8, &created, why, sizeof(why)), 0);
+    assert_int_equal(load_keys_provision(dir, path, 8, &created, &last, why, sizeof(why)), 0);
     assert_int_equal(created, 0);
+    assert_int_equal(last, -1);
     read_ids(path, ids2, sizeof(ids2));
     assert_string_equal(ids1, ids2);
 
@@ -504,12 +507,13 @@ static void keys_provision_makes_and_reuses(void **state)
     revoked[KEY_ID_BYTES] = '\0';
     bool was_active;
     assert_int_equal(keyfile_revoke(dir, revoked, &was_active, why, sizeof(why)), 0);
-    assert_int_equal(load_keys_provision(dir, path, 8, &created, why, sizeof(why)), 0);
+    assert_int_equal(load_keys_provision(dir, path, 8, &created, &last, why, sizeof(why)), 0);
     assert_int_equal(created, 1);
+    assert_int_equal(last, 3); /* the reload is probed with the new key */
     read_ids(path, ids2, sizeof(ids2));
     assert_null(strstr(ids2, revoked));
 
-    assert_int_equal(load_keys_provision(dir, path, 12, &created, why, sizeof(why)), 0);
+    assert_int_equal(load_keys_provision(dir, path, 12, &created, &last, why, sizeof(why)), 0);
     assert_int_equal(created, 4);
     struct load_keys *k;
     assert_int_equal(load_keys_read(path, 12, &k, why, sizeof(why)), 0);
@@ -528,7 +532,8 @@ static void keys_provision_makes_and_reuses(void **state)
     assert_int_equal(keyfile_add(dir, KEYFILE_SCOPE_MERCHANT, "m-0", 1, &nk, why, sizeof(why)), 0);
     char other[200];
     snprintf(other, sizeof(other), "%s/other.keys", root);
-    assert_int_equal(load_keys_provision(dir, other, 1, &created, why, sizeof(why)), -EDQUOT);
+    assert_int_equal(load_keys_provision(dir, other, 1, &created, &last, why, sizeof(why)),
+                     -EDQUOT);
     assert_non_null(strstr(why, "merchant m-0 already has its active keys"));
     remove_tree(root);
 }

@@ -1097,12 +1097,14 @@ static int setup_keys(struct load_config *cfg, const char *data_dir, const char 
 {
     char why[512], path[4096];
     unsigned created = 0;
+    long probe = -1;
     if (data_dir != NULL) {
         if (file == NULL) {
             snprintf(path, sizeof(path), "%s/%s", data_dir, LOAD_KEYS_FILE);
             file = path;
         }
-        if (load_keys_provision(data_dir, file, cfg->merchants, &created, why, sizeof(why)) != 0) {
+        if (load_keys_provision(data_dir, file, cfg->merchants, &created, &probe, why,
+                                sizeof(why)) != 0) {
             fprintf(stderr, "ringpay: %s\n", why);
             return 1;
         }
@@ -1123,7 +1125,7 @@ static int setup_keys(struct load_config *cfg, const char *data_dir, const char 
     }
     if (rc == 0)
         return 0; /* no engine runs there yet: it reads the keys when it starts */
-    return wait_keys_live(cfg, (long)cfg->merchants - 1) == 0 ? 0 : 1;
+    return wait_keys_live(cfg, probe) == 0 ? 0 : 1; /* a merchant whose key is new */
 }
 
 /* ---- flags ---- */

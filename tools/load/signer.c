@@ -268,7 +268,7 @@ static int kept_write(const char *path, const struct kept *k, char *why, size_t 
 
 /* Adds a key to DIR/keys for each merchant index without one in k. */
 static int add_missing(const char *dir, struct kept *k, unsigned merchants, unsigned *created,
-                       char *why, size_t n)
+                       long *last_created, char *why, size_t n)
 {
     bool *have = calloc(merchants, sizeof(*have));
     if (have == NULL)
@@ -305,15 +305,17 @@ static int add_missing(const char *dir, struct kept *k, unsigned merchants, unsi
         err = kept_push(k, &key);
         OPENSSL_cleanse(&key, sizeof(key));
         (*created)++;
+        *last_created = (long)m;
     }
     free(have);
     return err;
 }
 
 int load_keys_provision(const char *dir, const char *path, unsigned merchants, unsigned *created,
-                        char *why, size_t why_bytes)
+                        long *last_created, char *why, size_t why_bytes)
 {
     *created = 0;
+    *last_created = -1;
     struct keyset *set = NULL;
     char e[400] = "";
     int err = keyfile_load(dir, &set, e, sizeof(e));
@@ -332,7 +334,7 @@ int load_keys_provision(const char *dir, const char *path, unsigned merchants, u
             err = kept_push(&live, &file.keys[i]);
     keyfile_free(set);
     if (err == 0)
-        err = add_missing(dir, &live, merchants, created, why, why_bytes);
+        err = add_missing(dir, &live, merchants, created, last_created, why, why_bytes);
     /* Write what was added even after a later failure: those keys are in DIR/keys now. */
     if ((*created > 0 || live.n != file.n) && (err == 0 || *created > 0)) {
         int werr = kept_write(path, &live, why, why_bytes);

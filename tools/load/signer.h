@@ -39,12 +39,14 @@ void load_keys_free(struct load_keys *keys);
  * Makes sure `path` holds, for each merchant m-0 .. m-(merchants-1), a key that DIR/keys
  * has active for it: keeps those it has, adds a key to DIR/keys (creating DIR when it
  * does not exist) for each one missing, and rewrites path (mode 0600, atomically) when
- * it added any. *created: how many keys were added. Returns 0, or -errno with one line
+ * it added any. *created: how many keys were added; *last_created: the index i of the
+ * last merchant m-i given a new key (-1: none), the one to probe after a reload.
+ * Returns 0, or -errno with one line
  * in why: a refused key file, a merchant that already has its active keys but none of
  * them in path (-EDQUOT: revoke one, or pass the file that holds them), an I/O error.
  */
 int load_keys_provision(const char *dir, const char *path, unsigned merchants, unsigned *created,
-                        char *why, size_t why_bytes);
+                        long *last_created, char *why, size_t why_bytes);
 
 /*
  * Tells the engine that owns DIR to reload its keys: when DIR/LOCK is held (flock) by
