@@ -13,7 +13,7 @@ cd "$(dirname "$0")"
 PKGS=(build-essential cmake pkg-config git
       liburing-dev liblmdb-dev lmdb-utils librdkafka-dev libssl-dev libjsmn-dev
       libcmocka-dev libbenchmark-dev clang libclang-rt-14-dev
-      curl python3 nodejs openssl wrk nginx-light haproxy kcat procps iproute2
+      curl python3 nodejs openssl wrk nginx-light haproxy kcat procps iproute2 tzdata
       postgresql-15 redis-server redis-tools gnuplot-nox)
 
 install_missing() {

@@ -139,6 +139,11 @@
  * commit's fsync on ordinary SSDs. */
 #define SHARD_BATCH_MAX 4096
 
+/* Jobs a shard holds at once while their log records sync (the write-ahead log mode,
+ * store/shard.c): a few batches in flight. Every reactor's job pool together is far
+ * smaller in practice; the bound only keeps the FIFO fixed. */
+#define SHARD_HELD_MAX (4 * SHARD_BATCH_MAX)
+
 /* Idempotency keys are kept at least this long (SPEC §2: at least 24 h; the
  * --idempotency-ttl-hours flag may only raise it). */
 #define IDEM_TTL_DEFAULT_MS (24LL * 3600 * 1000)
@@ -263,6 +268,64 @@ _Static_assert(LEDGER_PAGE_DEFAULT <= LEDGER_PAGE_MAX, "default within max");
 _Static_assert(AMOUNT_MAX < (1LL << 62), "two amounts add without overflow");
 _Static_assert(API_ERROR_BODY_MAX_BYTES <= ENGINE_ANSWER_MAX_BYTES,
                "a shard renders an error into an answer buffer");
+
+/* ---- The write-ahead log (store/wal.h) --------------------------------------------------- */
+
+/* One log segment file. 64 MiB zero-fill in ~0.1 s on this disk (measured with dd),
+ * and ~3 s of a shard's log at 50k authorizations/s (~400 bytes each): segments are
+ * switched a few times a minute, each switch a directory-free open of a prepared
+ * file. `serve --wal-segment-mb` may lower it (tests use small segments). */
+#define WAL_SEGMENT_BYTES ((size_t)64 << 20)
+
+/* Segments kept prepared ahead of the write position (zero-filled, or recycled from
+ * below the last checkpoint), so the log never waits for one. */
+#define WAL_SPARE_SEGMENTS 2
+
+/* A batch of at most this many logged operations is written and synced by the shard
+ * thread itself when no write is in flight: such a small batch means the shard is not
+ * busy, and the two thread hand-offs of the syncer (to it and back, ~10-30 µs each)
+ * are a tenth of a sync. Larger batches go to the syncer thread, so the next batch is
+ * applied while this one syncs. */
+#define WAL_INLINE_BATCH_MAX 4
+
+/* Each of the log's two staging buffers (one being written and synced, one filling):
+ * a group commit's records. A full buffer stops the shard from applying more until the
+ * write in flight completes (backpressure). 8 MiB holds ~20,000 authorizations. */
+#define WAL_STAGE_BYTES ((size_t)8 << 20)
+
+/* ---- The overlay and checkpoints (store/shard_wal.c) ----------------------------------- */
+
+/* One overlay layer (store/overlay.h): the changes since the last checkpoint are held in
+ * memory, in two layers per shard (one taking batches, one being written into LMDB).
+ * An authorization takes ~3 KiB of a layer (its idempotency record holds the request's
+ * fingerprint and the answer; the payment, the event, two ledger entries, balances and
+ * their keys): 256 MiB hold ~80,000 of them, more than CHECKPOINT_OPS_DEFAULT, so a
+ * checkpoint is normally started by its operation count or its timer and the layer's
+ * size is the bound that holds against unusually large requests. Slots: one per 128
+ * bytes of arena (a key-value entry is >= 64 bytes, the table stays <= half full).
+ * `serve --overlay-mb` may change it (tests use small layers). */
+#define OVERLAY_ARENA_DEFAULT_BYTES ((size_t)256 << 20)
+#define OVERLAY_BYTES_PER_SLOT      128
+
+/* The most one state-changing operation can add to a layer, besides its fingerprint:
+ * an answer and an event (<= 4 KiB each), the payment or refund, up to four ledger
+ * entries and balances, three counters, keys and entry heads. Checked before each
+ * operation, so a layer is never overfilled; entries likewise. */
+#define OVERLAY_OP_FIXED_BYTES (ENGINE_ANSWER_MAX_BYTES + ENGINE_EVENT_MAX_BYTES + 8192)
+#define OVERLAY_OP_ENTRIES     32
+
+/* A checkpoint starts when the active layer holds this many operations, or when
+ * CHECKPOINT_MS_DEFAULT passed since the last one and it holds any. Measured here
+ * (DESIGN.md): LMDB commits of 16,384 random-key inserts run at ~31k ops/s, of 2,048 at
+ * ~11k: checkpoints must be large. 32,768 operations are ~1 s of a shard's traffic at
+ * full load and ~100 MiB of a layer. `serve --checkpoint-ops/--checkpoint-ms`. */
+#define CHECKPOINT_OPS_DEFAULT 32768
+#define CHECKPOINT_MS_DEFAULT  2000
+
+/* Batches whose events wait for their log record's sync (the replicator sends only
+ * events whose record is durable). More batches in flight merge into the last entry,
+ * which only delays those events until a later sync. */
+#define SHARD_EVENT_MARKS 64
 
 /* ---- Serving: jobs, rings, metrics (tools/serve/) ------------------------------------ */
 
@@ -414,5 +477,112 @@ _Static_assert(KEYS_ACTIVE_PER_MERCHANT_MAX >= 2, "rotation needs two active key
 _Static_assert(PROXY_V2_MAX_BYTES <= CONN_SMALL_BUF_BYTES, "a PROXY header fits a small buffer");
 _Static_assert(PROXY_V1_MAX_BYTES <= PROXY_V2_MAX_BYTES, "v1 is the smaller header");
 _Static_assert((long long)BUCKET_BURST_MAX * 1000 < (1LL << 62), "milli-tokens fit int64");
+
+/* ---- Back office: settlement and reconciliation (SPEC §5, engine/settle.h, engine/csv.h,
+ * store/settle_store.h) ------------------------------------------------------------------ */
+
+/* The largest engine event value settle parses. The engine renders every event within
+ * ENGINE_EVENT_MAX_BYTES; a longer value is not the engine's and is poison. */
+#define SETTLE_EVENT_MAX_BYTES ENGINE_EVENT_MAX_BYTES
+
+/* Nesting of the event JSON: the envelope holds "payment" and "refund" objects (depth 2).
+ * Members settle does not know are skipped (forward compatibility) but must nest no
+ * deeper than this, so that a hostile value cannot make the parser recurse. */
+#define SETTLE_EVENT_DEPTH_MAX 8
+
+/* A poison event's reason (DLQ, logs): a short fixed sentence and at most a member name. */
+#define SETTLE_REASON_MAX_BYTES 160
+
+/* The original bytes of a poison message kept in the dead-letter store. Kafka's default
+ * message.max.bytes is 1 MiB; a longer value is kept cut to this, and marked so. */
+#define SETTLE_DLQ_VALUE_MAX_BYTES (1024 * 1024)
+
+/* A Kafka topic name (Kafka's own limit is 249 characters) and message key as stored
+ * with consumed offsets and dead letters. Longer keys are cut (they are only shown). */
+#define SETTLE_TOPIC_MAX_BYTES 249
+#define SETTLE_KEY_MAX_BYTES   256
+
+/* Batch totals (gross, refunds) stay below 2^62 and adjustments strictly within +-2^62,
+ * so net = gross - refunds + adjustments never leaves int64. That is 4,611 maximal
+ * payments (AMOUNT_MAX) in one batch; an event that would pass the bound is refused
+ * (dead letter) rather than wrap. */
+#define SETTLE_TOTAL_MAX (1LL << 62)
+
+/* Settlement ids: "stl_" YYYYMMDD "_" currency "_" merchant_id: readable, unique per
+ * (merchant, currency, business date), and parsed back without a lookup. */
+#define SETTLE_BATCH_ID_MAX_BYTES (4 + 8 + 1 + CURRENCY_BYTES + 1 + MERCHANT_ID_MAX_BYTES)
+
+/* settlement.closed and recon.unmatched event values: a settlement or an item with its
+ * envelope. An item holds a transaction id and a reason of at most RECON_FIELD_MAX_BYTES
+ * each, escaped at worst six bytes per byte. */
+#define SETTLE_OUT_EVENT_MAX_BYTES 4096
+
+/* --tz offsets: every zone in the tz database is within -12 h .. +14 h of UTC. The
+ * calendar asserts |offset| < 24 h, which its day arithmetic relies on (a local day
+ * starts within 26 hours of the same wall time read as UTC). */
+#define SETTLE_TZ_OFFSET_MAX_S (24 * 3600 - 1)
+
+/* --grace: the time a business day stays open after it ended (default 10 minutes,
+ * SPEC §5). At most a week: a longer grace is a misconfiguration. */
+#define SETTLE_GRACE_DEFAULT_MS (10LL * 60 * 1000)
+#define SETTLE_GRACE_MAX_MS     (7LL * 24 * 3600 * 1000)
+
+/* Retention of the processed-event memory and of the matching index, in business days
+ * (store/settle_store.h). Events of a business date older than the horizon (today minus
+ * this) are refused to the DLQ, because their duplicates could no longer be recognised.
+ * 35 days covers a monthly bank statement and Kafka's default retention (7 days) many
+ * times over. */
+#define SETTLE_RETENTION_DAYS_DEFAULT 35
+#define SETTLE_RETENTION_DAYS_MIN     2
+#define SETTLE_RETENTION_DAYS_MAX     3660
+
+/* Expired processed ids and index entries deleted per transaction at most, so that the
+ * first commit after a long pause does not delete a month of ids at once. */
+#define SETTLE_EXPIRE_MAX 8192
+
+/* Batches closed per transaction at most: a date's close runs over several commits when
+ * it has more batches (the date is marked closed in the first one, so no event counts
+ * in it any more). Each close writes the batch, its indexes and one outbox event. */
+#define SETTLE_CLOSE_MAX 4096
+
+/* GET /v1/settlements and the items of a reconciliation file: limit 1..1000, default
+ * 100, like the ledger. A listing with filters examines at most SETTLE_LIST_SCAN_MAX
+ * rows for one page; a page cut short by it still carries next_after. */
+#define SETTLE_PAGE_MAX      1000
+#define SETTLE_PAGE_DEFAULT  100
+#define SETTLE_LIST_SCAN_MAX 20000
+
+/* Bank statement CSV (engine/csv.h): one line without its terminator. A valid line is
+ * about 60 bytes (22 + 16 + 3 + 10 and separators); 1 KiB leaves room for quoting and
+ * for banks' longer transaction ids while bounding the reader's buffer. */
+#define CSV_LINE_MAX_BYTES 1024
+
+/* Fields of one CSV line the reader splits out; a line with more is malformed. */
+#define CSV_FIELDS_MAX 16
+
+/* A reconciliation line's transaction_id (printable ASCII), and any field echoed back
+ * in an item. Payment ids have ID_BYTES; a longer id cannot be ours. */
+#define RECON_FIELD_MAX_BYTES 64
+
+/* Distinct value dates in one bank file. missing_in_bank scans the matching index for
+ * each of them; a year of daily values is plenty, and a line with one more is
+ * malformed rather than a scan of every date in history. */
+#define RECON_VALUE_DATES_MAX 366
+
+/* Lines of an upload classified per transaction (and items rematched, missing payments
+ * listed): a 1,000,000-line file is ~250 commits, each of a few thousand pages. */
+#define RECON_COMMIT_LINES 4096
+
+_Static_assert(SETTLE_TOTAL_MAX > AMOUNT_MAX && SETTLE_TOTAL_MAX <= (1LL << 62),
+               "totals below it hold an amount, and three of them add within int64");
+_Static_assert(SETTLE_BATCH_ID_MAX_BYTES == 81, "the settlement id layout");
+_Static_assert(SETTLE_EVENT_MAX_BYTES <= SETTLE_DLQ_VALUE_MAX_BYTES, "a dead letter holds any event");
+_Static_assert(SETTLE_RETENTION_DAYS_MIN <= SETTLE_RETENTION_DAYS_DEFAULT &&
+                   SETTLE_RETENTION_DAYS_DEFAULT <= SETTLE_RETENTION_DAYS_MAX,
+               "default within bounds");
+_Static_assert(SETTLE_PAGE_DEFAULT <= SETTLE_PAGE_MAX && SETTLE_PAGE_MAX <= SETTLE_LIST_SCAN_MAX,
+               "a full page fits the scan bound");
+_Static_assert(CSV_FIELDS_MAX >= 4 && RECON_FIELD_MAX_BYTES >= ID_BYTES, "a statement line fits");
+_Static_assert(RECON_FIELD_MAX_BYTES < CSV_LINE_MAX_BYTES, "a field fits a line");
 
 #endif

@@ -36,6 +36,27 @@ static void stat_add(uint64_t *field, uint64_t delta)
     __atomic_store_n(field, __atomic_load_n(field, __ATOMIC_RELAXED) + delta, __ATOMIC_RELAXED);
 }
 
+/* Every field of struct shard_store_stats is 64 bits wide: copied as an array. */
+_Static_assert(sizeof(struct shard_store_stats) % sizeof(uint64_t) == 0, "u64 fields");
+
+static void publish_stats(struct shard *sh)
+{
+    struct shard_store_stats now;
+    shard_store_get_stats(sh->store, &now);
+    const uint64_t *from = (const uint64_t *)&now;
+    uint64_t *to = (uint64_t *)&sh->store_stats;
+    for (size_t i = 0; i < sizeof(now) / sizeof(uint64_t); i++)
+        __atomic_store_n(&to[i], from[i], __ATOMIC_RELAXED);
+}
+
+void shard_store_stats_load(const struct shard *sh, struct shard_store_stats *out)
+{
+    const uint64_t *from = (const uint64_t *)&sh->store_stats;
+    uint64_t *to = (uint64_t *)out;
+    for (size_t i = 0; i < sizeof(*out) / sizeof(uint64_t); i++)
+        to[i] = __atomic_load_n(&from[i], __ATOMIC_RELAXED);
+}
+
 /* Returns every job to its reactor; a full ring is waited out (the reactor drains
  * it every turn), flushing wake-ups so the reactor is awake to make room. */
 static void reply_all(struct shard *sh, struct shard_job **jobs, size_t n)
@@ -189,8 +210,73 @@ static size_t settle(struct shard *sh, struct shard_job **held, size_t held_n,
  * an empty queue with jobs held, so the loop always makes progress and at most one
  * turn is held at a time.
  */
+/*
+ * The loop of a store whose positions become durable by themselves (the write-ahead log:
+ * shard_store_async). A turn applies the jobs queued since the last one and hands their
+ * records to the log's writer; their answers wait in a FIFO, across turns, until the
+ * log's durable position covers them, while the next turns go on (one write + fdatasync
+ * in flight, the next batch being applied and staged). Positions only grow, so the FIFO
+ * is released from its front. The FIFO and the overlay are bounded: when either is
+ * full, no job is taken (they wait in the rings: backpressure).
+ */
+static int shard_run_async(struct shard *sh)
+{
+    static __thread struct shard_job *fifo[SHARD_HELD_MAX];
+    static __thread struct shard_job *jobs[SHARD_BATCH_MAX];
+    static __thread struct shard_job *out[SHARD_BATCH_MAX];
+    static __thread struct batch_item items[SHARD_BATCH_MAX];
+    const struct shard_transport *t = sh->transport;
+    size_t head = 0, len = 0;
+    for (;;) {
+        int err = shard_store_poll(sh->store);
+        if (err && !__atomic_load_n(&sh->failed, __ATOMIC_RELAXED)) {
+            __atomic_store_n(&sh->failed, 1, __ATOMIC_RELEASE);
+            for (size_t i = 0; i < len; i++)
+                job_fail(fifo[(head + i) % SHARD_HELD_MAX], err);
+        }
+        /* Release the front of the FIFO that is durable (or failed), in batches. */
+        uint64_t durable = shard_store_durable(sh->store);
+        while (len > 0) {
+            size_t k = 0;
+            while (k < len && k < SHARD_BATCH_MAX &&
+                   (fifo[(head + k) % SHARD_HELD_MAX]->pos <= durable ||
+                    fifo[(head + k) % SHARD_HELD_MAX]->rc != 0)) {
+                out[k] = fifo[(head + k) % SHARD_HELD_MAX];
+                k++;
+            }
+            if (k == 0)
+                break;
+            release(sh, out, k);
+            head = (head + k) % SHARD_HELD_MAX;
+            len -= k;
+        }
+        size_t room = SHARD_HELD_MAX - len;
+        if (room > SHARD_BATCH_MAX)
+            room = SHARD_BATCH_MAX;
+        bool ready = shard_store_ready(sh->store);
+        size_t n = room > 0 && ready ? t->recv(sh->transport_ctx, jobs, room) : 0;
+        if (n == 0) {
+            if (len == 0 && __atomic_load_n(&sh->stop, __ATOMIC_ACQUIRE))
+                return 0;
+            /* Wakes on a job, on the log's syncer (the transport watches
+             * shard_store_event_fd), or after the timeout: a full overlay is polled. */
+            publish_stats(sh);
+            t->wait(sh->transport_ctx, !ready ? 1 : len > 0 ? 10 : SHARD_IDLE_WAIT_MS);
+            continue;
+        }
+        run_batch(sh, jobs, n, items);
+        shard_store_kick(sh->store);
+        publish_stats(sh);
+        for (size_t i = 0; i < n; i++)
+            fifo[(head + len++) % SHARD_HELD_MAX] = jobs[i];
+    }
+}
+
 int shard_run(struct shard *sh)
 {
+    publish_stats(sh);
+    if (shard_store_async(sh->store))
+        return shard_run_async(sh);
     static __thread struct shard_job *held[SHARD_BATCH_MAX];
     static __thread struct shard_job *jobs[SHARD_BATCH_MAX];
     static __thread struct batch_item items[SHARD_BATCH_MAX];
@@ -201,6 +287,7 @@ int shard_run(struct shard *sh)
         if (n == 0 && held_n == 0) {
             if (__atomic_load_n(&sh->stop, __ATOMIC_ACQUIRE))
                 return 0;
+            publish_stats(sh);
             t->wait(sh->transport_ctx, SHARD_IDLE_WAIT_MS);
             continue;
         }
@@ -213,6 +300,7 @@ int shard_run(struct shard *sh)
         if (!wrote && need > shard_store_durable(sh->store) && !shard_store_failed(sh->store))
             sync_explicit(sh);
         held_n = settle(sh, held, held_n, jobs, n);
+        publish_stats(sh);
     }
 }
 

@@ -43,12 +43,12 @@
  * made it, except while the shard holds it. */
 struct shard_job {
     struct op op;
-    struct answer answer; /* answer.body/cap: the job's own buffer */
-    int rc;               /* 0, or the store's -errno (the answer is then a 503) */
-    uint64_t pos;         /* set by the shard: LMDB txn id the answer needs on disk */
-    unsigned origin;      /* transport endpoint to return the job to */
+    struct answer answer;   /* answer.body/cap: the job's own buffer */
+    int rc;                 /* 0, or the store's -errno (the answer is then a 503) */
+    uint64_t pos;           /* set by the shard: LMDB txn id the answer needs on disk */
+    unsigned origin;        /* transport endpoint to return the job to */
     uint32_t retry_after_s; /* a 429/503 answered before the store: its Retry-After */
-    uint64_t owner[2];    /* the reactor's reference to the request, opaque here */
+    uint64_t owner[2];      /* the reactor's reference to the request, opaque here */
     uint64_t start_ns;
 };
 
@@ -85,7 +85,14 @@ struct shard {
      * restarts it (LMDB reopens from the last good meta page). Read by other threads. */
     int failed;
     struct shard_stats stats; /* written by the shard thread, relaxed atomics */
+    /* The store's counters (shard_store_get_stats), copied by the shard thread after
+     * each turn and when idle, field by field with relaxed atomics: other threads read
+     * them with shard_store_stats_load(). */
+    struct shard_store_stats store_stats;
 };
+
+/* A copy of sh->store_stats for any thread (each field as last published). */
+void shard_store_stats_load(const struct shard *sh, struct shard_store_stats *out);
 
 /* Runs the shard loop on the calling thread until shard_stop(); returns 0. Jobs still
  * queued or held when it stops are answered first (with the syncs they need). Works

@@ -39,18 +39,8 @@
 #include "engine/limits.h"
 #include "store/manifest.h"
 #include "store/record.h"
-
-enum shard_dbi {
-    SHARD_DBI_PAYMENTS,
-    SHARD_DBI_REFUNDS,
-    SHARD_DBI_IDEM,
-    SHARD_DBI_LEDGER,
-    SHARD_DBI_BALANCES,
-    SHARD_DBI_OUTBOX,
-    SHARD_DBI_META,
-    SHARD_DBI_IDEM_EXP,
-    SHARD_DBI_COUNT
-};
+#include "store/shard_store_int.h"
+#include "store/shard_wal.h"
 
 static const char *const dbi_names[SHARD_DBI_COUNT] = {
     [SHARD_DBI_PAYMENTS] = RECORD_DB_PAYMENTS, [SHARD_DBI_REFUNDS] = RECORD_DB_REFUNDS,
@@ -59,51 +49,11 @@ static const char *const dbi_names[SHARD_DBI_COUNT] = {
     [SHARD_DBI_META] = RECORD_DB_META,         [SHARD_DBI_IDEM_EXP] = RECORD_DB_IDEM_EXP,
 };
 
-struct shard_store {
-    MDB_env *env;
-    MDB_dbi dbi[SHARD_DBI_COUNT];
-    unsigned shard;
-    size_t map_bytes;            /* current map size */
-    size_t map_max_bytes;        /* ceiling of growth on MDB_MAP_FULL */
-    uint64_t replicated_pending; /* mark to store with the next commit */
-    uint64_t replicated_stored;  /* mark on disk */
-    uint64_t event_seq;          /* last event sequence number committed */
-    struct shard_store_stats stats;
-    bool trim_pending;            /* the outbox may hold events at or below the mark */
-    uint64_t txn_written;         /* last transaction id whose meta page was written */
-    uint64_t txn_durable;         /* highest id a completed fdatasync covered */
-    int failed;                   /* 0, or the -errno that failed the store for good */
-    unsigned fault_after_puts;    /* tests: puts that succeed before the fault */
-    int fault_errno;              /* tests: LMDB code the injected fault returns; 0 = off */
-    int fault_persistent;         /* tests: keep failing after the first fault */
-    unsigned fault_after_commits; /* tests: commits that run before the commit fault */
-    int fault_commit_errno;       /* tests: errno of the injected commit failure; 0 = off */
-    unsigned fault_after_syncs;   /* tests: syncs that run before the sync fault */
-    int fault_sync_errno;         /* tests: errno of the injected sync failure; 0 = off */
-    int64_t idem_ttl_ms;          /* idempotency records older than this are swept */
-    int defer_meta_sync;          /* MDB_NOMETASYNC: see shard_store.h */
-    char path[STORE_PATH_MAX];
-};
-
-/* One write (or read) transaction of a batch. The first LMDB error sticks in err and
- * makes every later store call of the batch fail fast; the batch is then aborted. */
-struct shard_txn {
-    struct shard_store *s;
-    MDB_txn *txn;
-    int err;        /* first LMDB error, 0 while all went well */
-    int writable;   /* 0 in a read-only transaction */
-    size_t swept;   /* idempotency records this transaction deleted */
-    size_t trimmed; /* outbox events this transaction deleted */
-};
-
 typedef void (*shard_txn_body_fn)(struct shard_txn *t, void *arg);
-
-static int meta_get(MDB_txn *txn, const struct shard_store *s, const char *name, uint64_t *v);
-static int meta_put(MDB_txn *txn, const struct shard_store *s, const char *name, uint64_t v);
 
 /* ---- environment ------------------------------------------------------------------ */
 
-static int errno_of(int mdb_rc)
+int ss_errno_of(int mdb_rc)
 {
     /* LMDB returns errno values for system errors and MDB_* (< 0) for its own. */
     switch (mdb_rc) {
@@ -137,16 +87,16 @@ static int open_dbis(struct shard_store *s)
             goto out_abort;
     }
     uint64_t format = 0;
-    rc = meta_get(txn, s, "format", &format);
+    rc = ss_meta_get(txn, s, "format", &format);
     if (rc == MDB_NOTFOUND)
-        rc = meta_put(txn, s, "format", STORE_FORMAT_VERSION);
+        rc = ss_meta_put(txn, s, "format", STORE_FORMAT_VERSION);
     else if (rc == 0 && format != STORE_FORMAT_VERSION)
         rc = MDB_VERSION_MISMATCH;
     if (rc)
         goto out_abort;
-    rc = meta_get(txn, s, "replicated", &s->replicated_stored);
+    rc = ss_meta_get(txn, s, "replicated", &s->replicated_stored);
     if (rc == 0 || rc == MDB_NOTFOUND)
-        rc = meta_get(txn, s, "seq:event", &s->event_seq);
+        rc = ss_meta_get(txn, s, "seq:event", &s->event_seq);
     if (rc && rc != MDB_NOTFOUND)
         goto out_abort;
     s->replicated_pending = s->replicated_stored;
@@ -159,7 +109,7 @@ out_abort:
 }
 
 /* The id of the last transaction whose meta page was written (LMDB's view). */
-static uint64_t env_last_txn(const struct shard_store *s)
+uint64_t ss_env_last_txn(const struct shard_store *s)
 {
     MDB_envinfo info;
     int rc = mdb_env_info(s->env, &info);
@@ -172,7 +122,7 @@ static uint64_t env_last_txn(const struct shard_store *s)
  * once, so that everything the store shows from now on starts durable. */
 static int positions_init(struct shard_store *s)
 {
-    s->txn_written = env_last_txn(s);
+    s->txn_written = ss_env_last_txn(s);
     int rc = mdb_env_sync(s->env, 1);
     if (rc)
         return rc;
@@ -233,6 +183,14 @@ static void options_apply(struct shard_store *s, const struct shard_store_option
         s->map_max_bytes = s->map_bytes;
     s->idem_ttl_ms = opt && opt->idem_ttl_ms > 0 ? opt->idem_ttl_ms : IDEM_TTL_DEFAULT_MS;
     s->defer_meta_sync = opt && opt->defer_meta_sync;
+    if (opt && opt->wal) {
+        /* The checkpointer commits while the shard thread reads: the map cannot grow
+         * (mdb_env_set_mapsize needs every transaction of the process closed), so it
+         * is fixed at its ceiling, which is address space, not disk. Checkpoints are
+         * LMDB's default durable commits. */
+        s->map_bytes = s->map_max_bytes;
+        s->defer_meta_sync = 0;
+    }
     if (opt) {
         s->fault_after_puts = opt->fault_after_puts;
         s->fault_errno = opt->fault_errno;
@@ -257,11 +215,38 @@ static int shard_dir_make(struct shard_store *s, const char *data_dir)
     return store_manifest_sync_dir(data_dir);
 }
 
+/* Why the last shard_store_open of this thread failed, when it could say more than its
+ * errno ("" otherwise). */
+static __thread char open_why[256];
+
+/* The LMDB mode must not open a directory whose write-ahead log may hold changes that
+ * LMDB lacks: it would answer from state that misses acknowledged payments. */
+static int lmdb_mode_check(struct shard_store *s)
+{
+    MDB_txn *txn = NULL;
+    uint64_t pos = 0;
+    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+    if (rc)
+        return ss_errno_of(rc);
+    rc = ss_meta_get(txn, s, "wal_pos", &pos);
+    mdb_txn_abort(txn);
+    if (rc == MDB_NOTFOUND)
+        return 0;
+    if (rc == 0) {
+        snprintf(open_why, sizeof(open_why),
+                 "shard %u was written with the write-ahead log on: start it with --wal on",
+                 s->shard);
+        return -EEXIST;
+    }
+    return ss_errno_of(rc);
+}
+
 int shard_store_open(struct shard_store **out, const char *data_dir, unsigned shard,
                      const struct shard_store_options *opt)
 {
     ASSERT(out != NULL && data_dir != NULL);
     *out = NULL;
+    open_why[0] = 0;
     struct shard_store *s = calloc(1, sizeof(*s));
     if (s == NULL)
         return -ENOMEM;
@@ -270,7 +255,7 @@ int shard_store_open(struct shard_store **out, const char *data_dir, unsigned sh
     int rc = shard_dir_make(s, data_dir);
     if (rc)
         goto out_free;
-    rc = errno_of(env_open(s, s->path));
+    rc = ss_errno_of(env_open(s, s->path));
     if (rc)
         goto out_free;
     /* LMDB created data.mdb and lock.mdb: make their names durable. */
@@ -278,14 +263,24 @@ int shard_store_open(struct shard_store **out, const char *data_dir, unsigned sh
     if (rc)
         goto out_close_env;
     ASSERT(s->txn_durable == s->txn_written);
+    rc = opt && opt->wal ? shard_wal_open(s, opt, open_why, sizeof(open_why)) : lmdb_mode_check(s);
+    if (rc)
+        goto out_close_wal;
     *out = s;
     return 0;
 
+out_close_wal:
+    shard_wal_close(s);
 out_close_env:
     mdb_env_close(s->env);
 out_free:
     free(s);
     return rc;
+}
+
+const char *shard_store_open_error(void)
+{
+    return open_why;
 }
 
 /* Test-only fault injection of commits and syncs: the errno this call must fail
@@ -305,7 +300,7 @@ static int fault_take(unsigned *after, int *err, int persistent)
 }
 
 /* Records the error that fails the store for good (the first one sticks). */
-static int store_fail(struct shard_store *s, int err)
+int ss_fail(struct shard_store *s, int err)
 {
     ASSERT(err < 0);
     if (s->failed == 0)
@@ -317,6 +312,8 @@ int shard_store_sync(struct shard_store *s)
 {
     ASSERT(s != NULL && s->env != NULL);
     ASSERT(s->txn_durable <= s->txn_written);
+    if (s->wal)
+        return shard_wal_sync(s);
     if (s->failed)
         return s->failed;
     /* The sync covers what was written before it starts. */
@@ -325,7 +322,7 @@ int shard_store_sync(struct shard_store *s)
     if (rc == 0)
         rc = mdb_env_sync(s->env, 1);
     if (rc)
-        return store_fail(s, errno_of(rc));
+        return ss_fail(s, ss_errno_of(rc));
     if (covers > s->txn_durable)
         s->txn_durable = covers;
     return 0;
@@ -334,13 +331,39 @@ int shard_store_sync(struct shard_store *s)
 uint64_t shard_store_written(const struct shard_store *s)
 {
     ASSERT(s != NULL);
-    return s->txn_written;
+    return s->wal ? shard_wal_written(s) : s->txn_written;
 }
 
 uint64_t shard_store_durable(const struct shard_store *s)
 {
     ASSERT(s != NULL && s->txn_durable <= s->txn_written);
-    return s->txn_durable;
+    return s->wal ? shard_wal_durable(s) : s->txn_durable;
+}
+
+bool shard_store_async(const struct shard_store *s)
+{
+    return s->wal != NULL;
+}
+
+void shard_store_kick(struct shard_store *s)
+{
+    if (s->wal)
+        shard_wal_kick(s);
+}
+
+int shard_store_poll(struct shard_store *s)
+{
+    return s->wal ? shard_wal_poll(s) : s->failed;
+}
+
+int shard_store_event_fd(const struct shard_store *s)
+{
+    return s->wal ? shard_wal_event_fd(s) : -1;
+}
+
+bool shard_store_ready(const struct shard_store *s)
+{
+    return s->wal ? shard_wal_ready(s) : true;
 }
 
 int shard_store_failed(const struct shard_store *s)
@@ -357,13 +380,14 @@ void shard_store_close(struct shard_store *s)
     /* Make the last meta page durable too; a failed store promised nothing more. */
     if (s->defer_meta_sync && s->failed == 0)
         mdb_env_sync(s->env, 1);
+    shard_wal_close(s);
     mdb_env_close(s->env);
     free(s);
 }
 
 /* ---- meta ------------------------------------------------------------------------- */
 
-static int meta_get(MDB_txn *txn, const struct shard_store *s, const char *name, uint64_t *v)
+int ss_meta_get(MDB_txn *txn, const struct shard_store *s, const char *name, uint64_t *v)
 {
     MDB_val key = {.mv_size = strlen(name), .mv_data = (void *)name};
     MDB_val val;
@@ -377,7 +401,7 @@ static int meta_get(MDB_txn *txn, const struct shard_store *s, const char *name,
     return 0;
 }
 
-static int meta_put(MDB_txn *txn, const struct shard_store *s, const char *name, uint64_t v)
+int ss_meta_put(MDB_txn *txn, const struct shard_store *s, const char *name, uint64_t v)
 {
     uint8_t buf[RECORD_I64_BYTES];
     record_i64_encode(buf, (int64_t)v);
@@ -426,7 +450,7 @@ static int txn_fail(struct shard_txn *t, int mdb_rc)
  * transactions, so no single one grows too large to commit. *done is set when no
  * event at or below the mark is left.
  */
-static void outbox_trim(struct shard_txn *t, uint64_t mark, bool *done)
+void ss_outbox_trim(struct shard_txn *t, uint64_t mark, bool *done)
 {
     MDB_cursor *c = NULL;
     if (txn_fail(t, mdb_cursor_open(t->txn, t->s->dbi[SHARD_DBI_OUTBOX], &c)))
@@ -465,10 +489,10 @@ static void outbox_mark(struct shard_txn *t, bool *trim_done)
     struct shard_store *s = t->s;
     *trim_done = !s->trim_pending;
     if (s->replicated_pending > s->replicated_stored &&
-        txn_fail(t, meta_put(t->txn, s, "replicated", s->replicated_pending)))
+        txn_fail(t, ss_meta_put(t->txn, s, "replicated", s->replicated_pending)))
         return;
     if (s->trim_pending || s->replicated_pending > s->replicated_stored)
-        outbox_trim(t, s->replicated_pending, trim_done);
+        ss_outbox_trim(t, s->replicated_pending, trim_done);
 }
 
 /*
@@ -490,7 +514,7 @@ static int txn_commit(struct shard_store *s, MDB_txn *txn)
     rc = mdb_txn_commit(txn);
     if (rc)
         return rc;
-    uint64_t last = env_last_txn(s);
+    uint64_t last = ss_env_last_txn(s);
     ASSERT(last == id || last == s->txn_written);
     if (last == s->txn_written)
         return 0; /* nothing written, nothing synced */
@@ -521,7 +545,7 @@ static int txn_once(struct shard_store *s, struct shard_txn *t, shard_txn_body_f
         outbox_mark(t, &trim_done);
     uint64_t event_seq = s->event_seq;
     if (t->err == 0) {
-        int grc = meta_get(txn, s, "seq:event", &event_seq);
+        int grc = ss_meta_get(txn, s, "seq:event", &event_seq);
         if (grc != MDB_NOTFOUND)
             txn_fail(t, grc);
     }
@@ -590,6 +614,8 @@ void shard_store_get_stats(const struct shard_store *s, struct shard_store_stats
     out->map_bytes = s->map_bytes;
     out->event_seq = s->event_seq;
     out->replicated_seq = s->replicated_stored;
+    if (s->wal)
+        shard_wal_stats(s, out);
 }
 
 void shard_store_set_replicated(struct shard_store *s, uint64_t event_seq)
@@ -619,7 +645,7 @@ static int txn_get(struct shard_txn *t, int dbi, MDB_val *key, MDB_val *val)
     return txn_fail(t, rc);
 }
 
-static int st_payment_get(void *ctx, const char *id, size_t id_len, struct payment *out)
+int ss_payment_get(void *ctx, const char *id, size_t id_len, struct payment *out)
 {
     struct shard_txn *t = ctx;
     if (id_len != RECORD_PAYMENT_ID_BYTES)
@@ -651,7 +677,7 @@ static int st_refund_put(void *ctx, const struct refund *r)
     return txn_put(t, SHARD_DBI_REFUNDS, &key, &val, MDB_NOOVERWRITE);
 }
 
-static const char *seq_name(enum engine_seq which)
+const char *ss_seq_name(enum engine_seq which)
 {
     switch (which) {
     case ENGINE_SEQ_PAYMENT:
@@ -670,9 +696,9 @@ static int st_next_sequence(void *ctx, enum engine_seq which, uint64_t *out)
     struct shard_txn *t = ctx;
     if (t->err)
         return t->err;
-    const char *name = seq_name(which);
+    const char *name = ss_seq_name(which);
     uint64_t v = 0;
-    int rc = meta_get(t->txn, t->s, name, &v);
+    int rc = ss_meta_get(t->txn, t->s, name, &v);
     if (rc && rc != MDB_NOTFOUND)
         return txn_fail(t, rc);
     ASSERT(v < UINT64_MAX);
@@ -686,8 +712,8 @@ static int st_next_sequence(void *ctx, enum engine_seq which, uint64_t *out)
     return rc;
 }
 
-static int st_idem_get(void *ctx, const char *m, size_t mlen, const char *k, size_t klen,
-                       struct idem_record *out)
+int ss_idem_get(void *ctx, const char *m, size_t mlen, const char *k, size_t klen,
+                struct idem_record *out)
 {
     struct shard_txn *t = ctx;
     uint8_t kbuf[RECORD_KEY_MAX];
@@ -732,7 +758,7 @@ static int st_idem_put(void *ctx, const char *m, size_t mlen, const char *k, siz
  * record whose creation time differs from its index entry is not deleted (it cannot
  * happen today: records are written once; the check keeps a stale index harmless).
  */
-static void idem_sweep(struct shard_txn *t, int64_t cutoff_ms, size_t max)
+void ss_idem_sweep(struct shard_txn *t, int64_t cutoff_ms, size_t max)
 {
     MDB_cursor *c = NULL;
     if (cutoff_ms <= 0 || txn_fail(t, mdb_cursor_open(t->txn, t->s->dbi[SHARD_DBI_IDEM_EXP], &c)))
@@ -790,7 +816,7 @@ static int balance_read(struct shard_txn *t, const char *m, size_t mlen, const c
 }
 
 /* The merchant's last ledger sequence number, 0 when its ledger is empty. */
-static int ledger_last_seq(struct shard_txn *t, const char *m, size_t mlen, uint64_t *seq)
+int ss_ledger_last_seq(struct shard_txn *t, const char *m, size_t mlen, uint64_t *seq)
 {
     uint8_t kbuf[RECORD_KEY_MAX];
     MDB_val key = {.mv_data = kbuf}, val;
@@ -830,7 +856,7 @@ static int st_posting_add(void *ctx, const struct posting *p, int64_t now_ms, ui
     if (rc)
         return rc; /* -EOVERFLOW: this operation's failure, nothing written yet */
     uint64_t last = 0;
-    rc = ledger_last_seq(t, p->merchant_id, p->merchant_id_len, &last);
+    rc = ss_ledger_last_seq(t, p->merchant_id, p->merchant_id_len, &last);
     if (rc)
         return rc;
     struct record_ledger_entry e = {.debit = (uint8_t)p->debit,
@@ -858,14 +884,13 @@ static int st_posting_add(void *ctx, const struct posting *p, int64_t now_ms, ui
     return rc;
 }
 
-static int st_balance_get(void *ctx, const char *m, size_t mlen, const char *cur,
-                          struct balance *out)
+int ss_balance_get(void *ctx, const char *m, size_t mlen, const char *cur, struct balance *out)
 {
     return balance_read(ctx, m, mlen, cur, out);
 }
 
 /* Visits every balance record of merchant m, in currency order. */
-static int st_balance_list(void *ctx, const char *m, size_t mlen, engine_balance_fn fn, void *arg)
+int ss_balance_list(void *ctx, const char *m, size_t mlen, engine_balance_fn fn, void *arg)
 {
     struct shard_txn *t = ctx;
     if (t->err)
@@ -899,8 +924,8 @@ static int st_balance_list(void *ctx, const char *m, size_t mlen, engine_balance
     return ret;
 }
 
-static int st_ledger_page(void *ctx, const char *m, size_t mlen, uint64_t after, uint32_t limit,
-                          engine_entry_fn fn, void *arg, bool *more)
+int ss_ledger_page(void *ctx, const char *m, size_t mlen, uint64_t after, uint32_t limit,
+                   engine_entry_fn fn, void *arg, bool *more)
 {
     struct shard_txn *t = ctx;
     *more = false;
@@ -973,26 +998,26 @@ static int st_event_append(void *ctx, const struct engine_event *ev)
 }
 
 static const struct engine_store write_store = {
-    .payment_get = st_payment_get,
+    .payment_get = ss_payment_get,
     .payment_put = st_payment_put,
     .refund_put = st_refund_put,
     .next_sequence = st_next_sequence,
-    .idem_get = st_idem_get,
+    .idem_get = ss_idem_get,
     .idem_put = st_idem_put,
     .posting_add = st_posting_add,
-    .balance_get = st_balance_get,
-    .balance_list = st_balance_list,
-    .ledger_page = st_ledger_page,
+    .balance_get = ss_balance_get,
+    .balance_list = ss_balance_list,
+    .ledger_page = ss_ledger_page,
     .event_append = st_event_append,
 };
 
 /* Reads only: the write members are NULL (engine/apply.h). */
 static const struct engine_store read_store = {
-    .payment_get = st_payment_get,
-    .idem_get = st_idem_get,
-    .balance_get = st_balance_get,
-    .balance_list = st_balance_list,
-    .ledger_page = st_ledger_page,
+    .payment_get = ss_payment_get,
+    .idem_get = ss_idem_get,
+    .balance_get = ss_balance_get,
+    .balance_list = ss_balance_list,
+    .ledger_page = ss_ledger_page,
 };
 
 /* ---- group commit ------------------------------------------------------------------ */
@@ -1008,7 +1033,7 @@ struct batch_run {
 };
 
 /* Renders 503 overloaded into an item's answer. */
-static void answer_overloaded(struct batch_item *it, int rc)
+void ss_answer_overloaded(struct batch_item *it, int rc)
 {
     struct api_error e;
     api_error_set(&e, 503, "overloaded", "the shard store could not commit; retry later", NULL);
@@ -1028,7 +1053,7 @@ static int batch_refuse(struct batch_item *items, size_t n, int rc)
     ASSERT(rc < 0);
     for (size_t i = 0; i < n; i++)
         if (items[i].rc == 0)
-            answer_overloaded(&items[i], rc);
+            ss_answer_overloaded(&items[i], rc);
     return rc;
 }
 
@@ -1053,7 +1078,7 @@ static void batch_body(struct shard_txn *t, void *varg)
      * IDEM_SWEEP_MIN: the sweep keeps pace with any insert rate, and its cost per
      * commit stays bounded. */
     size_t max = 2 * b->n > IDEM_SWEEP_MIN ? 2 * b->n : IDEM_SWEEP_MIN;
-    idem_sweep(t, b->now_ms - t->s->idem_ttl_ms, max);
+    ss_idem_sweep(t, b->now_ms - t->s->idem_ttl_ms, max);
 }
 
 int shard_store_apply_batch(struct shard_store *s, struct batch_item *items, size_t n,
@@ -1068,6 +1093,8 @@ int shard_store_apply_batch(struct shard_store *s, struct batch_item *items, siz
     }
     if (s->failed)
         return batch_refuse(items, n, s->failed);
+    if (s->wal)
+        return shard_wal_apply_batch(s, items, n, now_ms);
     struct batch_run b = {.items = items, .n = n, .now_ms = now_ms};
     struct shard_txn t;
     int rc;
@@ -1078,7 +1105,7 @@ int shard_store_apply_batch(struct shard_store *s, struct batch_item *items, siz
         rc = txn_run(s, &t, batch_body, &b);
         if (rc != SHARD_ITEM_FAILED)
             break;
-        answer_overloaded(&items[b.failed], -EOVERFLOW);
+        ss_answer_overloaded(&items[b.failed], -EOVERFLOW);
         s->stats.dropped_items++;
         if (attempt == SHARD_BATCH_DROP_MAX) {
             rc = -EAGAIN;
@@ -1093,9 +1120,9 @@ int shard_store_apply_batch(struct shard_store *s, struct batch_item *items, siz
     /* Only "the transaction does not fit" and a batch of too many failing operations
      * are found before anything is written; every other error fails the store. */
     bool before_write = rc == MDB_MAP_FULL || rc == MDB_TXN_FULL || rc == -EAGAIN;
-    rc = errno_of(rc);
+    rc = ss_errno_of(rc);
     if (!before_write)
-        rc = store_fail(s, rc);
+        rc = ss_fail(s, rc);
     return batch_refuse(items, n, rc);
 }
 
@@ -1108,19 +1135,21 @@ static void read_body(struct shard_txn *t, struct batch_item *items, size_t n, i
                it->op->kind == OP_LEDGER);
         it->rc = engine_apply(&read_store, t, it->op, now_ms, &it->answer);
         if (it->rc)
-            answer_overloaded(it, it->rc);
+            ss_answer_overloaded(it, it->rc);
     }
 }
 
 int shard_store_read(struct shard_store *s, struct batch_item *items, size_t n, int64_t now_ms)
 {
     ASSERT(s != NULL && (items != NULL || n == 0));
+    if (s->wal)
+        return shard_wal_read(s, items, n, now_ms);
     struct shard_txn t = {.s = s};
     int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &t.txn);
     if (rc) {
         for (size_t i = 0; i < n; i++)
-            answer_overloaded(&items[i], errno_of(rc));
-        return errno_of(rc);
+            ss_answer_overloaded(&items[i], ss_errno_of(rc));
+        return ss_errno_of(rc);
     }
     read_body(&t, items, n, now_ms);
     mdb_txn_abort(t.txn);
@@ -1129,15 +1158,17 @@ int shard_store_read(struct shard_store *s, struct batch_item *items, size_t n, 
 
 /* ---- outbox reads ------------------------------------------------------------------ */
 
-static int scan_events(MDB_cursor *c, uint64_t after_seq, size_t max, shard_event_fn fn, void *arg)
+int ss_scan_events(MDB_cursor *c, uint64_t after_seq, size_t max, shard_event_fn fn, void *arg,
+                   uint64_t *last, size_t *seen)
 {
     uint8_t kbuf[8];
+    *seen = 0;
     if (after_seq == UINT64_MAX)
         return 0;
     record_put_u64be(kbuf, after_seq + 1);
     MDB_val k = {.mv_size = sizeof(kbuf), .mv_data = kbuf}, v;
     int rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
-    for (size_t seen = 0; rc == 0 && seen < max; seen++) {
+    while (rc == 0 && *seen < max) {
         struct record_event re;
         if (k.mv_size != 8 || record_event_decode(v.mv_data, v.mv_size, &re))
             return -EBADMSG;
@@ -1148,30 +1179,36 @@ static int scan_events(MDB_cursor *c, uint64_t after_seq, size_t max, shard_even
                                  .key_len = re.merchant_len,
                                  .value = re.json,
                                  .value_len = re.json_len};
-        ASSERT(ev.seq > after_seq);
+        ASSERT(ev.seq > *last); /* *last starts at after_seq */
+        *last = ev.seq;
+        (*seen)++;
         int ret = fn(arg, &ev);
         if (ret)
             return ret;
         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
     }
-    return rc == MDB_NOTFOUND ? 0 : errno_of(rc);
+    return rc == MDB_NOTFOUND ? 0 : ss_errno_of(rc);
 }
 
 int shard_store_outbox_scan(struct shard_store *s, uint64_t after_seq, size_t max,
                             shard_event_fn fn, void *arg)
 {
     ASSERT(s != NULL && fn != NULL);
+    if (s->wal)
+        return shard_wal_outbox_scan(s, after_seq, max, fn, arg);
     MDB_txn *txn = NULL;
     MDB_cursor *c = NULL;
     int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
     if (rc)
-        return errno_of(rc);
+        return ss_errno_of(rc);
     rc = mdb_cursor_open(txn, s->dbi[SHARD_DBI_OUTBOX], &c);
     if (rc == 0) {
-        rc = scan_events(c, after_seq, max, fn, arg);
+        uint64_t last = after_seq;
+        size_t seen = 0;
+        rc = ss_scan_events(c, after_seq, max, fn, arg, &last, &seen);
         mdb_cursor_close(c);
     } else {
-        rc = errno_of(rc);
+        rc = ss_errno_of(rc);
     }
     mdb_txn_abort(txn);
     return rc;

@@ -45,6 +45,7 @@
 #ifndef RINGPAY_STORE_SHARD_STORE_H
 #define RINGPAY_STORE_SHARD_STORE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -112,6 +113,33 @@ struct shard_store_options {
      * reused only from N + 2 on, after N + 1's sync made meta N durable). Without it
      * every commit that wrote is durable when it returns. */
     int defer_meta_sync;
+    /* The write-ahead log mode (docs/architecture.md "The write-ahead log"): batches are
+     * applied to an in-memory overlay and appended to the shard's log (store/wal.h); a
+     * checkpointer thread writes the overlay into LMDB in large durable transactions.
+     * Positions are then byte positions of the log, and they become durable by
+     * themselves (shard_store_async): the caller kicks the log's writer and waits on
+     * shard_store_event_fd. The map is fixed at map_max_bytes (address space). 0: the
+     * LMDB mode above, where every group commit is an LMDB commit. */
+    int wal;
+    size_t wal_segment_bytes; /* 0: WAL_SEGMENT_BYTES */
+    size_t overlay_bytes;     /* per layer; 0: OVERLAY_ARENA_DEFAULT_BYTES */
+    uint64_t checkpoint_ops;  /* 0: CHECKPOINT_OPS_DEFAULT */
+    uint32_t checkpoint_ms;   /* 0: CHECKPOINT_MS_DEFAULT */
+    /* Tests only: the log's n-th write or sync fails with wal_fault_errno (0: none). */
+    unsigned wal_fault_after_syncs;
+    int wal_fault_errno;
+    /* Tests only: called by the checkpointer at each step of a checkpoint (enum
+     * shard_ckpt_step), e.g. to end the process there. NULL: none. */
+    void (*ckpt_hook)(void *arg, int step);
+    void *ckpt_hook_arg;
+};
+
+/* The steps of a checkpoint a test hook sees, in order. */
+enum shard_ckpt_step {
+    SHARD_CKPT_BEFORE_COMMIT = 1, /* the layer is in the LMDB transaction, not committed */
+    SHARD_CKPT_COMMITTED = 2,     /* committed durably; the log not recycled yet */
+    SHARD_CKPT_RECYCLED = 3,      /* a segment below the checkpoint was renamed */
+    SHARD_CKPT_DONE = 4,          /* the shard may drop the layer */
 };
 
 struct shard_store_stats {
@@ -128,6 +156,21 @@ struct shard_store_stats {
     uint64_t event_seq;      /* last outbox event committed */
     uint64_t replicated_seq; /* outbox replicated (and trimmed) up to this event */
     /* event_seq - replicated_seq is the outbox backlog for /metrics. */
+    /* The write-ahead log mode (zero otherwise). */
+    uint64_t wal_written, wal_durable; /* log positions (bytes) */
+    uint64_t wal_writes, wal_syncs, wal_bytes, wal_sync_ns;
+    uint64_t wal_segments_made, wal_segments_recycled;
+    uint64_t checkpoints;         /* checkpoints committed */
+    uint64_t checkpoint_ns;       /* time spent writing and committing them */
+    uint64_t checkpoint_ops;      /* operations they covered */
+    uint64_t checkpoint_bytes;    /* bytes the checkpointer thread wrote (/proc/thread-self/io) */
+    uint64_t checkpoint_pos;      /* the log position the last one covers */
+    uint64_t overlay_bytes;       /* bytes held in the two layers now */
+    uint64_t overlay_ops;         /* operations in the active layer */
+    uint64_t overlay_full;        /* times the shard waited for a checkpoint to make room */
+    uint64_t replayed_records;    /* at open: log records replayed */
+    uint64_t replayed_ops;        /* at open: operations replayed */
+    uint64_t replay_ns;           /* at open: time of the replay */
 };
 
 /*
@@ -138,6 +181,10 @@ struct shard_store_stats {
  */
 int shard_store_open(struct shard_store **out, const char *data_dir, unsigned shard,
                      const struct shard_store_options *opt);
+
+/* Why the last shard_store_open of the calling thread failed, in one line, when it can
+ * say more than its errno; "" otherwise. */
+const char *shard_store_open_error(void);
 
 /* fdatasyncs the environment: on 0 every commit written before it, data and meta
  * page, is on disk (durable = the written position at its start). Returns 0 or
@@ -155,6 +202,27 @@ uint64_t shard_store_durable(const struct shard_store *s);
 /* 0 while the store works; else the -errno of the commit or sync error that failed
  * it for good (every later apply_batch and sync returns it untouched). */
 int shard_store_failed(const struct shard_store *s);
+
+/* True in the write-ahead log mode: positions become durable by themselves (the log's
+ * syncer thread); see shard_store_kick, shard_store_poll, shard_store_event_fd. */
+bool shard_store_async(const struct shard_store *s);
+
+/* WAL mode: hands what was staged since the last call to the log's writer (no-op while a
+ * write is in flight: it is handed over when that completes, by shard_store_poll). */
+void shard_store_kick(struct shard_store *s);
+
+/* WAL mode: takes the completions of log syncs and checkpoints, starts a checkpoint when
+ * one is due, and kicks the writer. Never blocks. Returns shard_store_failed(). */
+int shard_store_poll(struct shard_store *s);
+
+/* WAL mode: a descriptor that becomes readable when a log sync or a checkpoint
+ * completed (then call shard_store_poll). -1 in the LMDB mode. */
+int shard_store_event_fd(const struct shard_store *s);
+
+/* WAL mode: false while the overlay has no room for another batch and a checkpoint is
+ * still writing the other layer: take no work until shard_store_poll made room. Always
+ * true in the LMDB mode. */
+bool shard_store_ready(const struct shard_store *s);
 
 /* Closes the environment and frees the store. NULL is a no-op. */
 void shard_store_close(struct shard_store *s);

@@ -146,6 +146,10 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
 
 static void remove_tree(const char *dir)
 {
+    if (getenv("RP_ITEST_KEEP")) { /* debugging: keep the data directories */
+        fprintf(stderr, "kept %s\n", dir);
+        return;
+    }
     if (dir[0] && strncmp(dir, "/tmp/", 5) == 0)
         nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
@@ -164,6 +168,10 @@ static char **child_env(const char *const extra[])
     }
     /* Engines run unsigned unless a test asks for the gate (see harness.h). */
     env[n++] = (char *)"RINGPAY_AUTH=off";
+    /* Small log segments and overlay layers: engines start fast (a segment is
+     * zero-filled before use) and tests reach segment switches and checkpoints. */
+    env[n++] = (char *)"RINGPAY_WAL_SEGMENT_MB=2";
+    env[n++] = (char *)"RINGPAY_OVERLAY_MB=16";
     for (int i = 0; extra && extra[i] && n < RP_ENV_MAX; i++)
         env[n++] = (char *)extra[i];
     env[n] = NULL;

@@ -402,7 +402,7 @@ static void test_map_full_at_ceiling_fails_cleanly(void **state)
     MDB_txn *txn;
     uint64_t last = 0;
     assert_int_equal(mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn), 0);
-    assert_int_equal(meta_get(txn, s, "seq:event", &last), 0);
+    assert_int_equal(ss_meta_get(txn, s, "seq:event", &last), 0);
     mdb_txn_abort(txn);
     assert_int_equal(last, 4);
     struct shard_store_stats st;
@@ -439,7 +439,7 @@ static void test_injected_faults(void **state)
     a.calls = 0;
     assert_int_equal(txn_run(s, &t, post_body, &a), EIO);
     assert_int_equal(a.calls, 1);
-    assert_int_equal(errno_of(EIO), -EIO);
+    assert_int_equal(ss_errno_of(EIO), -EIO);
     assert_int_equal(read_balance(s, "m-1").pending, 10);
     assert_int_equal(read_balance(s, "m-1").clearing, -10);
     assert_int_equal(outbox_count(s), 1);
@@ -468,7 +468,7 @@ static void test_replicated_mark_rides_next_commit(void **state)
     MDB_txn *txn;
     uint64_t mark = 0;
     assert_int_equal(mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn), 0);
-    assert_int_equal(meta_get(txn, s, "replicated", &mark), 0);
+    assert_int_equal(ss_meta_get(txn, s, "replicated", &mark), 0);
     mdb_txn_abort(txn);
     assert_int_equal(mark, 1);
     shard_store_close(s);

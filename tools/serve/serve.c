@@ -148,6 +148,11 @@ enum {
     O_CLIENT_RPS,
     O_CLIENT_BURST,
     O_CLIENT_CONNS,
+    O_WAL,
+    O_WAL_SEGMENT,
+    O_OVERLAY,
+    O_CKPT_OPS,
+    O_CKPT_MS,
     O_COUNT
 };
 
@@ -218,6 +223,11 @@ static int start_parts(struct opt *o, struct app *app)
         .mesh = &mesh,
         .merchant_budget = {.rate_per_s = (uint32_t)o[O_MERCHANT_RPS].num,
                             .burst = (uint32_t)o[O_MERCHANT_BURST].num},
+        .store = {.wal = strcmp(o[O_WAL].str, "on") == 0,
+                  .wal_segment_bytes = (size_t)o[O_WAL_SEGMENT].num << 20,
+                  .overlay_bytes = (size_t)o[O_OVERLAY].num << 20,
+                  .checkpoint_ops = (uint64_t)o[O_CKPT_OPS].num,
+                  .checkpoint_ms = (uint32_t)o[O_CKPT_MS].num},
     };
     if (shards_start(&app->shards, &sc, why, sizeof(why)) != 0) {
         fprintf(stderr, "ringpay: %s\n", why);
@@ -344,6 +354,20 @@ int cmd_serve(int argc, char **argv)
                             "open connections per client address on each core (0: only "
                             "--max-connections)",
                             0, CONN_PER_CORE_MAX},
+        [O_WAL] = {"wal", OPT_STRING, "on",
+                   "on: answers after one sequential write-ahead log fsync, LMDB written by "
+                   "checkpoints; off: after an LMDB commit"},
+        [O_WAL_SEGMENT] = {"wal-segment-mb", OPT_UINT, "64", "size of one log segment file", 1,
+                           1024},
+        [O_OVERLAY] = {"overlay-mb", OPT_UINT, "256",
+                       "memory of each of a shard's two overlay layers (changes since the last "
+                       "checkpoint)",
+                       4, 16384},
+        [O_CKPT_OPS] = {"checkpoint-ops", OPT_UINT, "32768",
+                        "a checkpoint starts when the overlay holds this many operations", 1,
+                        100000000},
+        [O_CKPT_MS] = {"checkpoint-ms", OPT_UINT, "2000",
+                       "...or when this long passed since the last one", 1, 3600000},
     };
     int rc = config_parse(o, O_COUNT, argc, argv, serve_usage);
     if (rc != 0)
@@ -359,6 +383,10 @@ int cmd_serve(int argc, char **argv)
     if (access_log < 0) {
         fprintf(stderr, "ringpay: --access-log: expected on, off or a count N >= 1, got \"%s\"\n",
                 o[O_ACCESS_LOG].str);
+        return 2;
+    }
+    if (strcmp(o[O_WAL].str, "on") != 0 && strcmp(o[O_WAL].str, "off") != 0) {
+        fprintf(stderr, "ringpay: --wal: expected on or off, got \"%s\"\n", o[O_WAL].str);
         return 2;
     }
     if (parse_edge(o) != 0)

@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <liburing.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
@@ -24,6 +25,7 @@
 #include "engine/clock.h"
 #include "engine/json.h"
 #include "engine/limits.h"
+#include "net/log.h"
 #include "net/reactor.h"
 #include "store/manifest.h"
 #include "store/shard.h"
@@ -133,19 +135,41 @@ static size_t port_recv(void *ctx, struct shard_job **jobs, size_t max)
     return kept;
 }
 
-/* Reaps the shard ring's completions: wake-ups from reactors, and our own wake-ups
- * that could not be delivered (re-armed for the next flush). */
+/* user_data of the poll on the store's event descriptor (the log's syncer). */
+#define PORT_STORE_TAG 0x73746f7265000000ull
+
+/* Watches the store's event descriptor (write-ahead log mode) with a multishot poll: its
+ * completions only wake the loop, which then polls the store. */
+static void port_arm_store(struct port *p)
+{
+    int fd = shard_store_event_fd(p->store);
+    struct io_uring_sqe *sqe = fd >= 0 ? io_uring_get_sqe(&p->ring) : NULL;
+    if (sqe == NULL)
+        return;
+    io_uring_prep_poll_multishot(sqe, fd, POLLIN);
+    io_uring_sqe_set_data64(sqe, PORT_STORE_TAG);
+    io_uring_submit(&p->ring);
+}
+
+/* Reaps the shard ring's completions: wake-ups from reactors, our own wake-ups that
+ * could not be delivered (re-armed for the next flush), the store's poll (re-armed
+ * when the kernel ended it). */
 static void port_reap(struct port *p)
 {
     struct io_uring_cqe *cqe;
     unsigned head, seen = 0;
+    bool rearm = false;
     io_uring_for_each_cqe(&p->ring, head, cqe)
     {
-        if (cqe->user_data == REACTOR_WAKE_TAG && cqe->res < 0)
+        if (cqe->user_data == PORT_STORE_TAG)
+            rearm |= !(cqe->flags & IORING_CQE_F_MORE);
+        else if (cqe->user_data == REACTOR_WAKE_TAG && cqe->res < 0)
             xcore_wake_failed(p->owner->mesh, p->endpoint);
         seen++;
     }
     io_uring_cq_advance(&p->ring, seen);
+    if (rearm)
+        port_arm_store(p);
 }
 
 static void port_wait(void *ctx, int timeout_ms)
@@ -182,6 +206,23 @@ static void *shard_main(void *arg)
     return NULL;
 }
 
+/* One log line per shard that replayed its write-ahead log at open. */
+static void report_recovery(const struct shard_store *st, unsigned shard)
+{
+    struct shard_store_stats ss;
+    shard_store_get_stats(st, &ss);
+    if (!shard_store_async(st))
+        return;
+    char sh[16], recs[24], ops[24], ms[24], pos[24];
+    snprintf(sh, sizeof(sh), "%u", shard);
+    snprintf(recs, sizeof(recs), "%llu", (unsigned long long)ss.replayed_records);
+    snprintf(ops, sizeof(ops), "%llu", (unsigned long long)ss.replayed_ops);
+    snprintf(ms, sizeof(ms), "%.1f", (double)ss.replay_ns / 1e6);
+    snprintf(pos, sizeof(pos), "%llu", (unsigned long long)ss.wal_written);
+    log_write_str(LOG_INFO, "write-ahead log replayed", "shard", sh, "records", recs, "operations",
+                  ops, "ms", ms, "log_end", pos, NULL);
+}
+
 static int open_stores(struct shards *s, const struct shards_config *cfg, char *why,
                        size_t why_bytes)
 {
@@ -190,14 +231,18 @@ static int open_stores(struct shards *s, const struct shards_config *cfg, char *
         return err;
     /* One fsync per commit under load; answers wait for the fsync that covers their
      * commit (store/shard.c). */
-    struct shard_store_options opt = {.idem_ttl_ms = cfg->idem_ttl_ms, .defer_meta_sync = 1};
+    struct shard_store_options opt = cfg->store;
+    opt.idem_ttl_ms = cfg->idem_ttl_ms;
+    opt.defer_meta_sync = 1; /* the LMDB mode's; the log's mode commits durably */
     for (unsigned i = 0; i < cfg->cores; i++) {
         err = shard_store_open(&s->ports[i].store, cfg->data_dir, i, &opt);
         if (err) {
+            const char *more = shard_store_open_error();
             snprintf(why, why_bytes, "cannot open shard %u under %s: %s", i, cfg->data_dir,
-                     strerror(-err));
+                     more[0] ? more : strerror(-err));
             return err;
         }
+        report_recovery(s->ports[i].store, i);
     }
     return 0;
 }
@@ -221,6 +266,7 @@ static int port_init(struct shards *s, unsigned i, char *why, size_t why_bytes)
         return err;
     }
     p->shard.store = p->store;
+    port_arm_store(p);
     p->shard.transport = &port_transport;
     p->shard.transport_ctx = p;
     return 0;
@@ -291,6 +337,73 @@ static uint64_t stat_of(const struct port *p, size_t off)
                            __ATOMIC_RELAXED);
 }
 
+/* The write-ahead log, the overlay and the checkpoints (zero with --wal off). */
+static void store_metrics(const struct shards *s, struct metrics_out *o)
+{
+    static const struct {
+        const char *name, *type, *help;
+        size_t off;
+        bool seconds;
+    } m[] = {
+        {"ringpay_wal_written_bytes", "gauge", "Log position: the end of everything staged.",
+         offsetof(struct shard_store_stats, wal_written), false},
+        {"ringpay_wal_durable_bytes", "gauge",
+         "Log position: the end of everything a completed fdatasync covered.",
+         offsetof(struct shard_store_stats, wal_durable), false},
+        {"ringpay_wal_writes_total", "counter", "Log writes (each a group of batches).",
+         offsetof(struct shard_store_stats, wal_writes), false},
+        {"ringpay_wal_syncs_total", "counter", "Log fdatasyncs.",
+         offsetof(struct shard_store_stats, wal_syncs), false},
+        {"ringpay_wal_bytes_total", "counter", "Bytes written to the log.",
+         offsetof(struct shard_store_stats, wal_bytes), false},
+        {"ringpay_wal_sync_seconds_total", "counter", "Time in log writes and fdatasyncs.",
+         offsetof(struct shard_store_stats, wal_sync_ns), true},
+        {"ringpay_wal_segments_made_total", "counter", "Log segment files created (zero-filled).",
+         offsetof(struct shard_store_stats, wal_segments_made), false},
+        {"ringpay_wal_segments_recycled_total", "counter",
+         "Log segment files reused from below a checkpoint.",
+         offsetof(struct shard_store_stats, wal_segments_recycled), false},
+        {"ringpay_checkpoints_total", "counter", "Checkpoints committed into LMDB.",
+         offsetof(struct shard_store_stats, checkpoints), false},
+        {"ringpay_checkpoint_seconds_total", "counter", "Time writing and committing checkpoints.",
+         offsetof(struct shard_store_stats, checkpoint_ns), true},
+        {"ringpay_checkpoint_operations_total", "counter", "Operations checkpoints covered.",
+         offsetof(struct shard_store_stats, checkpoint_ops), false},
+        {"ringpay_checkpoint_written_bytes_total", "counter",
+         "Bytes the checkpointer wrote to storage (LMDB pages; divide by 4096 and by "
+         "operations for pages per operation).",
+         offsetof(struct shard_store_stats, checkpoint_bytes), false},
+        {"ringpay_checkpoint_position_bytes", "gauge", "Log position the last checkpoint covers.",
+         offsetof(struct shard_store_stats, checkpoint_pos), false},
+        {"ringpay_overlay_bytes", "gauge", "Memory used by the overlay's two layers.",
+         offsetof(struct shard_store_stats, overlay_bytes), false},
+        {"ringpay_overlay_operations", "gauge", "Operations in the active layer.",
+         offsetof(struct shard_store_stats, overlay_ops), false},
+        {"ringpay_overlay_full_total", "counter",
+         "Operations answered 503 because both overlay layers were full.",
+         offsetof(struct shard_store_stats, overlay_full), false},
+        {"ringpay_wal_replayed_operations", "gauge", "Operations replayed from the log at start.",
+         offsetof(struct shard_store_stats, replayed_ops), false},
+        {"ringpay_wal_replay_seconds", "gauge", "Time the replay at start took.",
+         offsetof(struct shard_store_stats, replay_ns), true},
+    };
+    for (size_t k = 0; k < ARRAY_LEN(m); k++) {
+        metrics_family(o, m[k].name, m[k].type, m[k].help);
+        for (unsigned i = 0; i < s->cores; i++) {
+            char labels[32];
+            snprintf(labels, sizeof(labels), "shard=\"%u\"", i);
+            struct shard_store_stats st;
+            shard_store_stats_load(&s->ports[i].shard, &st);
+            uint64_t v;
+            memcpy(&v, (const char *)&st + m[k].off, sizeof(v));
+            if (m[k].seconds)
+                metrics_sample_seconds(o, m[k].name, labels, v);
+            else
+                metrics_sample_u64(o, m[k].name, labels, v);
+        }
+    }
+}
+
 void shards_metrics(const struct shards *s, struct metrics_out *o)
 {
     static const struct {
@@ -329,6 +442,7 @@ void shards_metrics(const struct shards *s, struct metrics_out *o)
                 metrics_sample_u64(o, m[k].name, labels, v);
         }
     }
+    store_metrics(s, o);
     metrics_family(o, "ringpay_shard_failed", "gauge",
                    "1 when the shard saw a failed commit or sync and refuses all work.");
     for (unsigned i = 0; i < s->cores; i++) {

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "engine/bucket.h"
+#include "store/shard_store.h"
 #include "net/metrics.h"
 #include "net/xcore.h"
 
@@ -25,6 +26,9 @@ struct shards_config {
     int64_t idem_ttl_ms; /* idempotency retention; 0: the default (24 h) */
     struct xcore *mesh;  /* 2 * cores endpoints; the reactors' ring fds already set */
     struct bucket_conf merchant_budget; /* per merchant, kept by its shard; rate 0: none */
+    /* The write-ahead log mode and its sizes (store/shard_store.h: wal, wal_segment_bytes,
+     * overlay_bytes, checkpoint_ops, checkpoint_ms); the other fields are set here. */
+    struct shard_store_options store;
 };
 
 /*
