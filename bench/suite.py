@@ -581,6 +581,15 @@ class Suite:
         self.stop(on)
         self.stop(off)
         r = self.run([self.rp, "serve", "--help"], 10)
+        if "--wal " in r.stdout:  # the write-ahead log (issue 10): its effect, same run
+            self.log("write-ahead log on against off")
+            on = self.start_ringpay("wal-on", flags=["--wal", "on"])
+            off = self.start_ringpay("wal-off", flags=["--wal", "off"])
+            self.warm(on)
+            self.warm(off)
+            self.pairs("wal", on, off)
+            self.stop(on)
+            self.stop(off)
         if "--replication" not in r.stdout:
             self.note("replication on/off skipped: this build's `serve` has no --replication "
                       "(Kafka replication, issue 8, is not merged yet); the suite runs it "
@@ -918,7 +927,7 @@ def write_csvs(res, out):
                     f"{l['p999']},{l['max']},{d['missed']}\n")
     with open(os.path.join(out, "comparisons.csv"), "w") as f:
         f.write("comparison,round,a_server,a_rps,a_p99_us,b_server,b_rps,b_p99_us\n")
-        for key in ("cores_authorize", "cores_healthz", "auth", "replication", "store"):
+        for key in ("cores_authorize", "cores_healthz", "auth", "wal", "replication", "store"):
             for i, (a, b) in enumerate(p.get(key) or []):
                 f.write(f"{key},{i + 1},{a['server']},{a['rps']:.1f},{a['latency_us']['p99']},"
                         f"{b['server']},{b['rps']:.1f},{b['latency_us']['p99']}\n")
@@ -1275,7 +1284,7 @@ def render_markdown(res, made, img_prefix):
           f"{fmt(median([r[1]['latency_us']['p99'] for r in rs]))} µs | **{ratio:.2f}×** "
           f"({', '.join(f'{x:.2f}' for x in per)}) | {what} |")
     if p.get("auth") or p.get("store"):
-        w("### Auth, replication, and a pre-filled store")
+        w("### Auth, the write-ahead log, replication, and a pre-filled store")
         w("")
         w("Fresh engines side by side, the same signed load (64 connections, durable authorize) "
           "alternating between them; medians of the rounds, and the ratio per round.")
@@ -1284,6 +1293,9 @@ def render_markdown(res, made, img_prefix):
         w("|---|---|---|---:|---|")
         pair_table("auth", "auth on / off", "auth on", "`--auth off`",
                    "the load signs for both, so its HMAC costs the same")
+        if p.get("wal"):
+            pair_table("wal", "write-ahead log on / off", "`--wal on`", "`--wal off`",
+                       "answers after one log fsync against after an LMDB commit (issue 10)")
         if p.get("replication"):
             pair_table("replication", "replication on / off", "on", "`--replication off`",
                        "embedded Kafka-protocol cluster")
