@@ -1180,9 +1180,10 @@ def render_markdown(res, made, img_prefix):
           f"point): {s['commits']:,} group commits, mean batch {s['mean_batch']} "
           f"authorizations, mean apply + commit **{fmt(s['mean_commit_us'])} µs** = "
           f"{s['mean_commit_us'] / max(1, fs.get('p50_us', 1)):.1f}× one fdatasync. With one "
-          "request in flight per connection the throughput is connections ÷ latency, and the "
-          "latency is about two to three commits (the one in progress, its own, and the sync "
-          "that covers its meta page): the disk, not the CPU, sets the pace (section 2).")
+          "request in flight per connection the throughput is connections ÷ latency, and an "
+          "answer waits for the group commit in progress and then its own, each ending in an "
+          "fsync (SPEC §6): the disk's sync latency, not the CPU, sets the pace (sections 2 "
+          "and 3).")
         w("")
     # latency
     if p.get("latency"):
