@@ -445,7 +445,7 @@ class Suite:
             return {}
         out = {}
         for line in data.decode(errors="replace").splitlines():
-            m = re.match(r"(ringpay_shard_[a-z_]+)(\{[^}]*\})?\s+([0-9.eE+-]+)$", line)
+            m = re.match(r"(ringpay_(?:shard|wal)_[a-z_]+)(\{[^}]*\})?\s+([0-9.eE+-]+)$", line)
             if m:
                 out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(3))
         return out
@@ -456,10 +456,16 @@ class Suite:
         commits = d.get("ringpay_shard_commits_total", 0)
         if not commits:
             return None
-        return {"commits": int(commits),
-                "mean_batch": round(d.get("ringpay_shard_batch_jobs_total", 0) / commits, 2),
-                "mean_commit_us": round(d.get("ringpay_shard_commit_seconds_total", 0) / commits * 1e6),
-                "idle_syncs": int(d.get("ringpay_shard_idle_syncs_total", 0))}
+        out = {"commits": int(commits),
+               "mean_batch": round(d.get("ringpay_shard_batch_jobs_total", 0) / commits, 2),
+               "mean_commit_us": round(d.get("ringpay_shard_commit_seconds_total", 0) / commits * 1e6),
+               "idle_syncs": int(d.get("ringpay_shard_idle_syncs_total", 0))}
+        syncs = d.get("ringpay_wal_syncs_total", 0)
+        if syncs:  # the write-ahead log (issue 10): answers wait for its fsyncs
+            out["wal_syncs"] = int(syncs)
+            out["mean_wal_sync_us"] = round(d.get("ringpay_wal_sync_seconds_total", 0) / syncs * 1e6)
+            out["jobs_per_wal_sync"] = round(d.get("ringpay_shard_batch_jobs_total", 0) / syncs, 2)
+        return out
 
     # ---- sections ----
 
@@ -1176,10 +1182,16 @@ def render_markdown(res, made, img_prefix):
              and d["connections"] == 64 and d.get("shard")]
     if shard:
         s = shard[0]
+        wal = (f" The write-ahead log: {s['wal_syncs']:,} log fsyncs, {s['jobs_per_wal_sync']} "
+               f"authorizations each, mean **{fmt(s['mean_wal_sync_us'])} µs** per log fsync = "
+               f"{s['mean_wal_sync_us'] / max(1, fs.get('p50_us', 1)):.1f}× the fdatasync probe's "
+               "median." if s.get("wal_syncs") else "")
         w(f"Where ringpay's time goes at 64 connections (the shards' own counters during that "
           f"point): {s['commits']:,} group commits, mean batch {s['mean_batch']} "
-          f"authorizations, mean apply + commit **{fmt(s['mean_commit_us'])} µs** = "
-          f"{s['mean_commit_us'] / max(1, fs.get('p50_us', 1)):.1f}× one fdatasync. With one "
+          f"authorizations, mean apply + commit {fmt(s['mean_commit_us'])} µs"
+          + (" (the log's fsync apart)" if wal else
+             f" = {s['mean_commit_us'] / max(1, fs.get('p50_us', 1)):.1f}× one fdatasync") + "."
+          + wal + " With one "
           "request in flight per connection the throughput is connections ÷ latency, and an "
           "answer waits for the group commit in progress and then its own, each ending in an "
           "fsync (SPEC §6): the disk's sync latency, not the CPU, sets the pace (sections 2 "
@@ -1196,13 +1208,14 @@ def render_markdown(res, made, img_prefix):
           "from each one's scheduled time (no coordinated omission); R is a share of the "
           "closed-loop maximum at 64 connections measured above.")
         w("")
-        w("| offered | req/s offered | req/s answered | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | missed | mean batch | mean commit µs |")
-        w("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        w("| offered | req/s offered | req/s answered | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | missed | mean batch | mean commit µs | mean log fsync µs |")
+        w("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for d in p["latency"]:
             s = d.get("shard") or {}
             w(f"| {d['pct']}% | {fmt(d['offered'])} | {fmt(d['rps'])} | {lat(d, 'p50')} | "
               f"{lat(d, 'p90')} | {lat(d, 'p99')} | {lat(d, 'p999')} | {lat(d, 'max')} | "
-              f"{fmt(d['missed'])} | {s.get('mean_batch', '–')} | {fmt(s.get('mean_commit_us'))} |")
+              f"{fmt(d['missed'])} | {s.get('mean_batch', '–')} | {fmt(s.get('mean_commit_us'))} | "
+              f"{fmt(s.get('mean_wal_sync_us'))} |")
         w("")
     # mixes
     if p.get("lifecycle"):
