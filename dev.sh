@@ -3,7 +3,9 @@
 #   ./dev.sh serve [serve flags]  installs what is missing, builds, runs `ringpay serve`
 #   ./dev.sh test                 installs what is missing, builds with warnings as
 #                                 errors, runs every test under ctest
-# Other verbs: build, asan (sanitizer build + unit tests), fuzz (long fuzz run), bench.
+# Other verbs: build, asan (sanitizer build + unit tests), fuzz (long fuzz run), and
+#   ./dev.sh bench [--mode quick|full]  the benchmark suite (bench/suite.sh): rewrites
+#                                       docs/benchmarks.md section 5 and docs/bench/*.png
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -11,7 +13,8 @@ cd "$(dirname "$0")"
 PKGS=(build-essential cmake pkg-config git
       liburing-dev liblmdb-dev lmdb-utils librdkafka-dev libssl-dev libjsmn-dev
       libcmocka-dev libbenchmark-dev clang libclang-rt-14-dev
-      curl python3 nodejs openssl wrk nginx-light haproxy kcat procps iproute2 tzdata)
+      curl python3 nodejs openssl wrk nginx-light haproxy kcat procps iproute2 tzdata
+      postgresql-15 redis-server redis-tools gnuplot-nox)
 
 install_missing() {
     local missing=() p
@@ -67,7 +70,7 @@ fuzz)
 bench)
     install_missing
     build build
-    exec bench/run.sh "$@"
+    exec bench/suite.sh "$@"
     ;;
 *)
     echo "usage: ./dev.sh serve [flags] | test | build | asan | fuzz | bench" >&2

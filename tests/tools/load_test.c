@@ -1,18 +1,34 @@
 /*
- * Tests of `ringpay load`: the histogram and HTTP framing of tools/load/loadstats.c, and
- * the load loop of tools/load/load.c (included, to reach its statics) against a small HTTP server
- * on loopback that this test runs in a thread: pipelining, the mixed scenario's
- * follow-ups, reconnects after "Connection: close", timeouts, and open-loop latency
- * measured from the schedule (coordinated omission).
+ * Tests of `ringpay load`: the histogram and HTTP framing of tools/load/loadstats.c (the
+ * percentiles against exact sorted ones, within the stated error), the request mix of
+ * tools/load/mix.c (random numbers, the Zipf sampler's distribution, the lifecycle
+ * shares), the signer of tools/load/signer.c (SPEC §3's string to sign, computed here
+ * with OpenSSL; making, reusing and reloading keys), and the load loop of
+ * tools/load/load.c (included, to reach its statics) against a small HTTP server on
+ * loopback that this test runs in a thread: pipelining up to 1024 deep, the lifecycle
+ * scenario's follow-ups and shares, replays marked Idempotent-Replayed, reconnects after
+ * "Connection: close", timeouts, and open-loop latency measured from the schedule
+ * (coordinated omission).
  */
 #include "tools/load/load.c"
 
+#include <math.h>
 #include <poll.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/sha.h>
 
 #include <cmocka.h>
+
+#include "store/keyfile.h"
 
 /* ---- histogram ---- */
 
@@ -93,6 +109,173 @@ static void hist_overflow_merge_and_empty(void **state)
     assert_memory_equal(&a, &both, sizeof(a));
 }
 
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The contract of loadstats_hist_percentile on random data: for every quantile, the
+ * reported value is the exact one (the ceil(q * n)-th smallest sample) or above it by at
+ * most 1/LOADSTATS_HIST_SUB of it (0.78 %), and exact below LOADSTATS_HIST_LINEAR_US.
+ * Three shapes: log-uniform over 1 us .. 60 s, a narrow cluster (the usual latency),
+ * and a bimodal one (fast answers and group-commit waits), each recorded by four
+ * "threads" and merged, as the load tool does. */
+static void hist_percentiles_match_sorted(void **state)
+{
+    enum { N = 200000, PARTS = 4 };
+    static uint64_t v[N];
+    static struct loadstats_hist part[PARTS], h;
+    static const double qs[] = {0.001, 0.01, 0.1,   0.25,   0.5,     0.75, 0.9,
+                                0.95,  0.99, 0.999, 0.9999, 0.99999, 1.0};
+    struct mix_rng r;
+    mix_rng_seed(&r, 20261130);
+    for (int shape = 0; shape < 3; shape++) {
+        loadstats_hist_init(&h);
+        for (int p = 0; p < PARTS; p++)
+            loadstats_hist_init(&part[p]);
+        for (int i = 0; i < N; i++) {
+            double u = mix_rng_unit(&r);
+            if (shape == 0)
+                v[i] = (uint64_t)exp(u * log(60e6));
+            else if (shape == 1)
+                v[i] = 2000 + mix_rng_below(&r, 300);
+            else
+                v[i] = u < 0.7 ? 100 + mix_rng_below(&r, 50) : 5000 + mix_rng_below(&r, 20000);
+            loadstats_hist_record(&part[i % PARTS], v[i]);
+        }
+        for (int p = 0; p < PARTS; p++)
+            loadstats_hist_merge(&h, &part[p]);
+        qsort(v, N, sizeof(v[0]), cmp_u64);
+        assert_int_equal(h.count, N);
+        assert_int_equal(h.min_us, v[0]);
+        assert_int_equal(h.max_us, v[N - 1]);
+        for (size_t i = 0; i < ARRAY_LEN(qs); i++) {
+            size_t rank = (size_t)ceil(qs[i] * N);
+            uint64_t exact = v[rank - 1], got = loadstats_hist_percentile(&h, qs[i]);
+            if (got < exact || (double)(got - exact) > (double)exact / LOADSTATS_HIST_SUB)
+                fail_msg("shape %d q %g: exact %llu, histogram %llu", shape, qs[i],
+                         (unsigned long long)exact, (unsigned long long)got);
+            if (exact < LOADSTATS_HIST_LINEAR_US)
+                assert_int_equal(got, exact);
+        }
+    }
+}
+
+/* ---- the request mix ---- */
+
+/* The sampler's table is the Zipf distribution, and a million draws follow it: every
+ * merchant's count within 5 standard deviations of n * p, and a chi-square statistic
+ * well inside what chance allows. */
+static void zipf_sampler_follows_the_distribution(void **state)
+{
+    enum { DRAWS = 1000000 };
+    static const double exps[] = {0.0, 0.5, 0.99, 1.0, 1.5, 3.0};
+    static const unsigned ns[] = {1, 2, 64, 1000};
+    static uint64_t count[1000];
+    struct mix_rng r;
+    mix_rng_seed(&r, 7);
+    for (size_t e = 0; e < ARRAY_LEN(exps); e++)
+        for (size_t j = 0; j < ARRAY_LEN(ns); j++) {
+            unsigned n = ns[j];
+            struct mix_zipf z;
+            assert_int_equal(mix_zipf_init(&z, n, exps[e]), 0);
+            double h = 0.0;
+            for (unsigned k = 1; k <= n; k++)
+                h += pow(k, -exps[e]);
+            for (unsigned k = 0; k < n; k++)
+                assert_true(fabs(mix_zipf_prob(&z, k) - pow(k + 1, -exps[e]) / h) < 1e-12);
+            assert_int_equal(mix_zipf_sample(&z, 0.0), 0);
+            assert_int_equal(mix_zipf_sample(&z, nextafter(1.0, 0.0)), n - 1);
+            memset(count, 0, sizeof(count));
+            for (int i = 0; i < DRAWS; i++)
+                count[mix_zipf_sample(&z, mix_rng_unit(&r))]++;
+            double chi2 = 0.0;
+            unsigned cells = 0;
+            for (unsigned k = 0; k < n; k++) {
+                double p = mix_zipf_prob(&z, k), want = p * DRAWS;
+                double sd = sqrt(DRAWS * p * (1 - p));
+                if (fabs((double)count[k] - want) > 5 * sd + 2)
+                    fail_msg("s %g n %u merchant %u: %llu draws, expected %.0f", exps[e], n, k,
+                             (unsigned long long)count[k], want);
+                if (want >= 5) { /* the chi-square rule: only cells expected 5 times or more */
+                    chi2 += ((double)count[k] - want) * ((double)count[k] - want) / want;
+                    cells++;
+                }
+            }
+            /* cells - 1 degrees of freedom: mean cells - 1, sd sqrt(2(cells - 1)); 6 sd
+             * above the mean is p < 1e-6 for chance alone. */
+            if (cells > 1)
+                assert_true(chi2 <= (cells - 1) + 6 * sqrt(2.0 * (cells - 1)));
+            mix_zipf_free(&z);
+        }
+    struct mix_zipf z;
+    assert_int_equal(mix_zipf_init(&z, 0, 1.0), -EINVAL);
+    assert_int_equal(mix_zipf_init(&z, 8, -0.5), -EINVAL);
+    assert_int_equal(mix_zipf_init(&z, 8, MIX_ZIPF_S_MAX + 1), -EINVAL);
+    assert_int_equal(mix_zipf_init(&z, 8, NAN), -EINVAL);
+}
+
+/* Each lifecycle decision comes out in its share over many draws (within 1 point of
+ * percent, ~10 standard deviations at these counts), and a fallback replaces what
+ * cannot be done yet. */
+static void mix_shares_over_many_draws(void **state)
+{
+    enum { DRAWS = 400000 };
+    struct mix_config c = {.get_pct = 10,
+                           .balances_pct = 5,
+                           .replay_pct = 30,
+                           .capture_pct = 70,
+                           .void_pct = 20,
+                           .refund_pct = 40,
+                           .refunds_per_payment = 3};
+    char why[128];
+    assert_int_equal(mix_check(&c, why, sizeof(why)), 0);
+    struct mix_rng r;
+    mix_rng_seed(&r, 99);
+    unsigned roots[4] = {0}, after[4] = {0}, refunds = 0;
+    for (int i = 0; i < DRAWS; i++) {
+        roots[mix_next_root(&c, &r, true, true)]++;
+        after[mix_after_authorize(&c, &r)]++;
+        refunds += mix_after_capture(&c, &r) == MIX_NEXT_REFUND;
+    }
+#define NEAR(n, pct) assert_true(fabs(100.0 * (n) / DRAWS - (pct)) < 1.0)
+    NEAR(roots[MIX_ROOT_GET_PAYMENT], 10);
+    NEAR(roots[MIX_ROOT_BALANCES], 5);
+    NEAR(roots[MIX_ROOT_REPLAY], 85 * 0.30);
+    NEAR(roots[MIX_ROOT_AUTHORIZE], 85 * 0.70);
+    NEAR(after[MIX_NEXT_CAPTURE], 70);
+    NEAR(after[MIX_NEXT_VOID], 20);
+    NEAR(after[MIX_NEXT_NONE], 10);
+    NEAR(refunds, 40);
+#undef NEAR
+    /* Nothing to GET or replay yet: those draws become authorizations. */
+    for (int i = 0; i < 1000; i++) {
+        enum mix_root root = mix_next_root(&c, &r, false, false);
+        assert_true(root == MIX_ROOT_AUTHORIZE || root == MIX_ROOT_BALANCES);
+    }
+    /* Refund amounts: N-1 equal parts, then "the rest" (0); they never exceed it. */
+    assert_int_equal(mix_refund_amount(&c, 1000, 1), 333);
+    assert_int_equal(mix_refund_amount(&c, 1000, 2), 333);
+    assert_int_equal(mix_refund_amount(&c, 1000, 3), 0);
+    assert_int_equal(mix_refund_amount(&c, 2, 1), 1);
+    struct mix_config bad = c;
+    bad.get_pct = 96;
+    assert_int_equal(mix_check(&bad, why, sizeof(why)), -1);
+    bad = c;
+    bad.void_pct = 31;
+    assert_int_equal(mix_check(&bad, why, sizeof(why)), -1);
+    bad = c;
+    bad.refunds_per_payment = 0;
+    assert_int_equal(mix_check(&bad, why, sizeof(why)), -1);
+    /* Same seed, same choices. */
+    struct mix_rng a, b;
+    mix_rng_seed(&a, 5);
+    mix_rng_seed(&b, 5);
+    for (int i = 0; i < 100; i++)
+        assert_int_equal(mix_rng_next(&a), mix_rng_next(&b));
+}
+
 /* ---- requests ---- */
 
 static int test_signer(void *ctx, const struct loadstats_req *req, char *out, size_t cap)
@@ -138,6 +321,262 @@ static void req_format_get_and_post(void **state)
     for (size_t cap = 1; cap < sizeof(want_post) - 1; cap++)
         assert_int_equal(loadstats_req_format(buf, cap, &post, test_signer, &calls), -1);
     assert_int_equal(loadstats_req_format(buf, sizeof(buf), &post, failing_signer, NULL), -1);
+}
+
+/* ---- signing (SPEC §3) ---- */
+
+#define SECRET0 "rps_00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+#define SECRET1 "rps_ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100"
+
+static void hex(const unsigned char *b, size_t n, char *out)
+{
+    for (size_t i = 0; i < n; i++)
+        sprintf(out + 2 * i, "%02x", b[i]);
+}
+
+/* The signature SPEC §3 defines, computed here with OpenSSL alone:
+ * HMAC-SHA256(secret, ts "\n" METHOD "\n" target "\n" idempotency-key "\n" hex(SHA-256(body))). */
+static void spec_signature(const char *secret, const char *ts, const char *method,
+                           const char *target, const char *key, const char *body, size_t body_len,
+                           char out[65])
+{
+    unsigned char digest[SHA256_DIGEST_LENGTH], mac[EVP_MAX_MD_SIZE];
+    char body_hex[2 * SHA256_DIGEST_LENGTH + 1], sts[1024];
+    SHA256((const unsigned char *)body, body_len, digest);
+    hex(digest, sizeof(digest), body_hex);
+    int n = snprintf(sts, sizeof(sts), "%s\n%s\n%s\n%s\n%s", ts, method, target, key ? key : "",
+                     body_hex);
+    unsigned mac_len = 0;
+    HMAC(EVP_sha256(), secret, (int)strlen(secret), (unsigned char *)sts, (size_t)n, mac, &mac_len);
+    assert_int_equal(mac_len, 32);
+    hex(mac, mac_len, out);
+}
+
+/* Checks the three header lines of a signed request against the SPEC's signature. */
+static void check_signed(const char *lines, const char *key_id, const char *secret,
+                         const char *method, const char *target, const char *key, const char *body,
+                         size_t body_len)
+{
+    char want_key[64], ts[24] = "", sig[80] = "", want[65];
+    snprintf(want_key, sizeof(want_key), "X-Ringpay-Key: %s\r\nX-Ringpay-Timestamp: ", key_id);
+    assert_memory_equal(lines, want_key, strlen(want_key));
+    assert_int_equal(
+        sscanf(lines + strlen(want_key), "%23[0-9]\r\nX-Ringpay-Signature: %79[^\r]", ts, sig), 2);
+    assert_true(llabs(atoll(ts) - (long long)time(NULL)) <= 5);
+    spec_signature(secret, ts, method, target, key, body, body_len, want);
+    assert_memory_equal(sig, "v1=", 3);
+    assert_string_equal(sig + 3, want);
+    char tail[200];
+    snprintf(tail, sizeof(tail), "X-Ringpay-Signature: %s\r\n", sig);
+    assert_non_null(strstr(lines, tail));
+    assert_string_equal(strstr(lines, tail) + strlen(tail), "");
+}
+
+static char tmp_dir[64];
+
+static const char *make_tmp_dir(void)
+{
+    snprintf(tmp_dir, sizeof(tmp_dir), "/tmp/load_test.XXXXXX");
+    assert_non_null(mkdtemp(tmp_dir));
+    return tmp_dir;
+}
+
+static void remove_tree(const char *dir)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+/* load_keys_sign writes what SPEC §3 asks for, with the request's own merchant's key:
+ * a POST with its idempotency key and body, a GET without either (empty key line, the
+ * SHA-256 of nothing); requests without a merchant are not signed. */
+static void sign_matches_spec_string_to_sign(void **state)
+{
+    const char *dir = make_tmp_dir();
+    char path[128];
+    snprintf(path, sizeof(path), "%s/keys.jsonl", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "{\"key_id\":\"rpk_1111111111111111\",\"merchant_id\":\"m-1\",\"scope\":"
+               "\"merchant\",\"secret\":\"" SECRET1 "\"}\n");
+    fprintf(f, "{\"key_id\":\"rpk_9999999999999999\",\"merchant_id\":\"x-9\",\"scope\":"
+               "\"merchant\",\"secret\":\"" SECRET1 "\"}\n");
+    fprintf(f, "{\"key_id\":\"rpk_0000000000000000\",\"merchant_id\":\"m-0\",\"scope\":"
+               "\"merchant\",\"secret\":\"" SECRET0 "\"}\n");
+    fclose(f);
+    struct load_keys *k;
+    char why[256];
+    assert_int_equal(load_keys_read(path, 2, &k, why, sizeof(why)), 0);
+
+    char out[1024];
+    const char body[] = "{\"merchant_id\":\"m-1\",\"amount\":1500,\"currency\":\"KRW\"}";
+    struct loadstats_req post = {.method = "POST",
+                                 .target = "/v1/payments/authorize",
+                                 .host = "h",
+                                 .idempotency_key = "order-77",
+                                 .body = body,
+                                 .body_len = strlen(body),
+                                 .merchant = 1};
+    int n = load_keys_sign(k, &post, out, sizeof(out));
+    assert_true(n > 0 && (size_t)n == strlen(out));
+    check_signed(out, "rpk_1111111111111111", SECRET1, "POST", "/v1/payments/authorize", "order-77",
+                 body, strlen(body));
+
+    struct loadstats_req get = {
+        .method = "GET", .target = "/v1/merchants/m-0/balances?x=1", .host = "h", .merchant = 0};
+    n = load_keys_sign(k, &get, out, sizeof(out));
+    assert_true(n > 0);
+    check_signed(out, "rpk_0000000000000000", SECRET0, "GET", "/v1/merchants/m-0/balances?x=1",
+                 NULL, "", 0);
+
+    /* In a whole request, the lines stand between Host and Idempotency-Key. */
+    n = loadstats_req_format(out, sizeof(out), &post, load_keys_sign, k);
+    assert_true(n > 0);
+    out[n] = '\0';
+    char *sig = strstr(out, "X-Ringpay-Key: ");
+    assert_non_null(sig);
+    assert_true(sig < strstr(out, "Idempotency-Key: order-77\r\n"));
+    assert_true(sig > strstr(out, "Host: h\r\n"));
+
+    struct loadstats_req health = {
+        .method = "GET", .target = "/healthz", .host = "h", .merchant = -1};
+    assert_int_equal(load_keys_sign(k, &health, out, sizeof(out)), 0);
+    post.merchant = 2; /* beyond --merchants: refused, never sent unsigned */
+    assert_int_equal(load_keys_sign(k, &post, out, sizeof(out)), -1);
+    assert_int_equal(load_keys_sign(k, &get, out, 40), -1); /* does not fit */
+    load_keys_free(k);
+
+    /* A merchant without a key, and a line that is not a key, are refused by name. */
+    assert_int_equal(load_keys_read(path, 3, &k, why, sizeof(why)), -ENOENT);
+    assert_non_null(strstr(why, "no key for merchant m-2"));
+    f = fopen(path, "a");
+    fprintf(f, "{\"nope\":1}\n");
+    fclose(f);
+    assert_int_equal(load_keys_read(path, 2, &k, why, sizeof(why)), -EINVAL);
+    assert_non_null(strstr(why, ":4: not a key"));
+    remove_tree(dir);
+}
+
+/* The key ids load.keys holds, in order, as one string. */
+static void read_ids(const char *path, char *out, size_t cap)
+{
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    char line[512];
+    out[0] = '\0';
+    while (fgets(line, sizeof(line), f)) {
+        char *id = strstr(line, "\"key_id\":\"");
+        assert_non_null(id);
+        strncat(out, id + 10, KEY_ID_BYTES);
+        strncat(out, " ", cap - strlen(out) - 1);
+    }
+    fclose(f);
+}
+
+/* --keys-data: the keys are made in DIR/keys and kept in a 0600 file; a second run
+ * reuses them (no key added); a revoked one is replaced, alone; more merchants add only
+ * theirs; a merchant whose active keys the file does not hold is refused with a clear
+ * line. Every key in the file is active in DIR/keys for its merchant. */
+static void keys_provision_makes_and_reuses(void **state)
+{
+    const char *root = make_tmp_dir();
+    char dir[128], path[160], ids1[4096], ids2[4096], why[512];
+    snprintf(dir, sizeof(dir), "%s/data", root);
+    snprintf(path, sizeof(path), "%s/%s", dir, LOAD_KEYS_FILE);
+    unsigned created = 99;
+    long last = 99;
+    assert_int_equal(load_keys_provision(dir, path, 8, &created, &last, why, sizeof(why)), 0);
+    assert_int_equal(created, 8);
+    assert_int_equal(last, 7);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    read_ids(path, ids1, sizeof(ids1));
+    assert_int_equal(strlen(ids1), 8 * (KEY_ID_BYTES + 1));
+
+    assert_int_equal(load_keys_provision(dir, path, 8, &created, &last, why, sizeof(why)), 0);
+    assert_int_equal(created, 0);
+    assert_int_equal(last, -1);
+    read_ids(path, ids2, sizeof(ids2));
+    assert_string_equal(ids1, ids2);
+
+    /* Revoke m-3's key: only it is replaced. */
+    char revoked[KEY_ID_BYTES + 1];
+    memcpy(revoked, ids1 + 3 * (KEY_ID_BYTES + 1), KEY_ID_BYTES);
+    revoked[KEY_ID_BYTES] = '\0';
+    bool was_active;
+    assert_int_equal(keyfile_revoke(dir, revoked, &was_active, why, sizeof(why)), 0);
+    assert_int_equal(load_keys_provision(dir, path, 8, &created, &last, why, sizeof(why)), 0);
+    assert_int_equal(created, 1);
+    assert_int_equal(last, 3); /* the reload is probed with the new key */
+    read_ids(path, ids2, sizeof(ids2));
+    assert_null(strstr(ids2, revoked));
+
+    assert_int_equal(load_keys_provision(dir, path, 12, &created, &last, why, sizeof(why)), 0);
+    assert_int_equal(created, 4);
+    struct load_keys *k;
+    assert_int_equal(load_keys_read(path, 12, &k, why, sizeof(why)), 0);
+    load_keys_free(k);
+    struct keyset *set;
+    assert_int_equal(keyfile_load(dir, &set, why, sizeof(why)), 0);
+    assert_int_equal(keyfile_count(set), 8 + 1 + 4);
+    read_ids(path, ids2, sizeof(ids2));
+    assert_int_equal(strlen(ids2), 12 * (KEY_ID_BYTES + 1));
+    for (size_t off = 0; off < strlen(ids2); off += KEY_ID_BYTES + 1)
+        assert_non_null(keyfile_verify_key(set, ids2 + off, KEY_ID_BYTES));
+    keyfile_free(set);
+
+    /* Another file, and m-0 already has two active keys it does not hold. */
+    struct keyfile_new_key nk;
+    assert_int_equal(keyfile_add(dir, KEYFILE_SCOPE_MERCHANT, "m-0", 1, &nk, why, sizeof(why)), 0);
+    char other[200];
+    snprintf(other, sizeof(other), "%s/other.keys", root);
+    assert_int_equal(load_keys_provision(dir, other, 1, &created, &last, why, sizeof(why)),
+                     -EDQUOT);
+    assert_non_null(strstr(why, "merchant m-0 already has its active keys"));
+    remove_tree(root);
+}
+
+/* load_keys_reload signals the process that holds DIR/LOCK (as serve does), with
+ * SIGHUP, and nobody when the lock is free or there is no LOCK file. */
+static void keys_reload_signals_the_owner(void **state)
+{
+    const char *dir = make_tmp_dir();
+    long pid = 0;
+    char why[256], lock[128];
+    assert_int_equal(load_keys_reload(dir, &pid, why, sizeof(why)), 0); /* no LOCK */
+    snprintf(lock, sizeof(lock), "%s/LOCK", dir);
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    sigset_t hup;
+    sigemptyset(&hup);
+    sigaddset(&hup, SIGHUP);
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        sigprocmask(SIG_BLOCK, &hup, NULL);
+        int fd = open(lock, O_RDWR | O_CREAT, 0600);
+        if (fd < 0 || flock(fd, LOCK_EX) != 0 || dprintf(fd, "%d\n", getpid()) < 0)
+            _exit(2);
+        if (write(fds[1], "r", 1) != 1)
+            _exit(3);
+        struct timespec five = {5, 0};
+        _exit(sigtimedwait(&hup, NULL, &five) == SIGHUP ? 0 : 1);
+    }
+    char c;
+    assert_int_equal(read(fds[0], &c, 1), 1);
+    assert_int_equal(load_keys_reload(dir, &pid, why, sizeof(why)), 1);
+    assert_int_equal(pid, child);
+    int status;
+    assert_int_equal(waitpid(child, &status, 0), child);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    /* The owner is gone: its LOCK file stays, but nobody holds it. */
+    assert_int_equal(load_keys_reload(dir, &pid, why, sizeof(why)), 0);
+    close(fds[0]);
+    close(fds[1]);
+    remove_tree(dir);
 }
 
 /* ---- responses ---- */
@@ -242,9 +681,16 @@ static void json_string_finds_members_only(void **state)
 
 /* ---- the load loop against a loopback server ---- */
 
-#define SRV_CONNS 64
-#define SRV_KEYS  8192
+#define SRV_CONNS   64
+#define SRV_KEYS    8192
+#define SRV_PAY_MAX 65536
+#define SRV_HASH    65536 /* idempotency records, open addressing */
 
+enum srv_pay { PAY_NONE, PAY_AUTHORIZED, PAY_CAPTURED, PAY_VOIDED };
+
+/* A stand-in for the engine, strict enough to catch a wrong lifecycle: payments with
+ * their state, amount and refunds; idempotency by key and body (a repeat with the same
+ * body is replayed with Idempotent-Replayed: true, with another body is 409). */
 struct srv {
     int lfd;
     uint16_t port;
@@ -256,11 +702,19 @@ struct srv {
     unsigned stall_at;    /* before answering request #stall_at (1-based), sleep stall_ms */
     unsigned stall_ms;
     /* observations */
-    unsigned accepted, requests, authorize, capture, refund, healthz, bad_id;
-    unsigned max_batch; /* most requests answered from one read: pipelining seen */
+    unsigned accepted, requests, authorize, capture, void_, refund, get, balances, healthz;
+    unsigned replayed, conflicts, bad_id, bad_state;
+    unsigned per_merchant[64]; /* authorizations by merchant m-<i> */
+    unsigned max_batch;        /* most requests answered from one read: pipelining seen */
     unsigned nkeys;
     char keys[SRV_KEYS][48];
     unsigned next_id;
+    uint8_t state[SRV_PAY_MAX];
+    uint8_t refunds[SRV_PAY_MAX];
+    uint64_t amount[SRV_PAY_MAX], refunded[SRV_PAY_MAX];
+    char hkey[SRV_HASH][48];
+    uint64_t hbody[SRV_HASH];
+    unsigned hid[SRV_HASH];
 };
 
 struct srv_conn {
@@ -269,6 +723,74 @@ struct srv_conn {
     size_t len;
 };
 
+static uint64_t fnv(const char *p, size_t n)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)p[i]) * 1099511628211ull;
+    return h;
+}
+
+/* The authorization's idempotency record: 0 for a new key (recorded with payment id),
+ * else the first payment's id, or -1 when the body differs. */
+static long srv_idempotency(struct srv *s, const char *key, size_t kl, const char *body, size_t bl,
+                            unsigned id)
+{
+    uint64_t h = fnv(key, kl), b = fnv(body, bl);
+    for (size_t i = h % SRV_HASH;; i = (i + 1) % SRV_HASH) {
+        if (s->hkey[i][0] == '\0') {
+            memcpy(s->hkey[i], key, kl < 47 ? kl : 47);
+            s->hbody[i] = b;
+            s->hid[i] = id;
+            return 0;
+        }
+        if (strlen(s->hkey[i]) == kl && memcmp(s->hkey[i], key, kl) == 0)
+            return s->hbody[i] == b ? (long)s->hid[i] : -1;
+    }
+}
+
+static unsigned srv_json_uint(const char *body, const char *name)
+{
+    const char *p = strstr(body, name);
+    return p ? (unsigned)strtoul(p + strlen(name), NULL, 10) : 0;
+}
+
+/* POST /v1/payments/pay_N/VERB: the state machine of SPEC §2, amounts included. */
+static unsigned srv_followup(struct srv *s, const char *req, const char *body, char *out,
+                             size_t cap)
+{
+    unsigned id = 0;
+    char verb[16] = "";
+    sscanf(req, "POST /v1/payments/pay_%u/%15[a-z] ", &id, verb);
+    if (id == 0 || id > s->next_id || id >= SRV_PAY_MAX) {
+        s->bad_id++;
+        snprintf(out, cap, "{}");
+        return 404;
+    }
+    unsigned status = 200;
+    if (strcmp(verb, "capture") == 0) {
+        s->capture++;
+        s->bad_state += s->state[id] != PAY_AUTHORIZED;
+        s->state[id] = PAY_CAPTURED;
+    } else if (strcmp(verb, "void") == 0) {
+        s->void_++;
+        s->bad_state += s->state[id] != PAY_AUTHORIZED;
+        s->state[id] = PAY_VOIDED;
+    } else {
+        s->refund++;
+        uint64_t a = srv_json_uint(body, "\"amount\":");
+        uint64_t rest = s->amount[id] - s->refunded[id];
+        s->bad_state += s->state[id] != PAY_CAPTURED || a > rest || rest == 0;
+        s->refunded[id] += a ? a : rest;
+        s->refunds[id]++;
+        status = 201;
+        snprintf(out, cap, "{\"id\":\"rfd_%u\",\"payment_id\":\"pay_%u\"}", s->refund, id);
+        return status;
+    }
+    snprintf(out, cap, "{\"id\":\"pay_%u\",\"request_id\":\"q\"}", id);
+    return status;
+}
+
 /* Answers one request (head and body in req[0..len)); appends to out. */
 static size_t srv_answer(struct srv *s, const char *req, size_t len, char *out, size_t cap)
 {
@@ -276,36 +798,64 @@ static size_t srv_answer(struct srv *s, const char *req, size_t len, char *out, 
     if (s->stall_at && s->requests == s->stall_at)
         usleep(s->stall_ms * 1000);
     const char *key = strcasestr(req, "\r\nIdempotency-Key: ");
-    if (key && key < req + len && s->nkeys < SRV_KEYS) {
+    size_t kl = 0;
+    if (key && key < req + len) {
         key += 19;
-        size_t kl = strcspn(key, "\r");
-        if (kl < sizeof(s->keys[0]))
+        kl = strcspn(key, "\r");
+        if (kl < sizeof(s->keys[0]) && s->nkeys < SRV_KEYS)
             memcpy(s->keys[s->nkeys++], key, kl);
     }
+    /* The body alone, NUL-terminated (pipelined requests follow it in the buffer). */
+    const char *body_at = strstr(req, "\r\n\r\n") + 4;
+    size_t bl = len - (size_t)(body_at - req);
+    char body[512];
+    assert_true(bl < sizeof(body));
+    memcpy(body, body_at, bl);
+    body[bl] = '\0';
     unsigned status = 200;
-    char body[128];
+    bool replayed = false;
+    char text[128];
     if (strncmp(req, "GET /healthz ", 13) == 0) {
         s->healthz++;
-        snprintf(body, sizeof(body), "{\"status\":\"ok\"}");
+        snprintf(text, sizeof(text), "{\"status\":\"ok\"}");
+    } else if (strncmp(req, "GET /v1/payments/pay_", 21) == 0) {
+        s->get++;
+        unsigned id = (unsigned)strtoul(req + 21, NULL, 10);
+        s->bad_id += id == 0 || id > s->next_id;
+        snprintf(text, sizeof(text), "{\"id\":\"pay_%u\"}", id);
+    } else if (strncmp(req, "GET /v1/merchants/m-", 20) == 0) {
+        s->balances++;
+        snprintf(text, sizeof(text), "{\"balances\":[]}");
     } else if (strncmp(req, "POST /v1/payments/authorize ", 28) == 0) {
         s->authorize++;
         status = 201;
-        snprintf(body, sizeof(body), "{\"request_id\":\"q\",\"id\":\"pay_%u\"}", ++s->next_id);
+        const char *m = strstr(body, "\"merchant_id\":\"m-");
+        if (m && strtoul(m + 17, NULL, 10) < 64)
+            s->per_merchant[strtoul(m + 17, NULL, 10)]++;
+        long first = key ? srv_idempotency(s, key, kl, body, bl, s->next_id + 1) : 0;
+        if (first < 0) {
+            s->conflicts++;
+            status = 409;
+            snprintf(text, sizeof(text), "{\"error\":{\"code\":\"idempotency_key_reused\"}}");
+        } else if (first > 0) {
+            s->replayed++;
+            replayed = true;
+            snprintf(text, sizeof(text), "{\"request_id\":\"q\",\"id\":\"pay_%ld\"}", first);
+        } else {
+            unsigned id = ++s->next_id;
+            if (id < SRV_PAY_MAX) {
+                s->state[id] = PAY_AUTHORIZED;
+                s->amount[id] = srv_json_uint(body, "\"amount\":");
+            }
+            snprintf(text, sizeof(text), "{\"request_id\":\"q\",\"id\":\"pay_%u\"}", id);
+        }
     } else {
-        unsigned id = 0;
-        char verb[16] = "";
-        sscanf(req, "POST /v1/payments/pay_%u/%15[a-z] ", &id, verb);
-        if (id == 0 || id > s->next_id)
-            s->bad_id++;
-        bool capture = strcmp(verb, "capture") == 0;
-        s->capture += capture;
-        s->refund += !capture;
-        status = capture ? 200 : 201;
-        snprintf(body, sizeof(body), "{\"id\":\"%s_%u\"}", capture ? "pay" : "rfd", id);
+        status = srv_followup(s, req, body, text, sizeof(text));
     }
     bool close_now = s->close_every && s->requests % s->close_every == 0;
-    int n = snprintf(out, cap, "HTTP/1.1 %u X\r\nContent-Length: %zu\r\n%s\r\n%s", status,
-                     strlen(body), close_now ? "Connection: close\r\n" : "", body);
+    int n = snprintf(out, cap, "HTTP/1.1 %u X\r\nContent-Length: %zu\r\n%s%s\r\n%s", status,
+                     strlen(text), close_now ? "Connection: close\r\n" : "",
+                     replayed ? "Idempotent-Replayed: true\r\n" : "", text);
     assert_true(n > 0 && (size_t)n < cap);
     return (size_t)n;
 }
@@ -418,6 +968,8 @@ static void cfg_for(struct load_config *cfg, const struct srv *s, enum scenario 
                                 .merchants = 8,
                                 .timeout_ms = 2000,
                                 .run_id = 42,
+                                .seed = 42,
+                                .mix = {.refunds_per_payment = 1},
                                 .duration_ns = 20 * 1000000000ull,
                                 .target = "127.0.0.1"};
     struct sockaddr_in *a = (struct sockaddr_in *)&cfg->addr;
@@ -434,14 +986,17 @@ static int cmp_key(const void *a, const void *b)
 
 static struct load_result result;
 
-/* Mixed, pipelined, two threads, by count: every request answered once, the follow-ups
- * use the ids the server returned, every Idempotency-Key is unique. */
+/* Lifecycle (by its old name, mixed) with every payment captured and refunded once,
+ * pipelined, two threads, by count: every request answered once, the follow-ups use the
+ * ids the server returned, every Idempotency-Key is unique. */
 static void loop_mixed_pipelined(void **state)
 {
     struct srv *s = srv_start();
     srv_run(s);
     struct load_config cfg;
     cfg_for(&cfg, s, SC_MIXED);
+    cfg.mix.capture_pct = 100;
+    cfg.mix.refund_pct = 100;
     cfg.pipeline = 8;
     cfg.threads = 2;
     cfg.requests = 600;
@@ -452,7 +1007,7 @@ static void loop_mixed_pipelined(void **state)
     assert_int_equal(result.counts.errors + result.counts.timeouts, 0);
     assert_int_equal(result.hist.count, 600);
     assert_int_equal(s->requests, 600);
-    assert_int_equal(s->bad_id, 0);
+    assert_int_equal(s->bad_id + s->bad_state, 0);
     assert_true(s->capture > 100 && s->capture <= s->authorize);
     assert_true(s->refund > 100 && s->refund <= s->capture);
     assert_int_equal(result.counts.status[201], s->authorize + s->refund);
@@ -463,6 +1018,162 @@ static void loop_mixed_pipelined(void **state)
     assert_int_equal(s->nkeys, 600);
     for (unsigned i = 1; i < s->nkeys; i++)
         assert_string_not_equal(s->keys[i - 1], s->keys[i]);
+    free(s);
+}
+
+/* The lifecycle mix over 30,000 requests comes out in the shares the flags ask for, and
+ * the server's state machine never sees a wrong move: captures and voids only of
+ * authorized payments, refunds only of captured ones, never more than the captured
+ * amount, exactly refunds_per_payment of each refunded payment (the last one "the
+ * rest"), GETs only of payments that exist. */
+static void loop_lifecycle_shares(void **state)
+{
+    struct srv *s = srv_start();
+    srv_run(s);
+    struct load_config cfg;
+    cfg_for(&cfg, s, SC_LIFECYCLE);
+    cfg.mix = (struct mix_config){.get_pct = 10,
+                                  .balances_pct = 5,
+                                  .capture_pct = 60,
+                                  .void_pct = 25,
+                                  .refund_pct = 50,
+                                  .refunds_per_payment = 3};
+    cfg.pipeline = 16;
+    cfg.threads = 2;
+    cfg.requests = 30000;
+    assert_int_equal(run(&cfg, &result), 0);
+    srv_stop(s);
+    const struct load_counts *c = &result.counts;
+    assert_int_equal(c->responses, 30000);
+    assert_int_equal(c->errors + c->timeouts + c->replayed, 0);
+    assert_int_equal(status_class(c, 2), 30000);
+    if (s->bad_id + s->bad_state + s->conflicts)
+        fail_msg("bad id %u, bad state %u, conflicts %u", s->bad_id, s->bad_state, s->conflicts);
+    /* What the client counted is what the server saw. */
+    assert_int_equal(c->kind_ok[K_AUTHORIZE], s->authorize);
+    assert_int_equal(c->kind_ok[K_CAPTURE], s->capture);
+    assert_int_equal(c->kind_ok[K_VOID], s->void_);
+    assert_int_equal(c->kind_ok[K_REFUND], s->refund);
+    assert_int_equal(c->kind_ok[K_GET_PAYMENT], s->get);
+    assert_int_equal(c->kind_ok[K_BALANCES], s->balances);
+    double auth = s->authorize, roots = s->authorize + s->get + s->balances;
+    /* Shares, within 2 points of percent (several standard deviations here). The chains
+     * still in flight at the end of the run are at most a few per connection. */
+    assert_true(fabs(100.0 * s->capture / auth - 60) < 2);
+    assert_true(fabs(100.0 * s->void_ / auth - 25) < 2);
+    assert_true(fabs(100.0 * s->get / roots - 10) < 2);
+    assert_true(fabs(100.0 * s->balances / roots - 5) < 2);
+    unsigned refunded = 0, full = 0;
+    for (unsigned id = 1; id <= s->next_id; id++) {
+        if (s->refunds[id] == 0)
+            continue;
+        refunded++;
+        assert_true(s->refunds[id] <= 3);
+        full += s->refunds[id] == 3;
+        if (s->refunds[id] == 3) /* the last refund took the rest */
+            assert_int_equal(s->refunded[id], s->amount[id]);
+        else
+            assert_true(s->refunded[id] < s->amount[id]);
+    }
+    assert_true(fabs(100.0 * refunded / s->capture - 50) < 3);
+    /* Chains cut by the end of the run: at most one per slot in flight. */
+    assert_true(refunded - full <= cfg.connections * cfg.pipeline);
+    free(s);
+}
+
+/* The replay scenario: a share of the authorizations re-send an earlier answered one
+ * with the same key and the same body; the server (like the engine) answers them from
+ * its record with Idempotent-Replayed: true, and the client counts exactly those. No
+ * replay ever reuses a key with another body (no 409). */
+static void loop_replay_marks(void **state)
+{
+    struct srv *s = srv_start();
+    srv_run(s);
+    struct load_config cfg;
+    cfg_for(&cfg, s, SC_REPLAY);
+    cfg.mix.replay_pct = 40;
+    cfg.pipeline = 4;
+    cfg.threads = 2;
+    cfg.requests = 8000;
+    cfg.zipf = NULL;
+    assert_int_equal(run(&cfg, &result), 0);
+    srv_stop(s);
+    const struct load_counts *c = &result.counts;
+    assert_int_equal(c->responses, 8000);
+    assert_int_equal(c->status[201], 8000);
+    assert_int_equal(s->conflicts, 0);
+    assert_int_equal(c->replayed, s->replayed);
+    assert_int_equal(c->kind_ok[K_REPLAY], s->replayed);
+    assert_int_equal(c->kind_ok[K_AUTHORIZE], s->next_id);
+    assert_true(fabs(100.0 * s->replayed / 8000 - 40) < 2.5);
+    free(s);
+}
+
+/* Pipelines deeper than the engine's own bound and than one output buffer: 1,024 in
+ * flight on each of two connections, all answered in order; the per-connection memory
+ * follows the depth asked for (a depth-1 connection costs what one request needs). */
+static void loop_deep_pipeline(void **state)
+{
+    struct srv *s = srv_start();
+    srv_run(s);
+    struct load_config cfg;
+    cfg_for(&cfg, s, SC_AUTHORIZE);
+    cfg.connections = 2;
+    cfg.pipeline = LOAD_PIPELINE_MAX;
+    cfg.requests = 20000;
+    assert_int_equal(run(&cfg, &result), 0);
+    srv_stop(s);
+    assert_int_equal(result.counts.responses, 20000);
+    assert_int_equal(result.counts.errors + result.counts.timeouts, 0);
+    assert_true(s->max_batch > CONN_PIPELINE_MAX); /* more in one read than the engine takes */
+    free(s);
+
+    struct conn c1 = {0}, cmax = {0};
+    assert_int_equal(conn_alloc(&c1, 1), 0);
+    assert_int_equal(conn_alloc(&cmax, LOAD_PIPELINE_MAX), 0);
+    assert_int_equal(c1.out_cap, LOAD_REQ_MAX_BYTES);
+    assert_int_equal(cmax.out_cap, LOAD_OUT_REQS * LOAD_REQ_MAX_BYTES);
+    /* Depth 1: under 20 KiB of address space a connection (10,000 of them: < 200 MiB,
+     * of which only the touched pages become resident). */
+    assert_true(sizeof(struct inflight) + sizeof(struct followup) + c1.out_cap + LOAD_IN_BYTES <
+                20 * 1024);
+    free(c1.fifo);
+    free(cmax.fifo);
+}
+
+/* Zipf over merchants in a run: m-0 gets its share 1/H(8, 1.2) of the authorizations. */
+static void loop_zipf_skews_merchants(void **state)
+{
+    struct srv *s = srv_start();
+    srv_run(s);
+    struct load_config cfg;
+    cfg_for(&cfg, s, SC_AUTHORIZE);
+    static struct mix_zipf z;
+    assert_int_equal(mix_zipf_init(&z, cfg.merchants, 1.2), 0);
+    cfg.zipf = &z;
+    cfg.requests = 4000;
+    cfg.pipeline = 8;
+    assert_int_equal(run(&cfg, &result), 0);
+    srv_stop(s);
+    assert_int_equal(s->authorize, 4000);
+    /* Each merchant within 5 standard deviations of its share; m-0 is 1/H(8, 1.2) = 0.386. */
+    for (unsigned m = 0; m < cfg.merchants; m++) {
+        double p = mix_zipf_prob(&z, m), sd = sqrt(4000 * p * (1 - p));
+        assert_true(fabs(s->per_merchant[m] - 4000 * p) <= 5 * sd + 1);
+    }
+    assert_true(s->per_merchant[0] > 0.35 * 4000);
+    free(s);
+    mix_zipf_free(&z);
+
+    /* Without --zipf: merchants in turn, exactly uniform. */
+    s = srv_start();
+    srv_run(s);
+    cfg_for(&cfg, s, SC_AUTHORIZE);
+    cfg.requests = 4000;
+    assert_int_equal(run(&cfg, &result), 0);
+    srv_stop(s);
+    for (unsigned m = 0; m < cfg.merchants; m++)
+        assert_int_equal(s->per_merchant[m], 4000 / cfg.merchants);
     free(s);
 }
 
@@ -568,12 +1279,22 @@ int main(void)
         cmocka_unit_test(hist_buckets_bound_the_error),
         cmocka_unit_test(hist_tail_percentiles),
         cmocka_unit_test(hist_overflow_merge_and_empty),
+        cmocka_unit_test(hist_percentiles_match_sorted),
+        cmocka_unit_test(zipf_sampler_follows_the_distribution),
+        cmocka_unit_test(mix_shares_over_many_draws),
+        cmocka_unit_test(sign_matches_spec_string_to_sign),
+        cmocka_unit_test(keys_provision_makes_and_reuses),
+        cmocka_unit_test(keys_reload_signals_the_owner),
         cmocka_unit_test(req_format_get_and_post),
         cmocka_unit_test(resp_whole_and_split_at_every_byte),
         cmocka_unit_test(resp_pipelined),
         cmocka_unit_test(resp_rejects_what_it_cannot_frame),
         cmocka_unit_test(json_string_finds_members_only),
         cmocka_unit_test(loop_mixed_pipelined),
+        cmocka_unit_test(loop_lifecycle_shares),
+        cmocka_unit_test(loop_replay_marks),
+        cmocka_unit_test(loop_deep_pipeline),
+        cmocka_unit_test(loop_zipf_skews_merchants),
         cmocka_unit_test(loop_reconnects_after_close),
         cmocka_unit_test(loop_times_out),
         cmocka_unit_test(loop_open_loop_accounts_every_slot),

@@ -3,13 +3,27 @@
  *
  * Threads: --threads T, each with its own epoll loop and a fixed share of the
  * --connections (thread i owns connections i, i+T, ...). Threads share nothing on the
- * hot path but the --requests budget (one atomic counter) and the stop flag (SIGINT).
+ * hot path but the --requests budget (one atomic counter), the stop flag (SIGINT) and
+ * read-only configuration (the Zipf table, the keys).
  *
  * Connections are non-blocking, TCP_NODELAY, keep-alive, and carry up to --pipeline
- * requests each. Responses come back in request order, so each connection keeps a FIFO
- * of its in-flight requests (their start times and kinds); a response completes the
- * oldest one. Invariant: fifo count + follow-ups queued <= pipeline (a follow-up, the
- * capture or refund of the mixed scenario, replaces the response that caused it).
+ * requests each (1 .. LOAD_PIPELINE_MAX). Responses come back in request order, so each
+ * connection keeps a FIFO of its in-flight requests (their start times and kinds); a
+ * response completes the oldest one. Per-connection memory is sized by the depth asked
+ * for, not by the maximum: a FIFO and a follow-up queue of --pipeline entries, an output
+ * buffer of min(--pipeline, LOAD_OUT_REQS) requests (a deeper pipeline is written in
+ * several sends), and LOAD_IN_BYTES of input; ~19 KiB of address space per connection
+ * at depth 1, of which only the pages used become resident. Invariant: fifo count +
+ * follow-ups queued <= pipeline (a follow-up, the capture, void or refund of the
+ * lifecycle scenario, replaces the response that caused it).
+ *
+ * Scenarios (the mix itself is tools/load/mix.h): authorize (POST /v1/payments/authorize,
+ * a fresh Idempotency-Key each); lifecycle (authorize, then capture or void, partial
+ * refunds, GETs of payments and balances, in the shares the --*-pct flags give;
+ * `mixed` is its old name); replay (authorize, and --replay-pct of the authorizations
+ * re-send an earlier answered one, same key and body: the engine answers it from its
+ * idempotency record with Idempotent-Replayed: true, counted as "replayed"); healthz
+ * (GET /healthz). Merchants m-0 .. m-(M-1) in turn, or Zipf-distributed (--zipf S).
  *
  * Closed loop (--rate 0): a connection sends its next request as soon as a slot frees;
  * latency runs from the moment the request was written. Open loop (--rate R): each
@@ -26,9 +40,11 @@
  *
  * Signing (SPEC §3): with --keys FILE (the JSON lines `ringpay keys add` printed, one
  * key per merchant m-i), every request is signed with its merchant's key when it is
- * formatted (tools/load/signer.h); the capture and refund of the mixed scenario with the
- * key of the merchant that authorized the payment. Without it, requests go unsigned
- * (an engine started with --auth off).
+ * formatted (tools/load/signer.h); follow-ups and GETs of a payment with the key of the
+ * merchant that authorized it. With --keys-data DIR the keys are made (or reused) in
+ * the engine's data directory first and a running engine is told to reload them
+ * (load_keys_provision, load_keys_reload). Without either, requests go unsigned (an
+ * engine started with --auth off).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -52,27 +68,51 @@
 #include "tools/cmd.h"
 #include "tools/config.h"
 #include "tools/load/loadstats.h"
+#include "tools/load/mix.h"
 #include "tools/load/signer.h"
 
 #define LOAD_CONNECTIONS_MAX 10000
-#define LOAD_PIPELINE_MAX    CONN_PIPELINE_MAX /* the engine's own per-connection bound */
-#define LOAD_THREADS_MAX     64
-#define LOAD_REQ_MAX_BYTES   2048 /* one formatted request, signer headers included */
-#define LOAD_IN_BYTES                                                                              \
-    (32 * 1024) /* received bytes per connection; a larger response is                             \
-                 * a protocol error (API answers are < 1 KiB) */
+/* Requests in flight per connection. Above the engine's own CONN_PIPELINE_MAX the
+ * engine simply stops reading until it has answered (TCP backpressure, SPEC §6), so a
+ * deeper client pipeline measures that path too. */
+#define LOAD_PIPELINE_MAX  1024
+#define LOAD_THREADS_MAX   64
+#define LOAD_REQ_MAX_BYTES 2048 /* one formatted request, signer headers included */
+/* Requests one output buffer holds: 64 KiB, several TCP segments' worth. A deeper
+ * pipeline refills the buffer after each complete send. */
+#define LOAD_OUT_REQS 32
+/* Received bytes per connection; a larger response is a protocol error (API answers
+ * are < 1 KiB). Pipelined answers are taken off the front as they complete. */
+#define LOAD_IN_BYTES           (16 * 1024)
 #define LOAD_ID_MAX             64
+#define LOAD_RECENT             256 /* payments and authorizations a thread remembers */
 #define LOAD_RECONNECT_DELAY_NS (100 * 1000000ull)
 #define LOAD_TICK_NS            (10 * 1000000ull) /* timeout and reconnect scan */
+#define LOAD_KEYS_LIVE_MS       5000 /* a reloaded engine accepts new keys within this */
 #define REQUESTS_CEILING_S      300
 #define STATUS_MAX              600
 
-_Static_assert(LOAD_PIPELINE_MAX <= 255, "fifo indexes are small");
+_Static_assert(LOAD_PIPELINE_MAX <= UINT16_MAX, "fifo indexes fit the inflight fields");
+_Static_assert(LOAD_PIPELINE_MAX >= CONN_PIPELINE_MAX, "the client can fill the engine");
 
-enum scenario { SC_AUTHORIZE, SC_MIXED, SC_HEALTHZ };
-enum req_kind { K_AUTHORIZE, K_CAPTURE, K_REFUND, K_HEALTHZ };
+enum scenario { SC_AUTHORIZE, SC_LIFECYCLE, SC_REPLAY, SC_HEALTHZ, SC_MIXED };
+enum req_kind {
+    K_AUTHORIZE,
+    K_REPLAY,
+    K_CAPTURE,
+    K_VOID,
+    K_REFUND,
+    K_GET_PAYMENT,
+    K_BALANCES,
+    K_HEALTHZ,
+    K_COUNT
+};
 
-static const char *const scenario_names[] = {"authorize", "mixed", "healthz"};
+/* SC_MIXED is the lifecycle scenario's old name, kept for the scripts that use it. */
+static const char *const scenario_names[] = {"authorize", "lifecycle", "replay", "healthz",
+                                             "mixed"};
+static const char *const kind_names[K_COUNT] = {"authorize", "replay",      "capture",  "void",
+                                                "refund",    "get_payment", "balances", "healthz"};
 
 struct load_config {
     struct sockaddr_storage addr;
@@ -85,26 +125,36 @@ struct load_config {
     uint64_t rate;        /* requests/s over all threads; 0: closed loop */
     bool json;
     uint64_t run_id;
-    loadstats_signer_fn signer; /* NULL: unsigned (see the file comment) */
+    uint64_t seed;               /* of the threads' random generators */
+    struct mix_config mix;       /* all zero but replay_pct outside lifecycle */
+    const struct mix_zipf *zipf; /* NULL: merchants in turn (uniform) */
+    loadstats_signer_fn signer;  /* NULL: unsigned (see the file comment) */
     void *signer_ctx;
 };
 
 struct load_counts {
     uint64_t status[STATUS_MAX];
     uint64_t responses, errors, timeouts, connect_errors, missed;
+    uint64_t replayed; /* answers with Idempotent-Replayed: true */
+    uint64_t kind_sent[K_COUNT], kind_answered[K_COUNT], kind_ok[K_COUNT];
 };
 
 struct inflight {
-    uint64_t t0_ns;   /* latency origin: written (closed) or scheduled (open loop) */
-    uint64_t sent_ns; /* timeout origin */
-    enum req_kind kind;
-    long merchant; /* m-<i> of the request, -1: none */
+    uint64_t t0_ns;     /* latency origin: written (closed) or scheduled (open loop) */
+    uint64_t sent_ns;   /* timeout origin */
+    uint64_t seq;       /* authorize, replay: the number its key and body derive from */
+    uint64_t amount;    /* authorize, capture, void, refund: the payment's amount */
+    long merchant;      /* m-<i> of the request, -1: none */
+    uint16_t refund_no; /* refund: which one (1 .. refunds_per_payment) */
+    uint8_t kind;       /* enum req_kind */
 };
 
 struct followup {
-    enum req_kind kind;
+    uint8_t kind;
+    uint16_t refund_no;
     long merchant;
-    char id[LOAD_ID_MAX];
+    uint64_t amount;
+    char id[LOAD_ID_MAX]; /* the payment's id */
 };
 
 struct conn {
@@ -115,10 +165,20 @@ struct conn {
     size_t out_len, out_off, out_cap;
     char *in;
     size_t in_len;
-    struct inflight fifo[LOAD_PIPELINE_MAX];
+    struct inflight *fifo; /* [pipeline] */
     unsigned head, count;
-    struct followup fq[LOAD_PIPELINE_MAX];
+    struct followup *fq; /* [pipeline] */
     unsigned fq_head, fq_count;
+};
+
+struct recent_payment {
+    long merchant;
+    char id[LOAD_ID_MAX];
+};
+
+struct recent_auth {
+    uint64_t seq;
+    long merchant;
 };
 
 struct load_thread {
@@ -128,7 +188,7 @@ struct load_thread {
     int epfd;
     struct conn *conns;
     unsigned nconns;
-    uint64_t seq;
+    uint64_t seq, turn;
     uint64_t start_ns, deadline_ns, stop_ns, end_ns, next_tick_ns;
     uint64_t next_sched_ns, interval_ns; /* open loop: slot k is at sched0 + k / rate */
     uint64_t sched0_ns, slot, per_thread_rate;
@@ -136,6 +196,12 @@ struct load_thread {
     bool stopping;
     unsigned inflight;
     int result;
+    struct mix_rng rng;
+    /* Rings of what this thread's answered authorizations created: payments to GET,
+     * requests to replay (their key is this thread's, so no other thread re-sends it). */
+    struct recent_payment paid[LOAD_RECENT];
+    struct recent_auth auths[LOAD_RECENT];
+    unsigned paid_n, paid_next, auths_n, auths_next;
     struct load_counts counts;
     struct loadstats_hist hist;
 };
@@ -165,8 +231,120 @@ static bool take_budget(struct load_thread *t)
     return false;
 }
 
-/* Formats the connection's next request (a follow-up first) into its output buffer. */
-static int build_request(struct load_thread *t, struct conn *c, enum req_kind *kind, long *merchant)
+/* The merchant of a new request: Zipf-distributed, or each in turn. */
+static long pick_merchant(struct load_thread *t)
+{
+    const struct load_config *cfg = t->cfg;
+    if (cfg->zipf)
+        return (long)mix_zipf_sample(cfg->zipf, mix_rng_unit(&t->rng));
+    return (long)((t->turn++ * cfg->threads + t->index) % cfg->merchants);
+}
+
+static void format_key(char *key, size_t cap, const struct load_thread *t, uint64_t seq)
+{
+    snprintf(key, cap, "ld%016llx-%u-%llu", (unsigned long long)t->cfg->run_id, t->index,
+             (unsigned long long)seq);
+}
+
+/* An authorization's amount and reference derive from (thread, seq) alone, so a replay
+ * rebuilds the very same body. */
+static uint64_t authorize_amount(const struct load_thread *t, uint64_t seq)
+{
+    uint64_t global = seq * t->cfg->threads + t->index;
+    return 1000 + (global * 7919) % 99000;
+}
+
+static size_t authorize_body(char *body, size_t cap, const struct load_thread *t, uint64_t seq,
+                             long merchant)
+{
+    uint64_t global = seq * t->cfg->threads + t->index;
+    int n = snprintf(body, cap,
+                     "{\"merchant_id\":\"m-%ld\",\"amount\":%llu,\"currency\":\"KRW\","
+                     "\"reference\":\"load-%llu\"}",
+                     merchant, (unsigned long long)authorize_amount(t, seq),
+                     (unsigned long long)global);
+    ASSERT(n > 0 && (size_t)n < cap);
+    return (size_t)n;
+}
+
+static const char *followup_verb(enum req_kind k)
+{
+    return k == K_CAPTURE ? "capture" : k == K_VOID ? "void" : "refund";
+}
+
+/* Fills req (and f's kind, merchant, seq, amount) for the connection's queued
+ * follow-up. */
+static void build_followup(struct load_thread *t, struct conn *c, struct loadstats_req *req,
+                           struct inflight *f)
+{
+    const struct load_config *cfg = t->cfg;
+    struct followup *q = &c->fq[c->fq_head];
+    c->fq_head = (c->fq_head + 1) % cfg->pipeline;
+    c->fq_count--;
+    f->kind = q->kind;
+    f->merchant = req->merchant = q->merchant;
+    f->amount = q->amount;
+    f->refund_no = q->refund_no;
+    char *target = (char *)req->target, *body = (char *)req->body;
+    snprintf(target, 128, "/v1/payments/%s/%s", q->id, followup_verb(q->kind));
+    uint64_t amount =
+        q->kind == K_REFUND ? mix_refund_amount(&cfg->mix, q->amount, q->refund_no) : 0;
+    int n = amount ? snprintf(body, 256, "{\"amount\":%llu}", (unsigned long long)amount)
+                   : snprintf(body, 256, "{}");
+    req->body_len = (size_t)n;
+}
+
+/* Fills req and f for a new request of the scenario's mix. */
+static void build_root(struct load_thread *t, struct loadstats_req *req, struct inflight *f,
+                       uint64_t seq)
+{
+    const struct load_config *cfg = t->cfg;
+    char *target = (char *)req->target, *body = (char *)req->body;
+    if (cfg->scenario == SC_HEALTHZ) {
+        f->kind = K_HEALTHZ;
+        *req = (struct loadstats_req){
+            .method = "GET", .target = "/healthz", .host = cfg->target, .merchant = -1};
+        return;
+    }
+    enum mix_root root = mix_next_root(&cfg->mix, &t->rng, t->paid_n > 0, t->auths_n > 0);
+    if (root == MIX_ROOT_GET_PAYMENT || root == MIX_ROOT_BALANCES) {
+        req->method = "GET";
+        req->idempotency_key = NULL;
+        req->body = NULL;
+        req->body_len = 0;
+        if (root == MIX_ROOT_GET_PAYMENT) {
+            const struct recent_payment *p = &t->paid[mix_rng_below(&t->rng, t->paid_n)];
+            f->kind = K_GET_PAYMENT;
+            f->merchant = p->merchant;
+            snprintf(target, 128, "/v1/payments/%s", p->id);
+        } else {
+            f->kind = K_BALANCES;
+            f->merchant = pick_merchant(t);
+            snprintf(target, 128, "/v1/merchants/m-%ld/balances", f->merchant);
+        }
+        req->merchant = f->merchant;
+        return;
+    }
+    if (root == MIX_ROOT_REPLAY) {
+        const struct recent_auth *a = &t->auths[mix_rng_below(&t->rng, t->auths_n)];
+        f->kind = K_REPLAY;
+        f->seq = a->seq;
+        f->merchant = a->merchant;
+        format_key((char *)req->idempotency_key, 80, t, a->seq);
+    } else {
+        f->kind = K_AUTHORIZE;
+        f->seq = seq;
+        f->merchant = pick_merchant(t);
+    }
+    f->amount = authorize_amount(t, f->seq);
+    req->merchant = f->merchant;
+    snprintf(target, 128, "/v1/payments/authorize");
+    req->body_len = authorize_body(body, 256, t, f->seq, f->merchant);
+}
+
+/* Formats the connection's next request (a follow-up first) into its output buffer and
+ * describes it in *f. 0, or -1 when the signer refused it. */
+static int build_request(struct load_thread *t, struct conn *c, struct inflight *f)
 {
     const struct load_config *cfg = t->cfg;
     char target[128], body[256], key[80];
@@ -177,57 +355,47 @@ static int build_request(struct load_thread *t, struct conn *c, enum req_kind *k
                                 .body = body,
                                 .merchant = -1};
     uint64_t seq = t->seq++;
-    snprintf(key, sizeof(key), "ld%016llx-%u-%llu", (unsigned long long)cfg->run_id, t->index,
-             (unsigned long long)seq);
-    if (c->fq_count > 0) {
-        struct followup *f = &c->fq[c->fq_head];
-        c->fq_head = (c->fq_head + 1) % LOAD_PIPELINE_MAX;
-        c->fq_count--;
-        *kind = f->kind;
-        req.merchant = f->merchant;
-        snprintf(target, sizeof(target), "/v1/payments/%s/%s", f->id,
-                 f->kind == K_CAPTURE ? "capture" : "refund");
-        req.body_len = (size_t)snprintf(body, sizeof(body), "{}");
-    } else if (cfg->scenario == SC_HEALTHZ) {
-        *kind = K_HEALTHZ;
-        req = (struct loadstats_req){
-            .method = "GET", .target = "/healthz", .host = cfg->target, .merchant = -1};
-    } else {
-        *kind = K_AUTHORIZE;
-        unsigned long long global = seq * cfg->threads + t->index;
-        req.merchant = (long)(global % cfg->merchants);
-        snprintf(target, sizeof(target), "/v1/payments/authorize");
-        req.body_len =
-            (size_t)snprintf(body, sizeof(body),
-                             "{\"merchant_id\":\"m-%llu\",\"amount\":%llu,\"currency\":\"KRW\","
-                             "\"reference\":\"load-%llu\"}",
-                             global % cfg->merchants, 1000 + (global * 7919) % 99000, global);
-    }
+    format_key(key, sizeof(key), t, seq);
+    f->merchant = -1;
+    f->seq = f->amount = 0;
+    f->refund_no = 0;
+    if (c->fq_count > 0)
+        build_followup(t, c, &req, f);
+    else
+        build_root(t, &req, f, seq);
     ASSERT(c->out_cap - c->out_len >= LOAD_REQ_MAX_BYTES);
     int n = loadstats_req_format(c->out + c->out_len, LOAD_REQ_MAX_BYTES, &req, cfg->signer,
                                  cfg->signer_ctx);
     if (n < 0)
         return -1;
     c->out_len += (size_t)n;
-    *merchant = req.merchant;
     return 0;
 }
 
-/* Appends one request to c with latency origin t0; the caller flushes. */
-static void queue_request(struct load_thread *t, struct conn *c, uint64_t t0, uint64_t now)
+/* Whether c can take one more request now: a free slot and room to format it. */
+static bool conn_has_room(const struct load_thread *t, const struct conn *c)
 {
-    ASSERT(c->connected && c->count < t->cfg->pipeline);
-    enum req_kind kind;
-    long merchant;
-    if (build_request(t, c, &kind, &merchant) != 0) {
-        t->counts.errors++; /* the signer refused: counted, never sent */
-        return;
+    return c->connected && c->count < t->cfg->pipeline &&
+           c->out_cap - c->out_len >= LOAD_REQ_MAX_BYTES;
+}
+
+/* Appends one request to c with latency origin t0; the caller flushes. false: the
+ * signer refused it (counted as an error, never sent). */
+static bool queue_request(struct load_thread *t, struct conn *c, uint64_t t0, uint64_t now)
+{
+    ASSERT(conn_has_room(t, c));
+    struct inflight *f = &c->fifo[(c->head + c->count) % t->cfg->pipeline];
+    if (build_request(t, c, f) != 0) {
+        t->counts.errors++;
+        return false;
     }
-    struct inflight *f = &c->fifo[(c->head + c->count) % LOAD_PIPELINE_MAX];
-    *f = (struct inflight){.t0_ns = t0, .sent_ns = now, .kind = kind, .merchant = merchant};
+    f->t0_ns = t0;
+    f->sent_ns = now;
+    t->counts.kind_sent[f->kind]++;
     c->count++;
     t->inflight++;
     ASSERT(c->count + c->fq_count <= t->cfg->pipeline);
+    return true;
 }
 
 /* ---- connections ---- */
@@ -287,31 +455,87 @@ static int conn_flush(struct conn *c)
     return 0;
 }
 
-/* Closed loop: fill every free slot of c, then write. */
+/* Closed loop: fill every free slot of c, writing whenever the output buffer is full,
+ * until the slots, the budget or the socket's room run out. */
 static int conn_fill(struct load_thread *t, struct conn *c, uint64_t now)
 {
-    if (t->cfg->rate == 0)
-        while (c->count < t->cfg->pipeline && take_budget(t))
-            queue_request(t, c, now, now);
-    return conn_flush(c);
+    if (t->cfg->rate != 0)
+        return conn_flush(c);
+    for (;;) {
+        unsigned queued = 0;
+        while (conn_has_room(t, c) && take_budget(t) && queue_request(t, c, now, now))
+            queued++;
+        if (conn_flush(c) != 0)
+            return -1;
+        /* Everything written and still a free slot (a pipeline deeper than the buffer):
+         * go on; otherwise the next answer or EPOLLOUT brings us back. */
+        if (queued == 0 || c->out_len != 0 || !conn_has_room(t, c))
+            return 0;
+    }
 }
 
-/* Mixed scenario: the follow-up a successful answer calls for. */
-static void queue_followup(struct load_thread *t, struct conn *c, const struct inflight *answered,
-                           const struct loadstats_resp *r, const char *buf)
+/* Remembers what a fresh authorization created, for GETs and replays. */
+static void remember(struct load_thread *t, const struct inflight *f, const char *id)
 {
-    enum req_kind done = answered->kind;
-    if (t->cfg->scenario != SC_MIXED || (done != K_AUTHORIZE && done != K_CAPTURE))
+    t->auths[t->auths_next] = (struct recent_auth){.seq = f->seq, .merchant = f->merchant};
+    t->auths_next = (t->auths_next + 1) % LOAD_RECENT;
+    if (t->auths_n < LOAD_RECENT)
+        t->auths_n++;
+    if (id == NULL || t->cfg->mix.get_pct == 0)
         return;
-    if (r->status != (done == K_AUTHORIZE ? 201u : 200u))
-        return;
-    ASSERT(c->fq_count < LOAD_PIPELINE_MAX);
-    struct followup *f = &c->fq[(c->fq_head + c->fq_count) % LOAD_PIPELINE_MAX];
-    if (loadstats_json_string(buf + r->body_off, r->body_len, "id", f->id, sizeof(f->id)) < 0)
-        return;
-    f->kind = done == K_AUTHORIZE ? K_CAPTURE : K_REFUND;
-    f->merchant = answered->merchant;
+    struct recent_payment *p = &t->paid[t->paid_next];
+    p->merchant = f->merchant;
+    snprintf(p->id, sizeof(p->id), "%s", id);
+    t->paid_next = (t->paid_next + 1) % LOAD_RECENT;
+    if (t->paid_n < LOAD_RECENT)
+        t->paid_n++;
+}
+
+static void queue_followup(struct load_thread *t, struct conn *c, enum req_kind kind,
+                           const struct inflight *answered, unsigned refund_no, const char *id)
+{
+    ASSERT(c->count + c->fq_count < t->cfg->pipeline); /* it replaces `answered` */
+    struct followup *q = &c->fq[(c->fq_head + c->fq_count) % t->cfg->pipeline];
+    *q = (struct followup){.kind = (uint8_t)kind,
+                           .refund_no = (uint16_t)refund_no,
+                           .merchant = answered->merchant,
+                           .amount = answered->amount};
+    snprintf(q->id, sizeof(q->id), "%s", id);
     c->fq_count++;
+}
+
+/* What an answer calls for: counts, the rings, and the lifecycle's follow-up. */
+static void on_answer(struct load_thread *t, struct conn *c, const struct inflight *f,
+                      const struct loadstats_resp *r, const char *buf)
+{
+    const struct load_config *cfg = t->cfg;
+    bool ok = r->status >= 200 && r->status < 300;
+    t->counts.kind_answered[f->kind]++;
+    t->counts.kind_ok[f->kind] += ok;
+    t->counts.replayed += r->replayed;
+    if (!ok || r->replayed)
+        return;
+    bool lifecycle = cfg->scenario == SC_LIFECYCLE || cfg->scenario == SC_MIXED;
+    char id[LOAD_ID_MAX];
+    const char *body = buf + r->body_off;
+    if (f->kind == K_AUTHORIZE) {
+        bool need_id = lifecycle;
+        bool have_id =
+            need_id && loadstats_json_string(body, r->body_len, "id", id, sizeof(id)) > 0;
+        remember(t, f, have_id ? id : NULL);
+        if (!have_id)
+            return;
+        enum mix_next next = mix_after_authorize(&cfg->mix, &t->rng);
+        if (next != MIX_NEXT_NONE)
+            queue_followup(t, c, next == MIX_NEXT_CAPTURE ? K_CAPTURE : K_VOID, f, 0, id);
+    } else if (f->kind == K_CAPTURE && lifecycle) {
+        if (mix_after_capture(&cfg->mix, &t->rng) == MIX_NEXT_REFUND &&
+            loadstats_json_string(body, r->body_len, "id", id, sizeof(id)) > 0)
+            queue_followup(t, c, K_REFUND, f, 1, id);
+    } else if (f->kind == K_REFUND && f->refund_no < cfg->mix.refunds_per_payment) {
+        if (loadstats_json_string(body, r->body_len, "payment_id", id, sizeof(id)) > 0)
+            queue_followup(t, c, K_REFUND, f, f->refund_no + 1u, id);
+    }
 }
 
 /* Takes every complete response off the front of c->in. -1: protocol error, 1: the
@@ -329,14 +553,14 @@ static int conn_consume(struct load_thread *t, struct conn *c, uint64_t now)
             rc = -1;
             break;
         }
-        struct inflight *f = &c->fifo[c->head];
-        c->head = (c->head + 1) % LOAD_PIPELINE_MAX;
+        struct inflight f = c->fifo[c->head];
+        c->head = (c->head + 1) % t->cfg->pipeline;
         c->count--;
         t->inflight--;
         t->counts.responses++;
         t->counts.status[r.status]++;
-        loadstats_hist_record(&t->hist, now > f->t0_ns ? (now - f->t0_ns) / 1000 : 0);
-        queue_followup(t, c, f, &r, c->in + off);
+        loadstats_hist_record(&t->hist, now > f.t0_ns ? (now - f.t0_ns) / 1000 : 0);
+        on_answer(t, c, &f, &r, c->in + off);
         off += r.total_len;
         if (r.close)
             rc = 1;
@@ -401,7 +625,7 @@ static void open_issue(struct load_thread *t, uint64_t due, uint64_t now)
         struct conn *c = NULL;
         for (unsigned i = 0; i < t->nconns && c == NULL; i++) {
             struct conn *x = &t->conns[(t->rr + i) % t->nconns];
-            if (x->connected && x->count < t->cfg->pipeline)
+            if (conn_has_room(t, x))
                 c = x;
         }
         if (c == NULL)
@@ -532,6 +756,7 @@ static void *thread_main(void *arg)
     struct load_thread *t = arg;
     const struct load_config *cfg = t->cfg;
     prctl(PR_SET_TIMERSLACK, 1000UL); /* 1 us: open-loop sends on time */
+    mix_rng_seed(&t->rng, cfg->seed ^ ((uint64_t)t->index * 0xd1342543de82ef95ull));
     connect_all(t);
     __atomic_add_fetch(&threads_ready, 1, __ATOMIC_RELEASE);
     while (!__atomic_load_n(&threads_go, __ATOMIC_ACQUIRE)) {
@@ -586,12 +811,29 @@ static void thread_free(struct load_thread *t)
     for (unsigned i = 0; i < t->nconns && t->conns; i++) {
         if (t->conns[i].fd >= 0)
             close(t->conns[i].fd);
-        free(t->conns[i].out);
-        free(t->conns[i].in);
+        free(t->conns[i].fifo); /* one block: fifo, fq, out, in */
     }
     free(t->conns);
     if (t->epfd >= 0)
         close(t->epfd);
+}
+
+/* One allocation per connection, sized by the pipeline depth asked for. */
+static int conn_alloc(struct conn *c, unsigned pipeline)
+{
+    size_t out_reqs = pipeline < LOAD_OUT_REQS ? pipeline : LOAD_OUT_REQS;
+    size_t fifo = (size_t)pipeline * sizeof(*c->fifo), fq = (size_t)pipeline * sizeof(*c->fq);
+    c->fd = -1;
+    c->out_cap = out_reqs * LOAD_REQ_MAX_BYTES;
+    char *block = malloc(fifo + fq + c->out_cap + LOAD_IN_BYTES);
+    if (block == NULL)
+        return -ENOMEM;
+    c->fifo = (struct inflight *)block;
+    c->fq = (struct followup *)(block + fifo);
+    c->out = block + fifo + fq;
+    c->in = c->out + c->out_cap;
+    _Static_assert(sizeof(struct inflight) % _Alignof(struct followup) == 0, "fq is aligned");
+    return 0;
 }
 
 static int thread_init(struct load_thread *t, const struct load_config *cfg, unsigned index)
@@ -605,15 +847,9 @@ static int thread_init(struct load_thread *t, const struct load_config *cfg, uns
     t->conns = calloc(t->nconns, sizeof(*t->conns));
     if (t->epfd < 0 || t->conns == NULL)
         return -ENOMEM;
-    for (unsigned i = 0; i < t->nconns; i++) {
-        struct conn *c = &t->conns[i];
-        c->fd = -1;
-        c->out_cap = (size_t)cfg->pipeline * LOAD_REQ_MAX_BYTES;
-        c->out = malloc(c->out_cap);
-        c->in = malloc(LOAD_IN_BYTES);
-        if (c->out == NULL || c->in == NULL)
+    for (unsigned i = 0; i < t->nconns; i++)
+        if (conn_alloc(&t->conns[i], cfg->pipeline) != 0)
             return -ENOMEM;
-    }
     return 0;
 }
 
@@ -623,20 +859,30 @@ struct load_result {
     double elapsed_s;
 };
 
+static void merge_counts(struct load_counts *dst, const struct load_counts *c)
+{
+    for (unsigned s = 0; s < STATUS_MAX; s++)
+        dst->status[s] += c->status[s];
+    for (unsigned k = 0; k < K_COUNT; k++) {
+        dst->kind_sent[k] += c->kind_sent[k];
+        dst->kind_answered[k] += c->kind_answered[k];
+        dst->kind_ok[k] += c->kind_ok[k];
+    }
+    dst->responses += c->responses;
+    dst->errors += c->errors;
+    dst->timeouts += c->timeouts;
+    dst->connect_errors += c->connect_errors;
+    dst->missed += c->missed;
+    dst->replayed += c->replayed;
+}
+
 static void merge_results(struct load_thread *ts, unsigned n, struct load_result *r)
 {
     memset(&r->counts, 0, sizeof(r->counts));
     loadstats_hist_init(&r->hist);
     uint64_t start = UINT64_MAX, end = 0;
     for (unsigned i = 0; i < n; i++) {
-        const struct load_counts *c = &ts[i].counts;
-        for (unsigned s = 0; s < STATUS_MAX; s++)
-            r->counts.status[s] += c->status[s];
-        r->counts.responses += c->responses;
-        r->counts.errors += c->errors;
-        r->counts.timeouts += c->timeouts;
-        r->counts.connect_errors += c->connect_errors;
-        r->counts.missed += c->missed;
+        merge_counts(&r->counts, &ts[i].counts);
         loadstats_hist_merge(&r->hist, &ts[i].hist);
         start = ts[i].start_ns < start ? ts[i].start_ns : start;
         end = ts[i].end_ns > end ? ts[i].end_ns : end;
@@ -652,23 +898,40 @@ static uint64_t status_class(const struct load_counts *c, unsigned cls)
     return n;
 }
 
+static const char *scenario_name(const struct load_config *cfg)
+{
+    return scenario_names[cfg->scenario == SC_MIXED ? SC_LIFECYCLE : cfg->scenario];
+}
+
 static void print_json(const struct load_config *cfg, const struct load_result *r)
 {
     const struct load_counts *c = &r->counts;
     printf("{\"scenario\":\"%s\",\"target\":\"%s\",\"connections\":%u,\"pipeline\":%u,"
-           "\"threads\":%u,\"rate\":%llu,\"duration_s\":%.3f,\"requests\":%llu,\"ok\":%llu,"
+           "\"threads\":%u,\"rate\":%llu,\"merchants\":%u,\"zipf\":%g,\"seed\":%llu,"
+           "\"duration_s\":%.3f,\"requests\":%llu,\"ok\":%llu,"
            "\"errors\":%llu,\"timeouts\":%llu,\"connect_errors\":%llu,\"missed\":%llu,"
-           "\"signed\":%s,\"status\":{",
-           scenario_names[cfg->scenario], cfg->target, cfg->connections, cfg->pipeline,
-           cfg->threads, (unsigned long long)cfg->rate, r->elapsed_s,
+           "\"replayed\":%llu,\"signed\":%s,\"status\":{",
+           scenario_name(cfg), cfg->target, cfg->connections, cfg->pipeline, cfg->threads,
+           (unsigned long long)cfg->rate, cfg->merchants, cfg->zipf ? cfg->zipf->s : 0.0,
+           (unsigned long long)cfg->seed, r->elapsed_s,
            (unsigned long long)(c->responses + c->errors + c->timeouts),
            (unsigned long long)status_class(c, 2), (unsigned long long)(c->errors + c->timeouts),
            (unsigned long long)c->timeouts, (unsigned long long)c->connect_errors,
-           (unsigned long long)c->missed, cfg->signer ? "true" : "false");
+           (unsigned long long)c->missed, (unsigned long long)c->replayed,
+           cfg->signer ? "true" : "false");
     const char *sep = "";
     for (unsigned s = 0; s < STATUS_MAX; s++)
         if (c->status[s]) {
             printf("%s\"%u\":%llu", sep, s, (unsigned long long)c->status[s]);
+            sep = ",";
+        }
+    printf("},\"kinds\":{");
+    sep = "";
+    for (unsigned k = 0; k < K_COUNT; k++)
+        if (c->kind_sent[k]) {
+            printf("%s\"%s\":{\"sent\":%llu,\"answered\":%llu,\"ok\":%llu}", sep, kind_names[k],
+                   (unsigned long long)c->kind_sent[k], (unsigned long long)c->kind_answered[k],
+                   (unsigned long long)c->kind_ok[k]);
             sep = ",";
         }
     const struct loadstats_hist *h = &r->hist;
@@ -689,25 +952,32 @@ static void print_human(const struct load_config *cfg, const struct load_result 
     char loop[48] = "closed loop";
     if (cfg->rate)
         snprintf(loop, sizeof(loop), "open loop at %llu req/s", (unsigned long long)cfg->rate);
-    printf("ringpay load: %s against %s (unsigned requests)\n", scenario_names[cfg->scenario],
-           cfg->target);
+    printf("ringpay load: %s against %s (%s requests)\n", scenario_name(cfg), cfg->target,
+           cfg->signer ? "signed" : "unsigned");
     printf("  %u connections, pipeline %u, %u thread%s, %s, %.2f s\n", cfg->connections,
            cfg->pipeline, cfg->threads, cfg->threads == 1 ? "" : "s", loop, r->elapsed_s);
     printf("  responses  %llu  (%.1f req/s)\n", (unsigned long long)c->responses,
            r->elapsed_s > 0 ? (double)c->responses / r->elapsed_s : 0.0);
-    printf("  2xx %llu   4xx %llu   5xx %llu   other %llu\n",
+    printf("  2xx %llu   4xx %llu   5xx %llu   other %llu   replayed %llu\n",
            (unsigned long long)status_class(c, 2), (unsigned long long)status_class(c, 4),
            (unsigned long long)status_class(c, 5),
-           (unsigned long long)(status_class(c, 1) + status_class(c, 3)));
+           (unsigned long long)(status_class(c, 1) + status_class(c, 3)),
+           (unsigned long long)c->replayed);
+    for (unsigned k = 0; k < K_COUNT; k++)
+        if (c->kind_sent[k])
+            printf("  %-12s sent %llu   answered %llu   2xx %llu\n", kind_names[k],
+                   (unsigned long long)c->kind_sent[k], (unsigned long long)c->kind_answered[k],
+                   (unsigned long long)c->kind_ok[k]);
     printf("  errors %llu   timeouts %llu   connect errors %llu   missed (open loop) %llu\n",
            (unsigned long long)c->errors, (unsigned long long)c->timeouts,
            (unsigned long long)c->connect_errors, (unsigned long long)c->missed);
-    printf("  latency us   p50 %llu   p90 %llu   p99 %llu   p99.9 %llu   max %llu   mean %llu\n",
+    printf("  latency us   p50 %llu   p90 %llu   p99 %llu   p99.9 %llu   max %llu   mean %llu"
+           "   (each percentile at most %.2f%% above the true value)\n",
            (unsigned long long)loadstats_hist_percentile(h, 0.50),
            (unsigned long long)loadstats_hist_percentile(h, 0.90),
            (unsigned long long)loadstats_hist_percentile(h, 0.99),
            (unsigned long long)loadstats_hist_percentile(h, 0.999), (unsigned long long)h->max_us,
-           (unsigned long long)(h->count ? h->sum_us / h->count : 0));
+           (unsigned long long)(h->count ? h->sum_us / h->count : 0), 100.0 / LOADSTATS_HIST_SUB);
 }
 
 static void on_sigint(int sig)
@@ -760,19 +1030,136 @@ out_free:
     return code;
 }
 
+/* ---- keys ---- */
+
+/* One signed GET /v1/merchants/m-<merchant>/balances on a fresh blocking connection:
+ * its status, or -errno. */
+static int probe_signed(const struct load_config *cfg, long merchant)
+{
+    int fd = socket(cfg->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    struct timeval tv = {.tv_sec = 1};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    char target[64], buf[LOAD_IN_BYTES];
+    snprintf(target, sizeof(target), "/v1/merchants/m-%ld/balances", merchant);
+    struct loadstats_req req = {
+        .method = "GET", .target = target, .host = cfg->target, .merchant = merchant};
+    int n = loadstats_req_format(buf, sizeof(buf), &req, cfg->signer, cfg->signer_ctx);
+    int rc = -EIO;
+    if (n < 0 || connect(fd, (const struct sockaddr *)&cfg->addr, cfg->addr_len) != 0 ||
+        send(fd, buf, (size_t)n, MSG_NOSIGNAL) != n)
+        goto out_close;
+    size_t len = 0;
+    struct loadstats_resp r;
+    while (len < sizeof(buf)) {
+        ssize_t got = recv(fd, buf + len, sizeof(buf) - len, 0);
+        if (got <= 0)
+            break;
+        len += (size_t)got;
+        int p = loadstats_resp_parse(buf, len, &r);
+        if (p != 0) {
+            rc = p > 0 ? (int)r.status : p;
+            break;
+        }
+    }
+out_close:
+    close(fd);
+    return rc;
+}
+
+/* After a reload: waits until the engine accepts merchant's new key (a signed GET is
+ * not 401), at most LOAD_KEYS_LIVE_MS. 0, or -1 after one line. */
+static int wait_keys_live(const struct load_config *cfg, long merchant)
+{
+    uint64_t until = now_ns() + LOAD_KEYS_LIVE_MS * 1000000ull;
+    for (;;) {
+        int status = probe_signed(cfg, merchant);
+        if (status > 0 && status != 401)
+            return 0;
+        if (now_ns() >= until) {
+            fprintf(stderr,
+                    "ringpay: the engine at %s did not accept the new keys within %d ms "
+                    "(last answer %d)\n",
+                    cfg->target, LOAD_KEYS_LIVE_MS, status);
+            return -1;
+        }
+        struct timespec ms = {0, 50 * 1000000};
+        nanosleep(&ms, NULL);
+    }
+}
+
+/* --keys-data DIR [--keys FILE]: makes or reuses the keys, tells a running engine to
+ * reload, and reads them. --keys alone: reads them. 0, or an exit code after one line. */
+static int setup_keys(struct load_config *cfg, const char *data_dir, const char *file,
+                      struct load_keys **keys)
+{
+    char why[512], path[4096];
+    unsigned created = 0;
+    long probe = -1;
+    if (data_dir != NULL) {
+        if (file == NULL) {
+            snprintf(path, sizeof(path), "%s/%s", data_dir, LOAD_KEYS_FILE);
+            file = path;
+        }
+        if (load_keys_provision(data_dir, file, cfg->merchants, &created, &probe, why,
+                                sizeof(why)) != 0) {
+            fprintf(stderr, "ringpay: %s\n", why);
+            return 1;
+        }
+    }
+    if (load_keys_read(file, cfg->merchants, keys, why, sizeof(why)) != 0) {
+        fprintf(stderr, "ringpay: %s\n", why);
+        return 2;
+    }
+    cfg->signer = load_keys_sign;
+    cfg->signer_ctx = *keys;
+    if (created == 0)
+        return 0;
+    long pid = 0;
+    int rc = load_keys_reload(data_dir, &pid, why, sizeof(why));
+    if (rc < 0) {
+        fprintf(stderr, "ringpay: %s\n", why);
+        return 1;
+    }
+    if (rc == 0)
+        return 0; /* no engine runs there yet: it reads the keys when it starts */
+    return wait_keys_live(cfg, probe) == 0 ? 0 : 1; /* a merchant whose key is new */
+}
+
+/* ---- flags ---- */
+
 static const char load_usage[] =
     "usage: ringpay load [options]\n\n"
     "Sends API requests to a ringpay engine over keep-alive connections and prints\n"
-    "throughput, status counts and latency percentiles (p50/p90/p99/p99.9/max), then a\n"
-    "JSON summary line (--json: only that line).\n\n"
-    "Scenarios: authorize (POST /v1/payments/authorize, a unique Idempotency-Key each,\n"
-    "merchants m-0..m-(M-1), KRW, varying amounts); mixed (authorize, then capture, then\n"
-    "refund of the returned id); healthz (GET /healthz).\n"
+    "throughput, status counts and latency percentiles (p50/p90/p99/p99.9/max, each at\n"
+    "most 0.78% above the true value), then a JSON summary line (--json: only that line).\n\n"
+    "Scenarios:\n"
+    "  authorize  POST /v1/payments/authorize, a fresh Idempotency-Key each, KRW,\n"
+    "             varying amounts\n"
+    "  lifecycle  new requests: --get-pct GETs of a payment this run created,\n"
+    "             --balances-pct GETs of a merchant's balances, the rest authorizations;\n"
+    "             after each authorization: capture (--capture-pct), void (--void-pct) or\n"
+    "             nothing; after a capture, with --refund-pct, --refunds-per-payment\n"
+    "             refunds one after the other (each amount/N, the last one the rest).\n"
+    "             `mixed` is an old name of it\n"
+    "  replay     authorize, and --replay-pct of the authorizations (default 50) re-send\n"
+    "             an earlier answered one, same key and body: the engine replays its\n"
+    "             answer with Idempotent-Replayed: true (counted as \"replayed\")\n"
+    "  healthz    GET /healthz\n"
+    "Merchants m-0..m-(M-1) in turn, or with --zipf S Zipf-distributed (m-k with weight\n"
+    "(k+1)^-S: m-0 the hottest; 0 = uniform).\n"
     "Closed loop by default; --rate R is an open loop: R requests/s at fixed intervals,\n"
     "latency measured from each request's scheduled time (no coordinated omission).\n\n"
     "Signing (SPEC 3): with --keys FILE, the JSON lines `ringpay keys add` printed with\n"
     "one merchant key for each of m-0..m-(M-1), every request is signed with its\n"
-    "merchant's key; without it requests are unsigned (for an engine with --auth off).\n"
+    "merchant's key. With --keys-data DIR (the engine's data directory) the load makes\n"
+    "the keys itself: it keeps their secrets in DIR/load.keys (or --keys FILE; mode 0600)\n"
+    "and reuses those still active in DIR/keys, adds a key to DIR/keys (as `ringpay keys\n"
+    "add` does) for each merchant without one, and when it added any and an engine runs\n"
+    "on DIR (the pid in DIR/LOCK), sends it SIGHUP and waits until it accepts them.\n"
+    "Without either, requests are unsigned (for an engine with --auth off).\n"
     "Only loopback targets are allowed unless --allow-remote.";
 
 enum {
@@ -789,6 +1176,16 @@ enum {
     O_JSON,
     O_REMOTE,
     O_KEYS,
+    O_KEYS_DATA,
+    O_ZIPF,
+    O_SEED,
+    O_REPLAY,
+    O_GET,
+    O_BALANCES,
+    O_CAPTURE,
+    O_VOID,
+    O_REFUND,
+    O_REFUNDS,
     O_COUNT
 };
 
@@ -799,8 +1196,57 @@ static int parse_scenario(const char *s, enum scenario *out)
             *out = (enum scenario)i;
             return 0;
         }
-    fprintf(stderr, "ringpay: --scenario: expected authorize, mixed or healthz, got \"%s\"\n", s);
+    fprintf(stderr,
+            "ringpay: --scenario: expected authorize, lifecycle, replay or healthz, got \"%s\"\n",
+            s);
     return -1;
+}
+
+/* --zipf S: a decimal 0 .. MIX_ZIPF_S_MAX. */
+static int parse_zipf(const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end != '\0' || !(v >= 0.0 && v <= MIX_ZIPF_S_MAX)) {
+        fprintf(stderr, "ringpay: --zipf: expected an exponent from 0 to %g, got \"%s\"\n",
+                MIX_ZIPF_S_MAX, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* The mix from the flags; lifecycle flags belong to that scenario only. */
+static int mix_from_flags(const struct opt *o, struct load_config *cfg)
+{
+    bool lifecycle = cfg->scenario == SC_LIFECYCLE || cfg->scenario == SC_MIXED;
+    for (int i = O_GET; i <= O_REFUNDS; i++)
+        if (o[i].set && !lifecycle) {
+            fprintf(stderr, "ringpay: --%s belongs to the lifecycle scenario\n", o[i].name);
+            return -1;
+        }
+    if (o[O_REPLAY].set && cfg->scenario == SC_HEALTHZ) {
+        fprintf(stderr, "ringpay: --replay-pct needs authorizations (not --scenario healthz)\n");
+        return -1;
+    }
+    cfg->mix.replay_pct = o[O_REPLAY].set              ? (unsigned)o[O_REPLAY].num
+                          : cfg->scenario == SC_REPLAY ? 50
+                                                       : 0;
+    if (lifecycle) {
+        cfg->mix.get_pct = (unsigned)o[O_GET].num;
+        cfg->mix.balances_pct = (unsigned)o[O_BALANCES].num;
+        cfg->mix.capture_pct = (unsigned)o[O_CAPTURE].num;
+        cfg->mix.void_pct = (unsigned)o[O_VOID].num;
+        cfg->mix.refund_pct = (unsigned)o[O_REFUND].num;
+    }
+    cfg->mix.refunds_per_payment = (unsigned)o[O_REFUNDS].num;
+    char why[256];
+    if (mix_check(&cfg->mix, why, sizeof(why)) != 0) {
+        fprintf(stderr, "ringpay: %s\n", why);
+        return -1;
+    }
+    return 0;
 }
 
 /* Checks what the flags cannot check alone; 0 or -1 after one line on stderr. */
@@ -844,21 +1290,43 @@ int cmd_load(int argc, char **argv)
         [O_REQUESTS] = {"requests", OPT_UINT, "0",
                         "stop after this many requests (0: by --duration-s)", 0, 1000000000000ul},
         [O_RATE] = {"rate", OPT_UINT, "0",
-                    "open loop: requests/s over all connections "
-                    "(0: closed loop)",
-                    0, 100000000},
+                    "open loop: requests/s over all connections (0: closed loop)", 0, 100000000},
         [O_PIPELINE] = {"pipeline", OPT_UINT, "1", "requests in flight per connection", 1,
                         LOAD_PIPELINE_MAX},
         [O_THREADS] = {"threads", OPT_UINT, "1", "threads, each with its own event loop", 1,
                        LOAD_THREADS_MAX},
-        [O_SCENARIO] = {"scenario", OPT_STRING, "authorize", "authorize, mixed or healthz"},
+        [O_SCENARIO] = {"scenario", OPT_STRING, "authorize",
+                        "authorize, lifecycle, replay or healthz"},
         [O_MERCHANTS] = {"merchants", OPT_UINT, "64", "merchants m-0..m-(M-1)", 1, 1000000},
         [O_TIMEOUT] = {"timeout-ms", OPT_UINT, "5000",
                        "a request unanswered this long is a timeout", 1, 600000},
         [O_JSON] = {"json", OPT_FLAG, NULL, "print only the JSON summary"},
         [O_REMOTE] = {"allow-remote", OPT_FLAG, NULL, "allow a non-loopback --target"},
         [O_KEYS] = {"keys", OPT_STRING, NULL,
-                    "sign with these keys (JSON lines of `ringpay keys add`, one per merchant)"},
+                    "sign with these keys (JSON lines of `ringpay keys add`, one per "
+                    "merchant); with --keys-data: where their secrets are kept"},
+        [O_KEYS_DATA] = {"keys-data", OPT_STRING, NULL,
+                         "make or reuse the keys in this engine data directory (see "
+                         "above)"},
+        [O_ZIPF] = {"zipf", OPT_STRING, "0", "Zipf exponent over merchants (0: uniform, in turn)"},
+        [O_SEED] = {"seed", OPT_UINT, "0", "seed of the request mix (0: a new one each run)", 0,
+                    UINT64_MAX},
+        [O_REPLAY] = {"replay-pct", OPT_UINT, NULL,
+                      "percent of authorizations that replay an earlier one (default "
+                      "50 in the replay scenario, else 0)",
+                      0, 100},
+        [O_GET] = {"get-pct", OPT_UINT, "10",
+                   "lifecycle: percent of new requests that GET a payment", 0, 100},
+        [O_BALANCES] = {"balances-pct", OPT_UINT, "5",
+                        "lifecycle: percent of new requests that GET balances", 0, 100},
+        [O_CAPTURE] = {"capture-pct", OPT_UINT, "80",
+                       "lifecycle: percent of authorized payments captured", 0, 100},
+        [O_VOID] = {"void-pct", OPT_UINT, "10", "lifecycle: percent of authorized payments voided",
+                    0, 100},
+        [O_REFUND] = {"refund-pct", OPT_UINT, "20",
+                      "lifecycle: percent of captured payments refunded", 0, 100},
+        [O_REFUNDS] = {"refunds-per-payment", OPT_UINT, "2",
+                       "lifecycle: refunds of a refunded payment", 1, 100},
     };
     int rc = config_parse(o, O_COUNT, argc, argv, load_usage);
     if (rc != 0)
@@ -878,42 +1346,50 @@ int cmd_load(int argc, char **argv)
         .json = o[O_JSON].set,
         .run_id = ((uint64_t)time(NULL) << 20) ^ (uint64_t)getpid(),
     };
+    cfg.seed = o[O_SEED].num ? o[O_SEED].num : cfg.run_id;
     /* --requests alone still ends by itself, at a ceiling well above any sane run. */
     uint64_t seconds = cfg.requests && !o[O_DURATION].set ? REQUESTS_CEILING_S : o[O_DURATION].num;
     cfg.duration_ns = seconds * 1000000000ull;
-    if (parse_scenario(o[O_SCENARIO].str, &cfg.scenario) != 0 || check_config(o, &cfg) != 0)
+    double zipf_s = 0.0;
+    if (parse_scenario(o[O_SCENARIO].str, &cfg.scenario) != 0 || mix_from_flags(o, &cfg) != 0 ||
+        parse_zipf(o[O_ZIPF].str, &zipf_s) != 0 || check_config(o, &cfg) != 0)
         return 2;
-    struct load_keys *keys = NULL;
-    if (o[O_KEYS].str != NULL) {
-        char why[512];
-        if (load_keys_read(o[O_KEYS].str, cfg.merchants, &keys, why, sizeof(why)) != 0) {
-            fprintf(stderr, "ringpay: %s\n", why);
-            return 2;
+    static struct mix_zipf zipf;
+    if (zipf_s > 0.0) {
+        if (mix_zipf_init(&zipf, cfg.merchants, zipf_s) != 0) {
+            fprintf(stderr, "ringpay: out of memory for --zipf over %u merchants\n", cfg.merchants);
+            return 1;
         }
-        cfg.signer = load_keys_sign;
-        cfg.signer_ctx = keys;
+        cfg.zipf = &zipf;
     }
-    int err = probe_target(&cfg);
-    if (err) {
-        fprintf(stderr, "ringpay: cannot connect to %s: %s\n", cfg.target, strerror(-err));
-        load_keys_free(keys);
-        return 1;
+    struct load_keys *keys = NULL;
+    struct load_result *r = NULL;
+    int code = probe_target(&cfg);
+    if (code != 0) {
+        fprintf(stderr, "ringpay: cannot connect to %s: %s\n", cfg.target, strerror(-code));
+        code = 1;
+        goto out;
     }
+    if ((o[O_KEYS].str || o[O_KEYS_DATA].str) &&
+        (code = setup_keys(&cfg, o[O_KEYS_DATA].str, o[O_KEYS].str, &keys)) != 0)
+        goto out;
     struct sigaction sa = {.sa_handler = on_sigint};
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
-    struct load_result *r = malloc(sizeof(*r)); /* the histogram is ~25 KiB */
+    r = malloc(sizeof(*r)); /* the histogram is ~25 KiB */
     if (r == NULL || run(&cfg, r) != 0) {
-        free(r);
-        load_keys_free(keys);
-        return 1;
+        code = 1;
+        goto out;
     }
     if (!cfg.json)
         print_human(&cfg, r);
     print_json(&cfg, r);
+out:
     free(r);
     load_keys_free(keys);
-    return 0;
+    if (cfg.zipf)
+        mix_zipf_free(&zipf);
+    return code;
 }

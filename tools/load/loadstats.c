@@ -190,7 +190,7 @@ static int parse_length(const char *v, size_t len, uint64_t *out)
 }
 
 struct head_fields {
-    bool has_length, close, keep_alive;
+    bool has_length, close, keep_alive, replayed;
     uint64_t length;
 };
 
@@ -215,6 +215,8 @@ static int parse_field(const char *line, size_t len, struct head_fields *f)
         f->length = n;
     } else if (name_is(line, nl, "transfer-encoding")) {
         return -EPROTO; /* see the header comment: never sent by ringpay */
+    } else if (name_is(line, nl, "idempotent-replayed")) {
+        f->replayed = vl == 4 && strncasecmp(v, "true", 4) == 0;
     } else if (name_is(line, nl, "connection")) {
         f->close |= has_token(v, vl, "close");
         f->keep_alive |= has_token(v, vl, "keep-alive");
@@ -264,6 +266,7 @@ int loadstats_resp_parse(const char *buf, size_t len, struct loadstats_resp *out
         .body_len = (size_t)body,
         .total_len = head_len + (size_t)body,
         .close = f.close || (v10 && !f.keep_alive),
+        .replayed = f.replayed,
     };
     return 1;
 }

@@ -20,7 +20,8 @@
  * start, which is cheap for the small heads a server sends. Framing: Content-Length,
  * or no body for 1xx/204/304. Transfer-Encoding (ringpay's server never sends it) and
  * a missing Content-Length otherwise are reported as protocol errors, because the
- * client could not find the next response.
+ * client could not find the next response. Besides framing it notes one header of the
+ * API: Idempotent-Replayed (true: the engine replayed a stored answer).
  */
 #ifndef RINGPAY_TOOLS_LOADSTATS_H
 #define RINGPAY_TOOLS_LOADSTATS_H
@@ -108,6 +109,7 @@ struct loadstats_resp {
     size_t body_len;
     size_t total_len; /* head_len + body_len: bytes to drop from the buffer */
     bool close;       /* "Connection: close", or HTTP/1.0 without keep-alive */
+    bool replayed;    /* "Idempotent-Replayed: true": an idempotent replay (SPEC §2) */
 };
 
 #define LOADSTATS_RESP_HEAD_MAX (64 * 1024) /* a longer head is a protocol error */
