@@ -96,9 +96,11 @@ int wh_poll(struct shard_store *s, int timeout_ms);
 int wh_get(struct shard_store *s, const char *path, const char *query, int64_t now_ms,
            const char **body);
 
-/* The visible state as text: GET of payments 1..npays of shard 0 (404s included), the
- * balances and the whole ledger (in pages of page_limit, following next_after) of every
- * merchant of wh_merchants, and every outbox event after after_seq. malloc'd. */
+/* The visible state as text: GET of payments 1, 2, ... of shard 0 up to the first that
+ * is missing beyond npays (ids are issued in order and never deleted, so with npays 0
+ * this is a function of the state alone), the balances and the whole ledger (in pages of
+ * page_limit, following next_after) of every merchant of wh_merchants, and every outbox
+ * event after after_seq. malloc'd. */
 char *wh_dump(struct shard_store *s, uint64_t npays, uint32_t page_limit, uint64_t after_seq,
               int64_t now_ms);
 
@@ -140,7 +142,7 @@ struct wh_plan {
     size_t *batch_end;   /* ops of batch b: [b ? batch_end[b-1] : 0, batch_end[b]) */
     int64_t *batch_now;  /* `now` of batch b */
     uint64_t npays;      /* payments the plan created */
-    uint64_t *op_hash;   /* when asked: wh_hash(wh_dump) after op i (op_hash[0]: none) */
+    uint64_t *op_hash;   /* when asked: wh_hash(wh_dump(npays 0)) after i ops */
     uint32_t dump_page;  /* the page size of those dumps */
 };
 
