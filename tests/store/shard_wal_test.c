@@ -1079,6 +1079,83 @@ static void test_idem_ttl_recovery(void **state)
     free(rdir);
 }
 
+/* ---- a failing log ----------------------------------------------------------------------- */
+
+/*
+ * The log's sixth write fails (EIO, as if its fdatasync had): the store fails for good,
+ * the durable position stops below that batch (its answers may never leave), every later
+ * batch and poll answers the error without touching anything, a close does not wait for
+ * a checkpoint that cannot come; the reopened store has every batch that was durable.
+ */
+static void test_failing_log_write(void **state)
+{
+    (void)state;
+    char *dir = wh_tmpdir();
+    struct shard_store_options wo = {.wal = 1,
+                                     .wal_segment_bytes = SEG_BYTES,
+                                     .overlay_bytes = 1 << 20,
+                                     .checkpoint_ops = 3,
+                                     .checkpoint_ms = 3600000,
+                                     .wal_fault_after_syncs = 5,
+                                     .wal_fault_errno = EIO};
+    struct shard_store *s = wh_open(dir, &wo);
+    struct acked ok[16];
+    size_t nok = 0;
+    int64_t now = WH_NOW0;
+    int failed_at = -1;
+    for (int b = 0; b < 12 && failed_at < 0; b++) {
+        struct wh_req q;
+        struct wh_ans a;
+        req_big(&q, b, 10);
+        assert_int_equal(wh_apply(s, &q, 1, now += 5, &a), 0);
+        uint64_t pos = shard_store_written(s);
+        int rc = wh_settle(s);
+        if (rc == 0) {
+            assert_true(shard_store_durable(s) >= pos);
+            note_answer(ok, &nok, b, &a);
+        } else {
+            assert_int_equal(rc, -EIO);
+            assert_true(shard_store_durable(s) < pos); /* this answer may never leave */
+            failed_at = b;
+        }
+        wh_ans_free(&a);
+        wh_req_free(&q);
+    }
+    assert_int_equal(failed_at, 5);
+    assert_int_equal(shard_store_failed(s), -EIO);
+    assert_int_equal(shard_store_poll(s), -EIO);
+    assert_int_equal(shard_store_sync(s), -EIO);
+    struct wh_req q[2];
+    struct wh_ans a[2];
+    req_big(&q[0], 100, 10);
+    req_big(&q[1], 101, 10);
+    uint64_t written = shard_store_written(s);
+    assert_int_equal(wh_apply(s, q, 2, now += 5, a), -EIO);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(a[i].rc, -EIO);
+        assert_int_equal(a[i].status, 503);
+        wh_ans_free(&a[i]);
+        wh_req_free(&q[i]);
+    }
+    assert_int_equal(shard_store_written(s), written);
+    shard_store_close(s);
+    wo.wal_fault_errno = 0;
+    s = wh_open(dir, &wo);
+    assert_acked_present(s, ok, nok, now);
+    /* The failed batch's write may have reached the file before its sync failed: it is
+     * there or not; either way the store goes on from it. */
+    req_big(&q[0], 102, 10);
+    assert_int_equal(wh_apply(s, q, 1, now += 5, a), 0);
+    assert_int_equal(wh_settle(s), 0);
+    assert_int_equal(a[0].status, 201);
+    wh_ans_free(&a[0]);
+    wh_req_free(&q[0]);
+    shard_store_close(s);
+    check_dir(dir);
+    wh_rm_rf(dir);
+    free(dir);
+}
+
 /* ---- the shard loop over the log (store/shard.c, shard_run_async) ------------------------- */
 
 #define LOOP_JOBS     400
@@ -1275,6 +1352,7 @@ int main(void)
         cmocka_unit_test(test_outbox_scan_across_layers),
         cmocka_unit_test(test_idem_ttl_in_every_layer),
         cmocka_unit_test(test_idem_ttl_recovery),
+        cmocka_unit_test(test_failing_log_write),
         cmocka_unit_test(test_async_shard_loop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
