@@ -18,7 +18,12 @@
  *     gaps or duplicates, in any window, and the replicated mark trims at a checkpoint;
  *   - an idempotency record older than the TTL is absent wherever it lives (controlled
  *     `now`), and a recovery with expiries in its log rebuilds the same state as a run
- *     that never crashed.
+ *     that never crashed;
+ *   - a failing log write fails the store for good and loses nothing that was durable;
+ *   - the shard loop over the log (store/shard.c) releases answers in order, each only
+ *     once the log's durable position covers it.
+ * Forked children end with _exit (no close, no final checkpoint); cmocka runs only in
+ * the parent. The crash at each step of a checkpoint is shard_wal_crash_test.c.
  */
 #define _GNU_SOURCE
 #include <setjmp.h>
