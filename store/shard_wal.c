@@ -891,7 +891,7 @@ static int ckpt_take(struct shard_store *s)
     pthread_mutex_lock(&m->mu);
     int err = m->job_err;
     bool had_layer = m->job.layer != NULL;
-    uint64_t pos = m->job.pos;
+    uint64_t pos = m->job.pos, mark = m->job.mark;
     m->job_pending = m->job_done = false;
     pthread_mutex_unlock(&m->mu);
     if (err)
@@ -905,6 +905,8 @@ static int ckpt_take(struct shard_store *s)
         return ss_fail(s, ss_errno_of(rc));
     overlay_reset(m->frozen);
     m->frozen = NULL;
+    if (mark > s->replicated_stored) /* LMDB holds it now (stats: replicated_seq) */
+        s->replicated_stored = mark;
     pthread_mutex_lock(&m->mu);
     m->ckpt_pos = pos;
     pthread_mutex_unlock(&m->mu);
@@ -1172,6 +1174,8 @@ static int ckpt_inline(struct shard_store *s, uint64_t pos)
     overlay_reset(m->active);
     m->active_ops = 0;
     m->ckpt_pos = pos;
+    if (job.mark > s->replicated_stored)
+        s->replicated_stored = job.mark;
     return 0;
 }
 

@@ -9,7 +9,10 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
+#include <dirent.h>
+#include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -148,4 +151,133 @@ int pl_disk_fail_next(const char *shadow, const char *err_name, int always)
 int pl_disk_rebuilt_names(void)
 {
     return rebuilt_names;
+}
+
+/* The shim's key of the inode at path (pl_shim.c key_of): 0 or -errno. */
+static int key_at(const char *path, char key[PL_KEY_MAX], struct statx *st)
+{
+    if (statx(AT_FDCWD, path, AT_SYMLINK_NOFOLLOW, STATX_INO | STATX_BTIME | STATX_MTIME, st))
+        return -errno;
+    snprintf(key, PL_KEY_MAX, "%llx-%llx.%x", (unsigned long long)st->stx_ino,
+             (unsigned long long)st->stx_btime.tv_sec, st->stx_btime.tv_nsec);
+    return 0;
+}
+
+int pl_disk_dirty_hint(const char *shadow, const char *path)
+{
+    char key[PL_KEY_MAX], spath[PATH_MAX];
+    struct statx real, dur;
+    int rc = key_at(path, key, &real);
+    if (rc)
+        return rc;
+    snprintf(spath, sizeof(spath), "%s/%s/%s", shadow, PL_FILES_DIR, key);
+    if (statx(AT_FDCWD, spath, 0, STATX_MTIME | STATX_SIZE, &dur) != 0)
+        return errno == ENOENT ? real.stx_size > 0 : -errno;
+    if (real.stx_mtime.tv_sec != dur.stx_mtime.tv_sec)
+        return real.stx_mtime.tv_sec > dur.stx_mtime.tv_sec;
+    return real.stx_mtime.tv_nsec > dur.stx_mtime.tv_nsec;
+}
+
+/* Reads a whole file: a malloc'd buffer and its size in *len, or NULL (-errno in *len
+ * as a negative value cast) when absent. */
+static char *slurp(const char *path, long *len)
+{
+    FILE *f = fopen(path, "rbe");
+    if (f == NULL) {
+        *len = -errno;
+        return NULL;
+    }
+    char *buf = NULL;
+    size_t cap = 0, n = 0;
+    for (;;) {
+        if (n == cap) {
+            cap = cap ? 2 * cap : 1 << 20;
+            char *more = realloc(buf, cap);
+            if (more == NULL) {
+                free(buf);
+                fclose(f);
+                *len = -ENOMEM;
+                return NULL;
+            }
+            buf = more;
+        }
+        size_t k = fread(buf + n, 1, cap - n, f);
+        if (k == 0)
+            break;
+        n += k;
+    }
+    fclose(f);
+    *len = (long)n;
+    return buf;
+}
+
+int pl_disk_file_differs(const char *shadow, const char *path)
+{
+    char key[PL_KEY_MAX], spath[PATH_MAX];
+    struct statx st;
+    int rc = key_at(path, key, &st);
+    if (rc)
+        return rc;
+    snprintf(spath, sizeof(spath), "%s/%s/%s", shadow, PL_FILES_DIR, key);
+    long rn, dn;
+    char *real = slurp(path, &rn);
+    if (real == NULL)
+        return (int)rn;
+    char *dur = slurp(spath, &dn);
+    if (dur == NULL && dn != -ENOENT) {
+        free(real);
+        return (int)dn;
+    }
+    int differs = dur == NULL ? rn > 0 : rn != dn || memcmp(real, dur, (size_t)rn) != 0;
+    free(real);
+    free(dur);
+    return differs;
+}
+
+/* Whether name is among the names of the durable listing text. */
+static bool listed(const char *listing, long len, const char *name)
+{
+    for (long at = 0; at < len;) {
+        const char *line = listing + at, *nl = memchr(line, '\n', (size_t)(len - at));
+        long end = nl ? nl - listing : len;
+        char type, key[PL_KEY_MAX], lname[PL_LINE_MAX];
+        char text[PL_LINE_MAX];
+        snprintf(text, sizeof(text), "%.*s", (int)(end - at), line);
+        if (sscanf(text, "%c %63s %[^\n]", &type, key, lname) == 3 && strcmp(lname, name) == 0)
+            return true;
+        at = end + 1;
+    }
+    return false;
+}
+
+int pl_disk_names_differ(const char *shadow, const char *dir)
+{
+    char key[PL_KEY_MAX], spath[PATH_MAX];
+    struct statx st;
+    int rc = key_at(dir, key, &st);
+    if (rc)
+        return rc;
+    snprintf(spath, sizeof(spath), "%s/%s/%s", shadow, PL_DIRS_DIR, key);
+    long len;
+    char *listing = slurp(spath, &len);
+    if (listing == NULL && len != -ENOENT)
+        return (int)len;
+    DIR *d = opendir(dir);
+    if (d == NULL) {
+        free(listing);
+        return -errno;
+    }
+    long real = 0, lines = 0;
+    int differs = 0;
+    for (struct dirent *e; !differs && (e = readdir(d)) != NULL;) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        real++;
+        differs = listing == NULL || !listed(listing, len, e->d_name);
+    }
+    closedir(d);
+    for (long i = 0; listing && i < len; i++)
+        lines += listing[i] == '\n';
+    free(listing);
+    return differs || lines != real;
 }

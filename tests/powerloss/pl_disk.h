@@ -46,4 +46,20 @@ int pl_disk_fail_next(const char *shadow, const char *err_name, int always);
 /* Number of names (files and directories) the last rebuild restored. */
 int pl_disk_rebuilt_names(void);
 
+/*
+ * Where a cut would land (the tests aim cuts at checkpoints and report where they fell);
+ * path and dir lie under the shim's root. Each returns 1, 0, or -errno.
+ *
+ * pl_disk_dirty_hint: the file was written after its last fsync landed, as far as the
+ * modification times tell (cheap enough to ask in a loop while the engine runs; a write
+ * in the same clock tick as the landing goes unnoticed).
+ * pl_disk_file_differs: the file's content or size is not its durable content (a cut now
+ * loses writes); exact once the engine is dead.
+ * pl_disk_names_differ: the names in directory dir are not its durable listing (a
+ * create, rename or unlink whose directory fsync has not come yet).
+ */
+int pl_disk_dirty_hint(const char *shadow, const char *path);
+int pl_disk_file_differs(const char *shadow, const char *path);
+int pl_disk_names_differ(const char *shadow, const char *dir);
+
 #endif

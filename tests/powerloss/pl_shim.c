@@ -9,6 +9,8 @@
  *   RP_PL_SHADOW  directory holding the shadow (pl_disk.h describes its layout)
  *   RP_PL_SYNC_US microseconds an fsync of a file takes before it lands (default 0);
  *                 the real fsync is skipped: the shadow is the disk
+ *   RP_PL_DIR_SYNC_US  microseconds an fsync of a directory takes before its listing
+ *                 lands (default 0), so a test can cut between a rename and its sync
  *
  * The model, strictly what POSIX promises:
  *   - Every write to a file under the root (write, pwrite, writev, pwritev, ftruncate,
@@ -89,6 +91,7 @@ static struct {
     size_t root_len;
     char shadow[PL_DIR_MAX];
     long sync_us;
+    long dir_sync_us;
     pthread_mutex_t mu;
     struct pl_inode inodes[PL_INODES_MAX];
     struct pl_fd fds[PL_FD_MAX];
@@ -472,6 +475,8 @@ __attribute__((constructor)) static void pl_init(void)
     g.root_len = strlen(g.root);
     const char *us = getenv("RP_PL_SYNC_US");
     g.sync_us = us ? atol(us) : 0;
+    const char *dir_us = getenv("RP_PL_DIR_SYNC_US");
+    g.dir_sync_us = dir_us ? atol(dir_us) : 0;
     shadow_init();
     g.on = true;
 }
@@ -867,7 +872,7 @@ int posix_fallocate64(int fd, off_t off, off_t len)
  * directory's listing does), after the configured device time. */
 static int sync_common(int fd, struct pl_inode *in)
 {
-    long us = in->dir ? 0 : slow_us();
+    long us = in->dir ? g.dir_sync_us : slow_us();
     if (us > 0) {
         struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
         nanosleep(&ts, NULL);

@@ -27,9 +27,23 @@
  * the request whose commit fails and every later one on that shard are 503, /readyz
  * turns 503, and after a cut nothing answered is lost.
  *
- * Cuts: RINGPAY_POWERLOSS_CUTS (default 20; ctest's powerloss_test_long runs 200). The
- * seed is printed and can be fixed with RINGPAY_POWERLOSS_SEED. Every wait is bounded;
- * only loopback is used.
+ * Checkpoints (the write-ahead log mode, store/shard_wal.c): the logs' segments are 1 MiB
+ * (--wal-segment-mb 1, fixed when a log is created) and request bodies carry up to 2 KiB
+ * of spaces (the same for every sending of a key), so the logs go through segments and
+ * recycle them within a short run. Two cycles of three run the engine with checkpoints
+ * all the time (--checkpoint-ops 64 --checkpoint-ms 20 --overlay-mb 4: LMDB commits,
+ * segment preparation and recycling go on constantly); the third runs the defaults (a
+ * checkpoint every 2 s: mostly replays of the log). In half of the checkpoint cycles the
+ * cut is aimed at a checkpoint: it comes as soon as a shard's LMDB file has writes that
+ * no fsync landed yet (a checkpoint between its page writes and its commit's sync); in a
+ * quarter at a segment's preparation (log directory names not synced yet: directory
+ * fsyncs take as long as file fsyncs here), if one comes within AIM_MAX_MS. After each cut the test tells from the shadow where it fell (LMDB
+ * writes lost: a checkpoint cut short; log directory names not synced: a segment being
+ * prepared or recycled), and the run fails unless some cut fell inside a checkpoint.
+ *
+ * Cuts: RINGPAY_POWERLOSS_CUTS (default 20; ctest's powerloss_test runs 15 and
+ * powerloss_test_long 200). The seed is printed and can be fixed with
+ * RINGPAY_POWERLOSS_SEED. Every wait is bounded; only loopback is used.
  */
 #define _GNU_SOURCE
 #include <stdarg.h>
@@ -53,6 +67,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <dirent.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -72,9 +87,11 @@
 #define SAMPLE_OLD       150  /* older answers re-verified after each cut */
 #define ACKS_MAX         200000
 #define PAYS_MAX         100000
-#define OUT_CAP          (DEPTH_MAX * 512)
+#define PAD_MAX          2048 /* bodies carry 0..PAD_MAX spaces, by key: the log grows */
+#define OUT_CAP          (DEPTH_MAX * (512 + PAD_MAX))
 #define IN_CAP           (64 * 1024)
 #define START_TIMEOUT_MS 30000 /* an ASan build starts slowly */
+#define AIM_MAX_MS       600   /* an aimed cut waits this long at most for a checkpoint */
 
 static const char *const merchants[] = {"pl-a", "pl-b", "pl-c", "pl-d", "pl-e", "pl-f"};
 #define MERCHANTS (sizeof(merchants) / sizeof(merchants[0]))
@@ -143,7 +160,14 @@ struct engine {
     char shadow[PATH_MAX + 16]; /* the shadow disk */
     char log[PATH_MAX + 16];
     long sync_us;
+    bool ckpt; /* the next start runs checkpoints all the time */
 };
+
+/* Where the cuts fell (see the top of the file). */
+static struct {
+    int ckpt_cycles, aimed, in_checkpoint, in_prepare;
+    unsigned long seg_max, files_max;
+} where;
 
 static struct engine eng;
 
@@ -181,12 +205,23 @@ static void engine_child(const char *port_arg)
     setenv("RP_PL_ROOT", eng.root, 1);
     setenv("RP_PL_SHADOW", eng.shadow, 1);
     setenv("RP_PL_SYNC_US", sync_us, 1);
+    setenv("RP_PL_DIR_SYNC_US", sync_us, 1); /* a rename stays undone that long */
     setenv("ASAN_OPTIONS", asan, 1);
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
-    execl(RINGPAY_BIN, RINGPAY_BIN, "serve", "--listen", port_arg, "--data", eng.root, "--cores",
-          "2", "--log-level", "warn", "--auth", "off", (char *)NULL);
+    const char *argv[32] = {RINGPAY_BIN, "serve", "--listen", port_arg, "--data", eng.root,
+                            "--cores", "2", "--log-level", "warn", "--auth", "off",
+                            "--wal-segment-mb", "1"};
+    int argc = 14;
+    if (eng.ckpt) {
+        static const char *const ckpt[] = {"--checkpoint-ops", "64", "--checkpoint-ms", "20",
+                                           "--overlay-mb", "4"};
+        for (size_t i = 0; i < sizeof(ckpt) / sizeof(ckpt[0]); i++)
+            argv[argc++] = ckpt[i];
+    }
+    argv[argc] = NULL;
+    execv(RINGPAY_BIN, (char *const *)argv);
     _exit(127);
 }
 
@@ -540,14 +575,38 @@ static size_t parse_one(struct conn *c, int *status, bool *replayed, const char 
     return head + (size_t)clen;
 }
 
+/*
+ * The body as sent: a non-empty body gets 0..PAD_MAX - 1 spaces before its closing
+ * brace, as many as its key's hash says, so that every sending of one request (first,
+ * replays, verification) carries the same bytes, and the write-ahead log grows fast
+ * enough to go through segments (recycling) within a short run. NULL for no body.
+ */
+static const char *wire_body(const char *key, const char *body, char out[96 + PAD_MAX])
+{
+    size_t len = strlen(body);
+    if (len == 0)
+        return NULL;
+    unsigned h = 2166136261u;
+    for (const char *k = key; *k; k++)
+        h = (h ^ (unsigned char)*k) * 16777619u;
+    size_t pad = h % PAD_MAX;
+    assert_true(len < 96 && body[len - 1] == '}');
+    memcpy(out, body, len - 1);
+    memset(out + len - 1, ' ', pad);
+    memcpy(out + len - 1 + pad, "}", 2);
+    return out;
+}
+
 static void queue_request(struct conn *c)
 {
     struct req *q = &c->q[(c->qh + c->qn) % DEPTH_MAX];
     gen(q, c->replay_pct);
+    char buf[96 + PAD_MAX];
+    const char *body = wire_body(q->key, q->body, buf);
     int n = snprintf(c->out + c->out_len, OUT_CAP - c->out_len,
                      "POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                      "Idempotency-Key: %s\r\nContent-Length: %zu\r\n\r\n%s",
-                     q->path, q->key, strlen(q->body), q->body);
+                     q->path, q->key, body ? strlen(body) : 0, body ? body : "");
     assert_true(n > 0 && (size_t)n < OUT_CAP - c->out_len);
     c->out_len += (size_t)n;
     c->qn++;
@@ -630,6 +689,76 @@ static int drive(struct conn *cs, int nconns, int depth, bool send_more, int cyc
     return alive;
 }
 
+/* While the engine runs: some shard's LMDB file has writes no fsync landed yet (in the
+ * write-ahead log mode only checkpoints write it: one is between its writes and its
+ * commit's sync). */
+static bool in_checkpoint_hint(void)
+{
+    for (int shard = 0; shard < 2; shard++) {
+        char path[PATH_MAX + 64];
+        snprintf(path, sizeof(path), "%s/shard-%03d/data.mdb", eng.root, shard);
+        if (pl_disk_dirty_hint(eng.shadow, path) == 1)
+            return true;
+    }
+    return false;
+}
+
+/* While the engine runs: some shard's log directory has names not synced yet. */
+static bool in_prepare_hint(void)
+{
+    for (int shard = 0; shard < 2; shard++) {
+        char path[PATH_MAX + 64];
+        snprintf(path, sizeof(path), "%s/shard-%03d/wal", eng.root, shard);
+        if (pl_disk_names_differ(eng.shadow, path) == 1)
+            return true;
+    }
+    return false;
+}
+
+/* After the kill, before the rebuild: where the cut fell, counted and described. */
+static const char *cut_where(int aimed)
+{
+    bool ckpt = false, prep = false;
+    for (int shard = 0; shard < 2; shard++) {
+        char path[PATH_MAX + 64];
+        snprintf(path, sizeof(path), "%s/shard-%03d/data.mdb", eng.root, shard);
+        ckpt |= pl_disk_file_differs(eng.shadow, path) == 1;
+        snprintf(path, sizeof(path), "%s/shard-%03d/wal", eng.root, shard);
+        prep |= pl_disk_names_differ(eng.shadow, path) == 1;
+    }
+    where.ckpt_cycles += eng.ckpt;
+    where.aimed += aimed != 0;
+    where.in_checkpoint += ckpt;
+    where.in_prepare += prep;
+    return ckpt && prep ? "inside a checkpoint and a segment's preparation"
+           : ckpt       ? "inside a checkpoint (LMDB writes not synced)"
+           : prep       ? "inside a segment's preparation (names not synced)"
+                        : "outside checkpoints";
+}
+
+/* After the rebuild: the highest segment index and the most segment files a shard's log
+ * has (recycling keeps the files few while the index grows). */
+static void note_segments(void)
+{
+    for (int shard = 0; shard < 2; shard++) {
+        char path[PATH_MAX + 64];
+        snprintf(path, sizeof(path), "%s/shard-%03d/wal", eng.root, shard);
+        DIR *d = opendir(path);
+        if (d == NULL)
+            continue;
+        unsigned long files = 0;
+        for (struct dirent *e; (e = readdir(d)) != NULL;) {
+            if (strlen(e->d_name) != 20 || strcmp(e->d_name + 16, ".log") != 0)
+                continue;
+            unsigned long seg = strtoul(e->d_name, NULL, 16);
+            files++;
+            where.seg_max = seg > where.seg_max ? seg : where.seg_max;
+        }
+        closedir(d);
+        where.files_max = files > where.files_max ? files : where.files_max;
+    }
+}
+
 /* Load on the running engine, then the cut at a random moment, then the rebuild. */
 static void load_and_cut(int nconns, int depth, int cycle)
 {
@@ -651,7 +780,15 @@ static void load_and_cut(int nconns, int depth, int cycle)
     int64_t cut_at = rp_now_ms() + delay;
     while (rp_now_ms() < cut_at && !book.error[0])
         drive(cs, nconns, depth, true, cycle);
+    /* In checkpoint cycles: 1 in 2 cuts aimed at a checkpoint, 1 in 4 at a segment's
+     * preparation (a rename or a new file whose directory is not synced yet). */
+    int aim = eng.ckpt ? rnd(4) : 0; /* 0: no aim, 1: preparation, 2-3: checkpoint */
+    int64_t aim_end = rp_now_ms() + AIM_MAX_MS;
+    while (aim && !(aim == 1 ? in_prepare_hint() : in_checkpoint_hint()) &&
+           rp_now_ms() < aim_end && !book.error[0])
+        drive(cs, nconns, depth, true, cycle);
     engine_kill();
+    const char *fell = cut_where(aim);
     /* Answers the engine sent before it died count: they were on the wire. */
     int64_t drain_end = rp_now_ms() + DRAIN_MS;
     while (drive(cs, nconns, depth, false, cycle) > 0 && rp_now_ms() < drain_end)
@@ -660,11 +797,13 @@ static void load_and_cut(int nconns, int depth, int cycle)
         conn_abandon(&cs[i]);
     if (book.error[0])
         fail_msg("cycle %d: %s", cycle, book.error);
-    print_message(
-        "cut %d (%d connections x %d): after %d ms more, %lu new keys sent, %d answered\n", cycle,
-        nconns, depth, delay, book.keyseq - (unsigned long)sent0, book.nacks - acks0);
+    print_message("cut %d (%d connections x %d%s): after %d ms more, %lu new keys sent, %d "
+                  "answered; %s\n",
+                  cycle, nconns, depth, eng.ckpt ? ", checkpoints" : "", delay,
+                  book.keyseq - (unsigned long)sent0, book.nacks - acks0, fell);
     assert_true(book.nacks - acks0 >= MIN_ACKS);
     rebuild();
+    note_segments();
 }
 
 /* ---- verification after a restart ------------------------------------------------- */
@@ -718,7 +857,8 @@ static void verify_payment(struct pc_conn *pc, const struct pay *p, int cut)
 static void verify_replay(struct pc_conn *pc, const struct ack *a, int cut)
 {
     struct rp_response r;
-    int err = pc_call(pc, "POST", a->path, a->key, a->body[0] ? a->body : NULL, &r);
+    char buf[96 + PAD_MAX];
+    int err = pc_call(pc, "POST", a->path, a->key, wire_body(a->key, a->body, buf), &r);
     if (err)
         fail_msg("replay of %s: transport error %d", a->key, err);
     const char *h = rp_header(&r, "Idempotent-Replayed");
@@ -785,10 +925,13 @@ static void test_power_cuts(void **state)
     print_message("power-loss test: %d cuts, RINGPAY_POWERLOSS_SEED=%u, fsync %ld us\n", cuts,
                   book.seed, eng.sync_us);
     int64_t t0 = rp_now_ms();
+    memset(&where, 0, sizeof(where));
+    eng.ckpt = true;
     engine_start();
     for (int cut = 0; cut < cuts; cut++) {
         bool many = cut % 3 == 2;
         load_and_cut(many ? 64 : 4, many ? 4 : 1, cut);
+        eng.ckpt = (cut + 1) % 3 != 1; /* the next cycle's engine */
         verify_after_cut(cut);
     }
     int code = engine_stop();
@@ -799,12 +942,20 @@ static void test_power_cuts(void **state)
     run_check("after the last restart");
     print_message("%d cuts passed in %.1f s: %d answers and %d payments, none lost\n", cuts,
                   (double)(rp_now_ms() - t0) / 1000.0, book.nacks, book.npays);
+    print_message("%d cycles with constant checkpoints, %d cuts aimed; cuts inside a checkpoint: "
+                  "%d, inside a segment's preparation: %d; the logs reached segment %lu with at "
+                  "most %lu files\n",
+                  where.ckpt_cycles, where.aimed, where.in_checkpoint, where.in_prepare,
+                  where.seg_max, where.files_max);
+    if (where.aimed >= 3 && where.in_checkpoint == 0)
+        fail_msg("no cut fell inside a checkpoint");
 }
 
 /* Sends one POST on pc; returns its status (and keeps the answer in *r). */
 static int post(struct pc_conn *pc, struct req *q, struct rp_response *r)
 {
-    int err = pc_call(pc, "POST", q->path, q->key, q->body[0] ? q->body : NULL, r);
+    char buf[96 + PAD_MAX];
+    int err = pc_call(pc, "POST", q->path, q->key, wire_body(q->key, q->body, buf), r);
     if (err)
         fail_msg("POST %s: transport error %d", q->path, err);
     return r->status;
