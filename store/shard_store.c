@@ -12,7 +12,8 @@
  *   whose meta page was written, txn_durable the highest one a completed fdatasync
  *   covered, txn_durable <= txn_written. They move only in txn_commit() (from the id
  *   LMDB reports after the commit, never from its return code alone), in
- *   shard_store_sync() and at open.
+ *   shard_store_sync() and at open. event_durable, the last event of transaction
+ *   txn_durable, moves with txn_durable (the Kafka replicator sends nothing above it).
  * - Every write of a batch happens inside one write transaction. Any store error
  *   aborts the whole transaction, so a batch is all-or-nothing on disk.
  * - Once a commit or sync failed for another reason than MDB_MAP_FULL/MDB_TXN_FULL
@@ -67,7 +68,8 @@ struct shard_store {
     size_t map_max_bytes;        /* ceiling of growth on MDB_MAP_FULL */
     uint64_t replicated_pending; /* mark to store with the next commit */
     uint64_t replicated_stored;  /* mark on disk */
-    uint64_t event_seq;          /* last event sequence number committed */
+    uint64_t event_seq;          /* last event sequence number committed (at txn_written) */
+    uint64_t event_durable;      /* last event of transaction txn_durable */
     struct shard_store_stats stats;
     bool trim_pending;            /* the outbox may hold events at or below the mark */
     uint64_t txn_written;         /* last transaction id whose meta page was written */
@@ -94,6 +96,7 @@ struct shard_txn {
     int writable;   /* 0 in a read-only transaction */
     size_t swept;   /* idempotency records this transaction deleted */
     size_t trimmed; /* outbox events this transaction deleted */
+    uint64_t event_bytes; /* key and value bytes of the events this transaction appended */
 };
 
 typedef void (*shard_txn_body_fn)(struct shard_txn *t, void *arg);
@@ -177,6 +180,7 @@ static int positions_init(struct shard_store *s)
     if (rc)
         return rc;
     s->txn_durable = s->txn_written;
+    s->event_durable = s->event_seq;
     return 0;
 }
 
@@ -326,8 +330,10 @@ int shard_store_sync(struct shard_store *s)
         rc = mdb_env_sync(s->env, 1);
     if (rc)
         return store_fail(s, errno_of(rc));
-    if (covers > s->txn_durable)
+    if (covers > s->txn_durable) {
         s->txn_durable = covers;
+        s->event_durable = s->event_seq; /* the events of transaction `covers` */
+    }
     return 0;
 }
 
@@ -478,7 +484,7 @@ static void outbox_mark(struct shard_txn *t, bool *trim_done)
  * being txn_written) and wrote its meta page; unchanged, it changed nothing and did no
  * I/O at all, so it proves nothing about durability.
  */
-static int txn_commit(struct shard_store *s, MDB_txn *txn)
+static int txn_commit(struct shard_store *s, MDB_txn *txn, uint64_t event_seq)
 {
     uint64_t id = (uint64_t)mdb_txn_id(txn);
     ASSERT(id == s->txn_written + 1);
@@ -495,10 +501,14 @@ static int txn_commit(struct shard_store *s, MDB_txn *txn)
     if (last == s->txn_written)
         return 0; /* nothing written, nothing synced */
     uint64_t covered = s->defer_meta_sync ? s->txn_written : id;
+    /* s->event_seq is still the last event of the old txn_written. */
+    uint64_t covered_event = s->defer_meta_sync ? s->event_seq : event_seq;
     s->txn_written = id;
-    if (covered > s->txn_durable)
+    if (covered > s->txn_durable) {
         s->txn_durable = covered;
-    ASSERT(s->txn_durable <= s->txn_written);
+        s->event_durable = covered_event;
+    }
+    ASSERT(s->txn_durable <= s->txn_written && s->event_durable <= event_seq);
     return 0;
 }
 
@@ -515,6 +525,7 @@ static int txn_once(struct shard_store *s, struct shard_txn *t, shard_txn_body_f
     t->writable = 1;
     t->swept = 0;
     t->trimmed = 0;
+    t->event_bytes = 0;
     body(t, arg);
     bool trim_done = !s->trim_pending;
     if (t->err == 0)
@@ -529,7 +540,7 @@ static int txn_once(struct shard_store *s, struct shard_txn *t, shard_txn_body_f
         rc = t->err;
         mdb_txn_abort(txn);
     } else {
-        rc = txn_commit(s, txn);
+        rc = txn_commit(s, txn, event_seq);
     }
     t->txn = NULL;
     if (rc == 0) {
@@ -538,6 +549,7 @@ static int txn_once(struct shard_store *s, struct shard_txn *t, shard_txn_body_f
         s->event_seq = event_seq;
         s->stats.idem_swept += t->swept;
         s->stats.outbox_trimmed += t->trimmed;
+        s->stats.event_bytes += t->event_bytes;
     }
     return rc;
 }
@@ -590,6 +602,13 @@ void shard_store_get_stats(const struct shard_store *s, struct shard_store_stats
     out->map_bytes = s->map_bytes;
     out->event_seq = s->event_seq;
     out->replicated_seq = s->replicated_stored;
+    out->event_durable = s->event_durable;
+}
+
+uint64_t shard_store_event_durable(const struct shard_store *s)
+{
+    ASSERT(s != NULL && s->event_durable <= s->event_seq);
+    return s->event_durable;
 }
 
 void shard_store_set_replicated(struct shard_store *s, uint64_t event_seq)
@@ -969,6 +988,7 @@ static int st_event_append(void *ctx, const struct engine_event *ev)
         return rc;
     size_t n = record_event_encode(val.mv_data, &re);
     ASSERT(n == val.mv_size);
+    t->event_bytes += re.merchant_len + re.json_len;
     return 0;
 }
 

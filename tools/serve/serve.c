@@ -37,6 +37,7 @@
 #include "tools/config.h"
 #include "tools/serve/app.h"
 #include "tools/serve/dispatch.h"
+#include "tools/serve/kafka.h"
 #include "tools/serve/shards.h"
 
 static const char serve_usage[] =
@@ -122,10 +123,40 @@ enum {
     O_LOG_LEVEL,
     O_ACCESS_LOG,
     O_JOBS,
+    O_KAFKA_BROKERS,
+    O_KAFKA_CONF,
+    O_REPLICATION,
+    O_REPL_EVENTS,
+    O_REPL_BYTES,
     O_COUNT
 };
 
 static struct xcore mesh;
+static struct kafka *kafka;
+
+/* The Kafka side (tools/serve/kafka.h): the embedded cluster unless --kafka-brokers. */
+static int start_kafka(struct opt *o)
+{
+    char why[512] = "";
+    bool on = strcmp(o[O_REPLICATION].str, "on") == 0;
+    if (!on && strcmp(o[O_REPLICATION].str, "off") != 0) {
+        fprintf(stderr, "ringpay: --replication: expected on or off, got \"%s\"\n",
+                o[O_REPLICATION].str);
+        return -1;
+    }
+    struct kafka_config kc = {
+        .brokers = o[O_KAFKA_BROKERS].set ? o[O_KAFKA_BROKERS].str : NULL,
+        .replication = on,
+        .backlog_events_max = o[O_REPL_EVENTS].num,
+        .backlog_bytes_max = o[O_REPL_BYTES].num,
+        .conf = o[O_KAFKA_CONF].set ? o[O_KAFKA_CONF].str : NULL,
+    };
+    if (kafka_start(&kafka, &kc, why, sizeof(why)) != 0) {
+        fprintf(stderr, "ringpay: %s\n", why);
+        return -1;
+    }
+    return 0;
+}
 
 /* The mesh, the shard threads and the job pools, once the reactors exist. */
 static int start_parts(struct opt *o, struct app *app)
@@ -143,6 +174,7 @@ static int start_parts(struct opt *o, struct app *app)
         .cores = app->cores,
         .idem_ttl_ms = (int64_t)o[O_IDEM_TTL].num * 3600 * 1000,
         .mesh = &mesh,
+        .kafka = kafka,
     };
     if (shards_start(&app->shards, &sc, why, sizeof(why)) != 0) {
         fprintf(stderr, "ringpay: %s\n", why);
@@ -190,7 +222,7 @@ static int start(struct opt *o, struct app *app, struct serve_thread *threads)
         }
         threads[i].reactor = app->reactors[i];
     }
-    if (start_parts(o, app) != 0)
+    if (start_kafka(o) != 0 || start_parts(o, app) != 0)
         return -1;
     for (unsigned i = 0; i < app->cores; i++)
         if (pthread_create(&threads[i].tid, NULL, reactor_main, &threads[i]) != 0) {
@@ -202,8 +234,10 @@ static int start(struct opt *o, struct app *app, struct serve_thread *threads)
 
 int cmd_serve(int argc, char **argv)
 {
-    char cores_def[24], jobs_def[24];
+    char cores_def[24], jobs_def[24], repl_events_def[24], repl_bytes_def[24];
     snprintf(jobs_def, sizeof(jobs_def), "%d", JOB_SMALL_PER_CORE);
+    snprintf(repl_events_def, sizeof(repl_events_def), "%llu", REPL_BACKLOG_EVENTS_DEFAULT);
+    snprintf(repl_bytes_def, sizeof(repl_bytes_def), "%llu", REPL_BACKLOG_BYTES_DEFAULT);
     long online = sysconf(_SC_NPROCESSORS_ONLN);
     snprintf(cores_def, sizeof(cores_def), "%ld", online > 0 ? online : 1);
     struct opt o[O_COUNT] = {
@@ -224,6 +258,19 @@ int cmd_serve(int argc, char **argv)
         [O_JOBS] = {"jobs-per-core", OPT_UINT, jobs_def,
                     "payment requests in flight per core (memory: ~7 KiB each)", 16,
                     JOB_SMALL_PER_CORE},
+        [O_KAFKA_BROKERS] = {"kafka-brokers", OPT_STRING, NULL,
+                             "Kafka bootstrap servers HOST:PORT,... (default: an embedded "
+                             "in-memory cluster)"},
+        [O_KAFKA_CONF] = {"kafka-conf", OPT_STRING, NULL,
+                          "extra librdkafka producer settings name=value;name=value"},
+        [O_REPLICATION] = {"replication", OPT_STRING, "on",
+                           "on, or off (benchmarks: events stay in the outbox, unsent)"},
+        [O_REPL_EVENTS] = {"replication-backlog-events", OPT_UINT, repl_events_def,
+                           "unreplicated events per shard before state changes get 503", 1,
+                           1000000000000ULL},
+        [O_REPL_BYTES] = {"replication-backlog-bytes", OPT_UINT, repl_bytes_def,
+                          "unreplicated event bytes per shard before state changes get 503",
+                          1, 1ULL << 50},
     };
     int rc = config_parse(o, O_COUNT, argc, argv, serve_usage);
     if (rc != 0)
@@ -271,7 +318,15 @@ int cmd_serve(int argc, char **argv)
     snprintf(port, sizeof(port), "%d", reactor_port(app.reactors[0]));
     snprintf(cores, sizeof(cores), "%u", app.cores);
     log_write_str(LOG_INFO, "listening", "listen", o[O_LISTEN].str, "port", port, "cores", cores,
-                  "data", o[O_DATA].str, NULL);
+                  "data", o[O_DATA].str, "kafka", kafka_brokers(kafka), NULL);
+    if (kafka_embedded(kafka))
+        log_write_str(LOG_WARN,
+                      "kafka: embedded cluster (librdkafka's mock brokers): it keeps messages "
+                      "in memory only and loses them at exit; use --kafka-brokers for a real "
+                      "cluster",
+                      "kafka", kafka_brokers(kafka), NULL);
+    else if (kafka_brokers(kafka)[0] == '\0')
+        log_write(LOG_WARN, "replication is off: events stay in the outbox, unsent", NULL);
 
     log_write(LOG_WARN,
               "authentication is not implemented yet: every API request is accepted unsigned; "
@@ -289,6 +344,7 @@ int cmd_serve(int argc, char **argv)
      * which finish whatever is still queued, then free the pools, the mesh and the
      * reactors. */
     shards_stop(app.shards);
+    kafka_stop(kafka);
     dispatch_destroy(app.dispatch);
     xcore_destroy(&mesh);
     for (unsigned i = 0; i < app.cores; i++)

@@ -20,11 +20,13 @@
 #include <unistd.h>
 
 #include "engine/assert.h"
+#include "engine/clock.h"
 #include "engine/limits.h"
 #include "net/reactor.h"
 #include "store/manifest.h"
 #include "store/shard.h"
 #include "store/shard_store.h"
+#include "tools/serve/kafka.h"
 
 struct port {
     struct shards *owner;
@@ -34,6 +36,7 @@ struct port {
     bool ring_ok;
     struct shard shard;
     struct shard_store *store;
+    struct kafka_port kafka; /* the shard's replicator and its wake-up */
     pthread_t tid;
     int running; /* read with __atomic_load_n */
 };
@@ -41,6 +44,7 @@ struct port {
 struct shards {
     unsigned cores;
     struct xcore *mesh;
+    const struct kafka *kafka;
     struct port ports[CORES_MAX];
 };
 
@@ -92,7 +96,9 @@ static void port_reap(struct port *p)
     unsigned head, seen = 0;
     io_uring_for_each_cqe(&p->ring, head, cqe)
     {
-        if (cqe->user_data == REACTOR_WAKE_TAG && cqe->res < 0)
+        if (kafka_port_cqe(&p->kafka, &p->ring, cqe))
+            ; /* the replicator has reports: the loop polls it next */
+        else if (cqe->user_data == REACTOR_WAKE_TAG && cqe->res < 0)
             xcore_wake_failed(p->owner->mesh, p->endpoint);
         seen++;
     }
@@ -166,6 +172,10 @@ static int port_init(struct shards *s, unsigned i, char *why, size_t why_bytes)
     }
     p->ring_ok = true;
     xcore_set_ring_fd(s->mesh, p->endpoint, p->ring.ring_fd);
+    if (s->kafka && (err = kafka_port_open(s->kafka, &p->kafka, i, p->store, &p->ring, why,
+                                           why_bytes)) != 0)
+        return err;
+    p->shard.replicator = p->kafka.repl;
     p->shard.store = p->store;
     p->shard.transport = &port_transport;
     p->shard.transport_ctx = p;
@@ -180,6 +190,7 @@ int shards_start(struct shards **out, const struct shards_config *cfg, char *why
         return -ENOMEM;
     s->cores = cfg->cores;
     s->mesh = cfg->mesh;
+    s->kafka = cfg->kafka;
     int err = open_stores(s, cfg, why, why_bytes);
     for (unsigned i = 0; err == 0 && i < s->cores; i++)
         err = port_init(s, i, why, why_bytes);
@@ -204,6 +215,7 @@ void shards_stop(struct shards *s)
 {
     if (s == NULL)
         return;
+    uint64_t flush_until = clock_mono_ns() + (uint64_t)REPL_CLOSE_FLUSH_MS * 1000000;
     for (unsigned i = 0; i < s->cores; i++) {
         struct port *p = &s->ports[i];
         if (p->running) {
@@ -211,6 +223,7 @@ void shards_stop(struct shards *s)
             pthread_join(p->tid, NULL);
             p->running = 0;
         }
+        kafka_port_close(&p->kafka, flush_until);
         if (p->ring_ok)
             io_uring_queue_exit(&p->ring);
         shard_store_close(p->store);
@@ -222,7 +235,8 @@ bool shards_ready(const struct shards *s)
 {
     for (unsigned i = 0; i < s->cores; i++)
         if (!__atomic_load_n(&s->ports[i].running, __ATOMIC_ACQUIRE) ||
-            __atomic_load_n(&s->ports[i].shard.failed, __ATOMIC_ACQUIRE))
+            __atomic_load_n(&s->ports[i].shard.failed, __ATOMIC_ACQUIRE) ||
+            kafka_port_overloaded(&s->ports[i].kafka))
             return false;
     return true;
 }
@@ -281,4 +295,8 @@ void shards_metrics(const struct shards *s, struct metrics_out *o)
         metrics_sample_u64(o, "ringpay_shard_failed", labels,
                            __atomic_load_n(&s->ports[i].shard.failed, __ATOMIC_ACQUIRE) != 0);
     }
+    const struct kafka_port *kp[CORES_MAX];
+    for (unsigned i = 0; i < s->cores; i++)
+        kp[i] = &s->ports[i].kafka;
+    kafka_metrics(o, kp, s->cores);
 }

@@ -17,12 +17,14 @@
 #include "net/xcore.h"
 
 struct shards;
+struct kafka;
 
 struct shards_config {
     const char *data_dir;
     unsigned cores;      /* shards: one per core */
     int64_t idem_ttl_ms; /* idempotency retention; 0: the default (24 h) */
     struct xcore *mesh;  /* 2 * cores endpoints; the reactors' ring fds already set */
+    const struct kafka *kafka; /* each shard's replicator (tools/serve/kafka.h) */
 };
 
 /*
@@ -36,7 +38,8 @@ int shards_start(struct shards **out, const struct shards_config *cfg, char *why
  * closes the stores. Call after every reactor returned. NULL is a no-op. */
 void shards_stop(struct shards *s);
 
-/* True when every shard thread runs and none has failed (/readyz). Any thread. */
+/* True when every shard thread runs, none has failed and none has a replication
+ * backlog over its bound (/readyz). Any thread. */
 bool shards_ready(const struct shards *s);
 
 /* The shard families of /metrics. Any thread. */
