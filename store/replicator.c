@@ -40,7 +40,7 @@ const char *const replicator_error_names[REPL_ERR_KINDS] = {
 };
 
 const uint32_t replicator_lag_bounds_ms[REPL_LAG_BUCKETS] = {
-    1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000, 60000, 300000,
+    1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 100, 250, 1000, 5000, 30000, 300000,
 };
 
 /* librdkafka's own log lines that reach our log in one window of this many ms, at
