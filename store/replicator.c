@@ -271,8 +271,9 @@ static int conf_set(rd_kafka_conf_t *conf, const char *name, const char *value, 
 static int conf_fill(const struct replicator *r, rd_kafka_conf_t *conf, char *why,
                      size_t why_bytes)
 {
-    char client_id[32], window[16], backoff[16];
+    char client_id[32], window[16], backoff[16], linger[16];
     snprintf(client_id, sizeof(client_id), "ringpay-shard-%u", r->shard);
+    snprintf(linger, sizeof(linger), "%d", REPL_LINGER_MS);
     snprintf(window, sizeof(window), "%u", r->win.cap);
     snprintf(backoff, sizeof(backoff), "%d", REPL_RECONNECT_BACKOFF_MAX_MS);
     const char *const ours[][2] = {
@@ -286,6 +287,7 @@ static int conf_fill(const struct replicator *r, rd_kafka_conf_t *conf, char *wh
         {"reconnect.backoff.max.ms", backoff},
         {"partitioner", "murmur2_random"},
         {"socket.nagle.disable", "true"},
+        {"linger.ms", linger},
         {"log.queue", "true"},
         {"log.connection.close", "false"},
     };
@@ -483,6 +485,7 @@ static void account(struct replicator *r)
 void replicator_poll(struct replicator *r)
 {
     ASSERT(r != NULL);
+    uint64_t t0 = clock_mono_ns();
     if (r->rk == NULL && clock_mono_ns() >= r->retry_at_ns) {
         char why[512];
         if (producer_create(r, why, sizeof(why)) != 0) {
@@ -506,6 +509,8 @@ void replicator_poll(struct replicator *r)
     if (r->restart_why) /* refused at produce time */
         producer_restart(r);
     account(r);
+    stat_add(&r->stats.polls, 1);
+    stat_add(&r->stats.poll_ns, clock_mono_ns() - t0);
 }
 
 void replicator_idle(struct replicator *r)

@@ -102,6 +102,8 @@ struct replicator_stats {
     uint64_t lag_buckets[REPL_LAG_BUCKETS]; /* non-cumulative counts per bucket */
     uint64_t lag_count;                     /* every lag observed (+Inf included) */
     uint64_t lag_sum_ms;
+    uint64_t poll_ns;  /* shard thread time in replicator_poll and replicator_idle */
+    uint64_t polls;    /* calls of replicator_poll */
 };
 
 /*

@@ -338,6 +338,9 @@ void kafka_metrics(struct metrics_out *o, const struct kafka_port *const *ports,
          "down, nothing was delivered for 5 s with events outstanding, or it is being "
          "recreated.",
          offsetof(struct replicator_stats, producer_up)},
+        {"ringpay_replication_polls_total", "counter",
+         "Times the shard loop served its producer and refilled the window.",
+         offsetof(struct replicator_stats, polls)},
         {"ringpay_replication_producer_recreated_total", "counter",
          "Producers destroyed after a fatal error or a failed delivery, and replaced.",
          offsetof(struct replicator_stats, recreated)},
@@ -351,4 +354,15 @@ void kafka_metrics(struct metrics_out *o, const struct kafka_port *const *ports,
         gauge_or_counter(o, ports, n, m[k].name, m[k].type, m[k].help, m[k].off);
     errors(o, ports, n);
     lag(o, ports, n);
+    metrics_family(o, "ringpay_replication_poll_seconds_total", "counter",
+                   "Shard thread time spent serving the producer and refilling the window.");
+    for (unsigned i = 0; i < n; i++) {
+        if (ports[i]->repl == NULL)
+            continue;
+        struct replicator_stats st;
+        replicator_get_stats(ports[i]->repl, &st);
+        char labels[32];
+        snprintf(labels, sizeof(labels), "shard=\"%u\"", i);
+        metrics_sample_seconds(o, "ringpay_replication_poll_seconds_total", labels, st.poll_ns);
+    }
 }
