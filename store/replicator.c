@@ -46,7 +46,7 @@ const uint32_t replicator_lag_bounds_ms[REPL_LAG_BUCKETS] = {
 /* librdkafka's own log lines that reach our log in one window of this many ms, at
  * most; the rest are counted and reported once (a broker that refuses connections
  * makes one line per reconnect and broker). */
-#define REPL_LOG_WINDOW_MS 10000
+#define REPL_LOG_WINDOW_MS  10000
 #define REPL_LOG_PER_WINDOW 10
 
 /* A producer with events outstanding and no delivery report for this long counts as
@@ -83,12 +83,12 @@ struct replicator {
     uint64_t last_commit_n; /* the store's commit count last seen */
     uint64_t last_commit_ns;
 
-    uint64_t bytes_at_open;   /* backlog bytes above the stored mark at create */
-    uint64_t bytes_base;      /* the store's event_bytes at create */
-    uint64_t bytes_passed;    /* bytes the mark passed since create */
-    uint64_t log_window_ns;   /* start of the current log window (shard thread) */
-    unsigned log_lines;       /* librdkafka lines logged in it */
-    unsigned log_dropped;     /* ... and not logged */
+    uint64_t bytes_at_open; /* backlog bytes above the stored mark at create */
+    uint64_t bytes_base;    /* the store's event_bytes at create */
+    uint64_t bytes_passed;  /* bytes the mark passed since create */
+    uint64_t log_window_ns; /* start of the current log window (shard thread) */
+    unsigned log_lines;     /* librdkafka lines logged in it */
+    unsigned log_dropped;   /* ... and not logged */
 
     struct replicator_stats stats;
 };
@@ -188,7 +188,7 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
         stat_add(&r->stats.errors[REPL_ERR_DELIVERY], 1);
     if (r->restart_why == NULL) {
         r->restart_why = m->err == RD_KAFKA_RESP_ERR__FATAL ? "fatal producer error"
-                                                             : "a message failed for good";
+                                                            : "a message failed for good";
         snprintf(r->restart_detail, sizeof(r->restart_detail), "event %llu: %s",
                  (unsigned long long)seq, rd_kafka_err2str(m->err));
     }
@@ -209,8 +209,7 @@ static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
     }
     case RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN:
         if (!r->all_down)
-            say(r, REPL_LOG_WARN, "kafka: all brokers are down; events wait in the outbox",
-                reason);
+            say(r, REPL_LOG_WARN, "kafka: all brokers are down; events wait in the outbox", reason);
         r->all_down = true;
         stat_add(&r->stats.errors[REPL_ERR_TRANSPORT], 1);
         return;
@@ -250,8 +249,9 @@ static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char 
         return;
     }
     r->log_lines++;
-    enum replicator_log_level lv = level <= 3 ? REPL_LOG_ERROR : level == 4 ? REPL_LOG_WARN
-                                                                              : REPL_LOG_INFO;
+    enum replicator_log_level lv = level <= 3   ? REPL_LOG_ERROR
+                                   : level == 4 ? REPL_LOG_WARN
+                                                : REPL_LOG_INFO;
     say(r, lv, "kafka: librdkafka", buf);
 }
 
@@ -268,8 +268,7 @@ static int conf_set(rd_kafka_conf_t *conf, const char *name, const char *value, 
 }
 
 /* Our settings, then the caller's extra ones. */
-static int conf_fill(const struct replicator *r, rd_kafka_conf_t *conf, char *why,
-                     size_t why_bytes)
+static int conf_fill(const struct replicator *r, rd_kafka_conf_t *conf, char *why, size_t why_bytes)
 {
     char client_id[32], window[16], backoff[16], linger[16];
     snprintf(client_id, sizeof(client_id), "ringpay-shard-%u", r->shard);
@@ -364,9 +363,10 @@ static void producer_restart(struct replicator *r)
     uint64_t t0 = clock_mono_ns();
     producer_destroy(r);
     char detail[700];
-    snprintf(detail, sizeof(detail), "%s; resending from event %llu after %llu ms (destroy took %llu ms)",
-             r->restart_detail, (unsigned long long)r->win.mark,
-             (unsigned long long)r->backoff_ms, (unsigned long long)((clock_mono_ns() - t0) / 1000000));
+    snprintf(detail, sizeof(detail),
+             "%s; resending from event %llu after %llu ms (destroy took %llu ms)",
+             r->restart_detail, (unsigned long long)r->win.mark, (unsigned long long)r->backoff_ms,
+             (unsigned long long)((clock_mono_ns() - t0) / 1000000));
     say(r, REPL_LOG_ERROR, r->restart_why, detail);
     repl_window_reset(&r->win);
     r->restart_why = NULL;
@@ -416,8 +416,7 @@ static int send_one(void *arg, const struct shard_event *ev)
     if (rkt)
         err = rd_kafka_producev(
             r->rk, RD_KAFKA_V_RKT(rkt), RD_KAFKA_V_PARTITION(RD_KAFKA_PARTITION_UA),
-            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-            RD_KAFKA_V_KEY((void *)ev->key, ev->key_len),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY((void *)ev->key, ev->key_len),
             RD_KAFKA_V_VALUE((void *)ev->value, ev->value_len),
             RD_KAFKA_V_TIMESTAMP(occurred > 0 ? occurred : 0),
             RD_KAFKA_V_OPAQUE((void *)(uintptr_t)ev->seq), RD_KAFKA_V_END);
@@ -446,8 +445,8 @@ static void refill(struct replicator *r)
         return;
     uint64_t want = durable - r->win.sent;
     struct refill f = {.r = r, .last = durable};
-    int rc = shard_store_outbox_scan(r->store, r->win.sent, want < room ? want : room, send_one,
-                                     &f);
+    int rc =
+        shard_store_outbox_scan(r->store, r->win.sent, want < room ? want : room, send_one, &f);
     if (rc < 0 && r->restart_why == NULL) {
         /* The store could not be read: try again at the next poll. */
         stat_add(&r->stats.errors[REPL_ERR_OTHER], 1);
@@ -608,11 +607,10 @@ int replicator_create(struct replicator **out, struct shard_store *store, unsign
     if (err)
         goto out_free;
     /* The backlog's bytes: one pass over what a restart left above the stored mark. */
-    err = shard_store_outbox_scan(store, st.replicated_seq, SIZE_MAX, count_event,
-                                  &r->bytes_at_open);
+    err =
+        shard_store_outbox_scan(store, st.replicated_seq, SIZE_MAX, count_event, &r->bytes_at_open);
     if (err) {
-        snprintf(why, why_bytes, "kafka: cannot read shard %u's outbox: %s", shard,
-                 strerror(-err));
+        snprintf(why, why_bytes, "kafka: cannot read shard %u's outbox: %s", shard, strerror(-err));
         goto out_window;
     }
     r->bytes_base = st.event_bytes; /* committed since open, already counted above */

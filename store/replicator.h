@@ -91,19 +91,19 @@ struct replicator_stats {
     uint64_t backlog_events; /* event_seq - mark */
     uint64_t backlog_bytes;  /* key + value bytes of those events */
     uint64_t backlog_events_max, backlog_bytes_max;
-    uint64_t in_flight;    /* handed to the producer, no delivery report yet */
-    uint64_t sent;         /* messages handed to producers (resends included) */
-    uint64_t delivered;    /* successful delivery reports */
-    uint64_t recreated;    /* producers destroyed and replaced */
-    uint64_t producer_up;  /* 1, or 0: down (see below) or being recreated */
-    uint64_t overloaded;   /* 1 while the backlog is over a bound */
-    uint64_t refused;      /* state changes the shard refused while overloaded */
+    uint64_t in_flight;   /* handed to the producer, no delivery report yet */
+    uint64_t sent;        /* messages handed to producers (resends included) */
+    uint64_t delivered;   /* successful delivery reports */
+    uint64_t recreated;   /* producers destroyed and replaced */
+    uint64_t producer_up; /* 1, or 0: down (see below) or being recreated */
+    uint64_t overloaded;  /* 1 while the backlog is over a bound */
+    uint64_t refused;     /* state changes the shard refused while overloaded */
     uint64_t errors[REPL_ERR_KINDS];
     uint64_t lag_buckets[REPL_LAG_BUCKETS]; /* non-cumulative counts per bucket */
     uint64_t lag_count;                     /* every lag observed (+Inf included) */
     uint64_t lag_sum_ms;
-    uint64_t poll_ns;  /* shard thread time in replicator_poll and replicator_idle */
-    uint64_t polls;    /* calls of replicator_poll */
+    uint64_t poll_ns; /* shard thread time in replicator_poll and replicator_idle */
+    uint64_t polls;   /* calls of replicator_poll */
 };
 
 /*

@@ -93,10 +93,10 @@ struct shard_store {
 struct shard_txn {
     struct shard_store *s;
     MDB_txn *txn;
-    int err;        /* first LMDB error, 0 while all went well */
-    int writable;   /* 0 in a read-only transaction */
-    size_t swept;   /* idempotency records this transaction deleted */
-    size_t trimmed; /* outbox events this transaction deleted */
+    int err;              /* first LMDB error, 0 while all went well */
+    int writable;         /* 0 in a read-only transaction */
+    size_t swept;         /* idempotency records this transaction deleted */
+    size_t trimmed;       /* outbox events this transaction deleted */
     uint64_t event_bytes; /* key and value bytes of the events this transaction appended */
     bool trim_ran;        /* outbox_trim ran in this transaction */
 };

@@ -61,7 +61,7 @@ static struct rp_server srv;
 
 struct mock {
     pid_t pid;
-    int to; /* its stdin */
+    int to;   /* its stdin */
     int from; /* its stdout */
     char buf[1024];
     size_t len;
@@ -157,7 +157,7 @@ static void mock_stop(struct mock *m)
 /* ---- what the test expects: the answered changes -------------------------------------- */
 
 struct change {
-    char type[24];     /* "payment.authorized", ... */
+    char type[24]; /* "payment.authorized", ... */
     char merchant[72];
     char *object; /* the answer body: the payment, or the refund */
 };
@@ -175,7 +175,7 @@ static void changes_reset(void)
 struct client {
     struct pc_conn pc;
     int key;
-    int refused; /* 503 answers */
+    int refused;        /* 503 answers */
     int retry_after_ok; /* of which with a Retry-After header */
 };
 
@@ -353,8 +353,9 @@ static char *object_of(const char *payload, const char *type)
 /* Appends every message of topic to events (kcat -C -e: from the beginning to the end). */
 static void consume(const char *bootstrap, const char *topic)
 {
-    const char *const argv[] = {"kcat",  "-b", bootstrap, "-C", "-t", topic, "-o", "beginning",
-                                "-e",    "-q", "-f",      "%t\t%p\t%o\t%k\t%s\n", NULL};
+    const char *const argv[] = {"kcat", "-b",        bootstrap, "-C", "-t", topic,
+                                "-o",   "beginning", "-e",      "-q", "-f", "%t\t%p\t%o\t%k\t%s\n",
+                                NULL};
     int code;
     char *out = capture(argv, KCAT_MS, &code);
     if (code != 0)
@@ -390,8 +391,8 @@ static void consume(const char *bootstrap, const char *topic)
 static void consume_all(const char *bootstrap)
 {
     events_reset();
-    static const char *const topics[] = {"payment.authorized", "payment.captured",
-                                         "payment.voided", "payment.refunded"};
+    static const char *const topics[] = {"payment.authorized", "payment.captured", "payment.voided",
+                                         "payment.refunded"};
     for (size_t i = 0; i < 4; i++)
         consume(bootstrap, topics[i]);
 }
@@ -658,8 +659,8 @@ static void test_kill9_resumes_from_the_mark(void **state)
                   backlog, sent, delivered, stored_before);
     assert_true(backlog > 0);
     mock_cmd(&mk, "rtt 0");
-    const char *args[] = {"--cores", "2", "--access-log", "off", "--kafka-brokers", mk.bootstrap,
-                          NULL};
+    const char *args[] = {"--cores",    "2", "--access-log", "off", "--kafka-brokers",
+                          mk.bootstrap, NULL};
     assert_int_equal(pc_server_restart(&srv, args), 0);
     pc_close(&c.pc);
     pc_init(&c.pc, srv.port);

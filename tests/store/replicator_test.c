@@ -29,7 +29,7 @@
 #include "store/replicator.h"
 #include "store/shard_store.h"
 
-#define NOW_MS 1764064800123LL
+#define NOW_MS  1764064800123LL
 #define WAIT_MS 15000
 
 static rd_kafka_t *mock_rk;
@@ -179,8 +179,7 @@ static uint64_t poll_until_mark(struct replicator *r, uint64_t mark)
         if (st.mark >= mark)
             break;
         if (clock_mono_ns() > deadline)
-            fail_msg("mark %llu, want %llu", (unsigned long long)st.mark,
-                     (unsigned long long)mark);
+            fail_msg("mark %llu, want %llu", (unsigned long long)st.mark, (unsigned long long)mark);
         usleep(1000);
     }
     return max_in_flight;

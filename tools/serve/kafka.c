@@ -32,8 +32,8 @@ struct kafka {
     rd_kafka_t *mock_rk; /* the embedded cluster's handle */
     char brokers[1024];
     uint64_t events_max, bytes_max;
-    char *conf_text;                       /* a copy of --kafka-conf, split in place */
-    const char *conf[KAFKA_CONF_MAX + 1];  /* NULL-terminated */
+    char *conf_text;                      /* a copy of --kafka-conf, split in place */
+    const char *conf[KAFKA_CONF_MAX + 1]; /* NULL-terminated */
 };
 
 static void repl_log(void *ctx, enum replicator_log_level level, unsigned shard, const char *msg,
@@ -41,7 +41,7 @@ static void repl_log(void *ctx, enum replicator_log_level level, unsigned shard,
 {
     char s[16];
     snprintf(s, sizeof(s), "%u", shard);
-    enum log_level lv = level == REPL_LOG_ERROR ? LOG_ERROR
+    enum log_level lv = level == REPL_LOG_ERROR  ? LOG_ERROR
                         : level == REPL_LOG_WARN ? LOG_WARN
                                                  : LOG_INFO;
     log_write_str(lv, msg, "shard", s, "detail", detail ? detail : "", NULL);
@@ -69,8 +69,10 @@ static int conf_split(struct kafka *k, const char *text, char *why, size_t why_b
     for (char *save = NULL, *tok = strtok_r(k->conf_text, ";", &save); tok;
          tok = strtok_r(NULL, ";", &save)) {
         if (n == KAFKA_CONF_MAX || strchr(tok, '=') == NULL) {
-            snprintf(why, why_bytes, "--kafka-conf: expected up to %d name=value settings "
-                     "separated by ';', got \"%s\"", KAFKA_CONF_MAX, tok);
+            snprintf(why, why_bytes,
+                     "--kafka-conf: expected up to %d name=value settings "
+                     "separated by ';', got \"%s\"",
+                     KAFKA_CONF_MAX, tok);
             return -EINVAL;
         }
         k->conf[n++] = tok;
@@ -176,8 +178,7 @@ static int port_arm(struct kafka_port *kp, struct io_uring *ring)
 }
 
 int kafka_port_open(const struct kafka *k, struct kafka_port *kp, unsigned shard,
-                    struct shard_store *store, struct io_uring *ring, char *why,
-                    size_t why_bytes)
+                    struct shard_store *store, struct io_uring *ring, char *why, size_t why_bytes)
 {
     memset(kp, 0, sizeof(*kp));
     if (!k->replication)
@@ -331,8 +332,7 @@ void kafka_metrics(struct metrics_out *o, const struct kafka_port *const *ports,
          "Messages handed to the producer (resends after a recreation included).",
          offsetof(struct replicator_stats, sent)},
         {"ringpay_replication_delivered_total", "counter",
-         "Successful delivery reports (acks=all).",
-         offsetof(struct replicator_stats, delivered)},
+         "Successful delivery reports (acks=all).", offsetof(struct replicator_stats, delivered)},
         {"ringpay_replication_producer_up", "gauge",
          "1 when the producer delivers or has nothing to deliver; 0 when all brokers are "
          "down, nothing was delivered for 5 s with events outstanding, or it is being "

@@ -63,8 +63,7 @@ struct kafka_port {
  * wait). 0, or -errno with one line in why.
  */
 int kafka_port_open(const struct kafka *k, struct kafka_port *kp, unsigned shard,
-                    struct shard_store *store, struct io_uring *ring, char *why,
-                    size_t why_bytes);
+                    struct shard_store *store, struct io_uring *ring, char *why, size_t why_bytes);
 
 /* Handles a completion of the shard ring: true when it was the port's wake-up read
  * (re-armed here), false when it belongs to someone else. Shard thread. */

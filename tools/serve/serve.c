@@ -269,8 +269,8 @@ int cmd_serve(int argc, char **argv)
                            "unreplicated events per shard before state changes get 503", 1,
                            1000000000000ULL},
         [O_REPL_BYTES] = {"replication-backlog-bytes", OPT_UINT, repl_bytes_def,
-                          "unreplicated event bytes per shard before state changes get 503",
-                          1, 1ULL << 50},
+                          "unreplicated event bytes per shard before state changes get 503", 1,
+                          1ULL << 50},
     };
     int rc = config_parse(o, O_COUNT, argc, argv, serve_usage);
     if (rc != 0)

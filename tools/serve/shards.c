@@ -172,8 +172,8 @@ static int port_init(struct shards *s, unsigned i, char *why, size_t why_bytes)
     }
     p->ring_ok = true;
     xcore_set_ring_fd(s->mesh, p->endpoint, p->ring.ring_fd);
-    if (s->kafka && (err = kafka_port_open(s->kafka, &p->kafka, i, p->store, &p->ring, why,
-                                           why_bytes)) != 0)
+    if (s->kafka &&
+        (err = kafka_port_open(s->kafka, &p->kafka, i, p->store, &p->ring, why, why_bytes)) != 0)
         return err;
     p->shard.replicator = p->kafka.repl;
     p->shard.store = p->store;
