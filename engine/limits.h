@@ -326,7 +326,7 @@ _Static_assert(API_ERROR_BODY_MAX_BYTES <= ENGINE_ANSWER_MAX_BYTES,
 
 _Static_assert(REPL_WINDOW_EVENTS >= 2 * SHARD_BATCH_MAX,
                "a full batch's events fit the window while the previous one is in flight");
-_Static_assert((unsigned long long)REPL_WINDOW_EVENTS * ENGINE_EVENT_MAX_BYTES <= (32ULL << 20),
+_Static_assert((unsigned long long)REPL_WINDOW_EVENTS *ENGINE_EVENT_MAX_BYTES <= (32ULL << 20),
                "the window stays within 32 MiB of librdkafka memory per shard");
 _Static_assert(REPL_BACKLOG_EVENTS_DEFAULT >= 100ULL * SHARD_BATCH_MAX,
                "the default backlog outlasts many full batches");

@@ -24,6 +24,7 @@ struct shards_config {
     unsigned cores;      /* shards: one per core */
     int64_t idem_ttl_ms; /* idempotency retention; 0: the default (24 h) */
     struct xcore *mesh;  /* 2 * cores endpoints; the reactors' ring fds already set */
+
     const struct kafka *kafka; /* each shard's replicator (tools/serve/kafka.h) */
 };
 
