@@ -263,7 +263,11 @@ static int conf_set(rd_kafka_conf_t *conf, const char *name, const char *value, 
     char err[256];
     if (rd_kafka_conf_set(conf, name, value, err, sizeof(err)) == RD_KAFKA_CONF_OK)
         return 0;
-    snprintf(why, why_bytes, "kafka setting %s=%s: %s", name, value, err);
+    /* Never the value: it may be a password (sasl.password through --kafka-conf), and
+     * librdkafka's own message quotes it when it is invalid. */
+    bool secret = strstr(name, "password") || strstr(name, "secret") || strstr(name, ".key");
+    snprintf(why, why_bytes, "kafka setting %s: %s", name,
+             secret ? "invalid (the value is not shown)" : err);
     return -EINVAL;
 }
 
