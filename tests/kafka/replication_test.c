@@ -46,112 +46,24 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "kafka_client.h"
 #include "pay_client.h"
 
-#define NSHARDS       2
-#define CHANGES_MAX   20000
-#define EVENTS_MAX    40000
-#define DRAIN_MS      60000 /* a drained backlog within this after the brokers return */
-#define KCAT_MS       60000
-#define MOCK_START_MS 10000
+#define NSHARDS     2
+#define CHANGES_MAX 20000
+#define EVENTS_MAX  40000
+#define DRAIN_MS    60000 /* a drained backlog within this after the brokers return */
+#define KCAT_MS     60000
 
 static struct rp_server srv;
 
-/* ---- the mock cluster process -------------------------------------------------------- */
+static struct kc_mock mk;
 
-struct mock {
-    pid_t pid;
-    int to;   /* its stdin */
-    int from; /* its stdout */
-    char buf[1024];
-    size_t len;
-    char bootstrap[640];
-};
-
-static struct mock mk;
-
-/* One line from fd within timeout_ms into line (without the newline). 0 or -ETIMEDOUT. */
-static int mock_line(struct mock *m, char *line, size_t cap, int timeout_ms)
+static void mock_cmd(struct kc_mock *m, const char *cmd)
 {
-    int64_t deadline = rp_now_ms() + timeout_ms;
-    for (;;) {
-        char *nl = memchr(m->buf, '\n', m->len);
-        if (nl) {
-            size_t n = (size_t)(nl - m->buf);
-            snprintf(line, cap, "%.*s", (int)n, m->buf);
-            memmove(m->buf, nl + 1, m->len - n - 1);
-            m->len -= n + 1;
-            return 0;
-        }
-        int left = (int)(deadline - rp_now_ms());
-        if (left <= 0 || m->len == sizeof(m->buf))
-            return -ETIMEDOUT;
-        struct pollfd p = {.fd = m->from, .events = POLLIN};
-        if (poll(&p, 1, left) <= 0)
-            continue;
-        ssize_t got = read(m->from, m->buf + m->len, sizeof(m->buf) - m->len);
-        if (got <= 0)
-            return -EPIPE;
-        m->len += (size_t)got;
-    }
-}
-
-static void mock_start(struct mock *m)
-{
-    int in[2], out[2];
-    assert_int_equal(pipe2(in, O_CLOEXEC), 0);
-    assert_int_equal(pipe2(out, O_CLOEXEC), 0);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        dup2(in[0], 0);
-        dup2(out[1], 1);
-        execl(RP_MOCK_KAFKA, RP_MOCK_KAFKA, "3", (char *)NULL);
-        _exit(127);
-    }
-    close(in[0]);
-    close(out[1]);
-    memset(m, 0, sizeof(*m));
-    m->pid = pid;
-    m->to = in[1];
-    m->from = out[0];
-    char line[600];
-    assert_int_equal(mock_line(m, line, sizeof(line), MOCK_START_MS), 0);
-    assert_int_equal(strncmp(line, "bootstrap ", 10), 0);
-    snprintf(m->bootstrap, sizeof(m->bootstrap), "%s", line + 10);
-}
-
-/* Sends one command and asserts its "ok". */
-static void mock_cmd(struct mock *m, const char *cmd)
-{
-    char line[256];
-    snprintf(line, sizeof(line), "%s\n", cmd);
-    assert_int_equal(write(m->to, line, strlen(line)), (ssize_t)strlen(line));
-    assert_int_equal(mock_line(m, line, sizeof(line), 10000), 0);
-    if (strcmp(line, "ok") != 0)
-        fail_msg("rp_mock_kafka: %s: %s", cmd, line);
-}
-
-static void mock_stop(struct mock *m)
-{
-    if (m->pid <= 0)
-        return;
-    ssize_t w = write(m->to, "quit\n", 5);
-    (void)w;
-    close(m->to);
-    close(m->from);
-    int64_t deadline = rp_now_ms() + 5000;
-    int st;
-    while (waitpid(m->pid, &st, WNOHANG) == 0) {
-        if (rp_now_ms() > deadline) {
-            kill(m->pid, SIGKILL);
-            waitpid(m->pid, &st, 0);
-            break;
-        }
-        rp_sleep_ms(10);
-    }
-    m->pid = 0;
+    int rc = kc_mock_cmd(m, cmd);
+    if (rc)
+        fail_msg("rp_mock_kafka: %s: %d", cmd, rc);
 }
 
 /* ---- what the test expects: the answered changes -------------------------------------- */
@@ -265,79 +177,25 @@ static int lifecycle(struct client *c, int i, int merchants, bool require_2xx)
 /* ---- what Kafka holds: kcat ------------------------------------------------------------ */
 
 struct event {
-    char topic[24];
-    int partition;
-    long long offset;
-    char key[72];
-    char *payload;
-    char event_id[32];
-    unsigned shard;
-    unsigned long long seq;
-    char *object; /* inside payload: the payment or the refund (NUL-terminated copy) */
-    bool dup;
+    struct kc_msg m;
+    char *object; /* inside the payload: the payment or the refund (a copy) */
 };
 
 static struct event *events;
+static struct kc_msg *msgs;
 static size_t nevents;
 
 static void events_reset(void)
 {
     for (size_t i = 0; i < nevents; i++) {
-        free(events[i].payload);
+        free(events[i].m.payload);
         free(events[i].object);
     }
     nevents = 0;
 }
 
-/* Runs argv with stdout captured (bounded in time and size). Returns the malloc'd output;
- * *code gets the exit status (or -1 when killed). */
-static char *capture(const char *const argv[], int timeout_ms, int *code)
-{
-    int out[2];
-    assert_int_equal(pipe2(out, O_CLOEXEC), 0);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        dup2(out[1], 1);
-        execvp(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    close(out[1]);
-    size_t cap = 1 << 20, len = 0;
-    char *buf = malloc(cap);
-    assert_non_null(buf);
-    int64_t deadline = rp_now_ms() + timeout_ms;
-    bool killed = false;
-    for (;;) {
-        int left = (int)(deadline - rp_now_ms());
-        if (left <= 0) {
-            kill(pid, SIGKILL);
-            killed = true;
-            break;
-        }
-        struct pollfd p = {.fd = out[0], .events = POLLIN};
-        if (poll(&p, 1, left) <= 0)
-            continue;
-        if (len + 65536 > cap) {
-            cap *= 2;
-            buf = realloc(buf, cap);
-            assert_non_null(buf);
-        }
-        ssize_t got = read(out[0], buf + len, cap - len - 1);
-        if (got <= 0)
-            break;
-        len += (size_t)got;
-    }
-    close(out[0]);
-    int st = 0;
-    waitpid(pid, &st, 0);
-    *code = killed ? -1 : WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-    buf[len] = '\0';
-    return buf;
-}
-
-/* The raw text of the object after `"name":` in a flat event (our own rendering). */
+/* The raw text of the refund (payment.refunded) or of the payment: flat objects of our
+ * own rendering, the payment last. */
 static char *object_of(const char *payload, const char *type)
 {
     bool refund = strcmp(type, "payment.refunded") == 0;
@@ -353,39 +211,19 @@ static char *object_of(const char *payload, const char *type)
 /* Appends every message of topic to events (kcat -C -e: from the beginning to the end). */
 static void consume(const char *bootstrap, const char *topic)
 {
-    const char *const argv[] = {"kcat", "-b",        bootstrap, "-C", "-t", topic,
-                                "-o",   "beginning", "-e",      "-q", "-f", "%t\t%p\t%o\t%k\t%s\n",
-                                NULL};
-    int code;
-    char *out = capture(argv, KCAT_MS, &code);
-    if (code != 0)
-        fail_msg("kcat on %s exited %d (is kcat installed? ./dev.sh installs it)", topic, code);
-    char *save = NULL;
-    for (char *line = strtok_r(out, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-        assert_true(nevents < EVENTS_MAX);
+    size_t n = 0;
+    int rc = kc_consume(bootstrap, topic, KCAT_MS, msgs, EVENTS_MAX - nevents, &n);
+    if (rc)
+        fail_msg("kcat on %s: %d (is kcat installed? ./dev.sh installs it)", topic, rc);
+    for (size_t i = 0; i < n; i++) {
         struct event *e = &events[nevents++];
-        memset(e, 0, sizeof(*e));
-        char *f[5];
-        f[0] = line;
-        for (int k = 1; k < 5; k++) {
-            f[k] = strchr(f[k - 1], '\t');
-            assert_non_null(f[k]);
-            *f[k]++ = '\0';
-        }
-        snprintf(e->topic, sizeof(e->topic), "%s", f[0]);
-        e->partition = atoi(f[1]);
-        e->offset = atoll(f[2]);
-        snprintf(e->key, sizeof(e->key), "%s", f[3]);
-        e->payload = strdup(f[4]);
+        e->m = msgs[i];
         char type[32];
-        assert_true(pc_body_str(e->payload, "event_id", e->event_id, sizeof(e->event_id)));
-        assert_true(pc_body_str(e->payload, "type", type, sizeof(type)));
-        assert_string_equal(type, e->topic);
-        assert_int_equal(sscanf(e->event_id, "evt_%2x_%16llx", &e->shard, &e->seq), 2);
-        e->object = object_of(e->payload, type);
+        assert_true(pc_body_str(e->m.payload, "type", type, sizeof(type)));
+        assert_string_equal(type, e->m.topic);
+        e->object = object_of(e->m.payload, type);
         assert_non_null(e->object);
     }
-    free(out);
 }
 
 static void consume_all(const char *bootstrap)
@@ -416,21 +254,21 @@ static void wait_drained(int port, int timeout_ms)
 static int by_id_then_offset(const void *a, const void *b)
 {
     const struct event *x = *(struct event *const *)a, *y = *(struct event *const *)b;
-    int c = strcmp(x->event_id, y->event_id);
+    int c = strcmp(x->m.event_id, y->m.event_id);
     if (c)
         return c;
-    return x->offset < y->offset ? -1 : x->offset > y->offset;
+    return x->m.offset < y->m.offset ? -1 : x->m.offset > y->m.offset;
 }
 
 static int by_place(const void *a, const void *b)
 {
     const struct event *x = a, *y = b;
-    int c = strcmp(x->topic, y->topic);
+    int c = strcmp(x->m.topic, y->m.topic);
     if (c)
         return c;
-    if (x->partition != y->partition)
-        return x->partition - y->partition;
-    return x->offset < y->offset ? -1 : x->offset > y->offset;
+    if (x->m.partition != y->m.partition)
+        return x->m.partition - y->m.partition;
+    return x->m.offset < y->m.offset ? -1 : x->m.offset > y->m.offset;
 }
 
 static int cmp_str(const void *a, const void *b)
@@ -455,13 +293,13 @@ static size_t mark_duplicates(void)
     qsort(idx, nevents, sizeof(*idx), by_id_then_offset);
     size_t dups = 0;
     for (size_t i = 1; i < nevents; i++) {
-        if (strcmp(idx[i]->event_id, idx[i - 1]->event_id) != 0)
+        if (strcmp(idx[i]->m.event_id, idx[i - 1]->m.event_id) != 0)
             continue;
         const struct event *first = idx[i - 1]; /* same bytes as the first, by induction */
-        assert_string_equal(idx[i]->payload, first->payload);
-        assert_string_equal(idx[i]->topic, first->topic);
-        assert_int_equal(idx[i]->partition, first->partition);
-        idx[i]->dup = true;
+        assert_string_equal(idx[i]->m.payload, first->m.payload);
+        assert_string_equal(idx[i]->m.topic, first->m.topic);
+        assert_int_equal(idx[i]->m.partition, first->m.partition);
+        idx[i]->m.dup = true;
         dups++;
     }
     free(idx);
@@ -484,38 +322,65 @@ static size_t verify(void)
     size_t ngot = 0;
     for (size_t i = 0; i < nevents; i++) {
         struct event *e = &events[i];
-        if (e->dup)
+        if (e->m.dup)
             continue;
         char merchant[72];
-        const char *pay = strstr(e->payload, "\"payment\":{");
+        const char *pay = strstr(e->m.payload, "\"payment\":{");
         assert_non_null(pay);
         char *payment = strndup(pay + 10, strlen(pay + 10) - 1); /* without the event's } */
         assert_true(pc_body_str(payment, "merchant_id", merchant, sizeof(merchant)));
         free(payment);
-        assert_string_equal(e->key, merchant);
-        assert_true(e->shard < NSHARDS);
-        count[e->shard]++;
-        if (e->seq > max_seq[e->shard])
-            max_seq[e->shard] = e->seq;
-        got[ngot++] = line_of(e->topic, e->object);
+        assert_string_equal(e->m.key, merchant);
+        assert_true(e->m.shard < NSHARDS);
+        count[e->m.shard]++;
+        if (e->m.seq > max_seq[e->m.shard])
+            max_seq[e->m.shard] = e->m.seq;
+        got[ngot++] = line_of(e->m.topic, e->object);
     }
     for (unsigned s = 0; s < NSHARDS; s++)
-        if (count[s] != max_seq[s])
+        if (count[s] != max_seq[s]) {
+            char *seen = calloc(max_seq[s] + 1, 1);
+            for (size_t i = 0; i < nevents; i++)
+                if (!events[i].m.dup && events[i].m.shard == s)
+                    seen[events[i].m.seq] = 1;
+            for (unsigned long long q = 1; q <= max_seq[s]; q++)
+                if (!seen[q])
+                    print_error("shard %u: event %llu is missing\n", s, q);
+            free(seen);
+            /* Did the consumer miss offsets, or did the cluster never store the event? */
+            for (size_t i = 0; i < nevents;) {
+                size_t j = i;
+                long long expect = events[i].m.offset;
+                int holes = 0;
+                while (j < nevents && strcmp(events[j].m.topic, events[i].m.topic) == 0 &&
+                       events[j].m.partition == events[i].m.partition) {
+                    holes += events[j].m.offset != expect;
+                    expect = events[j].m.offset + 1;
+                    j++;
+                }
+                print_error("  %s[%d]: %zu messages, offsets %lld..%lld, %d holes\n",
+                            events[i].m.topic, events[i].m.partition, j - i, events[i].m.offset,
+                            expect - 1, holes);
+                i = j;
+            }
+            rp_server_dump_log(&srv, 16384);
             fail_msg("shard %u: %llu events but the last sequence is %llu (a gap)", s, count[s],
                      max_seq[s]);
+        }
     /* Commit order within each topic and partition, per merchant. */
     for (size_t i = 0; i < nevents; i++) {
-        if (events[i].dup)
+        const struct kc_msg *a = &events[i].m;
+        if (a->dup)
             continue;
-        for (size_t j = i + 1; j < nevents && strcmp(events[j].topic, events[i].topic) == 0 &&
-                               events[j].partition == events[i].partition;
+        for (size_t j = i + 1; j < nevents && strcmp(events[j].m.topic, a->topic) == 0 &&
+                               events[j].m.partition == a->partition;
              j++) {
-            if (events[j].dup || strcmp(events[j].key, events[i].key) != 0)
+            const struct kc_msg *b = &events[j].m;
+            if (b->dup || strcmp(b->key, a->key) != 0)
                 continue;
-            if (events[j].seq <= events[i].seq)
-                fail_msg("%s[%d]: %s at offset %lld after %s at %lld", events[i].topic,
-                         events[i].partition, events[j].event_id, events[j].offset,
-                         events[i].event_id, events[i].offset);
+            if (b->seq <= a->seq)
+                fail_msg("%s[%d]: %s at offset %lld after %s at %lld", a->topic, a->partition,
+                         b->event_id, b->offset, a->event_id, a->offset);
             break; /* the next one of this merchant is checked from j on */
         }
     }
@@ -546,13 +411,14 @@ static int setup(void **state)
 {
     changes = calloc(CHANGES_MAX, sizeof(*changes));
     events = calloc(EVENTS_MAX, sizeof(*events));
-    return changes && events ? 0 : -1;
+    msgs = calloc(EVENTS_MAX, sizeof(*msgs));
+    return changes && events && msgs ? 0 : -1;
 }
 
 static int teardown(void **state)
 {
     pc_teardown(state);
-    mock_stop(&mk);
+    kc_mock_stop(&mk);
     changes_reset();
     events_reset();
     return 0;
@@ -563,7 +429,7 @@ static void start_both(struct client *c, const char *const extra[])
 {
     changes_reset();
     events_reset();
-    mock_start(&mk);
+    assert_int_equal(kc_mock_start(&mk, RP_MOCK_KAFKA), 0);
     const char *args[24] = {"--cores", "2", "--access-log", "off", "--kafka-brokers", mk.bootstrap};
     int n = 6;
     for (int i = 0; extra && extra[i]; i++)
@@ -776,13 +642,25 @@ static void test_backlog_bound_bytes(void **state)
     backlog_bound(extra, 40);
 }
 
-/* Produce requests failing: retriable errors (librdkafka retries, in order) and one that
+/*
+ * Produce requests failing: retriable errors (librdkafka retries, in order) and one that
  * fails a batch for good (the gapless guarantee makes it fatal: the producer is
- * recreated and resends from the mark). Nothing is lost. */
+ * recreated and resends from the mark). Nothing is lost.
+ *
+ * One produce request in flight per broker connection: librdkafka's idempotent producer
+ * takes a later request's success as proof that an earlier failed one of the same
+ * partition was persisted too ("implicit ack"), which holds against a real broker (it
+ * refuses a sequence gap with OUT_OF_ORDER_SEQUENCE_NUMBER), but librdkafka's mock
+ * cluster checks sequences only for transactional producers: with requests pipelined,
+ * an injected error on the first and a success on the second lose the first's messages
+ * in the mock alone (seen here: 1 or 2 events in 120). Production keeps librdkafka's 5.
+ */
 static void test_produce_errors(void **state)
 {
     struct client c;
-    start_both(&c, NULL);
+    static const char *const one_in_flight[] = {"--kafka-conf",
+                                                "max.in.flight.requests.per.connection=1", NULL};
+    start_both(&c, one_in_flight);
     int i = 0;
     for (; i < 10; i++)
         lifecycle(&c, i, 10, true);
