@@ -4,7 +4,9 @@
 #  1. Durable authorize throughput with replication on (the embedded cluster, the
 #     default) versus --replication off, same load generator (`ringpay load`, closed
 #     loop, CONNS keep-alive connections), both engines side by side, alternating
-#     ROUNDS times (the order flips every round); medians and per-round ratios.
+#     ROUNDS short runs (the order flips every round); medians, the per-round ratios and
+#     their median, and each engine's CPU time per request (from /proc, the embedded
+#     cluster's threads included), which other tenants of the machine disturb less.
 #  2. Replication lag (commit to delivery report) p50/p99 at half of the replicating
 #     engine's median maximum, open loop, from the engine's lag histogram (delta over
 #     the run; quantiles interpolated inside a bucket, like Prometheus).
@@ -15,14 +17,14 @@
 #     backlog at that moment over the time until it is empty (polled every 50 ms), set
 #     against the rate events were produced during the outage.
 #
-# usage: bench/replication.sh [build dir]   (env: CONNS=64 DURATION=10 ROUNDS=5
+# usage: bench/replication.sh [build dir]   (env: CONNS=64 DURATION=6 ROUNDS=10
 #        CORES=$(nproc) OUTAGE_S=60 OUTAGE_RATE=<half> SKIP_DRAIN=)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${1:-build}
 CONNS=${CONNS:-64}
-DURATION=${DURATION:-10}
-ROUNDS=${ROUNDS:-5}
+DURATION=${DURATION:-6}
+ROUNDS=${ROUNDS:-10}
 CORES=${CORES:-$(nproc)}
 OUTAGE_S=${OUTAGE_S:-60}
 ON_PORT=18380
@@ -65,32 +67,63 @@ PY
 
 # ---- 1. throughput, on versus off ----------------------------------------------------
 serve $ON_PORT on
+on_pid=$!
 serve $OFF_PORT off --replication off
 off_pid=$!
 ready $ON_PORT
 ready $OFF_PORT
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+measure() { # port pid name: one run, its JSON line and the engine's CPU ticks
+    local c0 c1
+    c0=$(cpu_ticks "$2")
+    load "$1" >>"$tmp/$3.json"
+    c1=$(cpu_ticks "$2")
+    echo $((c1 - c0)) >>"$tmp/$3.cpu"
+}
+load0=$(cut -d' ' -f1 /proc/loadavg)
 for r in $(seq "$ROUNDS"); do
     if [ $((r % 2)) -eq 1 ]; then
-        load $ON_PORT >>"$tmp/on.json"
-        load $OFF_PORT >>"$tmp/off.json"
+        measure $ON_PORT "$on_pid" on
+        measure $OFF_PORT "$off_pid" off
     else
-        load $OFF_PORT >>"$tmp/off.json"
-        load $ON_PORT >>"$tmp/on.json"
+        measure $OFF_PORT "$off_pid" off
+        measure $ON_PORT "$on_pid" on
     fi
 done
+load1=$(cut -d' ' -f1 /proc/loadavg)
 on_rps=$(median "$tmp/on.json" 'd["rps"]')
 off_rps=$(median "$tmp/off.json" 'd["rps"]')
-ratios=$(paste -d' ' <(python3 -c 'import json,sys; [print(json.loads(l)["rps"]) for l in open(sys.argv[1])]' "$tmp/on.json") \
-    <(python3 -c 'import json,sys; [print(json.loads(l)["rps"]) for l in open(sys.argv[1])]' "$tmp/off.json") |
-    awk '{ printf "%.2f ", $1 / $2 }')
-echo "cores=$CORES connections=$CONNS duration=${DURATION}s rounds=$ROUNDS (order flips every round)"
+summary=$(python3 - "$tmp" "$(getconf CLK_TCK)" <<'PY'
+import json, statistics, sys
+tmp, hz = sys.argv[1], int(sys.argv[2])
+def rows(n):
+    return [json.loads(l) for l in open(f"{tmp}/{n}.json")]
+def cpu_us(n):
+    r = rows(n)
+    ticks = [int(l) for l in open(f"{tmp}/{n}.cpu")]
+    return [t / hz * 1e6 / d["ok"] for t, d in zip(ticks, r)]
+on, off = rows("on"), rows("off")
+ratios = [a["rps"] / b["rps"] for a, b in zip(on, off)]
+cu_on, cu_off = cpu_us("on"), cpu_us("off")
+print("on / off requests/s: median of the per-round ratios %.2f (ratio of the medians %.2f);"
+      " per round: %s" % (statistics.median(ratios),
+      statistics.median(d["rps"] for d in on) / statistics.median(d["rps"] for d in off),
+      " ".join("%.2f" % x for x in ratios)))
+print("engine CPU per request (median): on %.0f µs, off %.0f µs (+%.0f µs, %.2f×)"
+      % (statistics.median(cu_on), statistics.median(cu_off),
+         statistics.median(cu_on) - statistics.median(cu_off),
+         statistics.median(cu_on) / statistics.median(cu_off)))
+PY
+)
+echo "cores=$CORES connections=$CONNS duration=${DURATION}s rounds=$ROUNDS (order flips every round);" \
+    "load average $load0 before, $load1 after"
 echo
 echo "| engine | requests/s (median) | p50 µs | p99 µs |"
 echo "|---|---:|---:|---:|"
 echo "| replication on (embedded cluster) | $(printf %.0f "$on_rps") | $(median "$tmp/on.json" 'd["latency_us"]["p50"]') | $(median "$tmp/on.json" 'd["latency_us"]["p99"]') |"
 echo "| --replication off | $(printf %.0f "$off_rps") | $(median "$tmp/off.json" 'd["latency_us"]["p50"]') | $(median "$tmp/off.json" 'd["latency_us"]["p99"]') |"
 echo
-echo "on / off: median $(python3 -c "print('%.2f' % ($on_rps / $off_rps))"); per round: $ratios"
+echo "$summary"
 kill "$off_pid" # the engine without replication is not needed any more
 
 # ---- 2. replication lag at half the maximum ------------------------------------------

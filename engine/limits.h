@@ -149,14 +149,6 @@
  * batch can append (one per operation), so the trim outruns any insert rate. */
 #define SHARD_OUTBOX_TRIM_MAX 8192
 
-/* A trim starts only once the replicated mark is this many events past the last
- * finished one. Trimming the few events each commit replicated rewrites the outbox's
- * first leaf page and its branch path in every commit (measured: the mean commit of a
- * loaded shard grew from ~2.5 to ~3.3 ms); 512 events (~70 leaf pages of ~7 events)
- * free whole pages at once, once per ~50 commits of a loaded shard, so the outbox
- * holds at most this many replicated events more. */
-#define SHARD_OUTBOX_TRIM_MIN 512
-
 _Static_assert(HTTP_LINE_MAX_BYTES <= HTTP_HEAD_MAX_BYTES, "a line fits in a head");
 _Static_assert(CONN_SMALL_BUF_BYTES >= HTTP_LINE_MAX_BYTES, "small buffer holds a line");
 _Static_assert(CONN_LARGE_BUF_BYTES >= HTTP_HEAD_MAX_BYTES + HTTP_BODY_MAX_BYTES,
@@ -172,7 +164,6 @@ _Static_assert(ACCESS_LOG_LINE_MAX_BYTES >=
 _Static_assert(ACCESS_LOG_LINE_MAX_BYTES < 4096, "an access line is below PIPE_BUF");
 _Static_assert(CONN_PER_CORE_DEFAULT <= CONN_PER_CORE_MAX, "default within max");
 _Static_assert(SHARD_OUTBOX_TRIM_MAX >= 2 * SHARD_BATCH_MAX, "the trim outruns a full batch");
-_Static_assert(SHARD_OUTBOX_TRIM_MIN <= SHARD_OUTBOX_TRIM_MAX, "min <= max");
 
 /* ---- Payments and the API codec (SPEC §2) ------------------------------------------ */
 

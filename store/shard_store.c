@@ -71,8 +71,7 @@ struct shard_store {
     uint64_t event_seq;          /* last event sequence number committed (at txn_written) */
     uint64_t event_durable;      /* last event of transaction txn_durable */
     struct shard_store_stats stats;
-    bool trim_pending;            /* the outbox may hold events at or below trim_to */
-    uint64_t trim_to;             /* the mark the last trim that finished reached */
+    bool trim_pending;            /* the outbox may hold events at or below the mark */
     uint64_t txn_written;         /* last transaction id whose meta page was written */
     uint64_t txn_durable;         /* highest id a completed fdatasync covered */
     int failed;                   /* 0, or the -errno that failed the store for good */
@@ -93,12 +92,12 @@ struct shard_store {
 struct shard_txn {
     struct shard_store *s;
     MDB_txn *txn;
-    int err;              /* first LMDB error, 0 while all went well */
-    int writable;         /* 0 in a read-only transaction */
-    size_t swept;         /* idempotency records this transaction deleted */
-    size_t trimmed;       /* outbox events this transaction deleted */
+    int err;        /* first LMDB error, 0 while all went well */
+    int writable;   /* 0 in a read-only transaction */
+    size_t swept;   /* idempotency records this transaction deleted */
+    size_t trimmed; /* outbox events this transaction deleted */
+
     uint64_t event_bytes; /* key and value bytes of the events this transaction appended */
-    bool trim_ran;        /* outbox_trim ran in this transaction */
 };
 
 typedef void (*shard_txn_body_fn)(struct shard_txn *t, void *arg);
@@ -467,13 +466,7 @@ static void outbox_trim(struct shard_txn *t, uint64_t mark, bool *done)
         txn_fail(t, rc);
 }
 
-/*
- * Stores a new replicated mark and trims the outbox below it: a trim cut short by
- * SHARD_OUTBOX_TRIM_MAX continues at once, a new one starts only once the mark is
- * SHARD_OUTBOX_TRIM_MIN events past the last finished trim (deleting a few events per
- * commit rewrites the outbox's first leaf and its branch path at every commit; a few
- * hundred at once free whole pages instead).
- */
+/* Stores a new replicated mark and continues the outbox trim below it. */
 static void outbox_mark(struct shard_txn *t, bool *trim_done)
 {
     struct shard_store *s = t->s;
@@ -481,10 +474,8 @@ static void outbox_mark(struct shard_txn *t, bool *trim_done)
     if (s->replicated_pending > s->replicated_stored &&
         txn_fail(t, meta_put(t->txn, s, "replicated", s->replicated_pending)))
         return;
-    if (s->trim_pending || s->replicated_pending >= s->trim_to + SHARD_OUTBOX_TRIM_MIN) {
-        t->trim_ran = true;
+    if (s->trim_pending || s->replicated_pending > s->replicated_stored)
         outbox_trim(t, s->replicated_pending, trim_done);
-    }
 }
 
 /*
@@ -536,7 +527,6 @@ static int txn_once(struct shard_store *s, struct shard_txn *t, shard_txn_body_f
     t->swept = 0;
     t->trimmed = 0;
     t->event_bytes = 0;
-    t->trim_ran = false;
     body(t, arg);
     bool trim_done = !s->trim_pending;
     if (t->err == 0)
@@ -556,8 +546,6 @@ static int txn_once(struct shard_store *s, struct shard_txn *t, shard_txn_body_f
     t->txn = NULL;
     if (rc == 0) {
         s->replicated_stored = s->replicated_pending;
-        if (t->trim_ran && trim_done)
-            s->trim_to = s->replicated_stored; /* nothing at or below it is left */
         s->trim_pending = !trim_done;
         s->event_seq = event_seq;
         s->stats.idem_swept += t->swept;

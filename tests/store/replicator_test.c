@@ -196,8 +196,7 @@ static void poll_for_ms(struct replicator *r, int ms)
 /* ---- tests ------------------------------------------------------------------------- */
 
 /* A window of 4 over 60 events: never more than 4 in the producer, refilled until all
- * are delivered; the mark rides the next commit, and the outbox is trimmed below it
- * once SHARD_OUTBOX_TRIM_MIN events are replicated. */
+ * are delivered; the mark rides the next commit and the outbox is trimmed below it. */
 static void test_small_window_delivers_everything(void **state)
 {
     struct fixture f;
@@ -214,7 +213,7 @@ static void test_small_window_delivers_everything(void **state)
     assert_int_equal(st.backlog_bytes, 0);
     assert_int_equal(st.producer_up, 1);
     assert_true(st.lag_count == 60);
-    /* The next commit stores the mark; the trim waits for SHARD_OUTBOX_TRIM_MIN events. */
+    /* The next commit stores the mark and trims: nothing is left in the outbox. */
     assert_int_equal(st.mark_stored, 0);
     assert_int_equal(shard_store_apply_batch(f.store, NULL, 0, NOW_MS), 0);
     struct shard_store_stats ss;
@@ -222,16 +221,7 @@ static void test_small_window_delivers_everything(void **state)
     assert_int_equal(ss.replicated_seq, 60);
     int left = 0;
     assert_int_equal(shard_store_outbox_scan(f.store, 0, SIZE_MAX, count_one, &left), 0);
-    assert_int_equal(left, 60);
-    /* Past it, the commit that stores the mark trims everything below it. */
-    commit_events(&f, SHARD_OUTBOX_TRIM_MIN, true);
-    assert_true(poll_until_mark(r, 60 + SHARD_OUTBOX_TRIM_MIN) <= 4);
-    assert_int_equal(shard_store_apply_batch(f.store, NULL, 0, NOW_MS), 0);
-    left = 0;
-    assert_int_equal(shard_store_outbox_scan(f.store, 0, SIZE_MAX, count_one, &left), 0);
     assert_int_equal(left, 0);
-    shard_store_get_stats(f.store, &ss);
-    assert_int_equal(ss.outbox_trimmed, 60 + SHARD_OUTBOX_TRIM_MIN);
     replicator_close(r, clock_mono_ns());
     fixture_close(&f);
 }
