@@ -270,12 +270,14 @@ _Static_assert(API_ERROR_BODY_MAX_BYTES <= ENGINE_ANSWER_MAX_BYTES,
 /* Default bound of a shard's replication backlog (events committed but not yet
  * acknowledged by Kafka), --replication-backlog-events and --replication-backlog-bytes.
  * Past either, /readyz turns 503 and the shard refuses new state changes (503
- * overloaded, Retry-After) until Kafka takes the backlog. The backlog lives in LMDB:
- * 2,000,000 events of ~0.7 KiB are ~1.4 GiB of values and ~2.5 GiB of the shard's map
- * (within SHARD_MAP_MAX_BYTES), ~5 minutes of a shard at its measured durable maximum
- * (~6,500 authorizations/s) or hours at ordinary load, and drained in under a minute
- * at the measured drain rate (docs/benchmarks.md). The bytes bound (2 GiB of keys and
- * values) only binds when events are unusually large (long references). */
+ * overloaded, Retry-After) until Kafka takes the backlog. The backlog lives in LMDB: an
+ * authorization's event is ~0.4 KiB of key and value (388 B measured) and ~0.45 KiB of
+ * the outbox's pages (9 per 4 KiB page), so 2,000,000 events are ~0.8 GiB of values
+ * and ~0.9 GiB of the shard's map (far within SHARD_MAP_MAX_BYTES): ~15 minutes of a
+ * shard at its full durable rate on the development machine (~2,500 authorizations/s
+ * per shard), hours at ordinary load, and ~80 s to drain at the measured ~25,000
+ * events/s per shard (docs/benchmarks.md). The bytes bound (2 GiB) binds first only
+ * when events average over 1 KiB (long references). */
 #define REPL_BACKLOG_EVENTS_DEFAULT 2000000ULL
 #define REPL_BACKLOG_BYTES_DEFAULT  (2ULL << 30)
 
