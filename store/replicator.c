@@ -77,6 +77,7 @@ struct replicator {
     const char *restart_why; /* NULL, or why the producer must be replaced */
     char restart_detail[512];
     bool all_down;          /* all brokers reported down, no delivery since */
+    bool scan_failed;       /* the last refill could not read the outbox */
     uint64_t progress_ns;   /* last delivery report (or when the window was empty) */
     uint64_t retry_at_ns;   /* when rk == NULL: create the next producer then */
     uint64_t backoff_ms;    /* next back-off */
@@ -452,9 +453,12 @@ static void refill(struct replicator *r)
     int rc =
         shard_store_outbox_scan(r->store, r->win.sent, want < room ? want : room, send_one, &f);
     if (rc < 0 && r->restart_why == NULL) {
-        /* The store could not be read: try again at the next poll. */
+        /* The store could not be read: try again at the next poll, say so once. */
         stat_add(&r->stats.errors[REPL_ERR_OTHER], 1);
+        if (!r->scan_failed)
+            say(r, REPL_LOG_ERROR, "kafka: cannot read the outbox; retrying", strerror(-rc));
     }
+    r->scan_failed = rc < 0;
 }
 
 /* Publishes the backlog and the overload flag. */
