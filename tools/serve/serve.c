@@ -10,9 +10,11 @@
  *
  * Start-up order: configuration (fail with one line), the data directory and its lock,
  * reactors (core 0 first, so that port 0 picks one port that the others then share
- * through SO_REUSEPORT), the mesh, the shard threads, the job pools, the reactor
- * threads, readiness. SIGTERM/SIGINT stop accepting, let every reactor finish its
- * in-flight requests, stop the shards (which answer what is queued), and exit 0.
+ * through SO_REUSEPORT), the Kafka side (the embedded cluster unless --kafka-brokers;
+ * kafka.h), the mesh, the shard threads with their replicators, the job pools, the
+ * reactor threads, readiness. SIGTERM/SIGINT stop accepting, let every reactor finish its
+ * in-flight requests, stop the shards (which answer what is queued and give their
+ * producers up to 2 s to deliver), stop the embedded cluster, and exit 0.
  * Signals are blocked in every thread and taken by the main thread with sigtimedwait,
  * so no handler runs on a reactor.
  */
