@@ -4,7 +4,8 @@
  * LMDB environment (store/shard.h runs the loop). They talk to the reactors only
  * through the cross-core mesh (net/xcore.h): reactor i is endpoint i, shard i is
  * endpoint N + i. This module is the shard side of that mesh (the transport the shard
- * loop is given), start-up and pinning, readiness and the shard metrics.
+ * loop is given), start-up and pinning, readiness and the shard metrics. Each shard's
+ * Kafka replicator and its wake-up on the shard's ring come from kafka.h.
  */
 #ifndef RINGPAY_TOOLS_SERVE_SHARDS_H
 #define RINGPAY_TOOLS_SERVE_SHARDS_H
