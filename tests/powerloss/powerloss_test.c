@@ -37,10 +37,10 @@
  * cut is aimed at a checkpoint: it comes as soon as a shard's LMDB file has writes that
  * no fsync landed yet (a checkpoint between its page writes and its commit's sync); in a
  * quarter at a segment's preparation (log directory names not synced yet: directory
- * fsyncs take as long as file fsyncs here), if one comes within AIM_MAX_MS. After each cut the test
- * tells from the shadow where it fell (LMDB writes lost: a checkpoint cut short; log directory
- * names not synced: a segment being prepared or recycled), and the run fails unless some cut fell
- * inside a checkpoint.
+ * fsyncs take as long as file fsyncs here), if one comes within AIM_MAX_MS. After each
+ * cut the test tells from the shadow where it fell (LMDB writes lost: a checkpoint cut
+ * short; log directory names not synced: a segment being prepared or recycled), and the
+ * run fails unless some cut fell inside a checkpoint.
  *
  * A third test runs the cuts with the engine replicating to a Kafka-protocol cluster
  * in a process of its own (rp_mock_kafka, which survives the cuts), with linger.ms=0 so
