@@ -469,8 +469,9 @@ static ssize_t read_at(const struct wal *w, uint64_t seg, size_t off, uint8_t *b
         done += (size_t)n;
     }
     /* The pages read are clean; dropped, so that the log's next writes into this range
-     * (the tail after a recovery) allocate small folios, not readahead's large ones
-     * (see make_segment). */
+     * (the tail after a recovery) allocate small folios rather than reuse readahead's,
+     * which may be large (see make_segment). A precaution: the test could not show
+     * readahead's folios here, since the pages were still cached from the writes. */
     (void)posix_fadvise(fd, (off_t)off, (off_t)len, POSIX_FADV_DONTNEED);
     close(fd);
     return (ssize_t)done;
