@@ -58,6 +58,8 @@ enum {
     F_CONN_CLOSE = 1u << 4,
     F_CONN_KEEP_ALIVE = 1u << 5,
     F_EXPECT_CONTINUE = 1u << 6,
+    F_REPORT_HEADS = 1u << 7,  /* http_parser_report_heads: kept across the request */
+    F_HEAD_REPORTED = 1u << 8, /* HTTP_PARSE_HEAD was returned; the body checks follow */
 };
 
 /* Internal answer of parse_head(): the blank line ending the head was read. */
@@ -297,7 +299,9 @@ static const char *field_syntax(const char *buf, uint32_t start, uint32_t cr, ui
     return NULL;
 }
 
-/* Content-Length: 1*DIGIT, once. Values over the body limit are only remembered. */
+/* Content-Length: 1*DIGIT, once. Values over the body limit are only remembered (a
+ * streamed body, HTTP_PARSE_HEAD, may be larger); the value saturates at
+ * HTTP_STREAM_LENGTH_MAX + 1. */
 static int content_length(struct http_parser *p, const char *buf, struct http_slice v,
                           struct http_request *req)
 {
@@ -310,9 +314,11 @@ static int content_length(struct http_parser *p, const char *buf, struct http_sl
         unsigned char c = (unsigned char)buf[i];
         if (!IS_DIGIT(c))
             return fail(p, req, 400, "malformed Content-Length");
-        if (n <= HTTP_BODY_MAX_BYTES)
+        if (n <= HTTP_STREAM_LENGTH_MAX)
             n = n * 10 + (uint64_t)(c - '0');
     }
+    if (n > HTTP_STREAM_LENGTH_MAX)
+        n = HTTP_STREAM_LENGTH_MAX + 1;
     if (n > HTTP_BODY_MAX_BYTES)
         p->flags |= F_CL_TOO_BIG;
     req->has_content_length = true;
@@ -457,7 +463,8 @@ static int finish_head(struct http_parser *p, size_t len, struct http_request *r
         return fail(p, req, 400, "chunked on HTTP/1.0");
     if (req->version_minor == 1 && !(f & F_HOST))
         return fail(p, req, 400, "missing Host");
-    if (f & F_CL_TOO_BIG)
+    bool report_head = (f & F_REPORT_HEADS) && !(f & F_TE) && req->content_length > 0;
+    if ((f & F_CL_TOO_BIG) && !report_head)
         return fail(p, req, 413, "body too large");
 
     req->chunked = (f & F_TE) != 0;
@@ -468,8 +475,24 @@ static int finish_head(struct http_parser *p, size_t len, struct http_request *r
     p->raw_off = p->scanned = p->line_start = req->head_bytes;
     p->state = req->chunked ? S_CHUNK_SIZE : S_BODY_LENGTH;
 
+    if (report_head) {
+        p->flags |= F_HEAD_REPORTED;
+        return HTTP_PARSE_HEAD;
+    }
     bool body_pending = req->chunked || req->content_length > 0;
     if (req->expect_continue && body_pending && len == req->head_bytes)
+        return HTTP_PARSE_CONTINUE;
+    return HTTP_PARSE_AGAIN;
+}
+
+/* The call after HTTP_PARSE_HEAD, when the caller reads the body as usual: the body
+ * limit and the 100 Continue that finish_head deferred. */
+static int after_head(struct http_parser *p, size_t len, struct http_request *req)
+{
+    p->flags &= ~(uint32_t)F_HEAD_REPORTED;
+    if (p->flags & F_CL_TOO_BIG)
+        return fail(p, req, 413, "body too large");
+    if (req->expect_continue && len == req->head_bytes)
         return HTTP_PARSE_CONTINUE;
     return HTTP_PARSE_AGAIN;
 }
@@ -668,6 +691,12 @@ void http_parser_init(struct http_parser *p)
     memset(p, 0, sizeof(*p));
 }
 
+void http_parser_report_heads(struct http_parser *p)
+{
+    ASSERT(p->state == S_INIT);
+    p->flags |= F_REPORT_HEADS;
+}
+
 int http_parse(struct http_parser *p, char *buf, size_t len, struct http_request *req)
 {
     ASSERT(p != NULL && req != NULL && (buf != NULL || len == 0));
@@ -693,6 +722,11 @@ int http_parse(struct http_parser *p, char *buf, size_t len, struct http_request
         return HTTP_PARSE_ERROR;
     default:
         break;
+    }
+    if (p->state == S_BODY_LENGTH && (p->flags & F_HEAD_REPORTED)) {
+        rc = after_head(p, len, req);
+        if (rc != HTTP_PARSE_AGAIN)
+            return rc;
     }
     if (p->state == S_BODY_LENGTH)
         return parse_fixed_body(p, len, req);

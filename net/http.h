@@ -31,6 +31,14 @@
  *     request-target is origin-form ("/" ...), or "*" for OPTIONS only: otherwise 400;
  *     single spaces separate the three parts of the request line.
  *
+ * Streamed bodies: after http_parser_report_heads(), a request with a Content-Length body
+ * (at least one byte, no Transfer-Encoding) returns HTTP_PARSE_HEAD once its head is
+ * complete, before any body limit is applied: the caller either takes the body bytes
+ * itself as they arrive (they start at head_bytes; content_length is the declared
+ * length, up to HTTP_STREAM_LENGTH_MAX, saturated above it) and never calls http_parse
+ * for this request again, or calls http_parse again to read the body as usual (then
+ * the 413 limit and the 100 Continue apply as they would have).
+ *
  * Empty lines (CRLF) before the request line are skipped (RFC 9112 §2.2); they count in
  * head_bytes and in the head limit. "Expect: 100-continue" is honoured on HTTP/1.1 only.
  *
@@ -115,6 +123,8 @@ enum http_parse_result {
                                 again as usual (returned at most once per request,
                                 and only when no body byte has arrived yet: a client
                                 that already sends its body is not waiting) */
+    HTTP_PARSE_HEAD = 3,     /* head complete, a Content-Length body follows, and heads
+                                are reported (http_parser_report_heads): see the top */
 };
 
 /* Private: the caller embeds it and only calls http_parser_init() on it. */
@@ -130,6 +140,9 @@ struct http_parser {
 
 /* Prepares a parser for the next request on a connection. */
 void http_parser_init(struct http_parser *p);
+
+/* After http_parser_init: this request may answer HTTP_PARSE_HEAD (see the top). */
+void http_parser_report_heads(struct http_parser *p);
 
 /*
  * Parses the request that starts at buf[0], of which len bytes have arrived.
