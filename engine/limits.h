@@ -334,6 +334,75 @@ _Static_assert(API_ERROR_BODY_MAX_BYTES <= ENGINE_ANSWER_MAX_BYTES,
  * which only delays those events until a later sync. */
 #define SHARD_EVENT_MARKS 64
 
+/* ---- Kafka replication (store/replicator.c) ------------------------------------------ */
+
+/* Events a shard's producer holds at once (handed to librdkafka, no delivery report
+ * yet). LMDB is the buffer while Kafka is slow or down, not librdkafka's memory: the
+ * window is refilled from the outbox as reports come back. 8192 events is at most
+ * 32 MiB per shard (ENGINE_EVENT_MAX_BYTES each; ~0.7 KiB is typical, so ~6 MiB) and
+ * two full group-commit batches, enough to keep every partition's produce requests full
+ * (librdkafka batches up to 10,000 messages per partition and request) while a round
+ * trip is in flight. */
+#define REPL_WINDOW_EVENTS 8192
+
+/* Default bound of a shard's replication backlog (events committed but not yet
+ * acknowledged by Kafka), --replication-backlog-events and --replication-backlog-bytes.
+ * Past either, /readyz turns 503 and the shard refuses new state changes (503
+ * overloaded, Retry-After) until Kafka takes the backlog. The backlog lives in LMDB: an
+ * authorization's event is ~0.4 KiB of key and value (388 B measured) and ~0.45 KiB of
+ * the outbox's pages (9 per 4 KiB page), so 2,000,000 events are ~0.8 GiB of values
+ * and ~0.9 GiB of the shard's map (far within SHARD_MAP_MAX_BYTES): ~15 minutes of a
+ * shard at its full durable rate on the development machine (~2,500 authorizations/s
+ * per shard), hours at ordinary load, and ~80 s to drain at the measured ~25,000
+ * events/s per shard (docs/benchmarks.md). The bytes bound (2 GiB) binds first only
+ * when events average over 1 KiB (long references). */
+#define REPL_BACKLOG_EVENTS_DEFAULT 2000000ULL
+#define REPL_BACKLOG_BYTES_DEFAULT  (2ULL << 30)
+
+/* After a fatal producer error (or a message that failed for good) the producer is
+ * destroyed and a new one resends from the mark after this back-off, doubled at each
+ * failure in a row up to the maximum and reset by a successful delivery: a cluster that
+ * refuses every message must not make us rebuild a producer in a tight loop. */
+#define REPL_RECREATE_BACKOFF_MIN_MS 100
+#define REPL_RECREATE_BACKOFF_MAX_MS 10000
+
+/* The replicated mark rides the next group commit (no fsync of its own). A shard that
+ * had no commit for this long stores a mark that moved with an empty commit of its
+ * own, so that an idle engine restarted after an outage does not send the whole
+ * backlog again. The shard is idle then: nobody waits for that fsync. */
+#define REPL_MARK_IDLE_MS 1000
+
+/* On SIGTERM each shard's producer gets this long to deliver what it holds, so that the
+ * mark stored at exit is close to the end and a restart resends little. */
+#define REPL_CLOSE_FLUSH_MS 2000
+
+/* librdkafka's reconnect back-off ceiling: after an outage the producer finds the
+ * brokers again within this (its default, 10 s, would keep a drained cluster idle). */
+#define REPL_RECONNECT_BACKOFF_MAX_MS 1000
+
+/* How long librdkafka lets a message wait to fill a batch (linger.ms). librdkafka 2.0
+ * sends one ProduceRequest per partition, so at a shard's few thousand events/s over
+ * 16 partitions its default of 5 ms sends batches of one or two messages: measured on
+ * this 2-core machine, ~45 µs of CPU per event in the engine (producer threads,
+ * requests, reports) against ~15 µs at 25 ms, which the durable path's threads then
+ * miss. 20 ms adds ~20 ms to the replication lag, which the settlement feed does not
+ * notice; --kafka-conf linger.ms=N changes it. */
+#define REPL_LINGER_MS 20
+
+/* Topics one producer sends to: the four payment.* topics and room for more. */
+#define REPL_TOPICS_MAX 8
+
+/* A topic name (SPEC §4 names are short; Kafka allows 249). */
+#define REPL_TOPIC_MAX_BYTES 64
+
+_Static_assert(REPL_WINDOW_EVENTS >= 2 * SHARD_BATCH_MAX,
+               "a full batch's events fit the window while the previous one is in flight");
+_Static_assert((unsigned long long)REPL_WINDOW_EVENTS *ENGINE_EVENT_MAX_BYTES <= (32ULL << 20),
+               "the window stays within 32 MiB of librdkafka memory per shard");
+_Static_assert(REPL_BACKLOG_EVENTS_DEFAULT >= 100ULL * SHARD_BATCH_MAX,
+               "the default backlog outlasts many full batches");
+_Static_assert(REPL_RECREATE_BACKOFF_MIN_MS <= REPL_RECREATE_BACKOFF_MAX_MS, "min <= max");
+
 /* ---- Serving: jobs, rings, metrics (tools/serve/) ------------------------------------ */
 
 /* A request on its way to a shard and back is a job from its reactor's fixed pool

@@ -22,6 +22,7 @@
 #include "engine/clock.h"
 #include "engine/json.h"
 #include "engine/limits.h"
+#include "store/replicator.h"
 
 /* How long an idle shard sleeps before it looks at its stop flag again. */
 #define SHARD_IDLE_WAIT_MS 100
@@ -92,6 +93,25 @@ static void job_fail(struct shard_job *job, int err)
     job->rc = err;
 }
 
+/* Refuses a state change while the replication backlog is over its bound: nothing is
+ * applied, the answer is 503 overloaded (the reactor adds Retry-After). */
+static void job_refuse(struct shard_job *job)
+{
+    struct api_error e;
+    api_error_set(&e, 503, "overloaded",
+                  "events wait for Kafka: this shard's replication backlog is over its bound; "
+                  "retry later",
+                  NULL);
+    struct jw w;
+    jw_init(&w, job->answer.body, job->answer.cap);
+    api_render_error(&w, &e, job->op.request_id, job->op.request_id_len);
+    ASSERT(jw_finish(&w) == 0); /* every job has at least ENGINE_ANSWER_MAX_BYTES */
+    job->answer.status = 503;
+    job->answer.replayed = false;
+    job->answer.len = w.len;
+    job->rc = -ENOBUFS;
+}
+
 /*
  * The one place where answers leave the shard. A job leaves only when the fdatasync
  * that covers its position has completed. The only exception: a failed shard returns
@@ -119,10 +139,17 @@ static void run_batch(struct shard *sh, struct shard_job **jobs, size_t n, struc
         return;
     }
     int64_t now = clock_wall_ms();
-    size_t w = 0, r = n;
+    size_t w = 0, r = n, refused = 0;
+    bool refuse = sh->replicator && replicator_overloaded(sh->replicator);
     /* Writes fill items from the front, reads from the back, both in arrival order
-     * among themselves (reads are reversed twice: filled backwards, read backwards). */
+     * among themselves (reads are reversed twice: filled backwards, read backwards).
+     * Refused writes take no item. */
     for (size_t i = 0; i < n; i++) {
+        if (refuse && !is_read(&jobs[i]->op)) {
+            job_refuse(jobs[i]);
+            refused++;
+            continue;
+        }
         struct batch_item *it = is_read(&jobs[i]->op) ? &items[--r] : &items[w++];
         it->op = &jobs[i]->op;
         it->answer = jobs[i]->answer;
@@ -141,7 +168,13 @@ static void run_batch(struct shard *sh, struct shard_job **jobs, size_t n, struc
         shard_store_read(sh->store, items + r, n - r, now);
     /* Every answer of the turn was computed from the state of this transaction. */
     uint64_t pos = shard_store_written(sh->store);
+    if (refused)
+        replicator_refused(sh->replicator, refused);
     for (size_t i = 0, wi = 0, ri = n; i < n; i++) {
+        if (refuse && !is_read(&jobs[i]->op)) {
+            jobs[i]->pos = pos; /* nothing applied; the state it saw is pos's */
+            continue;
+        }
         struct batch_item *it = is_read(&jobs[i]->op) ? &items[--ri] : &items[wi++];
         ASSERT(it->op == &jobs[i]->op);
         jobs[i]->answer = it->answer;
@@ -229,6 +262,8 @@ static int shard_run_async(struct shard *sh)
     size_t head = 0, len = 0;
     for (;;) {
         int err = shard_store_poll(sh->store);
+        if (sh->replicator)
+            replicator_poll(sh->replicator); /* after the poll: event_durable is fresh */
         if (err && !__atomic_load_n(&sh->failed, __ATOMIC_RELAXED)) {
             __atomic_store_n(&sh->failed, 1, __ATOMIC_RELEASE);
             for (size_t i = 0; i < len; i++)
@@ -258,8 +293,11 @@ static int shard_run_async(struct shard *sh)
         if (n == 0) {
             if (len == 0 && __atomic_load_n(&sh->stop, __ATOMIC_ACQUIRE))
                 return 0;
+            if (len == 0 && sh->replicator)
+                replicator_idle(sh->replicator); /* may hand a moved mark to the store */
             /* Wakes on a job, on the log's syncer (the transport watches
-             * shard_store_event_fd), or after the timeout: a full overlay is polled. */
+             * shard_store_event_fd), on the replicator's wake fd, or after the timeout:
+             * a full overlay is polled. */
             publish_stats(sh);
             t->wait(sh->transport_ctx, !ready ? 1 : len > 0 ? 10 : SHARD_IDLE_WAIT_MS);
             continue;
@@ -283,10 +321,14 @@ int shard_run(struct shard *sh)
     const struct shard_transport *t = sh->transport;
     size_t held_n = 0;
     for (;;) {
+        if (sh->replicator)
+            replicator_poll(sh->replicator); /* between batches: never blocks */
         size_t n = t->recv(sh->transport_ctx, jobs, SHARD_BATCH_MAX);
         if (n == 0 && held_n == 0) {
             if (__atomic_load_n(&sh->stop, __ATOMIC_ACQUIRE))
                 return 0;
+            if (sh->replicator)
+                replicator_idle(sh->replicator); /* may store a moved mark */
             publish_stats(sh);
             t->wait(sh->transport_ctx, SHARD_IDLE_WAIT_MS);
             continue;

@@ -28,6 +28,13 @@
  *
  * The transport (rings and wake-ups) is the caller's, given as callbacks, so this
  * module depends on the store and the engine only.
+ *
+ * Replication (store/replicator.h), when the shard has a replicator: the loop polls it
+ * once per turn, between batches (delivery reports, the mark, the window's refill), and
+ * lets it store a moved mark when the shard is idle; the transport's wait must return
+ * when replicator_wake_fd() becomes readable. While the replicator is overloaded (its
+ * backlog is over a bound) every state-changing job of a turn is answered 503
+ * overloaded (rc = -ENOBUFS, nothing applied) and reads are served as usual.
  */
 #ifndef RINGPAY_STORE_SHARD_H
 #define RINGPAY_STORE_SHARD_H
@@ -73,8 +80,11 @@ struct shard_stats {
     uint64_t sync_ns;    /* time in explicit fdatasyncs */
 };
 
+struct replicator;
+
 struct shard {
     struct shard_store *store;
+    struct replicator *replicator; /* NULL: replication off */
     const struct shard_transport *transport;
     void *transport_ctx;
     volatile int stop; /* set by shard_stop() */

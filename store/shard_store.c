@@ -12,7 +12,8 @@
  *   whose meta page was written, txn_durable the highest one a completed fdatasync
  *   covered, txn_durable <= txn_written. They move only in txn_commit() (from the id
  *   LMDB reports after the commit, never from its return code alone), in
- *   shard_store_sync() and at open.
+ *   shard_store_sync() and at open. event_durable, the last event of transaction
+ *   txn_durable, moves with txn_durable (the Kafka replicator sends nothing above it).
  * - Every write of a batch happens inside one write transaction. Any store error
  *   aborts the whole transaction, so a batch is all-or-nothing on disk.
  * - Once a commit or sync failed for another reason than MDB_MAP_FULL/MDB_TXN_FULL
@@ -127,6 +128,7 @@ static int positions_init(struct shard_store *s)
     if (rc)
         return rc;
     s->txn_durable = s->txn_written;
+    s->event_durable = s->event_seq;
     return 0;
 }
 
@@ -323,8 +325,10 @@ int shard_store_sync(struct shard_store *s)
         rc = mdb_env_sync(s->env, 1);
     if (rc)
         return ss_fail(s, ss_errno_of(rc));
-    if (covers > s->txn_durable)
+    if (covers > s->txn_durable) {
         s->txn_durable = covers;
+        s->event_durable = s->event_seq; /* the events of transaction `covers` */
+    }
     return 0;
 }
 
@@ -502,7 +506,7 @@ static void outbox_mark(struct shard_txn *t, bool *trim_done)
  * being txn_written) and wrote its meta page; unchanged, it changed nothing and did no
  * I/O at all, so it proves nothing about durability.
  */
-static int txn_commit(struct shard_store *s, MDB_txn *txn)
+static int txn_commit(struct shard_store *s, MDB_txn *txn, uint64_t event_seq)
 {
     uint64_t id = (uint64_t)mdb_txn_id(txn);
     ASSERT(id == s->txn_written + 1);
@@ -519,10 +523,14 @@ static int txn_commit(struct shard_store *s, MDB_txn *txn)
     if (last == s->txn_written)
         return 0; /* nothing written, nothing synced */
     uint64_t covered = s->defer_meta_sync ? s->txn_written : id;
+    /* s->event_seq is still the last event of the old txn_written. */
+    uint64_t covered_event = s->defer_meta_sync ? s->event_seq : event_seq;
     s->txn_written = id;
-    if (covered > s->txn_durable)
+    if (covered > s->txn_durable) {
         s->txn_durable = covered;
-    ASSERT(s->txn_durable <= s->txn_written);
+        s->event_durable = covered_event;
+    }
+    ASSERT(s->txn_durable <= s->txn_written && s->event_durable <= event_seq);
     return 0;
 }
 
@@ -539,6 +547,7 @@ static int txn_once(struct shard_store *s, struct shard_txn *t, shard_txn_body_f
     t->writable = 1;
     t->swept = 0;
     t->trimmed = 0;
+    t->event_bytes = 0;
     body(t, arg);
     bool trim_done = !s->trim_pending;
     if (t->err == 0)
@@ -553,7 +562,7 @@ static int txn_once(struct shard_store *s, struct shard_txn *t, shard_txn_body_f
         rc = t->err;
         mdb_txn_abort(txn);
     } else {
-        rc = txn_commit(s, txn);
+        rc = txn_commit(s, txn, event_seq);
     }
     t->txn = NULL;
     if (rc == 0) {
@@ -562,6 +571,7 @@ static int txn_once(struct shard_store *s, struct shard_txn *t, shard_txn_body_f
         s->event_seq = event_seq;
         s->stats.idem_swept += t->swept;
         s->stats.outbox_trimmed += t->trimmed;
+        s->stats.event_bytes += t->event_bytes;
     }
     return rc;
 }
@@ -614,8 +624,18 @@ void shard_store_get_stats(const struct shard_store *s, struct shard_store_stats
     out->map_bytes = s->map_bytes;
     out->event_seq = s->event_seq;
     out->replicated_seq = s->replicated_stored;
+    out->event_durable = s->event_durable;
     if (s->wal)
         shard_wal_stats(s, out);
+}
+
+uint64_t shard_store_event_durable(const struct shard_store *s)
+{
+    ASSERT(s != NULL);
+    if (s->wal)
+        return shard_wal_event_durable(s);
+    ASSERT(s->event_durable <= s->event_seq);
+    return s->event_durable;
 }
 
 void shard_store_set_replicated(struct shard_store *s, uint64_t event_seq)
@@ -994,6 +1014,7 @@ static int st_event_append(void *ctx, const struct engine_event *ev)
         return rc;
     size_t n = record_event_encode(val.mv_data, &re);
     ASSERT(n == val.mv_size);
+    t->event_bytes += re.merchant_len + re.json_len;
     return 0;
 }
 

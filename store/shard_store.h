@@ -154,7 +154,9 @@ struct shard_store_stats {
     uint64_t map_grows;      /* map size increases */
     size_t map_bytes;        /* current map size */
     uint64_t event_seq;      /* last outbox event committed */
-    uint64_t replicated_seq; /* outbox replicated (and trimmed) up to this event */
+    uint64_t event_durable;  /* last outbox event whose commit is durable */
+    uint64_t event_bytes;    /* key + value bytes of the events committed since open */
+    uint64_t replicated_seq; /* outbox replicated (and trimmed) up to this event: stored */
     /* event_seq - replicated_seq is the outbox backlog for /metrics. */
     /* The write-ahead log mode (zero otherwise). */
     uint64_t wal_written, wal_durable; /* log positions (bytes) */
@@ -238,6 +240,14 @@ void shard_store_get_stats(const struct shard_store *s, struct shard_store_stats
  * long backlog never makes one transaction too large to commit.
  */
 void shard_store_set_replicated(struct shard_store *s, uint64_t event_seq);
+
+/*
+ * The last outbox event whose transaction a completed fdatasync covered (it moves with
+ * shard_store_durable()). Only events up to it may leave the process: an event above it
+ * may still be lost to a power cut, and its sequence number then be given to another
+ * event after the restart. Shard thread only.
+ */
+uint64_t shard_store_event_durable(const struct shard_store *s);
 
 /* One outbox event, as shard_store_outbox_scan hands it out: pointers into the map,
  * valid only during the callback. */

@@ -38,7 +38,8 @@ struct shard_store {
     size_t map_max_bytes;        /* ceiling of growth on MDB_MAP_FULL */
     uint64_t replicated_pending; /* mark to store with the next commit */
     uint64_t replicated_stored;  /* mark on disk */
-    uint64_t event_seq;          /* last event sequence number committed */
+    uint64_t event_seq;          /* last event sequence number committed (at txn_written) */
+    uint64_t event_durable;      /* last event of transaction txn_durable (LMDB mode) */
     struct shard_store_stats stats;
     bool trim_pending;            /* the outbox may hold events at or below the mark */
     uint64_t txn_written;         /* last transaction id whose meta page was written */
@@ -66,6 +67,8 @@ struct shard_txn {
     int writable;   /* 0 in a read-only transaction */
     size_t swept;   /* idempotency records this transaction deleted */
     size_t trimmed; /* outbox events this transaction deleted */
+
+    uint64_t event_bytes; /* key and value bytes of the events this transaction appended */
 };
 
 /* LMDB result -> 0 or -errno (MDB_MAP_FULL/TXN_FULL: -ENOSPC; corruption: -EBADMSG). */

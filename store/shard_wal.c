@@ -106,6 +106,7 @@ struct shard_wal {
     size_t last_batch_ops;    /* operations the last batch logged */
 
     uint64_t event_seq;     /* the last event appended (in a layer or LMDB) */
+    uint64_t event_bytes;   /* key + value bytes of the events appended since open */
     uint64_t event_durable; /* the last event whose record is durable */
     struct event_mark marks[SHARD_EVENT_MARKS];
     unsigned marks_head, marks_len;
@@ -533,6 +534,7 @@ static int w_event_append(void *ctx, const struct engine_event *ev)
     ASSERT(record_event_encode(dst, &re) == n);
     ASSERT(ev->seq > c->m->event_seq);
     c->m->event_seq = ev->seq;
+    c->m->event_bytes += re.merchant_len + re.json_len;
     return 0;
 }
 
@@ -583,7 +585,7 @@ static int apply_one(struct shard_store *s, const struct op *op, int64_t now_ms,
 {
     struct shard_wal *m = s->wal;
     overlay_save(m->active);
-    uint64_t puts = m->active->puts, event_seq = m->event_seq;
+    uint64_t puts = m->active->puts, event_seq = m->event_seq, event_bytes = m->event_bytes;
     struct wal_ctx c;
     ctx_init(&c, s, now_ms);
     int rc = engine_apply(&wal_write_store, &c, op, now_ms, answer);
@@ -592,6 +594,7 @@ static int apply_one(struct shard_store *s, const struct op *op, int64_t now_ms,
     if (rc) {
         overlay_rollback(m->active);
         m->event_seq = event_seq;
+        m->event_bytes = event_bytes;
         return rc;
     }
     return m->active->puts != puts;
@@ -1394,4 +1397,6 @@ void shard_wal_stats(const struct shard_store *s, struct shard_store_stats *out)
     out->replayed_ops = m->replayed_ops;
     out->replay_ns = m->replay_ns;
     out->event_seq = m->event_seq;
+    out->event_bytes = m->event_bytes;
+    out->event_durable = m->event_durable;
 }

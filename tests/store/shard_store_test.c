@@ -615,6 +615,12 @@ static void test_positions_follow_the_txn_id(void **state)
     assert_int_equal(authorize_batch(s, sl, it, 1, 100, "m-1", 0, bodies, keys), 0);
     assert_int_equal(shard_store_written(s), w0 + 1);
     assert_int_equal(shard_store_durable(s), w0);
+    /* Its event is committed but not durable: the replicator may not send it yet. */
+    struct shard_store_stats st;
+    shard_store_get_stats(s, &st);
+    assert_int_equal(st.event_seq, 1);
+    assert_int_equal(shard_store_event_durable(s), 0);
+    assert_true(st.event_bytes > 3); /* merchant + event JSON */
     /* A replay changes nothing: LMDB writes and syncs nothing, no position moves. */
     assert_int_equal(authorize_batch(s, sl, it, 1, 100, "m-1", 0, bodies, keys), 0);
     assert_true(it[0].answer.replayed);
@@ -625,13 +631,19 @@ static void test_positions_follow_the_txn_id(void **state)
     /* An explicit sync covers what was written before it. */
     assert_int_equal(shard_store_sync(s), 0);
     assert_int_equal(shard_store_durable(s), w0 + 1);
+    assert_int_equal(shard_store_event_durable(s), 1);
     assert_int_equal(authorize_batch(s, sl, it, 1, 100, "m-1", 1, bodies, keys), 0);
     assert_int_equal(shard_store_written(s), w0 + 2);
     assert_int_equal(shard_store_durable(s), w0 + 1);
+    assert_int_equal(shard_store_event_durable(s), 1);
     /* The next commit that writes covers it too, without an explicit sync. */
     assert_int_equal(authorize_batch(s, sl, it, 1, 100, "m-1", 2, bodies, keys), 0);
     assert_int_equal(shard_store_written(s), w0 + 3);
     assert_int_equal(shard_store_durable(s), w0 + 2);
+    assert_int_equal(shard_store_event_durable(s), 2);
+    shard_store_get_stats(s, &st);
+    assert_int_equal(st.event_seq, 3);
+    assert_int_equal(st.event_durable, 2);
     shard_store_close(s);
 
     /* Without deferred meta syncs a commit that wrote is durable when it returns; a
@@ -643,6 +655,7 @@ static void test_positions_follow_the_txn_id(void **state)
     assert_int_equal(authorize_batch(s, sl, it, 1, 100, "m-1", 3, bodies, keys), 0);
     assert_int_equal(shard_store_written(s), w1 + 1);
     assert_int_equal(shard_store_durable(s), w1 + 1);
+    assert_int_equal(shard_store_event_durable(s), 4);
     shard_store_close(s);
     free(sl);
     rm_rf(dir);

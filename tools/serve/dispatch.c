@@ -217,6 +217,10 @@ static void job_answer(struct reactor *r, struct shard_job *job)
     if (job->retry_after_s > 0) { /* refused before the store (429), with its own wait */
         snprintf(retry, sizeof(retry), "Retry-After: %u\r\n", job->retry_after_s);
         resp.headers = retry;
+    } else if (job->rc == -ENOBUFS && job->answer.status == 503) {
+        /* Refused while the shard's replication backlog is over its bound: the shard's
+         * own 503 body says so (store/shard.h). */
+        resp.headers = "Retry-After: 1\r\n";
     } else if (job->rc != 0 || job->answer.status == 0 || job->answer.status == 503) {
         struct api_error e;
         api_error_set(&e, 503, "overloaded", "the shard could not commit; retry", NULL);

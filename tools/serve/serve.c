@@ -10,9 +10,11 @@
  *
  * Start-up order: configuration (fail with one line), the data directory and its lock,
  * reactors (core 0 first, so that port 0 picks one port that the others then share
- * through SO_REUSEPORT), the mesh, the shard threads, the job pools, the reactor
- * threads, readiness. SIGTERM/SIGINT stop accepting, let every reactor finish its
- * in-flight requests, stop the shards (which answer what is queued), and exit 0.
+ * through SO_REUSEPORT), the Kafka side (the embedded cluster unless --kafka-brokers;
+ * kafka.h), the mesh, the shard threads with their replicators, the job pools, the
+ * reactor threads, readiness. SIGTERM/SIGINT stop accepting, let every reactor finish its
+ * in-flight requests, stop the shards (which answer what is queued and give their
+ * producers up to 2 s to deliver), stop the embedded cluster, and exit 0.
  * Signals are blocked in every thread and taken by the main thread with sigtimedwait,
  * so no handler runs on a reactor.
  */
@@ -40,6 +42,7 @@
 #include "tools/serve/app.h"
 #include "tools/serve/dispatch.h"
 #include "tools/serve/gate.h"
+#include "tools/serve/kafka.h"
 #include "tools/serve/shards.h"
 
 static const char serve_usage[] =
@@ -153,10 +156,40 @@ enum {
     O_OVERLAY,
     O_CKPT_OPS,
     O_CKPT_MS,
+    O_KAFKA_BROKERS,
+    O_KAFKA_CONF,
+    O_REPLICATION,
+    O_REPL_EVENTS,
+    O_REPL_BYTES,
     O_COUNT
 };
 
 static struct xcore mesh;
+static struct kafka *kafka;
+
+/* The Kafka side (tools/serve/kafka.h): the embedded cluster unless --kafka-brokers. */
+static int start_kafka(struct opt *o)
+{
+    char why[512] = "";
+    bool on = strcmp(o[O_REPLICATION].str, "on") == 0;
+    if (!on && strcmp(o[O_REPLICATION].str, "off") != 0) {
+        fprintf(stderr, "ringpay: --replication: expected on or off, got \"%s\"\n",
+                o[O_REPLICATION].str);
+        return -1;
+    }
+    struct kafka_config kc = {
+        .brokers = o[O_KAFKA_BROKERS].set ? o[O_KAFKA_BROKERS].str : NULL,
+        .replication = on,
+        .backlog_events_max = o[O_REPL_EVENTS].num,
+        .backlog_bytes_max = o[O_REPL_BYTES].num,
+        .conf = o[O_KAFKA_CONF].set ? o[O_KAFKA_CONF].str : NULL,
+    };
+    if (kafka_start(&kafka, &kc, why, sizeof(why)) != 0) {
+        fprintf(stderr, "ringpay: %s\n", why);
+        return -1;
+    }
+    return 0;
+}
 
 /* Who may call, and who speaks PROXY protocol (SPEC §3): parsed once at start, read by
  * every reactor. */
@@ -228,6 +261,7 @@ static int start_parts(struct opt *o, struct app *app)
                   .overlay_bytes = (size_t)o[O_OVERLAY].num << 20,
                   .checkpoint_ops = (uint64_t)o[O_CKPT_OPS].num,
                   .checkpoint_ms = (uint32_t)o[O_CKPT_MS].num},
+        .kafka = kafka,
     };
     if (shards_start(&app->shards, &sc, why, sizeof(why)) != 0) {
         fprintf(stderr, "ringpay: %s\n", why);
@@ -292,7 +326,7 @@ static int start(struct opt *o, struct app *app, struct serve_thread *threads)
         }
         threads[i].reactor = app->reactors[i];
     }
-    if (start_parts(o, app) != 0 || start_gate(o, app) != 0)
+    if (start_kafka(o) != 0 || start_parts(o, app) != 0 || start_gate(o, app) != 0)
         return -1;
     for (unsigned i = 0; i < app->cores; i++)
         if (pthread_create(&threads[i].tid, NULL, reactor_main, &threads[i]) != 0) {
@@ -305,12 +339,14 @@ static int start(struct opt *o, struct app *app, struct serve_thread *threads)
 int cmd_serve(int argc, char **argv)
 {
     char cores_def[24], jobs_def[24], merchant_rps_def[24], merchant_burst_def[24];
-    char client_rps_def[24], client_burst_def[24];
+    char client_rps_def[24], client_burst_def[24], repl_events_def[24], repl_bytes_def[24];
     snprintf(jobs_def, sizeof(jobs_def), "%d", JOB_SMALL_PER_CORE);
     snprintf(merchant_rps_def, sizeof(merchant_rps_def), "%d", MERCHANT_RPS_DEFAULT);
     snprintf(merchant_burst_def, sizeof(merchant_burst_def), "%d", MERCHANT_BURST_DEFAULT);
     snprintf(client_rps_def, sizeof(client_rps_def), "%d", CLIENT_RPS_DEFAULT);
     snprintf(client_burst_def, sizeof(client_burst_def), "%d", CLIENT_BURST_DEFAULT);
+    snprintf(repl_events_def, sizeof(repl_events_def), "%llu", REPL_BACKLOG_EVENTS_DEFAULT);
+    snprintf(repl_bytes_def, sizeof(repl_bytes_def), "%llu", REPL_BACKLOG_BYTES_DEFAULT);
     long online = sysconf(_SC_NPROCESSORS_ONLN);
     snprintf(cores_def, sizeof(cores_def), "%ld", online > 0 ? online : 1);
     struct opt o[O_COUNT] = {
@@ -368,6 +404,19 @@ int cmd_serve(int argc, char **argv)
                         100000000},
         [O_CKPT_MS] = {"checkpoint-ms", OPT_UINT, "2000",
                        "...or when this long passed since the last one", 1, 3600000},
+        [O_KAFKA_BROKERS] = {"kafka-brokers", OPT_STRING, NULL,
+                             "Kafka bootstrap servers HOST:PORT,... (default: an embedded "
+                             "in-memory cluster)"},
+        [O_KAFKA_CONF] = {"kafka-conf", OPT_STRING, NULL,
+                          "extra librdkafka producer settings name=value;name=value"},
+        [O_REPLICATION] = {"replication", OPT_STRING, "on",
+                           "on, or off (benchmarks: events stay in the outbox, unsent)"},
+        [O_REPL_EVENTS] = {"replication-backlog-events", OPT_UINT, repl_events_def,
+                           "unreplicated events per shard before state changes get 503", 1,
+                           1000000000000ULL},
+        [O_REPL_BYTES] = {"replication-backlog-bytes", OPT_UINT, repl_bytes_def,
+                          "unreplicated event bytes per shard before state changes get 503", 1,
+                          1ULL << 50},
     };
     int rc = config_parse(o, O_COUNT, argc, argv, serve_usage);
     if (rc != 0)
@@ -421,7 +470,15 @@ int cmd_serve(int argc, char **argv)
     snprintf(port, sizeof(port), "%d", reactor_port(app.reactors[0]));
     snprintf(cores, sizeof(cores), "%u", app.cores);
     log_write_str(LOG_INFO, "listening", "listen", o[O_LISTEN].str, "port", port, "cores", cores,
-                  "data", o[O_DATA].str, NULL);
+                  "data", o[O_DATA].str, "kafka", kafka_brokers(kafka), NULL);
+    if (kafka_embedded(kafka))
+        log_write_str(LOG_WARN,
+                      "kafka: embedded cluster (librdkafka's mock brokers): it keeps messages "
+                      "in memory only and loses them at exit; use --kafka-brokers for a real "
+                      "cluster",
+                      "kafka", kafka_brokers(kafka), NULL);
+    else if (kafka_brokers(kafka)[0] == '\0')
+        log_write(LOG_WARN, "replication is off: events stay in the outbox, unsent", NULL);
 
     warn_about_auth(&app, o[O_DATA].str);
     int code = wait_for_stop(&app, threads);
@@ -436,6 +493,7 @@ int cmd_serve(int argc, char **argv)
      * which finish whatever is still queued, then free the pools, the mesh and the
      * reactors. */
     shards_stop(app.shards);
+    kafka_stop(kafka);
     dispatch_destroy(app.dispatch);
     gate_destroy(app.gate);
     xcore_destroy(&mesh);

@@ -31,6 +31,7 @@
 #include "store/shard.h"
 #include "store/shard_store.h"
 #include "tools/serve/budget.h"
+#include "tools/serve/kafka.h"
 
 struct port {
     struct shards *owner;
@@ -40,7 +41,8 @@ struct port {
     bool ring_ok;
     struct shard shard;
     struct shard_store *store;
-    struct budget budget; /* the merchants' request budgets: this shard thread only */
+    struct budget budget;    /* the merchants' request budgets: this shard thread only */
+    struct kafka_port kafka; /* the shard's replicator and its wake-up */
     pthread_t tid;
     int running; /* read with __atomic_load_n */
 };
@@ -49,6 +51,7 @@ struct shards {
     unsigned cores;
     struct xcore *mesh;
     struct bucket_conf merchant_budget;
+    const struct kafka *kafka;
     struct port ports[CORES_MAX];
 };
 
@@ -163,6 +166,8 @@ static void port_reap(struct port *p)
     {
         if (cqe->user_data == PORT_STORE_TAG)
             rearm |= !(cqe->flags & IORING_CQE_F_MORE);
+        else if (kafka_port_cqe(&p->kafka, &p->ring, cqe))
+            ; /* the replicator has reports: the loop polls it next */
         else if (cqe->user_data == REACTOR_WAKE_TAG && cqe->res < 0)
             xcore_wake_failed(p->owner->mesh, p->endpoint);
         seen++;
@@ -265,6 +270,10 @@ static int port_init(struct shards *s, unsigned i, char *why, size_t why_bytes)
         snprintf(why, why_bytes, "out of memory for shard %u's merchant budgets", i);
         return err;
     }
+    if (s->kafka &&
+        (err = kafka_port_open(s->kafka, &p->kafka, i, p->store, &p->ring, why, why_bytes)) != 0)
+        return err;
+    p->shard.replicator = p->kafka.repl;
     p->shard.store = p->store;
     port_arm_store(p);
     p->shard.transport = &port_transport;
@@ -281,6 +290,7 @@ int shards_start(struct shards **out, const struct shards_config *cfg, char *why
     s->cores = cfg->cores;
     s->mesh = cfg->mesh;
     s->merchant_budget = cfg->merchant_budget;
+    s->kafka = cfg->kafka;
     int err = open_stores(s, cfg, why, why_bytes);
     for (unsigned i = 0; err == 0 && i < s->cores; i++)
         err = port_init(s, i, why, why_bytes);
@@ -305,6 +315,7 @@ void shards_stop(struct shards *s)
 {
     if (s == NULL)
         return;
+    uint64_t flush_until = clock_mono_ns() + (uint64_t)REPL_CLOSE_FLUSH_MS * 1000000;
     for (unsigned i = 0; i < s->cores; i++) {
         struct port *p = &s->ports[i];
         if (p->running) {
@@ -312,6 +323,7 @@ void shards_stop(struct shards *s)
             pthread_join(p->tid, NULL);
             p->running = 0;
         }
+        kafka_port_close(&p->kafka, flush_until);
         if (p->ring_ok)
             io_uring_queue_exit(&p->ring);
         shard_store_close(p->store);
@@ -324,7 +336,8 @@ bool shards_ready(const struct shards *s)
 {
     for (unsigned i = 0; i < s->cores; i++)
         if (!__atomic_load_n(&s->ports[i].running, __ATOMIC_ACQUIRE) ||
-            __atomic_load_n(&s->ports[i].shard.failed, __ATOMIC_ACQUIRE))
+            __atomic_load_n(&s->ports[i].shard.failed, __ATOMIC_ACQUIRE) ||
+            kafka_port_overloaded(&s->ports[i].kafka))
             return false;
     return true;
 }
@@ -459,4 +472,8 @@ void shards_metrics(const struct shards *s, struct metrics_out *o)
         metrics_sample_u64(o, "ringpay_merchant_rate_limited_total", labels,
                            __atomic_load_n(&s->ports[i].budget.refused, __ATOMIC_RELAXED));
     }
+    const struct kafka_port *kp[CORES_MAX];
+    for (unsigned i = 0; i < s->cores; i++)
+        kp[i] = &s->ports[i].kafka;
+    kafka_metrics(o, kp, s->cores);
 }

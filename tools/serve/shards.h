@@ -4,7 +4,8 @@
  * LMDB environment (store/shard.h runs the loop). They talk to the reactors only
  * through the cross-core mesh (net/xcore.h): reactor i is endpoint i, shard i is
  * endpoint N + i. This module is the shard side of that mesh (the transport the shard
- * loop is given), start-up and pinning, readiness and the shard metrics.
+ * loop is given), start-up and pinning, readiness and the shard metrics. Each shard's
+ * Kafka replicator and its wake-up on the shard's ring come from kafka.h.
  */
 #ifndef RINGPAY_TOOLS_SERVE_SHARDS_H
 #define RINGPAY_TOOLS_SERVE_SHARDS_H
@@ -19,6 +20,7 @@
 #include "net/xcore.h"
 
 struct shards;
+struct kafka;
 
 struct shards_config {
     const char *data_dir;
@@ -29,6 +31,7 @@ struct shards_config {
     /* The write-ahead log mode and its sizes (store/shard_store.h: wal, wal_segment_bytes,
      * overlay_bytes, checkpoint_ops, checkpoint_ms); the other fields are set here. */
     struct shard_store_options store;
+    const struct kafka *kafka; /* each shard's replicator (tools/serve/kafka.h) */
 };
 
 /*
@@ -42,7 +45,8 @@ int shards_start(struct shards **out, const struct shards_config *cfg, char *why
  * closes the stores. Call after every reactor returned. NULL is a no-op. */
 void shards_stop(struct shards *s);
 
-/* True when every shard thread runs and none has failed (/readyz). Any thread. */
+/* True when every shard thread runs, none has failed and none has a replication
+ * backlog over its bound (/readyz). Any thread. */
 bool shards_ready(const struct shards *s);
 
 /* The shard families of /metrics. Any thread. */
