@@ -212,6 +212,12 @@ static int make_consumer(struct skafka *k, const struct skafka_config *cfg, char
         rc = conf_set(c, "auto.offset.reset", "earliest", why, why_bytes);
     if (!rc)
         rc = conf_set(c, "topic.metadata.refresh.interval.ms", "5000", why, why_bytes);
+    /* A settle that died holds its partitions until its session expires: 10 s rather
+     * than librdkafka's 45 s, so a restarted or standby instance takes over sooner. */
+    if (!rc)
+        rc = conf_set(c, "session.timeout.ms", "10000", why, why_bytes);
+    if (!rc)
+        rc = conf_set(c, "heartbeat.interval.ms", "1000", why, why_bytes);
     if (!rc)
         rc = conf_extra(c, cfg->conf, why, why_bytes);
     if (rc) {
@@ -309,25 +315,23 @@ static int make_producer(struct skafka *k, const struct skafka_config *cfg, char
 static int produce_one(void *arg, const struct settle_out_msg *m)
 {
     struct skafka *k = arg;
-    rd_kafka_headers_t *h = NULL;
-    if (m->nheaders > 0) {
-        h = rd_kafka_headers_new(m->nheaders);
-        for (size_t i = 0; i < m->nheaders; i++)
-            rd_kafka_header_add(h, m->headers[i].name, (ssize_t)m->headers[i].name_len,
-                                m->headers[i].value, (ssize_t)m->headers[i].value_len);
-    }
+    rd_kafka_headers_t *h = rd_kafka_headers_new(m->nheaders);
+    for (size_t i = 0; i < m->nheaders; i++)
+        rd_kafka_header_add(h, m->headers[i].name, (ssize_t)m->headers[i].name_len,
+                            m->headers[i].value, (ssize_t)m->headers[i].value_len);
     char topic[SETTLE_TOPIC_MAX_BYTES + 1];
     snprintf(topic, sizeof(topic), "%.*s", (int)m->topic_len, m->topic);
     rd_kafka_resp_err_t e = rd_kafka_producev(
         k->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
         RD_KAFKA_V_KEY(m->key, m->key ? m->key_len : 0),
         RD_KAFKA_V_VALUE((void *)m->value, m->value_len),
-        RD_KAFKA_V_OPAQUE((void *)(uintptr_t)m->seq), h ? RD_KAFKA_V_HEADERS(h) : RD_KAFKA_V_END,
-        RD_KAFKA_V_END);
+        RD_KAFKA_V_OPAQUE((void *)(uintptr_t)m->seq), RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END);
     if (e) {
-        if (h)
-            rd_kafka_headers_destroy(h);
-        return 1; /* queue full or similar: the rest waits for the next turn */
+        rd_kafka_headers_destroy(h); /* owned by the message only on success */
+        if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL)
+            log_write_str(LOG_WARN, "outbox message not produced; retried", "error",
+                          rd_kafka_err2str(e), NULL);
+        return 1; /* the rest waits for the next turn */
     }
     k->produced++;
     k->sent = m->seq;
