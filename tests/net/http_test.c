@@ -377,6 +377,66 @@ static void test_post_chunked(void **state)
     free(s.p);
 }
 
+/* Streamed bodies: HEAD once the head is complete, before any body limit; the caller
+ * may go on reading the body as usual (limit and 100 Continue as before), and
+ * requests without a Content-Length body never answer HEAD. */
+static void test_report_heads(void **state)
+{
+    (void)state;
+    struct http_parser p;
+    struct http_request req;
+    char buf[sizeof(REQ_CONTINUE)];
+    memcpy(buf, REQ_CONTINUE, sizeof(buf));
+    size_t head = strlen(REQ_CONTINUE) - 53;
+    http_parser_init(&p);
+    http_parser_report_heads(&p);
+    assert_int_equal(http_parse(&p, buf, head - 1, &req), HTTP_PARSE_AGAIN);
+    assert_int_equal(http_parse(&p, buf, head, &req), HTTP_PARSE_HEAD);
+    assert_int_equal(req.content_length, 53);
+    assert_int_equal(req.head_bytes, head);
+    /* not taken as a stream: the deferred 100 Continue, then the body as usual */
+    assert_int_equal(http_parse(&p, buf, head, &req), HTTP_PARSE_CONTINUE);
+    assert_int_equal(http_parse(&p, buf, head + 53, &req), HTTP_PARSE_DONE);
+    assert_int_equal(req.body.len, 53);
+
+    /* Over the body limit: HEAD with the real length, and 413 only if read as usual. */
+    static const char big[] = "POST /v1/reconciliation/files HTTP/1.1\r\nHost: a\r\n"
+                              "Content-Length: 45000000000\r\n\r\n";
+    char b2[sizeof(big)];
+    memcpy(b2, big, sizeof(big));
+    http_parser_init(&p);
+    http_parser_report_heads(&p);
+    assert_int_equal(http_parse(&p, b2, sizeof(big) - 1, &req), HTTP_PARSE_HEAD);
+    assert_int_equal(req.content_length, 45000000000ULL);
+    assert_int_equal(http_parse(&p, b2, sizeof(big) - 1, &req), HTTP_PARSE_ERROR);
+    assert_int_equal(req.error_status, 413);
+    /* A declared length past HTTP_STREAM_LENGTH_MAX saturates. */
+    static const char huge[] = "POST / HTTP/1.1\r\nHost: a\r\n"
+                               "Content-Length: 99999999999999999999999\r\n\r\n";
+    char b3[sizeof(huge)];
+    memcpy(b3, huge, sizeof(huge));
+    http_parser_init(&p);
+    http_parser_report_heads(&p);
+    assert_int_equal(http_parse(&p, b3, sizeof(huge) - 1, &req), HTTP_PARSE_HEAD);
+    assert_true(req.content_length == HTTP_STREAM_LENGTH_MAX + 1);
+
+    /* No body, or a chunked one: never HEAD. */
+    static const char get[] = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+    char b4[sizeof(get)];
+    memcpy(b4, get, sizeof(get));
+    http_parser_init(&p);
+    http_parser_report_heads(&p);
+    assert_int_equal(http_parse(&p, b4, sizeof(get) - 1, &req), HTTP_PARSE_DONE);
+    static const char chunked[] = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked"
+                                  "\r\n\r\n1\r\nx\r\n0\r\n\r\n";
+    char b5[sizeof(chunked)];
+    memcpy(b5, chunked, sizeof(chunked));
+    http_parser_init(&p);
+    http_parser_report_heads(&p);
+    assert_int_equal(http_parse(&p, b5, sizeof(chunked) - 1, &req), HTTP_PARSE_DONE);
+    assert_int_equal(req.body.len, 1);
+}
+
 static void test_expect_continue(void **state)
 {
     struct run r;
@@ -1119,6 +1179,7 @@ int main(void)
         cmocka_unit_test(test_post_content_length),
         cmocka_unit_test(test_post_chunked),
         cmocka_unit_test(test_expect_continue),
+        cmocka_unit_test(test_report_heads),
         cmocka_unit_test(test_http10_and_leading_empty_lines),
         cmocka_unit_test(test_pipelined),
         cmocka_unit_test(test_limit_request_line),
