@@ -320,6 +320,110 @@ static void test_end_to_end(void **state)
     kc_mock_stop(&mk);
 }
 
+/* "YYYY-MM-DD" of today + days (UTC), and the batch id of (merchant, EUR) on it. */
+static void date_plus(int days, char out[11])
+{
+    time_t t = time(NULL) + (time_t)days * 86400;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, 11, "%Y-%m-%d", &tm);
+}
+
+static void batch_path(const char *d, const char *merchant, char *out, size_t cap)
+{
+    snprintf(out, cap, "/v1/settlements/stl_%.4s%.2s%.2s_EUR_%s", d, d + 5, d + 8, merchant);
+}
+
+/* GET path until its body holds `want` (bounded); returns the body (malloc'd). */
+static char *wait_body(const char *path, const char *want)
+{
+    for (int64_t dl = rp_now_ms() + WAIT_MS;; rp_sleep_ms(100)) {
+        struct rp_response r;
+        assert_int_equal(rp_request(st.port, "GET", path, NULL, NULL, &r), 0);
+        if (r.status == 200 && strstr(r.body, want)) {
+            char *b = strdup(r.body);
+            rp_response_free(&r);
+            return b;
+        }
+        if (rp_now_ms() > dl)
+            fail_msg("%s never held %s: %d %s", path, want, r.status, r.body);
+        rp_response_free(&r);
+    }
+}
+
+/*
+ * Cutoff, grace and late events with settle's clock a day ahead
+ * (RINGPAY_SETTLE_TEST_CLOCK: tomorrow 00:20 UTC, past today's end plus 10 minutes of
+ * grace). The first capture is counted in today's batch, then the timer closes today
+ * (once consumption caught up); every later event of today is late: one adjustment of
+ * the merchant's next open batch, tomorrow's, which it creates. Today's batch stays
+ * final.
+ */
+static void test_late_events_adjust(void **state)
+{
+    (void)state;
+    assert_int_equal(kc_mock_start(&mk, RP_MOCK_KAFKA), 0);
+    const char *eargs[] = {"--cores",    "1", "--access-log", "off", "--kafka-brokers",
+                           mk.bootstrap, NULL};
+    rp_must_start(&eng, eargs);
+    pc_init(&pc, eng.port);
+    char id[32], td[11], tm[11], path[128], env[64];
+    post_ok("/v1/payments/authorize", "l-a0",
+            "{\"merchant_id\":\"late-0\",\"amount\":1000,\"currency\":\"EUR\"}", id);
+    snprintf(path, sizeof(path), "/v1/payments/%s/capture", id);
+    post_ok(path, "l-c0", NULL, NULL);
+
+    date_plus(0, td);
+    date_plus(1, tm);
+    snprintf(env, sizeof(env), "RINGPAY_SETTLE_TEST_CLOCK=%sT00:20:00.000Z", tm);
+    const char *senv[] = {env, NULL};
+    const char *args[] = {
+        "--kafka-brokers", mk.bootstrap, "--access-log", "off", "--close-poll-ms", "200", NULL};
+    assert_int_equal(rp_server_prepare(&st), 0);
+    assert_int_equal(rp_server_respawn(&st, "settle", args, senv), 0);
+    batch_path(td, "late-0", path, sizeof(path));
+    free(wait_body(path, "\"status\":\"closed\""));
+
+    /* Late: 2500 + 700 captured, 200 refunded, on a closed date. */
+    static const struct {
+        const char *m;
+        int amount, refund;
+    } late[] = {{"late-0", 2500, 200}, {"late-1", 700, 0}};
+    for (size_t i = 0; i < 2; i++) {
+        char key[32], body[128], p2[96];
+        snprintf(key, sizeof(key), "l-a%zu", i + 1);
+        snprintf(body, sizeof(body), "{\"merchant_id\":\"%s\",\"amount\":%d,\"currency\":\"EUR\"}",
+                 late[i].m, late[i].amount);
+        post_ok("/v1/payments/authorize", key, body, id);
+        snprintf(key, sizeof(key), "l-c%zu", i + 1);
+        snprintf(p2, sizeof(p2), "/v1/payments/%s/capture", id);
+        post_ok(p2, key, NULL, NULL);
+        if (late[i].refund) {
+            snprintf(key, sizeof(key), "l-r%zu", i + 1);
+            snprintf(body, sizeof(body), "{\"amount\":%d}", late[i].refund);
+            snprintf(p2, sizeof(p2), "/v1/payments/%s/refund", id);
+            post_ok(p2, key, body, NULL);
+        }
+    }
+    char tomorrow0[128], tomorrow1[128];
+    batch_path(tm, "late-0", tomorrow0, sizeof(tomorrow0));
+    batch_path(tm, "late-1", tomorrow1, sizeof(tomorrow1));
+    char *b = wait_body(tomorrow0, "\"adjustments\":2300,");
+    assert_non_null(strstr(b, "\"gross\":0,\"refunds\":0,"));
+    assert_non_null(strstr(b, "\"net\":2300,"));
+    assert_non_null(strstr(b, "\"status\":\"open\""));
+    free(b);
+    free(wait_body(tomorrow1, "\"adjustments\":700,"));
+    /* Today's batch stayed final. */
+    b = wait_body(path, "\"status\":\"closed\"");
+    assert_non_null(strstr(b, "\"gross\":1000,\"refunds\":0,\"adjustments\":0,\"net\":1000"));
+    free(b);
+    pc_close(&pc);
+    assert_int_equal(rp_server_stop(&st), 0);
+    assert_int_equal(rp_server_stop(&eng), 0);
+    kc_mock_stop(&mk);
+}
+
 static int teardown(void **state)
 {
     kc_mock_stop(&mk);
@@ -330,6 +434,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_end_to_end, teardown),
+        cmocka_unit_test_teardown(test_late_events_adjust, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
