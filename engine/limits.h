@@ -673,6 +673,11 @@ _Static_assert((long long)BUCKET_BURST_MAX * 1000 < (1LL << 62), "milli-tokens f
  * does not fall behind. */
 #define SETTLE_CONSUME_BATCH_MAX 4096
 
+/* ...and the longest a batch waits to fill once its first message was taken: fetch
+ * responses bring a few hundred messages each, and committing each alone costs a
+ * durable commit per few hundred events. A lone event waits this much more. */
+#define SETTLE_CONSUME_WAIT_MS 20
+
 /* settle's outbox messages handed to its producer and not yet acknowledged, at most:
  * LMDB, not librdkafka's memory, is the buffer while Kafka is away. */
 #define SETTLE_PUBLISH_WINDOW 1024

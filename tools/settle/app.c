@@ -991,7 +991,7 @@ static void on_turn(void *ctx, struct reactor *r)
     int64_t now = settle_app_now_ms(app);
     if (app->kafka) {
         skafka_arm(app->kafka, reactor_ring(r));
-        if (skafka_turn(app->kafka, now))
+        if (skafka_turn(app->kafka, reactor_ring(r), now))
             skafka_kick(app->kafka); /* more waiting: do not sleep */
     }
     close_timer(app, now);
@@ -1000,9 +1000,8 @@ static void on_turn(void *ctx, struct reactor *r)
 static void on_wake(void *ctx, struct reactor *r, int res)
 {
     struct settle_app *app = ctx;
-    (void)res;
     if (app->kafka)
-        skafka_on_wake(app->kafka, reactor_ring(r));
+        skafka_on_wake(app->kafka, reactor_ring(r), res);
 }
 
 const struct reactor_handler settle_app_handler = {

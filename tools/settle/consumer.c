@@ -52,13 +52,18 @@ struct skafka {
     uint64_t rebalances;
     uint64_t consume_errors;
     uint64_t batches, batch_messages;
+    uint64_t apply_ns; /* time in settle_store_apply (parse, rules, durable commit) */
     /* producer */
     uint64_t mark, sent;
     bool window[SETTLE_PUBLISH_WINDOW];
     uint64_t produced, delivered, delivery_errors;
     uint64_t flushed_mark;
     int64_t last_flush_ms;
-    int64_t last_now_ms; /* settle's clock at the last turn */
+    int64_t last_now_ms;       /* settle's clock at the last turn */
+    size_t pending;            /* messages taken, not yet applied (msgs, smsgs) */
+    uint64_t pending_since_ms; /* monotonic: when the first of them was taken */
+    bool timer_armed;
+    struct __kernel_timespec timer_ts;
     rd_kafka_message_t *msgs[SETTLE_CONSUME_BATCH_MAX];
     struct settle_msg smsgs[SETTLE_CONSUME_BATCH_MAX];
 };
@@ -354,67 +359,106 @@ static void publish(struct skafka *k, int64_t now_ms)
 
 /* ---- the turn ------------------------------------------------------------------------ */
 
+/* Takes what the consumer queue holds, up to a full batch (a fetch response per call:
+ * several calls fill a batch from a backlog, and a larger commit costs less per event). */
 static size_t take_batch(struct skafka *k)
 {
-    ssize_t n = rd_kafka_consume_batch_queue(k->cq, 0, k->msgs, SETTLE_CONSUME_BATCH_MAX);
-    if (n < 0)
-        return 0;
-    size_t kept = 0;
-    for (ssize_t i = 0; i < n; i++) {
-        rd_kafka_message_t *m = k->msgs[i];
-        if (m->err) {
-            if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-                k->consume_errors++;
-                log_write_str(LOG_WARN, "kafka consume error", "error", rd_kafka_message_errstr(m),
-                              NULL);
+    size_t kept = k->pending;
+    while (kept < SETTLE_CONSUME_BATCH_MAX) {
+        rd_kafka_message_t **room = k->msgs + kept;
+        ssize_t n = rd_kafka_consume_batch_queue(k->cq, 0, room, SETTLE_CONSUME_BATCH_MAX - kept);
+        if (n <= 0)
+            break;
+        for (ssize_t i = 0; i < n; i++) {
+            rd_kafka_message_t *m = room[i];
+            if (m->err) {
+                if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+                    k->consume_errors++;
+                    log_write_str(LOG_WARN, "kafka consume error", "error",
+                                  rd_kafka_message_errstr(m), NULL);
+                }
+                rd_kafka_message_destroy(m);
+                continue;
             }
-            rd_kafka_message_destroy(m);
-            continue;
+            const char *t = rd_kafka_topic_name(m->rkt);
+            k->smsgs[kept] = (struct settle_msg){
+                .topic = t,
+                .topic_len = strlen(t),
+                .partition = m->partition,
+                .offset = m->offset,
+                .key = m->key,
+                .key_len = m->key_len,
+                .value = m->payload,
+                .value_len = m->len,
+            };
+            k->msgs[kept++] = m;
         }
-        const char *t = rd_kafka_topic_name(m->rkt);
-        k->smsgs[kept] = (struct settle_msg){
-            .topic = t,
-            .topic_len = strlen(t),
-            .partition = m->partition,
-            .offset = m->offset,
-            .key = m->key,
-            .key_len = m->key_len,
-            .value = m->payload,
-            .value_len = m->len,
-        };
-        k->msgs[kept++] = m;
     }
     return kept;
 }
 
-bool skafka_turn(struct skafka *k, int64_t now_ms)
+/* Applies the pending messages in one transaction (their offsets with them). */
+static void apply_pending(struct skafka *k, int64_t now_ms)
 {
-    size_t n = take_batch(k);
-    bool more = n == SETTLE_CONSUME_BATCH_MAX;
-    if (n > 0) {
-        int rc = settle_store_apply(k->store, k->cal, k->smsgs, n, now_ms);
-        if (rc != 0) {
-            /* Nothing was committed: read these again from the stored offsets. */
-            log_write_str(LOG_ERROR, "cannot apply consumed events; re-reading them", "error",
-                          strerror(-rc), NULL);
-            for (size_t i = 0; i < n; i++) {
-                int64_t next;
-                const struct settle_msg *sm = &k->smsgs[i];
-                if (settle_store_offset_get(k->store, sm->topic, sm->topic_len, sm->partition,
-                                            &next) != 0)
-                    next = RD_KAFKA_OFFSET_BEGINNING;
-                rd_kafka_seek(k->msgs[i]->rkt, sm->partition, next, 0);
-            }
-        } else {
-            k->batches++;
-            k->batch_messages += n;
+    size_t n = k->pending;
+    uint64_t t0 = clock_mono_ns();
+    int rc = settle_store_apply(k->store, k->cal, k->smsgs, n, now_ms);
+    k->apply_ns += clock_mono_ns() - t0;
+    if (rc != 0) {
+        /* Nothing was committed: read these again from the stored offsets. */
+        log_write_str(LOG_ERROR, "cannot apply consumed events; re-reading them", "error",
+                      strerror(-rc), NULL);
+        for (size_t i = 0; i < n; i++) {
+            int64_t next;
+            const struct settle_msg *sm = &k->smsgs[i];
+            if (settle_store_offset_get(k->store, sm->topic, sm->topic_len, sm->partition, &next) !=
+                0)
+                next = RD_KAFKA_OFFSET_BEGINNING;
+            rd_kafka_seek(k->msgs[i]->rkt, sm->partition, next, 0);
         }
-        for (size_t i = 0; i < n; i++)
-            rd_kafka_message_destroy(k->msgs[i]);
+    } else {
+        k->batches++;
+        k->batch_messages += n;
     }
+    for (size_t i = 0; i < n; i++)
+        rd_kafka_message_destroy(k->msgs[i]);
+    k->pending = 0;
+}
+
+/* A wake-up in SETTLE_CONSUME_WAIT_MS, when none is armed (the linger of a batch). */
+static void arm_timer(struct skafka *k, struct io_uring *ring)
+{
+    if (k->timer_armed)
+        return;
+    struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+    if (sqe == NULL) {
+        io_uring_submit(ring);
+        sqe = io_uring_get_sqe(ring);
+    }
+    ASSERT(sqe != NULL);
+    k->timer_ts.tv_sec = 0;
+    k->timer_ts.tv_nsec = SETTLE_CONSUME_WAIT_MS * 1000000LL;
+    io_uring_prep_timeout(sqe, &k->timer_ts, 0, 0);
+    io_uring_sqe_set_data64(sqe, REACTOR_WAKE_TAG);
+    k->timer_armed = true;
+}
+
+bool skafka_turn(struct skafka *k, struct io_uring *ring, int64_t now_ms)
+{
+    size_t before = k->pending;
+    size_t n = take_batch(k);
+    k->pending = n;
+    uint64_t mono_ms = clock_mono_ns() / 1000000;
+    if (before == 0 && n > 0)
+        k->pending_since_ms = mono_ms;
+    bool full = n == SETTLE_CONSUME_BATCH_MAX;
+    if (n > 0 && (full || mono_ms - k->pending_since_ms >= SETTLE_CONSUME_WAIT_MS))
+        apply_pending(k, now_ms);
+    else if (n > 0)
+        arm_timer(k, ring); /* linger: a larger commit costs less per event */
     k->last_now_ms = now_ms;
     publish(k, now_ms);
-    return more;
+    return full;
 }
 
 /* ---- wake-ups ------------------------------------------------------------------------ */
@@ -434,8 +478,12 @@ void skafka_arm(struct skafka *k, struct io_uring *ring)
     k->wake_armed = true;
 }
 
-void skafka_on_wake(struct skafka *k, struct io_uring *ring)
+void skafka_on_wake(struct skafka *k, struct io_uring *ring, int res)
 {
+    if (res == -ETIME) { /* the linger timer */
+        k->timer_armed = false;
+        return;
+    }
     k->wake_armed = false;
     skafka_arm(k, ring);
 }
@@ -501,6 +549,9 @@ void skafka_metrics(const struct skafka *k, struct metrics_out *o)
     metrics_family(o, "ringpay_settle_consume_batches_total", "counter",
                    "Transactions of consumed messages.");
     metrics_sample_u64(o, "ringpay_settle_consume_batches_total", NULL, k->batches);
+    metrics_family(o, "ringpay_settle_apply_seconds_total", "counter",
+                   "Time spent applying consumed batches (parse, rules, durable commit).");
+    metrics_sample_seconds(o, "ringpay_settle_apply_seconds_total", NULL, k->apply_ns);
     metrics_family(o, "ringpay_settle_published_total", "counter",
                    "Outbox messages delivered to Kafka (settlement.closed, recon.unmatched, "
                    "payment.dlq).");
@@ -546,6 +597,8 @@ void skafka_stop(struct skafka *k, int flush_ms)
     if (k == NULL)
         return;
     if (k->consumer) {
+        if (k->pending > 0)
+            apply_pending(k, k->last_now_ms); /* taken: count them before leaving */
         if (k->cq) {
             rd_kafka_queue_io_event_enable(k->cq, -1, NULL, 0);
             rd_kafka_queue_destroy(k->cq);

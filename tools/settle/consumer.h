@@ -13,7 +13,10 @@
  *    (cooperative) with those offsets. So what was counted is exactly what was
  *    committed, in the same LMDB transaction, whatever the group thinks.
  *  - Messages are taken from the consumer queue SETTLE_CONSUME_BATCH_MAX at a time at
- *    most and applied with settle_store_apply in one transaction. A rebalance that
+ *    most and applied with settle_store_apply in one transaction, once the batch is
+ *    full or its first message waited SETTLE_CONSUME_WAIT_MS (larger commits cost less
+ *    per event; a message taken but not applied is not counted, and its offset is not
+ *    stored, so a crash re-reads it). A rebalance that
  *    revokes a partition in the middle changes nothing: the batch is applied before the
  *    callback returns (it runs inside the poll of the same thread, after the batch), and
  *    a message of a partition this instance lost and another took is counted once,
@@ -63,16 +66,19 @@ int skafka_start(struct skafka **out, const struct skafka_config *cfg, struct se
 /* Queues the read of the wake-up eventfd on ring (again after each wake-up). */
 void skafka_arm(struct skafka *k, struct io_uring *ring);
 
-/* The reactor saw the wake-up read complete: re-arm it (on the same ring). */
-void skafka_on_wake(struct skafka *k, struct io_uring *ring);
+/* A REACTOR_WAKE_TAG completion: the wake-up read (re-armed here, on the same ring) or,
+ * with res -ETIME, the linger timer. */
+void skafka_on_wake(struct skafka *k, struct io_uring *ring, int res);
 
 /* Makes the next loop turn come at once (writes the wake-up eventfd). */
 void skafka_kick(struct skafka *k);
 
-/* One turn at now_ms: applies what the consumer has (at most one batch), publishes the
- * outbox window, serves delivery reports. Returns true when more work is waiting (the
- * caller turns again soon: the eventfd is written so the loop does not sleep). */
-bool skafka_turn(struct skafka *k, int64_t now_ms);
+/* One turn at now_ms: takes what the consumer has; applies it in one transaction once
+ * it is a full batch (SETTLE_CONSUME_BATCH_MAX) or its first message waited
+ * SETTLE_CONSUME_WAIT_MS (a timeout on ring brings the turn back); publishes the outbox
+ * window, serves delivery reports. Returns true when more work is waiting (the caller
+ * turns again soon: the eventfd is written so the loop does not sleep). */
+bool skafka_turn(struct skafka *k, struct io_uring *ring, int64_t now_ms);
 
 /* Every assigned partition is consumed up to the last high watermark seen (and at
  * least one assignment happened). */
