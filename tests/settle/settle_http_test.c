@@ -362,6 +362,46 @@ static void test_reconciliation(void **state)
     rp_assert_error_body(&r, "body_too_large");
     assert_non_null(strstr(rp_header(&r, "connection"), "close"));
     rp_response_free(&r);
+    /* Expect: 100-continue on a streamed upload: the interim answer, then the body. */
+    char raw[2048];
+    int n =
+        snprintf(raw, sizeof(raw),
+                 "POST /v1/reconciliation/files HTTP/1.1\r\nHost: a\r\nIdempotency-Key: e\r\n"
+                 "Content-Type: text/csv\r\nExpect: 100-continue\r\nContent-Length: %zu\r\n\r\n",
+                 strlen(csv));
+    struct rp_conn c;
+    assert_int_equal(rp_conn_open(&c, st.port), 0);
+    assert_int_equal(rp_send_all(c.fd, raw, (size_t)n), 0);
+    assert_int_equal(rp_read_response(&c, &r, false, RP_IO_TIMEOUT_MS), 0);
+    expect_status(&r, 100);
+    rp_response_free(&r);
+    assert_int_equal(rp_send_all(c.fd, csv, strlen(csv)), 0);
+    assert_int_equal(rp_read_response(&c, &r, false, RP_IO_TIMEOUT_MS), 0);
+    expect_status(&r, 201);
+    expect_every_category(r.body);
+    rp_response_free(&r);
+    rp_conn_close(&c);
+
+    /* A client that goes away in the middle of its body: nothing is stored, the slot is
+     * free again (five more uploads after it, more than SETTLE_UPLOADS_MAX at once). */
+    n = snprintf(raw, sizeof(raw),
+                 "POST /v1/reconciliation/files HTTP/1.1\r\nHost: a\r\nIdempotency-Key: f\r\n"
+                 "Content-Type: text/csv\r\nContent-Length: 5000\r\n\r\n%.40s",
+                 csv);
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(rp_conn_open(&c, st.port), 0);
+        assert_int_equal(rp_send_all(c.fd, raw, (size_t)n), 0);
+        rp_sleep_ms(20);
+        rp_close_rst(c.fd);
+        c.fd = -1;
+        rp_conn_close(&c);
+    }
+    rp_sleep_ms(100);
+    assert_int_equal(post("/v1/reconciliation/files", "text/csv", csv, &r), 0);
+    expect_status(&r, 201);
+    assert_non_null(strstr(r.body, "\"id\":\"rcf_0000000000000004\"")); /* 3 done before */
+    rp_response_free(&r);
+
     expect_error("GET", "/v1/reconciliation/files/rcf_00000000000000ff", NULL, NULL, 404,
                  "not_found", NULL);
     expect_error("POST", "/v1/reconciliation/files/rcf_00000000000000ff/rematch", "text/csv", "",

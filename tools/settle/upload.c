@@ -235,6 +235,7 @@ struct feeder {
     struct settle_recon *r;
     const char *request_id;
     uint64_t bytes, next_progress, t0_ns;
+    uint64_t logged; /* lines of the last progress line */
 };
 
 static int feed(struct feeder *f, const char *data, size_t len)
@@ -244,6 +245,7 @@ static int feed(struct feeder *f, const char *data, size_t len)
     uint64_t lines = settle_recon_lines(f->r);
     if (rc == 0 && lines >= f->next_progress) {
         log_progress(f->request_id, lines, f->bytes, f->t0_ns);
+        f->logged = lines;
         while (f->next_progress <= lines)
             f->next_progress += SETTLE_RECON_PROGRESS_LINES;
     }
@@ -299,7 +301,7 @@ int upload_classify(struct upload *up, struct settle_store *s, int64_t now_ms,
             break;
         rc = feed(&f, chunk, (size_t)n);
     }
-    if (rc == 0)
+    if (rc == 0 && settle_recon_lines(r) != f.logged) /* the last line, once */
         log_progress(up->request_id, settle_recon_lines(r), f.bytes, f.t0_ns);
     return finish(r, rc, out, why);
 }
@@ -318,6 +320,8 @@ int upload_classify_memory(struct settle_store *s, const char *body, size_t len,
                        .next_progress = SETTLE_RECON_PROGRESS_LINES,
                        .t0_ns = clock_mono_ns()};
     rc = len ? feed(&f, body, len) : 0;
+    if (rc == 0 && settle_recon_lines(r) != f.logged)
+        log_progress(request_id, settle_recon_lines(r), f.bytes, f.t0_ns);
     return finish(r, rc, out, why);
 }
 
