@@ -4,6 +4,7 @@
 # settle consumes the whole backlog; prints the events (payment.captured +
 # payment.refunded) and settle's rate from its first counted event to its last, and its
 # peak RSS. Usage: bench/settle_consume.sh [BUILD_DIR] [LOAD_SECONDS]
+# PERF=FILE: settle runs under `perf record -g -o FILE` (then: perf report -i FILE).
 set -euo pipefail
 B=${1:-build}
 SECS=${2:-10}
@@ -36,6 +37,11 @@ echo "events in payment.captured + payment.refunded: $N"
     --listen 127.0.0.1:18191 2>"$T/settle.log" &
 SP=$!
 PIDS+=($SP)
+if [ -n "${PERF:-}" ]; then
+    perf record -e cpu-clock -F 2000 -g -o "$PERF" -p "$SP" 2>/dev/null &
+    PP=$!
+    PIDS+=($PP)
+fi
 counted() {
     { curl -sf 127.0.0.1:18191/metrics 2>/dev/null || true; } |
         awk '/^ringpay_settle_events_total\{outcome="(counted|adjusted|duplicate)"\}/{s+=$2} END{print s+0}'
@@ -49,6 +55,7 @@ while :; do
     sleep 0.05
 done
 last=$(date +%s.%N)
+if [ -n "${PERF:-}" ]; then kill -INT "$PP"; wait "$PP" || true; fi
 rss=$(awk '/VmHWM/{print $2}' /proc/$SP/status)
 batches=$(curl -sf 127.0.0.1:18191/metrics | awk '/^ringpay_settle_consume_batches_total/{print $2}')
 applys=$(curl -sf 127.0.0.1:18191/metrics | awk '/^ringpay_settle_apply_seconds_total/{print $2}')

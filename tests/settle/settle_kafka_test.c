@@ -17,7 +17,8 @@
  *  4. a poison message in payment.captured, then more traffic in the same partition:
  *     the poison is in payment.dlq with its reason, and the events after it count;
  *  5. POST /v1/settlements/close for today: settlement.closed holds one event per batch
- *     after removing duplicates by event_id, each with the batch's final totals.
+ *     after removing duplicates by event_id, each with the batch's final totals;
+ *  6. a bank statement's unmatched lines are published to recon.unmatched.
  *
  * kcat does the producing and raw consuming (tests/settle/kcat.h), rp_mock_kafka is
  * driven by tests/kafka's kafka_client.
@@ -314,6 +315,29 @@ static void test_end_to_end(void **state)
             assert_true(settle_batch(mi, c, &s, &closed));
             assert_true(closed);
         }
+
+    /* 6. A bank statement's unmatched lines go to recon.unmatched. */
+    const char *hc[] = {"Idempotency-Key: bank-1", "Content-Type: text/csv", NULL};
+    assert_int_equal(rp_request(st.port, "POST", "/v1/reconciliation/files", hc,
+                                "transaction_id,amount,currency,value_date\n"
+                                "pay_0000000000000fffff,100,EUR,2026-11-24\n"
+                                "pay_x,1.5,EUR,2026-11-24\n",
+                                &r),
+                     0);
+    assert_int_equal(r.status, 201);
+    rp_response_free(&r);
+    for (int64_t dl = rp_now_ms() + WAIT_MS;; rp_sleep_ms(200)) {
+        msgs = NULL;
+        n = 0;
+        assert_int_equal(kcat_consume(mk.bootstrap, "recon.unmatched", 20000, &msgs, &n), 0);
+        bool both = n == 2 && strstr(msgs[0].value, "\"category\":\"unknown_transaction\"") &&
+                    strstr(msgs[1].value, "\"category\":\"malformed\"");
+        kcat_free(msgs, n);
+        if (both)
+            break;
+        if (rp_now_ms() > dl)
+            fail_msg("recon.unmatched has %zu messages, want the 2 unmatched lines", n);
+    }
     pc_close(&pc);
     assert_int_equal(rp_server_stop(&st), 0);
     assert_int_equal(rp_server_stop(&eng), 0);
