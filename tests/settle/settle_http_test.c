@@ -559,6 +559,36 @@ static void test_lock_and_dlq(void **state)
     start(NULL); /* the directory is free again */
 }
 
+/* The calendar flags reach the close timer: with --cutoff 13:00 the 25th's business day
+ * has not started at 12:00 UTC, so the 24th is not due yet. Bad flags fail at start
+ * with one line. */
+static void test_calendar_flags(void **state)
+{
+    (void)state;
+    static const char *const bad[][3] = {{"--cutoff", "25:00", NULL},
+                                         {"--tz", "Mars/Olympus_Mons", NULL},
+                                         {"--grace", "10d", NULL},
+                                         {"--retention-days", "1", NULL}};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        const char *argv[] = {"settle",    "--kafka-brokers", "none",    "--data",
+                              st.data_dir, bad[i][0],         bad[i][1], NULL};
+        assert_int_equal(rp_run(argv, NULL, NULL, 10000, &run), 0);
+        if (run.code != 2 || rp_count_lines(run.err) != 1)
+            fail_msg("%s %s: exit %d, stderr %s", bad[i][0], bad[i][1], run.code, run.err);
+    }
+    const char *no_kafka[] = {"settle", "--data", st.data_dir, NULL};
+    assert_int_equal(rp_run(no_kafka, NULL, NULL, 10000, &run), 0);
+    assert_int_equal(run.code, 2);
+    assert_non_null(strstr(run.err, "--kafka-brokers is required"));
+
+    start((const char *const[]){"--cutoff", "13:00", "--grace", "0", NULL});
+    struct rp_response r;
+    assert_int_equal(get("/v1/settlements/stl_20261124_EUR_m-1", &r), 0);
+    expect_status(&r, 200);
+    assert_non_null(strstr(r.body, "\"status\":\"open\""));
+    rp_response_free(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -566,6 +596,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reconciliation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_admin_gate, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lock_and_dlq, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_calendar_flags, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
