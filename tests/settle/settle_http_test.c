@@ -522,6 +522,19 @@ static void test_admin_gate(void **state)
         call_signed(&merchant, "POST", "/v1/reconciliation/files", "text/csv", csv, csv, &r), 0);
     expect_status(&r, 403);
     rp_response_free(&r);
+    /* A key added while settle runs works after SIGHUP. */
+    struct key late;
+    add_key("admin", NULL, &late);
+    assert_int_equal(rp_server_signal(&st, SIGHUP), 0);
+    for (int64_t dl = rp_now_ms() + 5000;; rp_sleep_ms(20)) {
+        assert_int_equal(call_signed(&late, "GET", "/v1/settlements", NULL, NULL, NULL, &r), 0);
+        int status = r.status;
+        rp_response_free(&r);
+        if (status == 200)
+            break;
+        if (rp_now_ms() > dl)
+            fail_msg("the key added before SIGHUP is still refused (%d)", status);
+    }
     /* /healthz needs no key. */
     assert_int_equal(get("/healthz", &r), 0);
     expect_status(&r, 200);
