@@ -1157,7 +1157,10 @@ static void on_send(struct reactor *r, struct conn *c, int res)
     if (c->send_off >= c->out_send.len) {
         c->out_send.len = 0;
         c->send_off = 0;
-        if (c->out_send.cap > 64 * 1024)
+        /* A large buffer goes back, and so does any once the connection has nothing left
+         * to answer: an idle keep-alive connection holds no answer buffer (4 KiB each;
+         * the next answer's malloc reuses a freed one). */
+        if (c->out_send.cap > 64 * 1024 || (c->out_fill.len == 0 && c->win_head == c->win_tail))
             buf_free(&c->out_send);
     }
     send_kick(r, c);

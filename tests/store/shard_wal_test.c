@@ -57,9 +57,9 @@
 struct gate {
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    int hold_step;        /* SHARD_CKPT_*; 0: never hold */
-    unsigned hold_nth;    /* hold the nth time that step comes (1-based) */
-    unsigned seen[8];     /* times each step came */
+    int hold_step;     /* SHARD_CKPT_*; 0: never hold */
+    unsigned hold_nth; /* hold the nth time that step comes (1-based) */
+    unsigned seen[8];  /* times each step came */
     bool held, open;
 };
 
@@ -189,14 +189,13 @@ static void req_auth(struct wh_req *r, const char *key, const char *m, int64_t a
 {
     char body[256];
     snprintf(body, sizeof(body),
-             "{\"merchant_id\":\"%s\",\"amount\":%" PRId64 ",\"currency\":\"%s\"%s%s%s}", m,
-             amount, cur, reference ? ",\"reference\":\"" : "", reference ? reference : "",
+             "{\"merchant_id\":\"%s\",\"amount\":%" PRId64 ",\"currency\":\"%s\"%s%s%s}", m, amount,
+             cur, reference ? ",\"reference\":\"" : "", reference ? reference : "",
              reference ? "\"" : "");
     wh_req_set(r, "POST", "/v1/payments/authorize", body, key);
 }
 
-static void req_follow(struct wh_req *r, const char *key, int pay, const char *verb,
-                       int64_t amount)
+static void req_follow(struct wh_req *r, const char *key, int pay, const char *verb, int64_t amount)
 {
     char path[128], body[64] = "{}";
     snprintf(path, sizeof(path), "/v1/payments/%s/%s", pid(pay), verb);
@@ -330,18 +329,16 @@ static void test_reads_across_layers(void **state)
     assert_true(has(body, "\"currency\":\"USD\",\"pending\":0,\"available\":50"));
     assert_true(has(body, "\"currency\":\"EUR\",\"pending\":70,\"available\":0"));
     /* m-a's ledger: 1-4 in LMDB, 5-7 frozen, 8-10 active; pages across both seams. */
-    assert_int_equal(wh_get(p.w, "/v1/merchants/m-a/ledger", "after=3&limit=2", p.now, &body),
-                     200);
+    assert_int_equal(wh_get(p.w, "/v1/merchants/m-a/ledger", "after=3&limit=2", p.now, &body), 200);
     assert_true(has(body, "\"seq\":4,") && has(body, "\"seq\":5,") && !has(body, "\"seq\":6,"));
     assert_true(has(body, "\"next_after\":5"));
-    assert_int_equal(wh_get(p.w, "/v1/merchants/m-a/ledger", "after=6&limit=2", p.now, &body),
-                     200);
-    assert_true(has(body, "\"seq\":7,") && has(body, "\"seq\":8,") && has(body, "\"next_after\":8"));
+    assert_int_equal(wh_get(p.w, "/v1/merchants/m-a/ledger", "after=6&limit=2", p.now, &body), 200);
+    assert_true(has(body, "\"seq\":7,") && has(body, "\"seq\":8,") &&
+                has(body, "\"next_after\":8"));
     assert_int_equal(wh_get(p.w, "/v1/merchants/m-a/ledger", "after=4&limit=1000", p.now, &body),
                      200);
     assert_true(has(body, "\"seq\":5,") && has(body, "\"next_after\":null"));
-    assert_int_equal(wh_get(p.w, "/v1/merchants/m-a/ledger", "after=9&limit=1", p.now, &body),
-                     200);
+    assert_int_equal(wh_get(p.w, "/v1/merchants/m-a/ledger", "after=9&limit=1", p.now, &body), 200);
     assert_true(has(body, "\"seq\":10,") && has(body, "\"next_after\":null"));
 
     /* Replays of records in LMDB, the frozen and the active layer; keys reused with
@@ -435,8 +432,7 @@ static void child_settle(struct shard_store *s, int fd)
     uint64_t deadline = clock_mono_ns() + 30ull * 1000000000ull;
     while (shard_store_durable(s) < shard_store_written(s)) {
         if (shard_store_failed(s) || clock_mono_ns() > deadline)
-            wh_child_fail(fd, "the log did not become durable (failed %d)",
-                          shard_store_failed(s));
+            wh_child_fail(fd, "the log did not become durable (failed %d)", shard_store_failed(s));
         wh_poll(s, 10);
     }
 }
@@ -522,9 +518,9 @@ static void resend_plan(struct shard_store *s, const struct wh_plan *p, int64_t 
             const struct wh_ans *want = &p->ref[first + i];
             bool replayed = wh_ans_stored(r, want);
             if (!wh_ans_same(&a[i], want) || a[i].replayed != replayed)
-                fail_msg("op %zu (%s key %s) sent again: %d%s %s; first answer %d%s %s",
-                         first + i, r->path, r->key, a[i].status, a[i].replayed ? " replayed" : "",
-                         a[i].body, want->status, want->replayed ? " replayed" : "", want->body);
+                fail_msg("op %zu (%s key %s) sent again: %d%s %s; first answer %d%s %s", first + i,
+                         r->path, r->key, a[i].status, a[i].replayed ? " replayed" : "", a[i].body,
+                         want->status, want->replayed ? " replayed" : "", want->body);
             wh_ans_free(&a[i]);
         }
         shard_store_kick(s);
@@ -683,8 +679,8 @@ static void req_big(struct wh_req *r, int n, size_t pad)
     snprintf(key, sizeof(key), "ob-%d", n);
     char *body = malloc(pad + 128);
     assert_non_null(body);
-    int len = snprintf(body, 128, "{\"merchant_id\":\"m-b\",\"amount\":%d,\"currency\":\"KRW\"",
-                       100 + n);
+    int len =
+        snprintf(body, 128, "{\"merchant_id\":\"m-b\",\"amount\":%d,\"currency\":\"KRW\"", 100 + n);
     memset(body + len, ' ', pad);
     memcpy(body + len + pad, "}", 2);
     wh_req_set(r, "POST", "/v1/payments/authorize", body, key);
@@ -825,8 +821,8 @@ static void test_overlay_bound_backpressure(void **state)
     }
     assert_int_equal(wh_settle(s), 0);
     struct shard_store_stats st = stats_of(s);
-    print_message("%zu answered, %d refused for room; checkpoints %" PRIu64 ", overlay full %" PRIu64
-                  "\n",
+    print_message("%zu answered, %d refused for room; checkpoints %" PRIu64
+                  ", overlay full %" PRIu64 "\n",
                   nok, busy, st.checkpoints, st.overlay_full);
     assert_true(st.checkpoints >= 5);
     assert_acked_present(s, ok, nok, now);
@@ -1018,8 +1014,8 @@ static void test_idem_ttl_in_every_layer(void **state)
     /* The checkpoints (with their sweeps) change no answer. */
     gate_open(&g);
     wait_checkpoints(s, 1);
-    ttl_batch(s, t0 + TTL_MS + 400,
-              (struct ttl_case[]){{"e", false, pid(9)}, {"a", true, pid(5)}}, 2);
+    ttl_batch(s, t0 + TTL_MS + 400, (struct ttl_case[]){{"e", false, pid(9)}, {"a", true, pid(5)}},
+              2);
     wait_checkpoints(s, 2);
     ttl_batch(s, t0 + TTL_MS + 500, (struct ttl_case[]){{"c", true, pid(7)}, {"d", true, pid(8)}},
               2);
@@ -1031,9 +1027,9 @@ static void test_idem_ttl_in_every_layer(void **state)
     ttl_batch(s, t0 + 2 * TTL_MS + 101,
               (struct ttl_case[]){{"a", true, pid(5)}, {"b", true, pid(6)}, {"c", true, pid(7)}},
               3);
-    ttl_batch(s, t0 + 2 * TTL_MS + 302,
-              (struct ttl_case[]){{"c", false, pid(10)}, {"d", false, pid(11)}, {"e", true, pid(9)}},
-              3);
+    ttl_batch(
+        s, t0 + 2 * TTL_MS + 302,
+        (struct ttl_case[]){{"c", false, pid(10)}, {"d", false, pid(11)}, {"e", true, pid(9)}}, 3);
     shard_store_close(s);
     check_dir(dir);
     gate_fini(&g);
@@ -1216,8 +1212,7 @@ static void loop_wait(void *ctx, int timeout_ms)
     poll(&p, 1, timeout_ms < 2 ? timeout_ms : 2);
 }
 
-static const struct shard_transport loop_transport = {loop_recv, loop_reply, loop_flush,
-                                                      loop_wait};
+static const struct shard_transport loop_transport = {loop_recv, loop_reply, loop_flush, loop_wait};
 
 static void *loop_run(void *arg)
 {
@@ -1274,8 +1269,8 @@ static void test_async_shard_loop(void **state)
     static struct loop_fake f;
     memset(&f, 0, sizeof(f));
     pthread_mutex_init(&f.mu, NULL);
-    struct shard sh = {.store = wh_open(dir, &wo), .transport = &loop_transport,
-                       .transport_ctx = &f};
+    struct shard sh = {
+        .store = wh_open(dir, &wo), .transport = &loop_transport, .transport_ctx = &f};
     f.sh = &sh;
     pthread_t tid;
     assert_int_equal(pthread_create(&tid, NULL, loop_run, &sh), 0);
@@ -1284,21 +1279,23 @@ static void test_async_shard_loop(void **state)
     /* Small authorizations with reads between them, then large ones (6 KiB bodies: an
      * eighth of a layer is two of them). */
     struct shard_job *jobs[LOOP_JOBS];
+    /* A decoded operation points into its request (the body): each request lives until
+     * its job was answered. */
+    static struct wh_req reqs[LOOP_JOBS];
     size_t n = 0;
-    struct wh_req r;
     for (int wave = 0; wave < 2; wave++) {
         size_t first = n;
         for (int i = 0; i < 150; i++) {
             char key[32];
+            struct wh_req *r = &reqs[n];
             snprintf(key, sizeof(key), "loop-%d-%d", wave, i);
             if (i % 10 == 9) {
-                wh_req_set(&r, "GET", "/v1/merchants/m-b/balances", NULL, NULL);
+                wh_req_set(r, "GET", "/v1/merchants/m-b/balances", NULL, NULL);
             } else {
-                req_big(&r, i, wave ? 6000 : 0);
-                snprintf(r.key, sizeof(r.key), "%s", key);
+                req_big(r, i, wave ? 6000 : 0);
+                snprintf(r->key, sizeof(r->key), "%s", key);
             }
-            jobs[n++] = loop_job(&r);
-            wh_req_free(&r);
+            jobs[n++] = loop_job(r);
         }
         loop_feed(&f, jobs + first, n - first);
     }
@@ -1340,8 +1337,10 @@ static void test_async_shard_loop(void **state)
         fail_msg("balances %s, want pending %" PRId64, body, sum);
     shard_store_close(s);
     check_dir(dir);
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         free(jobs[i]);
+        wh_req_free(&reqs[i]);
+    }
     pthread_mutex_destroy(&f.mu);
     wh_rm_rf(dir);
     free(dir);
