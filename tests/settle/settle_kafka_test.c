@@ -46,7 +46,8 @@
 #define WAIT_MS   30000
 
 static struct kc_mock mk;
-static struct rp_server eng, st;
+static struct rp_server eng, st, sb;
+static struct rp_server *settle_srv = &st; /* the settle the checks ask */
 static struct pc_conn pc;
 static const char *const currencies[2] = {"EUR", "KRW"};
 
@@ -151,7 +152,7 @@ static bool settle_batch(int mi, int c, struct sums *s, bool *closed)
     snprintf(path, sizeof(path), "/v1/settlements/stl_%.4s%.2s%.2s_%s_%s", d, d + 5, d + 8,
              currencies[c], m);
     struct rp_response r;
-    assert_int_equal(rp_request(st.port, "GET", path, NULL, NULL, &r), 0);
+    assert_int_equal(rp_request(settle_srv->port, "GET", path, NULL, NULL, &r), 0);
     bool ok = r.status == 200;
     if (ok) {
         long long adj;
@@ -192,7 +193,7 @@ static void expect_settle_equals_ledger(void)
         if (!diff[0])
             return;
         if (rp_now_ms() > deadline) {
-            rp_server_dump_log(&st, 4096);
+            rp_server_dump_log(settle_srv, 4096);
             fail_msg("settle does not match the ledger: %s", diff);
         }
     }
@@ -448,6 +449,83 @@ static void test_late_events_adjust(void **state)
     kc_mock_stop(&mk);
 }
 
+/*
+ * Two settle processes in one group: B runs with --standby on A's data directory (it
+ * serves /healthz, /readyz answers 503). A is killed with SIGKILL in the middle of the
+ * traffic; B takes the directory over, joins the group (a rebalance once A's session
+ * expires) and resumes from the offsets A committed with its totals: every batch
+ * equals the ledger, and closing publishes one settlement.closed per batch.
+ */
+static void test_standby_takes_over(void **state)
+{
+    (void)state;
+    settle_srv = &st;
+    assert_int_equal(kc_mock_start(&mk, RP_MOCK_KAFKA), 0);
+    const char *eargs[] = {"--cores",    "2", "--access-log", "off", "--kafka-brokers",
+                           mk.bootstrap, NULL};
+    rp_must_start(&eng, eargs);
+    pc_init(&pc, eng.port);
+    assert_int_equal(rp_server_prepare(&st), 0);
+    settle_start();
+    assert_int_equal(rp_server_prepare(&sb), 0);
+    const char *bargs[] = {"--kafka-brokers", mk.bootstrap,
+                           "--access-log",    "off",
+                           "--kafka-conf",    "session.timeout.ms=6000;heartbeat.interval.ms=500",
+                           "--standby",       "--data",
+                           st.data_dir,       NULL};
+    assert_int_equal(rp_server_respawn(&sb, "settle", bargs, NULL), 0);
+    struct rp_response r;
+    assert_int_equal(rp_request(sb.port, "GET", "/readyz", NULL, NULL, &r), 0);
+    assert_int_equal(r.status, 503);
+    rp_response_free(&r);
+    assert_int_equal(rp_request(sb.port, "GET", "/v1/settlements", NULL, NULL, &r), 0);
+    assert_int_equal(r.status, 503);
+    rp_response_free(&r);
+
+    traffic("s1", 2);
+    expect_settle_equals_ledger();
+    traffic("s2a", 1);
+    assert_int_equal(rp_server_signal(&st, SIGKILL), 0);
+    assert_int_equal(rp_server_wait(&st, RP_STOP_TIMEOUT_MS), 128 + SIGKILL);
+    traffic("s2b", 1);
+    settle_srv = &sb;
+    for (int64_t dl = rp_now_ms() + WAIT_MS;; rp_sleep_ms(50)) {
+        assert_int_equal(rp_request(sb.port, "GET", "/readyz", NULL, NULL, &r), 0);
+        int status = r.status;
+        rp_response_free(&r);
+        if (status == 200)
+            break;
+        if (rp_now_ms() > dl)
+            fail_msg("the standby did not take over");
+    }
+    expect_settle_equals_ledger();
+
+    char d[11], body[64];
+    today(d);
+    snprintf(body, sizeof(body), "{\"date\":\"%s\"}", d);
+    const char *h[] = {"Idempotency-Key: close-1", "Content-Type: application/json", NULL};
+    assert_int_equal(rp_request(sb.port, "POST", "/v1/settlements/close", h, body, &r), 0);
+    assert_int_equal(r.status, 200);
+    rp_response_free(&r);
+    for (int64_t dl = rp_now_ms() + WAIT_MS;; rp_sleep_ms(200)) {
+        struct kcat_msg *msgs = NULL;
+        size_t n = 0;
+        assert_int_equal(kcat_consume(mk.bootstrap, "settlement.closed", 20000, &msgs, &n), 0);
+        size_t distinct = kcat_distinct_event_ids(msgs, n);
+        kcat_free(msgs, n);
+        if (distinct == 2 * MERCHANTS)
+            break;
+        if (rp_now_ms() > dl)
+            fail_msg("settlement.closed has %zu distinct batches, want %d", distinct,
+                     2 * MERCHANTS);
+    }
+    pc_close(&pc);
+    assert_int_equal(rp_server_stop(&sb), 0);
+    assert_int_equal(rp_server_stop(&st), 128 + SIGKILL); /* its SIGKILL, above */
+    assert_int_equal(rp_server_stop(&eng), 0);
+    kc_mock_stop(&mk);
+}
+
 static int teardown(void **state)
 {
     kc_mock_stop(&mk);
@@ -459,6 +537,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_end_to_end, teardown),
         cmocka_unit_test_teardown(test_late_events_adjust, teardown),
+        cmocka_unit_test_teardown(test_standby_takes_over, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -48,6 +48,11 @@ const char *const settle_route_names[SR_COUNT] = {
 /* The largest answer body: a page of 1000 settlements or items (~400 bytes each). */
 #define ANSWER_MAX_BYTES (CONN_ANSWER_MAX_BYTES - CONN_ANSWER_HEAD_MAX_BYTES)
 
+bool settle_app_live(const struct settle_app *app)
+{
+    return __atomic_load_n(&app->live, __ATOMIC_ACQUIRE) != 0;
+}
+
 int64_t settle_app_now_ms(const struct settle_app *app)
 {
     return clock_wall_ms() + app->clock_offset_ms;
@@ -746,9 +751,11 @@ static void serve_metrics(struct settle_app *app, struct reactor *r,
     const struct accesslog *al = reactor_accesslog(r);
     metrics_render(&o, &m, 1);
     accesslog_metrics(&al, 1, &o);
-    store_metrics(app, &o);
-    if (app->kafka)
-        skafka_metrics(app->kafka, &o);
+    if (settle_app_live(app)) {
+        store_metrics(app, &o);
+        if (app->kafka)
+            skafka_metrics(app->kafka, &o);
+    }
     long len = metrics_out_len(&o);
     if (len < 0)
         rq_error(r, rq, 503, SR_METRICS, "overloaded", "metrics unavailable", NULL);
@@ -774,6 +781,11 @@ static void serve_ops(struct settle_app *app, struct reactor *r, const struct re
     }
     if (route == SR_METRICS) {
         serve_metrics(app, r, rq);
+        return;
+    }
+    if (route == SR_READYZ && !settle_app_live(app)) {
+        rq_error(r, rq, 503, route, "not_ready", "standby: another settle holds the data directory",
+                 NULL);
         return;
     }
     if (route == SR_READYZ && settle_store_failed(app->store) != 0) {
@@ -843,6 +855,11 @@ static void serve_v1(struct settle_app *app, struct reactor *r, const struct rea
 {
     struct span id = {NULL, 0};
     enum settle_route rt = route_of(rq, &id);
+    if (!settle_app_live(app)) {
+        rq_error(r, rq, 503, rt, "not_ready", "standby: another settle holds the data directory",
+                 NULL);
+        return;
+    }
     struct gate_parts gp;
     bool have_parts = false;
     if (rq->body_streamed) {
@@ -986,7 +1003,7 @@ static void on_turn(void *ctx, struct reactor *r)
 {
     struct settle_app *app = ctx;
     gate_quiesce(app->gate, 0);
-    if (settle_store_failed(app->store) != 0)
+    if (!settle_app_live(app) || settle_store_failed(app->store) != 0)
         return;
     int64_t now = settle_app_now_ms(app);
     if (app->kafka) {
@@ -1000,7 +1017,7 @@ static void on_turn(void *ctx, struct reactor *r)
 static void on_wake(void *ctx, struct reactor *r, int res)
 {
     struct settle_app *app = ctx;
-    if (app->kafka)
+    if (settle_app_live(app) && app->kafka)
         skafka_on_wake(app->kafka, reactor_ring(r), res);
 }
 

@@ -52,6 +52,10 @@ struct skafka;
 struct settle_uploads;
 
 struct settle_app {
+    /* 0 while a standby waits for the data directory (store and kafka not set yet):
+     * written once by the main thread (release) after it opened them, read by the
+     * reactor thread (acquire) before it touches either. */
+    int live;
     struct settle_store *store;
     struct settle_calendar cal;
     struct gate *gate;
@@ -70,6 +74,9 @@ struct settle_app {
     uint64_t recon_last_lines;
     uint64_t recon_last_ns;
 };
+
+/* Whether the store is open (not a standby still waiting). Any thread. */
+bool settle_app_live(const struct settle_app *app);
 
 /* settle's clock: the wall clock plus the test offset (RINGPAY_SETTLE_TEST_CLOCK). */
 int64_t settle_app_now_ms(const struct settle_app *app);

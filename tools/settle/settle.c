@@ -14,6 +14,13 @@
  * answered 503), then the consumer leaves its group, the producer flushes for up to
  * 2 s, the store closes; exit 0. SIGHUP reloads the keys.
  *
+ * --standby: when another settle holds the data directory, this one starts its HTTP
+ * server anyway (/healthz 200, /readyz and /v1 503 not_ready), tries the directory's
+ * lock every 200 ms from the main thread, and when the other process is gone opens the
+ * store, starts Kafka and publishes both to the reactor thread (app.h `live`): a
+ * failover on the same host (or storage that honours flock) that resumes exactly where
+ * the last owner committed.
+ *
  * `ringpay settle dlq list|replay` work on the data directory of a stopped settle (the
  * store's lock: one process owns it); a replayed event's outbox messages are published
  * when settle runs again.
@@ -79,6 +86,7 @@ enum {
     O_HEADER_TMO,
     O_IDLE_TMO,
     O_CLOSE_POLL,
+    O_STANDBY,
     O_COUNT
 };
 
@@ -123,6 +131,9 @@ static void opts_init(struct opt *o, char *recon_def, size_t cap)
                         86400000},
         [O_CLOSE_POLL] = {"close-poll-ms", OPT_UINT, "1000",
                           "how often the close timer looks for dates due to close", 10, 600000},
+        [O_STANDBY] = {"standby", OPT_FLAG, NULL,
+                       "when another settle holds --data, wait for it (serving /healthz, "
+                       "/readyz 503) and take over when it is released"},
     };
     memcpy(o, all, sizeof(all));
 }
@@ -222,7 +233,9 @@ static void *reactor_main(void *arg)
     return NULL;
 }
 
-static int wait_for_stop(struct settle_app *app, struct runner *t)
+static int try_take_over(struct opt *o, struct settle_app *app);
+
+static int wait_for_stop(struct opt *o, struct settle_app *app, struct runner *t)
 {
     sigset_t set;
     sigemptyset(&set);
@@ -247,6 +260,8 @@ static int wait_for_stop(struct settle_app *app, struct runner *t)
             continue;
         }
         gate_collect(app->gate);
+        if (!settle_app_live(app) && try_take_over(o, app) != 0)
+            return 1;
         if (__atomic_load_n(&t->done, __ATOMIC_ACQUIRE)) {
             log_write(LOG_ERROR, "the reactor stopped unexpectedly", NULL);
             return 1;
@@ -303,15 +318,42 @@ static int start_parts(struct opt *o, struct settle_app *app, bool auth_on)
         fprintf(stderr, "ringpay: out of memory for uploads\n");
         return -1;
     }
-    if (strcmp(o[O_BROKERS].str, "none") == 0)
+    return 0;
+}
+
+/* The consumer and producer over the open store; then the reactor may use both. */
+static int go_live(struct opt *o, struct settle_app *app)
+{
+    char why[512] = "";
+    if (strcmp(o[O_BROKERS].str, "none") != 0) {
+        struct skafka_config kc = {
+            .brokers = o[O_BROKERS].str, .group = o[O_GROUP].str, .conf = o[O_KAFKA_CONF].str};
+        if (skafka_start(&app->kafka, &kc, app->store, &app->cal, why, sizeof(why)) != 0) {
+            fprintf(stderr, "ringpay: %s\n", why);
+            log_write_str(LOG_ERROR, "cannot start the Kafka side", "reason", why, NULL);
+            return -1;
+        }
+    }
+    __atomic_store_n(&app->live, 1, __ATOMIC_RELEASE);
+    return 0;
+}
+
+/* A standby's turn: the store when the directory's lock is free. 0 (still waiting or
+ * taken over), or -1 on any other error. */
+static int try_take_over(struct opt *o, struct settle_app *app)
+{
+    char why[512] = "";
+    struct settle_store_options so = {.retention_days = (uint32_t)o[O_RETENTION].num};
+    int rc = settle_store_open(&app->store, app->data_dir, &so, why, sizeof(why));
+    if (rc == -EBUSY)
         return 0;
-    struct skafka_config kc = {
-        .brokers = o[O_BROKERS].str, .group = o[O_GROUP].str, .conf = o[O_KAFKA_CONF].str};
-    if (skafka_start(&app->kafka, &kc, app->store, &app->cal, why, sizeof(why)) != 0) {
-        fprintf(stderr, "ringpay: %s\n", why);
+    if (rc != 0) {
+        log_write_str(LOG_ERROR, "standby cannot open the store", "reason", why, NULL);
         return -1;
     }
-    return 0;
+    log_write_str(LOG_INFO, "standby: the data directory is free; taking over", "data",
+                  app->data_dir, NULL);
+    return go_live(o, app);
 }
 
 static void announce(struct opt *o, struct settle_app *app, bool auth_on)
@@ -333,7 +375,7 @@ static void announce(struct opt *o, struct settle_app *app, bool auth_on)
                       "added (ringpay keys add --scope admin --data DIR) and settle gets SIGHUP",
                       "data", app->data_dir, NULL);
     }
-    if (!app->kafka)
+    if (strcmp(o[O_BROKERS].str, "none") == 0)
         log_write(LOG_WARN,
                   "--kafka-brokers none: no events are consumed and nothing is "
                   "published (the outbox keeps it)",
@@ -351,13 +393,15 @@ static int run(struct opt *o, struct settle_app *app, bool auth_on)
     block_signals();
     if (start_reactor(o, app) != 0 || start_parts(o, app, auth_on) != 0)
         return 2;
+    if (app->store != NULL && go_live(o, app) != 0)
+        return 2;
     t.reactor = app->reactor;
     if (pthread_create(&t.tid, NULL, reactor_main, &t) != 0) {
         fprintf(stderr, "ringpay: cannot start the reactor thread\n");
         return 2;
     }
     announce(o, app, auth_on);
-    int code = wait_for_stop(app, &t);
+    int code = wait_for_stop(o, app, &t);
     reactor_stop(app->reactor);
     pthread_join(t.tid, NULL);
     if (t.result != 0)
@@ -401,7 +445,11 @@ int cmd_settle(int argc, char **argv)
     app.close_poll_ms = o[O_CLOSE_POLL].num;
     struct settle_store_options so = {.retention_days = (uint32_t)o[O_RETENTION].num};
     char why[512] = "";
-    if (settle_store_open(&app.store, app.data_dir, &so, why, sizeof(why)) != 0) {
+    int err = settle_store_open(&app.store, app.data_dir, &so, why, sizeof(why));
+    if (err == -EBUSY && o[O_STANDBY].set) {
+        log_write_str(LOG_INFO, "standby: another settle holds the data directory; waiting", "data",
+                      app.data_dir, NULL);
+    } else if (err != 0) {
         fprintf(stderr, "ringpay: %s\n", why);
         return 2;
     }
