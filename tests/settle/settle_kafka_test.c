@@ -18,7 +18,8 @@
  *     the poison is in payment.dlq with its reason, and the events after it count;
  *  5. POST /v1/settlements/close for today: settlement.closed holds one event per batch
  *     after removing duplicates by event_id, each with the batch's final totals;
- *  6. a bank statement's unmatched lines are published to recon.unmatched.
+ *  6. a bank statement naming a payment whose capture settle has not seen yet: the
+ *     unmatched lines on recon.unmatched, then the capture, and a rematch matches it.
  *
  * kcat does the producing and raw consuming (tests/settle/kcat.h), rp_mock_kafka is
  * driven by tests/kafka's kafka_client.
@@ -317,27 +318,62 @@ static void test_end_to_end(void **state)
             assert_true(closed);
         }
 
-    /* 6. A bank statement's unmatched lines go to recon.unmatched. */
+    /* Closed batches keep the totals that matched the ledger. */
+    expect_settle_equals_ledger();
+
+    /* 6. A statement names a payment whose capture settle has not seen: unknown, and on
+     * recon.unmatched with the other unmatched lines; after the capture arrives, a
+     * rematch matches it. */
+    char pay[32], csv[512];
+    post_ok("/v1/payments/authorize", "bank-auth",
+            "{\"merchant_id\":\"m-0\",\"amount\":4242,\"currency\":\"EUR\"}", pay);
+    snprintf(csv, sizeof(csv),
+             "transaction_id,amount,currency,value_date\n%s,4242,EUR,%s\n"
+             "pay_0000000000000fffff,100,EUR,%s\npay_x,1.5,EUR,%s\n",
+             pay, d, d, d);
     const char *hc[] = {"Idempotency-Key: bank-1", "Content-Type: text/csv", NULL};
-    assert_int_equal(rp_request(st.port, "POST", "/v1/reconciliation/files", hc,
-                                "transaction_id,amount,currency,value_date\n"
-                                "pay_0000000000000fffff,100,EUR,2026-11-24\n"
-                                "pay_x,1.5,EUR,2026-11-24\n",
-                                &r),
-                     0);
+    assert_int_equal(rp_request(st.port, "POST", "/v1/reconciliation/files", hc, csv, &r), 0);
     assert_int_equal(r.status, 201);
+    assert_non_null(strstr(r.body, "\"unknown_transaction\":2,"));
+    char file[32];
+    assert_true(pc_body_str(r.body, "id", file, sizeof(file)));
+    /* every other payment captured today is missing_in_bank: one item each */
+    const char *mp = strstr(r.body, "\"missing_in_bank\":");
+    assert_non_null(mp);
+    size_t missing = (size_t)atol(mp + strlen("\"missing_in_bank\":"));
+    assert_true(missing > 0);
     rp_response_free(&r);
     for (int64_t dl = rp_now_ms() + WAIT_MS;; rp_sleep_ms(200)) {
         msgs = NULL;
         n = 0;
         assert_int_equal(kcat_consume(mk.bootstrap, "recon.unmatched", 20000, &msgs, &n), 0);
-        bool both = n == 2 && strstr(msgs[0].value, "\"category\":\"unknown_transaction\"") &&
-                    strstr(msgs[1].value, "\"category\":\"malformed\"");
+        size_t unknown = 0, malformed = 0, gone = 0;
+        for (size_t i = 0; i < n; i++) {
+            unknown += strstr(msgs[i].value, "\"category\":\"unknown_transaction\"") != NULL;
+            malformed += strstr(msgs[i].value, "\"category\":\"malformed\"") != NULL;
+            gone += strstr(msgs[i].value, "\"category\":\"missing_in_bank\"") != NULL;
+        }
         kcat_free(msgs, n);
-        if (both)
+        if (n == 3 + missing && unknown == 2 && malformed == 1 && gone == missing)
             break;
         if (rp_now_ms() > dl)
-            fail_msg("recon.unmatched has %zu messages, want the 2 unmatched lines", n);
+            fail_msg("recon.unmatched has %zu messages, want 3 lines and %zu missing", n, missing);
+    }
+    char path[96];
+    snprintf(path, sizeof(path), "/v1/payments/%s/capture", pay);
+    post_ok(path, "bank-cap", NULL, NULL);
+    snprintf(path, sizeof(path), "/v1/reconciliation/files/%s/rematch", file);
+    const char *hr[] = {"Idempotency-Key: rematch", NULL};
+    for (int64_t dl = rp_now_ms() + WAIT_MS;; rp_sleep_ms(100)) {
+        assert_int_equal(rp_request(st.port, "POST", path, hr, "", &r), 0);
+        assert_int_equal(r.status, 200);
+        bool matched = strstr(r.body, "\"matched\":1,") != NULL &&
+                       strstr(r.body, "\"unknown_transaction\":1,") != NULL;
+        rp_response_free(&r);
+        if (matched)
+            break;
+        if (rp_now_ms() > dl)
+            fail_msg("the rematch never matched the late capture");
     }
     pc_close(&pc);
     assert_int_equal(rp_server_stop(&st), 0);
@@ -534,6 +570,9 @@ static int teardown(void **state)
 
 int main(void)
 {
+    const char *only = getenv("RINGPAY_SETTLE_TESTS"); /* cmocka's name filter */
+    if (only && only[0])
+        cmocka_set_test_filter(only);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_end_to_end, teardown),
         cmocka_unit_test_teardown(test_late_events_adjust, teardown),
