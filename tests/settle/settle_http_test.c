@@ -382,6 +382,28 @@ static void test_reconciliation(void **state)
     rp_response_free(&r);
     rp_conn_close(&c);
 
+    /* A request pipelined right behind a streamed body, in the same write: answered in
+     * order on the same connection once the body ended. */
+    char *two = NULL;
+    int tn = asprintf(&two,
+                      "POST /v1/reconciliation/files HTTP/1.1\r\nHost: a\r\nIdempotency-Key: p\r\n"
+                      "Content-Type: text/csv\r\nContent-Length: %zu\r\n\r\n%s"
+                      "GET /v1/settlements/stl_20261124_EUR_m-1 HTTP/1.1\r\nHost: a\r\n\r\n",
+                      strlen(csv), csv);
+    assert_true(tn > 0);
+    assert_int_equal(rp_conn_open(&c, st.port), 0);
+    assert_int_equal(rp_send_all(c.fd, two, (size_t)tn), 0);
+    free(two);
+    assert_int_equal(rp_read_response(&c, &r, false, RP_IO_TIMEOUT_MS), 0);
+    expect_status(&r, 201);
+    expect_every_category(r.body);
+    rp_response_free(&r);
+    assert_int_equal(rp_read_response(&c, &r, false, RP_IO_TIMEOUT_MS), 0);
+    expect_status(&r, 200);
+    assert_non_null(strstr(r.body, "\"id\":\"stl_20261124_EUR_m-1\""));
+    rp_response_free(&r);
+    rp_conn_close(&c);
+
     /* A client that goes away in the middle of its body: nothing is stored, the slot is
      * free again (five more uploads after it, more than SETTLE_UPLOADS_MAX at once). */
     n = snprintf(raw, sizeof(raw),
@@ -399,7 +421,7 @@ static void test_reconciliation(void **state)
     rp_sleep_ms(100);
     assert_int_equal(post("/v1/reconciliation/files", "text/csv", csv, &r), 0);
     expect_status(&r, 201);
-    assert_non_null(strstr(r.body, "\"id\":\"rcf_0000000000000004\"")); /* 3 done before */
+    assert_non_null(strstr(r.body, "\"id\":\"rcf_0000000000000005\"")); /* 4 done before */
     rp_response_free(&r);
 
     expect_error("GET", "/v1/reconciliation/files/rcf_00000000000000ff", NULL, NULL, 404,
