@@ -9,6 +9,10 @@
  * requests and the same request bytes. Every answer is checked for its invariants.
  * Any violation calls abort(), which libFuzzer reports with the input.
  *
+ * When byte 0's high bit is set, the split run's parsers also report heads
+ * (http_parser_report_heads) and answer HTTP_PARSE_HEAD by reading the body as usual:
+ * the answers must still be those of the whole run, which never reports heads.
+ *
  * In the split run the bytes past `len` are poisoned for AddressSanitizer, so a parser
  * that peeks at bytes it was not given crashes here.
  */
@@ -108,10 +112,27 @@ static void check_same(const struct step *a, int result, const struct http_reque
     CHECK(a->bytes_hash == bytes_hash);
 }
 
-/* Calls http_parse and answers CONTINUE the way a connection does. */
+/* The split run's parsers report heads (byte 0's high bit). */
+static int report_heads;
+
+static void parser_init(struct http_parser *p, int heads)
+{
+    http_parser_init(p);
+    if (heads)
+        http_parser_report_heads(p);
+}
+
+/* Calls http_parse and answers HEAD and CONTINUE the way a connection that does not
+ * stream does. */
 static int parse(struct http_parser *p, char *buf, size_t len, struct http_request *req)
 {
     int rc = http_parse(p, buf, len, req);
+    if (rc == HTTP_PARSE_HEAD) {
+        CHECK(report_heads && req->has_content_length && req->content_length > 0);
+        CHECK(!req->chunked && req->head_bytes <= len);
+        rc = http_parse(p, buf, len, req);
+        CHECK(rc != HTTP_PARSE_HEAD);
+    }
     if (rc == HTTP_PARSE_CONTINUE) {
         CHECK(req->expect_continue && len == req->head_bytes);
         rc = http_parse(p, buf, len, req);
@@ -157,7 +178,7 @@ static void run_split(const char *data, size_t n, uint8_t seed, const struct ste
     size_t have = 0, fed = 0, k = 0;
     struct http_parser p;
     struct http_request req;
-    http_parser_init(&p);
+    parser_init(&p, report_heads);
     for (;;) {
         ASAN_POISON_MEMORY_REGION(buf + have, n - have);
         int rc = parse(&p, buf, have, &req);
@@ -179,7 +200,7 @@ static void run_split(const char *data, size_t n, uint8_t seed, const struct ste
             break;
         memmove(buf, buf + req.wire_bytes, have - req.wire_bytes);
         have -= req.wire_bytes;
-        http_parser_init(&p);
+        parser_init(&p, report_heads);
     }
     CHECK(k == nsteps);
     free(buf);
@@ -195,7 +216,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t max = n / 16 + 2;
     struct step *steps = malloc(max * sizeof(*steps));
     CHECK(steps != NULL);
+    report_heads = 0;
     size_t nsteps = run_whole(stream, n, steps, max);
+    report_heads = (data[0] & 0x80) != 0;
     run_split(stream, n, data[0], steps, nsteps);
     free(steps);
     return 0;
