@@ -212,7 +212,7 @@ static void settle_start(void)
                           "--close-poll-ms",
                           "200",
                           "--kafka-conf",
-                          "session.timeout.ms=6000;heartbeat.interval.ms=500",
+                          "session.timeout.ms=3000;heartbeat.interval.ms=300",
                           NULL};
     if (rp_server_respawn(&st, "settle", args, NULL) != 0)
         fail_msg("settle did not start");
@@ -238,14 +238,14 @@ static void test_end_to_end(void **state)
     settle_start();
 
     /* 1. A day of traffic: settle equals the ledger. */
-    traffic("w1", 6);
+    traffic("w1", 3);
     expect_settle_equals_ledger();
 
     /* 2. kill -9 while consuming, restart on the same data. */
-    traffic("w2a", 3); /* settle is still consuming the last of these when it dies */
+    traffic("w2a", 2); /* settle is still consuming the last of these when it dies */
     assert_int_equal(rp_server_signal(&st, SIGKILL), 0);
     assert_int_equal(rp_server_wait(&st, RP_STOP_TIMEOUT_MS), 128 + SIGKILL);
-    traffic("w2b", 3); /* and these arrive while it is down */
+    traffic("w2b", 2); /* and these arrive while it is down */
     settle_start();
     expect_settle_equals_ledger();
 
@@ -506,7 +506,7 @@ static void test_standby_takes_over(void **state)
     assert_int_equal(rp_server_prepare(&sb), 0);
     const char *bargs[] = {"--kafka-brokers", mk.bootstrap,
                            "--access-log",    "off",
-                           "--kafka-conf",    "session.timeout.ms=6000;heartbeat.interval.ms=500",
+                           "--kafka-conf",    "session.timeout.ms=3000;heartbeat.interval.ms=300",
                            "--standby",       "--data",
                            st.data_dir,       NULL};
     assert_int_equal(rp_server_respawn(&sb, "settle", bargs, NULL), 0);
