@@ -579,6 +579,22 @@ static void test_lock_and_dlq(void **state)
     assert_int_equal(run.code, 2); /* settle holds the directory */
     assert_non_null(strstr(run.err, "dlq commands need settle stopped"));
 
+    /* While settle runs, through its API. */
+    struct rp_response r;
+    assert_int_equal(get("/v1/dead-letters", &r), 0);
+    expect_status(&r, 200);
+    assert_non_null(strstr(r.body, "{\"dead_letters\":[{\"id\":1,\"status\":\"pending\""));
+    assert_non_null(strstr(r.body, "\"value\":\"{\\\"event_id\\\":\\\"not an event\\\"\""));
+    assert_non_null(strstr(r.body, "],\"next_after\":null}"));
+    rp_response_free(&r);
+    expect_error("GET", "/v1/dead-letters?status=new", NULL, NULL, 400, "invalid_param", "status");
+    assert_int_equal(post("/v1/dead-letters/1/replay", "application/json", "", &r), 0);
+    expect_status(&r, 200);
+    assert_non_null(strstr(r.body, "{\"id\":1,\"outcome\":\"still_refused\"}"));
+    rp_response_free(&r);
+    expect_error("POST", "/v1/dead-letters/9/replay", "application/json", "", 404, "not_found",
+                 NULL);
+
     assert_int_equal(rp_server_signal(&st, SIGTERM), 0);
     assert_int_equal(rp_server_wait(&st, RP_STOP_TIMEOUT_MS), 0);
     assert_int_equal(rp_run(list, NULL, NULL, 10000, &run), 0);

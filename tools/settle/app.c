@@ -30,6 +30,7 @@
 #include "net/metrics.h"
 #include "tools/serve/gate.h"
 #include "tools/settle/consumer.h"
+#include "tools/settle/dlq.h"
 #include "tools/settle/upload.h"
 
 const char *const settle_route_names[SR_COUNT] = {
@@ -42,6 +43,8 @@ const char *const settle_route_names[SR_COUNT] = {
     [SR_UPLOAD] = "/v1/reconciliation/files",
     [SR_FILE] = "/v1/reconciliation/files/{id}",
     [SR_REMATCH] = "/v1/reconciliation/files/{id}/rematch",
+    [SR_DLQ_LIST] = "/v1/dead-letters",
+    [SR_DLQ_REPLAY] = "/v1/dead-letters/{id}/replay",
     [SR_OTHER] = "other",
 };
 
@@ -183,6 +186,15 @@ static enum settle_route route_of(const struct reactor_request *rq, struct span 
     }
     if (span_is(p, "/v1/reconciliation/files"))
         return SR_UPLOAD;
+    if (span_is(p, "/v1/dead-letters"))
+        return SR_DLQ_LIST;
+    static const char dl[] = "/v1/dead-letters/", rp[] = "/replay";
+    size_t dn = sizeof(dl) - 1, rn = sizeof(rp) - 1;
+    if (p.n > dn + rn && memcmp(p.p, dl, dn) == 0 && memcmp(p.p + p.n - rn, rp, rn) == 0 &&
+        memchr(p.p + dn, '/', p.n - dn - rn) == NULL) {
+        *id = (struct span){p.p + dn, p.n - dn - rn};
+        return SR_DLQ_REPLAY;
+    }
     if (file_path(p, id, &rematch))
         return rematch ? SR_REMATCH : SR_FILE;
     return SR_OTHER;
@@ -190,7 +202,7 @@ static enum settle_route route_of(const struct reactor_request *rq, struct span 
 
 static bool route_is_post(enum settle_route rt)
 {
-    return rt == SR_CLOSE || rt == SR_UPLOAD || rt == SR_REMATCH;
+    return rt == SR_CLOSE || rt == SR_UPLOAD || rt == SR_REMATCH || rt == SR_DLQ_REPLAY;
 }
 
 static bool parse_u64(struct span v, uint64_t max, uint64_t *out)
@@ -690,6 +702,140 @@ static void serve_rematch(struct settle_app *app, struct reactor *r,
         reply_summary(r, rq->ref, 200, SR_REMATCH, &sum);
 }
 
+/* ---- dead letters -------------------------------------------------------------------- */
+
+struct dlq_query {
+    uint64_t after;
+    uint32_t limit;
+    bool all;
+    unsigned seen;
+};
+
+static int dlq_param(void *arg, struct span name, struct span v, const char **param,
+                     const char **why)
+{
+    struct dlq_query *q = arg;
+    static const char *const names[] = {"after", "limit", "status"};
+    for (unsigned i = 0; i < 3; i++) {
+        if (!span_is(name, names[i]))
+            continue;
+        *param = names[i];
+        if (q->seen & (1u << i))
+            return (*why = "given twice"), -EINVAL;
+        q->seen |= 1u << i;
+        uint64_t x;
+        if (v.n == 0)
+            return 0;
+        if (i == 0 && !parse_u64(v, INT64_MAX, &x))
+            return (*why = "must be an integer from 0 to 9223372036854775807"), -EINVAL;
+        if (i == 1 && (!parse_u64(v, SETTLE_PAGE_MAX, &x) || x < 1))
+            return (*why = "must be an integer from 1 to 1000"), -EINVAL;
+        if (i == 2 && !span_is(v, "pending") && !span_is(v, "all"))
+            return (*why = "must be pending or all"), -EINVAL;
+        if (i == 0)
+            q->after = x;
+        else if (i == 1)
+            q->limit = (uint32_t)x;
+        else
+            q->all = span_is(v, "all");
+        return 0;
+    }
+    *param = "query";
+    *why = "unknown query parameter";
+    return -EINVAL;
+}
+
+/* A page of dead letters; one whose JSON would not fit the answer ends the page early. */
+struct dlq_page {
+    struct out o;
+    char scratch[6 * SETTLE_EVENT_MAX_BYTES + 6 * (SETTLE_REASON_MAX_BYTES + SETTLE_KEY_MAX_BYTES) +
+                 1024];
+    char hexbuf[2 * SETTLE_EVENT_MAX_BYTES];
+    uint64_t last;
+    bool cut;
+};
+
+static int visit_letter(void *arg, const struct settle_dead_letter *d)
+{
+    struct dlq_page *pg = arg;
+    struct jw one;
+    jw_init(&one, pg->scratch, sizeof(pg->scratch));
+    dlq_render(&one, d, SETTLE_EVENT_MAX_BYTES, pg->hexbuf);
+    ASSERT(jw_finish(&one) == 0);
+    if (pg->o.w.len + one.len + 64 > pg->o.w.cap) {
+        pg->cut = true;
+        return 1;
+    }
+    /* the array's elements are placed by hand: each was rendered apart */
+    if (pg->last != 0)
+        pg->o.buf[pg->o.w.len++] = ',';
+    memcpy(pg->o.buf + pg->o.w.len, one.buf, one.len);
+    pg->o.w.len += one.len;
+    pg->last = d->id;
+    return 0;
+}
+
+static void serve_dlq_list(struct settle_app *app, struct reactor *r,
+                           const struct reactor_request *rq)
+{
+    struct dlq_query q = {.limit = SETTLE_PAGE_DEFAULT};
+    const char *param = NULL, *why = NULL;
+    if (query_walk(query_of(rq), dlq_param, &q, &param, &why) != 0) {
+        rq_error(r, rq, 400, SR_DLQ_LIST, "invalid_param", why, param);
+        return;
+    }
+    struct dlq_page *pg = calloc(1, sizeof(*pg));
+    if (pg == NULL || !out_init(&pg->o)) {
+        free(pg);
+        rq_error(r, rq, 503, SR_DLQ_LIST, "overloaded", "out of memory", NULL);
+        return;
+    }
+    static const char open_[] = "{\"dead_letters\":[";
+    memcpy(pg->o.buf, open_, sizeof(open_) - 1);
+    pg->o.w.len = sizeof(open_) - 1;
+    uint64_t next = 0;
+    int rc = settle_store_dlq_list(app->store, q.after, q.limit, !q.all, visit_letter, pg, &next);
+    if (rc < 0) {
+        store_error(app, r, rq->ref, rq->request_id, SR_DLQ_LIST, rc);
+    } else {
+        if (pg->cut)
+            next = pg->last ? pg->last : q.after;
+        int n = next ? snprintf(pg->o.buf + pg->o.w.len, 64, "],\"next_after\":%llu}",
+                                (unsigned long long)next)
+                     : snprintf(pg->o.buf + pg->o.w.len, 64, "],\"next_after\":null}");
+        pg->o.w.len += (size_t)n;
+        reply_body(r, rq->ref, 200, SR_DLQ_LIST, "application/json", NULL, pg->o.buf, pg->o.w.len);
+    }
+    free(pg->o.buf);
+    free(pg);
+}
+
+static void serve_dlq_replay(struct settle_app *app, struct reactor *r,
+                             const struct reactor_request *rq, struct span id)
+{
+    uint64_t n;
+    enum settle_msg_result res = SETTLE_MSG_DEAD_LETTER;
+    int rc = parse_u64(id, UINT32_MAX, &n) && n >= 1
+                 ? settle_store_dlq_replay(app->store, &app->cal, n, settle_app_now_ms(app), &res)
+                 : -ENOENT;
+    if (rc == -ENOENT) {
+        rq_error(r, rq, 404, SR_DLQ_REPLAY, "not_found", "no such dead letter", NULL);
+        return;
+    }
+    if (rc == -EALREADY) {
+        rq_error(r, rq, 409, SR_DLQ_REPLAY, "invalid_state", "this dead letter was replayed", NULL);
+        return;
+    }
+    if (rc != 0) {
+        store_error(app, r, rq->ref, rq->request_id, SR_DLQ_REPLAY, rc);
+        return;
+    }
+    char body[96];
+    int len = snprintf(body, sizeof(body), "{\"id\":%llu,\"outcome\":\"%s\"}",
+                       (unsigned long long)n, dlq_outcome_name(res));
+    reply_body(r, rq->ref, 200, SR_DLQ_REPLAY, "application/json", NULL, body, (size_t)len);
+}
+
 /* ---- operations endpoints --------------------------------------------------------- */
 
 static void metric_u64(struct metrics_out *o, const char *name, const char *type, const char *help,
@@ -904,6 +1050,12 @@ static void serve_v1(struct settle_app *app, struct reactor *r, const struct rea
         break;
     case SR_FILE:
         serve_file(app, r, rq, id);
+        break;
+    case SR_DLQ_LIST:
+        serve_dlq_list(app, r, rq);
+        break;
+    case SR_DLQ_REPLAY:
+        serve_dlq_replay(app, r, rq, id);
         break;
     default:
         serve_rematch(app, r, rq, id);

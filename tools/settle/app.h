@@ -18,6 +18,8 @@
  *   POST /v1/reconciliation/files            (text/csv, streamed; see upload.h)
  *   GET  /v1/reconciliation/files/{id}?after=&limit=
  *   POST /v1/reconciliation/files/{id}/rematch
+ *   GET  /v1/dead-letters?status=pending|all&after=&limit=
+ *   POST /v1/dead-letters/{id}/replay
  *   GET  /healthz, /readyz, /metrics         (--ops-allow for the last two)
  */
 #ifndef RINGPAY_TOOLS_SETTLE_APP_H
@@ -41,6 +43,8 @@ enum settle_route {
     SR_UPLOAD,
     SR_FILE,
     SR_REMATCH,
+    SR_DLQ_LIST,
+    SR_DLQ_REPLAY,
     SR_OTHER,
     SR_COUNT,
 };

@@ -5,8 +5,8 @@
  *
  *   list:   one JSON line per dead letter (pending ones, or --all), oldest first:
  *           {"id","status","reason","topic","partition","offset","key","created_at",
- *            "replayed_at","truncated","value"|"value_hex"}; the value as a string when
- *           it is UTF-8, else as hex.
+ *            "replayed_at","truncated","value_bytes","value"|"value_hex"}; the value as a
+ *           string when it is UTF-8, else as hex.
  *   replay: processes dead letters again through the same rules (after a fix: a new
  *           version, a corrected --tz), given by id or all pending ones (--all); one JSON
  *           line per dead letter with its outcome. Exit 0 when every one was counted
@@ -15,6 +15,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,7 @@
 #include "engine/settle.h"
 #include "store/settle_store.h"
 #include "tools/config.h"
+#include "tools/settle/dlq.h"
 #include "tools/settle/tz.h"
 
 static const char dlq_usage[] =
@@ -45,61 +47,68 @@ static void hex(char *out, const char *in, size_t n)
     }
 }
 
+int dlq_render(struct jw *w, const struct settle_dead_letter *d, size_t value_max, char *hexbuf)
+{
+    jw_obj_begin(w);
+    jw_key(w, "id");
+    jw_uint(w, d->id);
+    jw_key(w, "status");
+    jw_cstr(w, d->replayed ? "replayed" : "pending");
+    jw_key(w, "reason");
+    jw_str(w, d->reason, d->reason_len);
+    jw_key(w, "topic");
+    jw_str(w, d->topic, d->topic_len);
+    jw_key(w, "partition");
+    jw_int(w, d->partition);
+    jw_key(w, "offset");
+    if (d->offset == SETTLE_NO_OFFSET)
+        jw_null(w);
+    else
+        jw_int(w, d->offset);
+    jw_key(w, "key");
+    if (d->key && json_utf8_valid(d->key, d->key_len, NULL))
+        jw_str(w, d->key, d->key_len);
+    else
+        jw_null(w);
+    jw_key(w, "created_at");
+    jw_time(w, d->created_at_ms);
+    jw_key(w, "replayed_at");
+    if (d->replayed_at_ms >= 0)
+        jw_time(w, d->replayed_at_ms);
+    else
+        jw_null(w);
+    jw_key(w, "truncated");
+    jw_bool(w, d->truncated);
+    jw_key(w, "value_bytes");
+    jw_uint(w, d->value_len);
+    if (d->value == NULL || d->value_len > value_max) {
+        jw_key(w, "value");
+        jw_null(w);
+    } else if (json_utf8_valid(d->value, d->value_len, NULL)) {
+        jw_key(w, "value");
+        jw_str(w, d->value, d->value_len);
+    } else {
+        hex(hexbuf, d->value, d->value_len);
+        jw_key(w, "value_hex");
+        jw_str(w, hexbuf, 2 * d->value_len);
+    }
+    return jw_obj_end(w);
+}
+
 static int print_letter(void *arg, const struct settle_dead_letter *d)
 {
     (void)arg;
     size_t cap = 4096 + 6 * d->value_len + 6 * d->reason_len + 6 * d->key_len;
     char *buf = malloc(cap);
-    char *hx = d->value_len ? malloc(2 * d->value_len) : NULL;
-    if (buf == NULL || (d->value_len && hx == NULL)) {
+    char *hx = malloc(2 * d->value_len + 1);
+    if (buf == NULL || hx == NULL) {
         free(buf);
         free(hx);
         return -ENOMEM;
     }
     struct jw w;
     jw_init(&w, buf, cap);
-    jw_obj_begin(&w);
-    jw_key(&w, "id");
-    jw_uint(&w, d->id);
-    jw_key(&w, "status");
-    jw_cstr(&w, d->replayed ? "replayed" : "pending");
-    jw_key(&w, "reason");
-    jw_str(&w, d->reason, d->reason_len);
-    jw_key(&w, "topic");
-    jw_str(&w, d->topic, d->topic_len);
-    jw_key(&w, "partition");
-    jw_int(&w, d->partition);
-    jw_key(&w, "offset");
-    if (d->offset == SETTLE_NO_OFFSET)
-        jw_null(&w);
-    else
-        jw_int(&w, d->offset);
-    jw_key(&w, "key");
-    if (d->key && json_utf8_valid(d->key, d->key_len, NULL))
-        jw_str(&w, d->key, d->key_len);
-    else
-        jw_null(&w);
-    jw_key(&w, "created_at");
-    jw_time(&w, d->created_at_ms);
-    jw_key(&w, "replayed_at");
-    if (d->replayed_at_ms >= 0)
-        jw_time(&w, d->replayed_at_ms);
-    else
-        jw_null(&w);
-    jw_key(&w, "truncated");
-    jw_bool(&w, d->truncated);
-    if (d->value == NULL) {
-        jw_key(&w, "value");
-        jw_null(&w);
-    } else if (json_utf8_valid(d->value, d->value_len, NULL)) {
-        jw_key(&w, "value");
-        jw_str(&w, d->value, d->value_len);
-    } else {
-        hex(hx, d->value, d->value_len);
-        jw_key(&w, "value_hex");
-        jw_str(&w, hx, 2 * d->value_len);
-    }
-    jw_obj_end(&w);
+    dlq_render(&w, d, SIZE_MAX, hx);
     int rc = jw_finish(&w);
     if (rc == 0)
         printf("%.*s\n", (int)w.len, buf);
@@ -141,7 +150,7 @@ static int dlq_list(struct opt *o)
     return 0;
 }
 
-static const char *outcome_name(enum settle_msg_result r)
+const char *dlq_outcome_name(enum settle_msg_result r)
 {
     switch (r) {
     case SETTLE_MSG_COUNTED:
@@ -183,7 +192,7 @@ static int replay_one(struct settle_store *s, struct settle_calendar *cal, uint6
     }
     if (rc != 0)
         return rc;
-    printf("{\"id\":%llu,\"outcome\":\"%s\"}\n", (unsigned long long)id, outcome_name(res));
+    printf("{\"id\":%llu,\"outcome\":\"%s\"}\n", (unsigned long long)id, dlq_outcome_name(res));
     return res == SETTLE_MSG_DEAD_LETTER ? 1 : 0;
 }
 
