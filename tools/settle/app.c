@@ -12,7 +12,10 @@
  *  - POST /v1/settlements/close answers 200 {"date","status":"closed","batches_closed"};
  *  - settle keeps no idempotency records: the close and the rematch are idempotent by
  *    nature, and an upload sent twice is two files (the header is still required, and
- *    signed, as on every POST).
+ *    signed, as on every POST);
+ *  - dead letters are listed and replayed through two admin routes while settle runs
+ *    (GET /v1/dead-letters, POST /v1/dead-letters/{id}/replay; a value longer than an
+ *    event is shown by its size only, the dlq commands print it whole).
  */
 #include "tools/settle/app.h"
 
