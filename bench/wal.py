@@ -136,7 +136,7 @@ class Bench:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
     def engine(self, name, flags=()):
-        e = Engine(self, name, flags)
+        e = Engine(self, name, list(flags) + self.a.serve_flags.split())
         self.engines.append(e)
         e.start()
         return e
@@ -338,6 +338,7 @@ def main():
     p.add_argument("--prefill-max-s", type=int, default=1800)
     p.add_argument("--soak-s", type=int, default=300)
     p.add_argument("--recover-ops", type=int, default=100_000)
+    p.add_argument("--serve-flags", default="", help="more flags for every engine (A/B runs)")
     p.add_argument("--json", default=None)
     a = p.parse_args()
     if a.quick:
