@@ -282,6 +282,13 @@ static void test_end_to_end(void **state)
         if (rp_now_ms() > d)
             fail_msg("the poison message is not in payment.dlq (%zu messages)", n);
     }
+    struct rp_response dr;
+    assert_int_equal(rp_request(st.port, "GET", "/v1/dead-letters", NULL, NULL, &dr), 0);
+    assert_int_equal(dr.status, 200);
+    assert_non_null(strstr(dr.body, "\"topic\":\"payment.captured\""));
+    assert_non_null(strstr(dr.body, "\"key\":\"m-0\""));
+    assert_non_null(strstr(dr.body, "\"value\":\"this is not json\"}],\"next_after\":null}"));
+    rp_response_free(&dr);
 
     /* 5. Close today: one settlement.closed per batch, with its final totals. */
     char d[11], body[64];
