@@ -463,7 +463,7 @@ static int finish_head(struct http_parser *p, size_t len, struct http_request *r
         return fail(p, req, 400, "chunked on HTTP/1.0");
     if (req->version_minor == 1 && !(f & F_HOST))
         return fail(p, req, 400, "missing Host");
-    bool report_head = (f & F_REPORT_HEADS) && !(f & F_TE) && req->content_length > 0;
+    bool report_head = (f & F_REPORT_HEADS) && ((f & F_TE) || req->content_length > 0);
     if ((f & F_CL_TOO_BIG) && !report_head)
         return fail(p, req, 413, "body too large");
 
@@ -684,6 +684,111 @@ static int parse_chunked(struct http_parser *p, char *buf, size_t len, struct ht
     }
 }
 
+/* ---- A chunked body read as a stream ---------------------------------------------- */
+
+enum { CS_SIZE = 0, CS_DATA, CS_DATA_CR, CS_DATA_LF, CS_TRAILER, CS_DONE, CS_ERROR };
+
+void http_chunks_init(struct http_chunks *c)
+{
+    memset(c, 0, sizeof(*c));
+}
+
+static int chunks_fail(struct http_chunks *c, const char **why, const char *reason)
+{
+    c->state = CS_ERROR;
+    *why = reason;
+    return HTTP_CHUNKS_ERROR;
+}
+
+/* A size line [start, cr): 1..15 hex digits, then chunk extensions. */
+static int chunks_size(struct http_chunks *c, const char *buf, uint32_t start, uint32_t cr,
+                       const char **why)
+{
+    const unsigned char *s = (const unsigned char *)buf;
+    uint64_t size = 0;
+    uint32_t i = start;
+    for (; i < cr && (cls[s[i]] & C_HEX); i++) {
+        if (i - start == CHUNK_SIZE_DIGITS_MAX)
+            return chunks_fail(c, why, "chunk size too long");
+        unsigned d = s[i];
+        size = size * 16 + (d <= '9' ? d - '0' : (d | 0x20) - 'a' + 10);
+    }
+    if (i == start)
+        return chunks_fail(c, why, "malformed chunk size");
+    if (!chunk_ext_ok(s, i, cr))
+        return chunks_fail(c, why, "malformed chunk extension");
+    c->left = size;
+    c->state = size == 0 ? CS_TRAILER : CS_DATA;
+    return HTTP_CHUNKS_MORE;
+}
+
+/* One framing line at buf[i..): its LF index, LINE_MORE, or LINE_FAILED. */
+static long chunks_line(struct http_chunks *c, const char *buf, size_t i, size_t len,
+                        const char **why)
+{
+    const char *lf = memchr(buf + i, '\n', len - i);
+    size_t end = lf ? (size_t)(lf - buf) : len;
+    if (end - i + (lf != NULL) > HTTP_LINE_MAX_BYTES) {
+        chunks_fail(c, why, "chunked framing line too long");
+        return LINE_FAILED;
+    }
+    if (lf == NULL)
+        return LINE_MORE;
+    if (end == i || buf[end - 1] != '\r') {
+        chunks_fail(c, why, "bare LF in chunked framing");
+        return LINE_FAILED;
+    }
+    return (long)end;
+}
+
+int http_chunks_feed(struct http_chunks *c, const char *buf, size_t len, size_t *used,
+                     http_chunk_fn fn, void *arg, const char **why)
+{
+    ASSERT(c->state != CS_DONE && c->state != CS_ERROR && len <= UINT32_MAX);
+    size_t i = 0;
+    while (i < len) {
+        if (c->state == CS_DATA) {
+            size_t n = len - i < c->left ? len - i : (size_t)c->left;
+            fn(arg, buf + i, n);
+            i += n;
+            c->left -= n;
+            if (c->left == 0)
+                c->state = CS_DATA_CR;
+            continue;
+        }
+        if (c->state == CS_DATA_CR || c->state == CS_DATA_LF) {
+            if (buf[i] != (c->state == CS_DATA_CR ? '\r' : '\n'))
+                return chunks_fail(c, why, "missing CRLF after chunk data");
+            c->state = c->state == CS_DATA_CR ? CS_DATA_LF : CS_SIZE;
+            i++;
+            continue;
+        }
+        long lf = chunks_line(c, buf, i, len, why);
+        if (lf == LINE_FAILED)
+            return HTTP_CHUNKS_ERROR;
+        if (lf == LINE_MORE)
+            break; /* the line's start stays unconsumed until its end arrives */
+        uint32_t start = (uint32_t)i, cr = (uint32_t)lf - 1;
+        i = (size_t)lf + 1;
+        if (c->state == CS_SIZE) {
+            if (chunks_size(c, buf, start, cr, why) == HTTP_CHUNKS_ERROR)
+                return HTTP_CHUNKS_ERROR;
+            continue;
+        }
+        if (cr == start) { /* the empty line after the trailers */
+            c->state = CS_DONE;
+            *used = i;
+            return HTTP_CHUNKS_DONE;
+        }
+        uint32_t name_end, v, v_end;
+        const char *bad = field_syntax(buf, start, cr, &name_end, &v, &v_end);
+        if (bad != NULL)
+            return chunks_fail(c, why, bad);
+    }
+    *used = i;
+    return HTTP_CHUNKS_MORE;
+}
+
 /* ---- Exported ------------------------------------------------------------------------ */
 
 void http_parser_init(struct http_parser *p)
@@ -723,7 +828,7 @@ int http_parse(struct http_parser *p, char *buf, size_t len, struct http_request
     default:
         break;
     }
-    if (p->state == S_BODY_LENGTH && (p->flags & F_HEAD_REPORTED)) {
+    if (p->flags & F_HEAD_REPORTED) {
         rc = after_head(p, len, req);
         if (rc != HTTP_PARSE_AGAIN)
             return rc;

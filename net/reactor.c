@@ -116,8 +116,10 @@ struct conn {
     bool budget_paid; /* the request being dispatched was charged to its address */
     bool overloaded;  /* the application made no progress for REACTOR_BUSY_WAIT_MAX_MS */
     bool streaming;   /* the input is the body of request stream_seq (on_body) */
+    bool stream_chunked;
     uint32_t stream_seq;
-    uint64_t stream_left; /* body bytes still to come */
+    uint64_t stream_left;      /* Content-Length: body bytes still to come */
+    struct http_chunks chunks; /* chunked: the framing decoder */
     char *in;
     uint32_t in_len, in_cap;
     uint32_t recv_len; /* bytes the receive in flight asked for */
@@ -955,7 +957,7 @@ static bool stream_start(struct reactor *r, struct conn *c, const struct http_re
     struct reactor_request probe = {.http = req, .client = &c->peer_addr, .buf = c->in};
     if (h->on_body == NULL || !h->stream_body(r->cfg.handler_ctx, &probe))
         return false;
-    ASSERT(req->has_content_length && req->content_length > 0 && !req->chunked);
+    ASSERT(req->chunked || (req->has_content_length && req->content_length > 0));
     if (req->expect_continue && c->in_len == req->head_bytes && c->win_head == c->win_tail) {
         owe_continue(r, c);
         if (c->state != CONN_OPEN)
@@ -963,14 +965,64 @@ static bool stream_start(struct reactor *r, struct conn *c, const struct http_re
     }
     c->continue_owed = false;
     c->streaming = true;
+    c->stream_chunked = req->chunked;
     c->stream_seq = c->win_tail;
     c->stream_left = req->content_length;
+    http_chunks_init(&c->chunks);
     uint32_t head = req->head_bytes;
     dispatch(r, c, req, true);
     if (c->state == CONN_DEAD || c->state == CONN_FREE)
         return true;
     consume(r, c, head);
     return true;
+}
+
+/* A run of decoded chunk data: to the application while it still wants the body. */
+struct chunk_run {
+    struct reactor *r;
+    struct conn *c;
+};
+
+static void chunk_data_cb(void *arg, const char *data, size_t len)
+{
+    struct chunk_run *x = arg;
+    struct conn *c = x->c;
+    if (!c->streaming || c->state != CONN_OPEN)
+        return; /* answered early: the rest is read and dropped */
+    struct reactor_ref ref = {.conn = c->idx, .gen = c->gen, .seq = c->stream_seq};
+    x->r->cfg.handler->on_body(x->r->cfg.handler_ctx, x->r, ref, data, len, 0);
+}
+
+/* stream_feed of a chunked body: the framing decoded as it arrives. Malformed framing
+ * ends the stream with -EPROTO; its answer closes the connection. */
+static bool stream_feed_chunked(struct reactor *r, struct conn *c)
+{
+    struct chunk_run x = {r, c};
+    size_t used = 0;
+    const char *why = NULL;
+    int rc = http_chunks_feed(&c->chunks, c->in, c->in_len, &used, chunk_data_cb, &x, &why);
+    if (c->state == CONN_DEAD || c->state == CONN_FREE)
+        return false;
+    if (rc == HTTP_CHUNKS_ERROR ||
+        (rc == HTTP_CHUNKS_MORE && used == 0 && c->in_len == c->in_cap)) {
+        if (c->streaming) {
+            c->slots[c->stream_seq % CONN_PIPELINE_MAX].close_after = true;
+            stream_end(r, c, -EPROTO);
+        }
+        if (c->state == CONN_OPEN)
+            c->state = CONN_CLOSING;
+        c->want_input = false;
+        return false;
+    }
+    consume(r, c, (uint32_t)used);
+    if (!c->streaming) /* answered early */
+        return c->state == CONN_OPEN;
+    if (rc == HTTP_CHUNKS_DONE) {
+        stream_end(r, c, 1);
+        return c->state == CONN_OPEN;
+    }
+    c->want_input = true; /* a framing line's start may wait in the buffer for its end */
+    return false;
 }
 
 /* Gives the buffered bytes of a streamed body to the application. False when it needs
@@ -981,6 +1033,8 @@ static bool stream_feed(struct reactor *r, struct conn *c)
         c->want_input = true;
         return false;
     }
+    if (c->stream_chunked)
+        return stream_feed_chunked(r, c);
     uint32_t n = c->stream_left < c->in_len ? (uint32_t)c->stream_left : c->in_len;
     struct reactor_ref ref = {.conn = c->idx, .gen = c->gen, .seq = c->stream_seq};
     r->cfg.handler->on_body(r->cfg.handler_ctx, r, ref, c->in, n, 0);

@@ -82,20 +82,22 @@ struct reactor_handler {
     void (*on_turn)(void *ctx, struct reactor *r);
     /*
      * Streamed bodies (optional; both or neither). stream_body is asked about a request
-     * whose head is complete and whose Content-Length body (>= 1 byte) has not been
-     * read (req->ref is not valid yet): true takes the body as a stream. The request
-     * then goes to on_request at once with body_streamed set (on_request must take it:
-     * -EBUSY is not allowed), and its bytes go to on_body as they arrive, in order, in
-     * pieces of any size (end 0), then on_body(NULL, 0, end 1) once content_length
-     * bytes came. end < 0: the body will not complete (-ECONNRESET: the client closed,
-     * reset or sent nothing for the idle timeout; -ESHUTDOWN: the reactor is stopping);
-     * no call follows. The request is answered with reactor_reply as usual, exactly
-     * once, also after end < 0 (the answer may find the connection gone). Answered
-     * before its body ended, the body is not read further (no more on_body calls) and
-     * the connection closes after the answer. A body is never buffered whole: input
-     * stays the connection's buffer, and the reactor reads more only after on_body
-     * returns, so a slow application slows the client through TCP. false (or no
-     * handler): the body is read as usual, with its limit (413).
+     * whose head is complete and whose body (Content-Length >= 1 byte, or chunked) has
+     * not been read (req->ref is not valid yet): true takes the body as a stream. The
+     * request then goes to on_request at once with body_streamed set (on_request must
+     * take it: -EBUSY is not allowed), and its bytes go to on_body as they arrive, in
+     * order, in pieces of any size (end 0; a chunked body decoded, net/http.h
+     * http_chunks_feed), then on_body(NULL, 0, end 1) once content_length bytes came or
+     * the last chunk and trailers ended. end < 0: the body will not complete
+     * (-ECONNRESET: the client closed, reset or sent nothing for the idle timeout;
+     * -ESHUTDOWN: the reactor is stopping; -EPROTO: malformed chunked framing, and the
+     * connection closes after the answer); no call follows. The request is answered with
+     * reactor_reply as usual, exactly once, also after end < 0 (the answer may find the connection
+     * gone). Answered before its body ended, the body is not read further (no more on_body calls)
+     * and the connection closes after the answer. A body is never buffered whole: input stays the
+     * connection's buffer, and the reactor reads more only after on_body returns, so a slow
+     * application slows the client through TCP. false (or no handler): the body is read as usual,
+     * with its limit (413).
      */
     bool (*stream_body)(void *ctx, const struct reactor_request *req);
     void (*on_body)(void *ctx, struct reactor *r, struct reactor_ref ref, const char *data,

@@ -128,8 +128,8 @@ static int parse(struct http_parser *p, char *buf, size_t len, struct http_reque
 {
     int rc = http_parse(p, buf, len, req);
     if (rc == HTTP_PARSE_HEAD) {
-        CHECK(report_heads && req->has_content_length && req->content_length > 0);
-        CHECK(!req->chunked && req->head_bytes <= len);
+        CHECK(report_heads && req->head_bytes <= len);
+        CHECK(req->chunked || (req->has_content_length && req->content_length > 0));
         rc = http_parse(p, buf, len, req);
         CHECK(rc != HTTP_PARSE_HEAD);
     }

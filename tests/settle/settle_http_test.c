@@ -362,6 +362,57 @@ static void test_reconciliation(void **state)
     rp_assert_error_body(&r, "body_too_large");
     assert_non_null(strstr(rp_header(&r, "connection"), "close"));
     rp_response_free(&r);
+    /* A chunked statement larger than the HTTP body limit streams too (4 KiB chunks, a
+     * trailer); past --recon-max-bytes it is 413 as it comes; bad framing is 400. */
+    {
+        static char body[90000];
+        size_t bl = (size_t)snprintf(body, sizeof(body), "%s",
+                                     "transaction_id,amount,currency,value_date\n");
+        for (int i = 0; bl + 64 < 88000; i++)
+            bl += (size_t)snprintf(body + bl, sizeof(body) - bl, "pay_07%016x,%d,EUR,2026-11-24\n",
+                                   i + 1, 100 + i);
+        static char wire[100000];
+        size_t wl = (size_t)snprintf(wire, sizeof(wire),
+                                     "POST /v1/reconciliation/files HTTP/1.1\r\nHost: a\r\n"
+                                     "Idempotency-Key: ch\r\nContent-Type: text/csv\r\n"
+                                     "Transfer-Encoding: chunked\r\n\r\n");
+        for (size_t off = 0; off < bl; off += 4096) {
+            size_t k = bl - off < 4096 ? bl - off : 4096;
+            wl += (size_t)snprintf(wire + wl, sizeof(wire) - wl, "%zx\r\n", k);
+            memcpy(wire + wl, body + off, k);
+            wl += k;
+            wl += (size_t)snprintf(wire + wl, sizeof(wire) - wl, "\r\n");
+        }
+        wl += (size_t)snprintf(wire + wl, sizeof(wire) - wl, "0\r\nX-Checksum: none\r\n\r\n");
+        assert_int_equal(pc_raw(st.port, wire, wl, &r), 0);
+        expect_status(&r, 201);
+        assert_non_null(strstr(r.body, "\"unknown_transaction\":"));
+        long long lines_in = 0;
+        for (size_t i = 0; i < bl; i++)
+            lines_in += body[i] == '\n';
+        expect_int(r.body, "lines", lines_in - 1);
+        rp_response_free(&r);
+        /* over --recon-max-bytes (100000 here): the same body twice in one stream */
+        static char twice[210000];
+        size_t hl = (size_t)(strstr(wire, "\r\n\r\n") - wire) + 4;
+        size_t tl = wl - strlen("0\r\nX-Checksum: none\r\n\r\n"); /* up to the last chunk */
+        memcpy(twice, wire, tl);
+        memcpy(twice + tl, wire + hl, wl - hl); /* every chunk again, then the end */
+        tl += wl - hl;
+        assert_int_equal(pc_raw(st.port, twice, tl, &r), 0);
+        expect_status(&r, 413);
+        rp_assert_error_body(&r, "body_too_large");
+        rp_response_free(&r);
+        static const char broken[] = "POST /v1/reconciliation/files HTTP/1.1\r\nHost: a\r\n"
+                                     "Idempotency-Key: cb\r\nContent-Type: text/csv\r\n"
+                                     "Transfer-Encoding: chunked\r\n\r\n5\r\nabcdeXX";
+        assert_int_equal(pc_raw(st.port, broken, sizeof(broken) - 1, &r), 0);
+        expect_status(&r, 400);
+        rp_assert_error_body(&r, "bad_request");
+        assert_non_null(strstr(rp_header(&r, "connection"), "close"));
+        rp_response_free(&r);
+    }
+
     /* Expect: 100-continue on a streamed upload: the interim answer, then the body. */
     char raw[2048];
     int n =
@@ -421,7 +472,7 @@ static void test_reconciliation(void **state)
     rp_sleep_ms(100);
     assert_int_equal(post("/v1/reconciliation/files", "text/csv", csv, &r), 0);
     expect_status(&r, 201);
-    assert_non_null(strstr(r.body, "\"id\":\"rcf_0000000000000005\"")); /* 4 done before */
+    assert_non_null(strstr(r.body, "\"id\":\"rcf_0000000000000006\"")); /* 5 done before */
     rp_response_free(&r);
 
     expect_error("GET", "/v1/reconciliation/files/rcf_00000000000000ff", NULL, NULL, 404,

@@ -609,13 +609,15 @@ static void serve_upload_head(struct settle_app *app, struct reactor *r,
                  NULL);
         return;
     }
-    if (rq->http->content_length > app->recon_max_bytes) {
+    if (rq->http->has_content_length && rq->http->content_length > app->recon_max_bytes) {
         rq_error(r, rq, 413, SR_UPLOAD, "body_too_large",
                  "the statement is larger than --recon-max-bytes", NULL);
         return;
     }
     struct upload *up;
-    int rc = upload_begin(app->uploads, rq->ref, rq->request_id, gp, rq->http->content_length, &up);
+    /* a chunked body's length is known at its end: it is held to the bound as it comes */
+    uint64_t limit = rq->http->chunked ? app->recon_max_bytes : rq->http->content_length;
+    int rc = upload_begin(app->uploads, rq->ref, rq->request_id, gp, limit, &up);
     if (rc == -EBUSY) {
         rq_error(r, rq, 503, SR_UPLOAD, "overloaded", "too many uploads at once", NULL);
         return;
@@ -1081,7 +1083,7 @@ static int on_request(void *ctx, struct reactor *r, const struct reactor_request
     return 0;
 }
 
-/* Statement uploads with a Content-Length stream; everything else is read whole. */
+/* Statement uploads stream (Content-Length or chunked); everything else is read whole. */
 static bool stream_body(void *ctx, const struct reactor_request *rq)
 {
     (void)ctx;
@@ -1098,6 +1100,12 @@ static void on_body(void *ctx, struct reactor *r, struct reactor_ref ref, const 
     const char *rid = upload_request_id(up);
     if (end == 0) {
         int rc = upload_body(up, data, len);
+        if (rc == -EFBIG) {
+            reply_error(r, ref, rid, 413, SR_UPLOAD, "body_too_large",
+                        "the statement is larger than --recon-max-bytes", NULL, NULL);
+            upload_end(up);
+            return;
+        }
         if (rc != 0) {
             log_write_str(LOG_ERROR, "cannot spool an upload", "error", strerror(-rc), NULL);
             reply_error(r, ref, rid, 503, SR_UPLOAD, "overloaded", "cannot store the upload now",
@@ -1109,8 +1117,10 @@ static void on_body(void *ctx, struct reactor *r, struct reactor_ref ref, const 
     if (end < 0) {
         reply_error(r, ref, rid, end == -ESHUTDOWN ? 503 : 400, SR_UPLOAD,
                     end == -ESHUTDOWN ? "overloaded" : "bad_request",
-                    end == -ESHUTDOWN ? "settle is stopping" : "the upload was cut off", NULL,
-                    end == -ESHUTDOWN ? "Retry-After: 1\r\n" : NULL);
+                    end == -ESHUTDOWN ? "settle is stopping"
+                    : end == -EPROTO  ? "malformed chunked framing"
+                                      : "the upload was cut off",
+                    NULL, end == -ESHUTDOWN ? "Retry-After: 1\r\n" : NULL);
         upload_end(up);
         return;
     }

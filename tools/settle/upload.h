@@ -13,8 +13,9 @@
  * transaction. Memory per upload is fixed (its signed parts and the reader); disk is
  * bounded by --recon-max-bytes per upload and SETTLE_UPLOADS_MAX uploads.
  *
- * A small body that arrived whole (chunked, up to the HTTP body limit) takes the same
- * classification without the spool (upload_classify_memory).
+ * Chunked bodies stream the same way (the reactor decodes the framing), held to
+ * --recon-max-bytes as they come since their length is known only at the end.
+ * upload_classify_memory classifies a body that arrived whole, without the spool.
  *
  * Everything runs on settle's reactor thread.
  */
@@ -41,10 +42,10 @@ void uploads_destroy(struct settle_uploads *u);
 unsigned uploads_active(const struct settle_uploads *u);
 
 /*
- * Starts receiving the body of request ref (length bytes): opens its spool and copies
- * its signed parts (gp NULL: --auth off). Returns 0 and *out, -EBUSY when
- * SETTLE_UPLOADS_MAX are receiving, -ENAMETOOLONG when a signed part does not fit, or
- * the spool's -errno.
+ * Starts receiving the body of request ref (length: its Content-Length, or a chunked
+ * body's bound): opens its spool and copies its signed parts (gp NULL: --auth off). Returns 0 and
+ * *out, -EBUSY when SETTLE_UPLOADS_MAX are receiving, -ENAMETOOLONG when a signed part does not
+ * fit, or the spool's -errno.
  */
 int upload_begin(struct settle_uploads *u, struct reactor_ref ref, const char *request_id,
                  const struct gate_parts *gp, uint64_t length, struct upload **out);
@@ -55,7 +56,8 @@ struct upload *upload_find(struct settle_uploads *u, struct reactor_ref ref);
 /* The request id the upload's answer carries. */
 const char *upload_request_id(const struct upload *up);
 
-/* Appends body bytes: spooled and hashed. 0 or the spool's -errno (sticky). */
+/* Appends body bytes: spooled and hashed. 0, -EFBIG past length, or the spool's -errno
+ * (sticky). */
 int upload_body(struct upload *up, const char *data, size_t len);
 
 /* Checks the signature over the whole body (after the last byte): as gate_check_parts. */
