@@ -9,6 +9,9 @@
  * requests and the same request bytes. Every answer is checked for its invariants.
  * Any violation calls abort(), which libFuzzer reports with the input.
  *
+ * Every chunked body the whole run accepts is also decoded by the streaming decoder
+ * (http_chunks_feed) in pieces: the same bytes, ending at the same place.
+ *
  * When byte 0's high bit is set, the split run's parsers also report heads
  * (http_parser_report_heads) and answer HTTP_PARSE_HEAD by reading the body as usual:
  * the answers must still be those of the whole run, which never reports heads.
@@ -142,6 +145,50 @@ static int parse(struct http_parser *p, char *buf, size_t len, struct http_reque
     return rc;
 }
 
+/* The streaming decoder (http_chunks_feed) against the parser: a chunked body the parser
+ * accepted decodes to the same bytes and ends at the same place, fed in pieces of
+ * `piece` bytes the way the reactor feeds it (an unfinished line kept in front). */
+struct sink {
+    char *out;
+    size_t len, cap;
+};
+
+static void sink_add(void *arg, const char *data, size_t len)
+{
+    struct sink *k = arg;
+    CHECK(k->len + len <= k->cap);
+    memcpy(k->out + k->len, data, len);
+    k->len += len;
+}
+
+static void check_chunks(const char *raw, size_t n, const char *body, size_t body_len, size_t piece)
+{
+    struct sink k = {malloc(body_len + 1), 0, body_len + 1};
+    char *buf = malloc(n + 1);
+    CHECK(k.out != NULL && buf != NULL);
+    struct http_chunks c;
+    http_chunks_init(&c);
+    size_t have = 0, fed = 0, consumed = 0;
+    int rc = HTTP_CHUNKS_MORE;
+    while (rc == HTTP_CHUNKS_MORE && fed < n) {
+        size_t add = n - fed < piece ? n - fed : piece;
+        memcpy(buf + have, raw + fed, add);
+        have += add;
+        fed += add;
+        size_t used = 0;
+        const char *why = NULL;
+        rc = http_chunks_feed(&c, buf, have, &used, sink_add, &k, &why);
+        CHECK(rc != HTTP_CHUNKS_ERROR);
+        memmove(buf, buf + used, have - used);
+        have -= used;
+        consumed += used;
+    }
+    CHECK(rc == HTTP_CHUNKS_DONE && consumed == n);
+    CHECK(k.len == body_len && memcmp(k.out, body, body_len) == 0);
+    free(k.out);
+    free(buf);
+}
+
 /* The stream as one buffer. Returns the number of steps recorded. */
 static size_t run_whole(const char *data, size_t n, struct step *steps, size_t max)
 {
@@ -159,6 +206,9 @@ static size_t run_whole(const char *data, size_t n, struct step *steps, size_t m
             break;
         uint32_t wire = s->req.wire_bytes;
         s->bytes_hash = fnv1a(buf + off, wire);
+        if (s->req.chunked) /* the raw body is still in data; the decoded one in buf */
+            check_chunks(data + off + s->req.head_bytes, wire - s->req.head_bytes,
+                         buf + off + s->req.body.off, s->req.body.len, 1 + (k * 7) % 64);
         /* Bytes after the request (pipelined ones) are never touched. */
         CHECK(memcmp(buf + off + wire, data + off + wire, n - off - wire) == 0);
         off += wire;
