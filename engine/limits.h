@@ -30,6 +30,13 @@
  * bound exists so that a client cannot make us buffer without end. */
 #define HTTP_BODY_MAX_BYTES (64 * 1024)
 
+/* A body the application takes as a stream (net/http.h HTTP_PARSE_HEAD: settle's bank
+ * statement upload) is never buffered whole, so only its declared length is bounded
+ * here, by the parser; the application sets its own, smaller bound (settle's
+ * --recon-max-bytes). 1 TiB: no upload is near it, and it keeps the arithmetic far
+ * from overflow. */
+#define HTTP_STREAM_LENGTH_MAX (1ULL << 40)
+
 /* Time to receive a whole head once its first byte arrived. Over: 408 and close.
  * Defends against slowloris clients that dribble a header forever. */
 #define HTTP_HEADER_TIMEOUT_MS 10000
@@ -641,6 +648,42 @@ _Static_assert((long long)BUCKET_BURST_MAX * 1000 < (1LL << 62), "milli-tokens f
 /* Lines of an upload classified per transaction (and items rematched, missing payments
  * listed): a 1,000,000-line file is ~250 commits, each of a few thousand pages. */
 #define RECON_COMMIT_LINES 4096
+
+/* ---- The settle program (tools/settle/) ---- */
+
+/* --recon-max-bytes default: a bank statement upload (SPEC §5: 256 MiB). A 1,000,000-line
+ * statement is ~45 MB. */
+#define SETTLE_RECON_MAX_BYTES_DEFAULT (256ULL << 20)
+
+/* Uploads receiving at once. Each spools its body to a file in the data directory
+ * (its signature covers the body's hash, known only at the end, so nothing is
+ * classified before the whole body is verified) and holds ~9 KiB of signed parts; a
+ * fifth concurrent upload is 503 overloaded. Finance uploads a few files a day. */
+#define SETTLE_UPLOADS_MAX 4
+
+/* Bytes read from a spooled upload per feed of the classifier. */
+#define SETTLE_UPLOAD_CHUNK_BYTES (64 * 1024)
+
+/* A progress line in the log every this many statement lines (a 1M-line file: 10). */
+#define SETTLE_RECON_PROGRESS_LINES 100000
+
+/* Messages the consumer applies in one transaction at most (whatever librdkafka has
+ * fetched, up to this). Measured (docs/backoffice.md): a durable commit of 4,096 events
+ * takes ~30 ms, 135,000 events/s, above the engine's best authorization rate, so settle
+ * does not fall behind. */
+#define SETTLE_CONSUME_BATCH_MAX 4096
+
+/* ...and the longest a batch waits to fill once its first message was taken: fetch
+ * responses bring a few hundred messages each, and committing each alone costs a
+ * durable commit per few hundred events. A lone event waits this much more. */
+#define SETTLE_CONSUME_WAIT_MS 20
+
+/* settle's outbox messages handed to its producer and not yet acknowledged, at most:
+ * LMDB, not librdkafka's memory, is the buffer while Kafka is away. */
+#define SETTLE_PUBLISH_WINDOW 1024
+
+_Static_assert(SETTLE_RECON_MAX_BYTES_DEFAULT <= HTTP_STREAM_LENGTH_MAX, "an upload may stream");
+_Static_assert(SETTLE_UPLOAD_CHUNK_BYTES >= CSV_LINE_MAX_BYTES, "a chunk holds a line");
 
 _Static_assert(SETTLE_TOTAL_MAX > AMOUNT_MAX && SETTLE_TOTAL_MAX <= (1LL << 62),
                "totals below it hold an amount, and three of them add within int64");

@@ -80,6 +80,25 @@ void sign_sha256_hex(const void *data, size_t len, char out[SIGN_HEX_BYTES])
     to_hex(md, sizeof(md), out);
 }
 
+void sign_sha256_init(struct sign_sha256 *h)
+{
+    ASSERT(h != NULL);
+    SHA256_Init((SHA256_CTX *)(void *)h->state.bytes);
+}
+
+void sign_sha256_update(struct sign_sha256 *h, const void *data, size_t len)
+{
+    ASSERT(h != NULL && (data != NULL || len == 0));
+    SHA256_Update((SHA256_CTX *)(void *)h->state.bytes, data, len);
+}
+
+void sign_sha256_final_hex(struct sign_sha256 *h, char out[SIGN_HEX_BYTES])
+{
+    unsigned char md[SHA256_DIGEST_LENGTH];
+    SHA256_Final(md, (SHA256_CTX *)(void *)h->state.bytes);
+    to_hex(md, sizeof(md), out);
+}
+
 static void check_request(const struct sign_request *r)
 {
     ASSERT(r != NULL);
@@ -141,10 +160,13 @@ static void hmac_pieces(const struct sign_key *key, const char *const *ptr, cons
 
 /* HMAC over the string to sign: "v1=" and the lower-case hex MAC into out. */
 static void mac_header(const struct sign_key *key, const struct sign_request *r,
-                       char out[AUTH_SIGNATURE_BYTES])
+                       const char *given_hex, char out[AUTH_SIGNATURE_BYTES])
 {
     char body_hex[SIGN_HEX_BYTES];
-    sign_sha256_hex(r->body, r->body_len, body_hex);
+    if (given_hex != NULL)
+        memcpy(body_hex, given_hex, SIGN_HEX_BYTES);
+    else
+        sign_sha256_hex(r->body, r->body_len, body_hex);
     const char *ptr[PIECES_MAX];
     size_t len[PIECES_MAX];
     size_t n = pieces(r, body_hex, ptr, len);
@@ -183,6 +205,13 @@ static int signature_well_formed(const char *sig, size_t len)
 enum sign_result sign_verify(const struct sign_key *key, const struct sign_request *req,
                              const char *signature, size_t signature_len, int64_t now_s)
 {
+    return sign_verify_hashed(key, req, NULL, signature, signature_len, now_s);
+}
+
+enum sign_result sign_verify_hashed(const struct sign_key *key, const struct sign_request *req,
+                                    const char *body_hex, const char *signature,
+                                    size_t signature_len, int64_t now_s)
+{
     check_request(req);
     ASSERT(signature != NULL || signature_len == 0);
     int64_t ts;
@@ -194,7 +223,7 @@ enum sign_result sign_verify(const struct sign_key *key, const struct sign_reque
         fields_ambiguous(req))
         return SIGN_AUTH_FAILED;
     char expect[AUTH_SIGNATURE_BYTES];
-    mac_header(key, req, expect);
+    mac_header(key, req, body_hex, expect);
     int diff = CRYPTO_memcmp(expect, signature, AUTH_SIGNATURE_BYTES);
     OPENSSL_cleanse(expect, sizeof(expect));
     return diff == 0 ? SIGN_OK : SIGN_AUTH_FAILED;
@@ -207,7 +236,7 @@ int sign_compute(const struct sign_key *key, const struct sign_request *req,
     check_request(req);
     if (fields_ambiguous(req))
         return -EINVAL;
-    mac_header(key, req, out);
+    mac_header(key, req, NULL, out);
     return 0;
 }
 

@@ -97,6 +97,13 @@ void sign_key_wipe(struct sign_key *key);
 enum sign_result sign_verify(const struct sign_key *key, const struct sign_request *req,
                              const char *signature, size_t signature_len, int64_t now_s);
 
+/* sign_verify of a body the caller hashed as it streamed by (settle's uploads):
+ * body_hex is its SIGN_HEX_BYTES lower-case hex SHA-256 (NULL: hash req->body), and
+ * req->body is then unused. */
+enum sign_result sign_verify_hashed(const struct sign_key *key, const struct sign_request *req,
+                                    const char *body_hex, const char *signature,
+                                    size_t signature_len, int64_t now_s);
+
 /*
  * Writes the X-Ringpay-Signature value, "v1=" and 64 hex digits (AUTH_SIGNATURE_BYTES,
  * no NUL), for req into out. Returns 0, or -EINVAL when a signed field holds a '\n'
@@ -114,6 +121,18 @@ int sign_string(const struct sign_request *req, char *out, size_t cap);
 
 /* Writes the lower-case hex of SHA-256(data) (SIGN_HEX_BYTES, no NUL). */
 void sign_sha256_hex(const void *data, size_t len, char out[SIGN_HEX_BYTES]);
+
+/* SHA-256 of data given in pieces (a streamed body): init, update per piece, then the
+ * lower-case hex. The state is SIGN_SHA256_STATE_BYTES of OpenSSL's SHA256_CTX. */
+struct sign_sha256 {
+    union {
+        unsigned char bytes[SIGN_SHA256_STATE_BYTES];
+        uint64_t align;
+    } state;
+};
+void sign_sha256_init(struct sign_sha256 *h);
+void sign_sha256_update(struct sign_sha256 *h, const void *data, size_t len);
+void sign_sha256_final_hex(struct sign_sha256 *h, char out[SIGN_HEX_BYTES]);
 
 /*
  * Parses an X-Ringpay-Timestamp value by the rules above (digits only, no leading

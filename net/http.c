@@ -58,6 +58,8 @@ enum {
     F_CONN_CLOSE = 1u << 4,
     F_CONN_KEEP_ALIVE = 1u << 5,
     F_EXPECT_CONTINUE = 1u << 6,
+    F_REPORT_HEADS = 1u << 7,  /* http_parser_report_heads: kept across the request */
+    F_HEAD_REPORTED = 1u << 8, /* HTTP_PARSE_HEAD was returned; the body checks follow */
 };
 
 /* Internal answer of parse_head(): the blank line ending the head was read. */
@@ -297,7 +299,9 @@ static const char *field_syntax(const char *buf, uint32_t start, uint32_t cr, ui
     return NULL;
 }
 
-/* Content-Length: 1*DIGIT, once. Values over the body limit are only remembered. */
+/* Content-Length: 1*DIGIT, once. Values over the body limit are only remembered (a
+ * streamed body, HTTP_PARSE_HEAD, may be larger); the value saturates at
+ * HTTP_STREAM_LENGTH_MAX + 1. */
 static int content_length(struct http_parser *p, const char *buf, struct http_slice v,
                           struct http_request *req)
 {
@@ -310,9 +314,11 @@ static int content_length(struct http_parser *p, const char *buf, struct http_sl
         unsigned char c = (unsigned char)buf[i];
         if (!IS_DIGIT(c))
             return fail(p, req, 400, "malformed Content-Length");
-        if (n <= HTTP_BODY_MAX_BYTES)
+        if (n <= HTTP_STREAM_LENGTH_MAX)
             n = n * 10 + (uint64_t)(c - '0');
     }
+    if (n > HTTP_STREAM_LENGTH_MAX)
+        n = HTTP_STREAM_LENGTH_MAX + 1;
     if (n > HTTP_BODY_MAX_BYTES)
         p->flags |= F_CL_TOO_BIG;
     req->has_content_length = true;
@@ -457,7 +463,8 @@ static int finish_head(struct http_parser *p, size_t len, struct http_request *r
         return fail(p, req, 400, "chunked on HTTP/1.0");
     if (req->version_minor == 1 && !(f & F_HOST))
         return fail(p, req, 400, "missing Host");
-    if (f & F_CL_TOO_BIG)
+    bool report_head = (f & F_REPORT_HEADS) && ((f & F_TE) || req->content_length > 0);
+    if ((f & F_CL_TOO_BIG) && !report_head)
         return fail(p, req, 413, "body too large");
 
     req->chunked = (f & F_TE) != 0;
@@ -468,8 +475,24 @@ static int finish_head(struct http_parser *p, size_t len, struct http_request *r
     p->raw_off = p->scanned = p->line_start = req->head_bytes;
     p->state = req->chunked ? S_CHUNK_SIZE : S_BODY_LENGTH;
 
+    if (report_head) {
+        p->flags |= F_HEAD_REPORTED;
+        return HTTP_PARSE_HEAD;
+    }
     bool body_pending = req->chunked || req->content_length > 0;
     if (req->expect_continue && body_pending && len == req->head_bytes)
+        return HTTP_PARSE_CONTINUE;
+    return HTTP_PARSE_AGAIN;
+}
+
+/* The call after HTTP_PARSE_HEAD, when the caller reads the body as usual: the body
+ * limit and the 100 Continue that finish_head deferred. */
+static int after_head(struct http_parser *p, size_t len, struct http_request *req)
+{
+    p->flags &= ~(uint32_t)F_HEAD_REPORTED;
+    if (p->flags & F_CL_TOO_BIG)
+        return fail(p, req, 413, "body too large");
+    if (req->expect_continue && len == req->head_bytes)
         return HTTP_PARSE_CONTINUE;
     return HTTP_PARSE_AGAIN;
 }
@@ -661,11 +684,122 @@ static int parse_chunked(struct http_parser *p, char *buf, size_t len, struct ht
     }
 }
 
+/* ---- A chunked body read as a stream ---------------------------------------------- */
+
+enum { CS_SIZE = 0, CS_DATA, CS_DATA_CR, CS_DATA_LF, CS_TRAILER, CS_DONE, CS_ERROR };
+
+void http_chunks_init(struct http_chunks *c)
+{
+    memset(c, 0, sizeof(*c));
+}
+
+static int chunks_fail(struct http_chunks *c, const char **why, const char *reason)
+{
+    c->state = CS_ERROR;
+    *why = reason;
+    return HTTP_CHUNKS_ERROR;
+}
+
+/* A size line [start, cr): 1..15 hex digits, then chunk extensions. */
+static int chunks_size(struct http_chunks *c, const char *buf, uint32_t start, uint32_t cr,
+                       const char **why)
+{
+    const unsigned char *s = (const unsigned char *)buf;
+    uint64_t size = 0;
+    uint32_t i = start;
+    for (; i < cr && (cls[s[i]] & C_HEX); i++) {
+        if (i - start == CHUNK_SIZE_DIGITS_MAX)
+            return chunks_fail(c, why, "chunk size too long");
+        unsigned d = s[i];
+        size = size * 16 + (d <= '9' ? d - '0' : (d | 0x20) - 'a' + 10);
+    }
+    if (i == start)
+        return chunks_fail(c, why, "malformed chunk size");
+    if (!chunk_ext_ok(s, i, cr))
+        return chunks_fail(c, why, "malformed chunk extension");
+    c->left = size;
+    c->state = size == 0 ? CS_TRAILER : CS_DATA;
+    return HTTP_CHUNKS_MORE;
+}
+
+/* One framing line at buf[i..): its LF index, LINE_MORE, or LINE_FAILED. */
+static long chunks_line(struct http_chunks *c, const char *buf, size_t i, size_t len,
+                        const char **why)
+{
+    const char *lf = memchr(buf + i, '\n', len - i);
+    size_t end = lf ? (size_t)(lf - buf) : len;
+    if (end - i + (lf != NULL) > HTTP_LINE_MAX_BYTES) {
+        chunks_fail(c, why, "chunked framing line too long");
+        return LINE_FAILED;
+    }
+    if (lf == NULL)
+        return LINE_MORE;
+    if (end == i || buf[end - 1] != '\r') {
+        chunks_fail(c, why, "bare LF in chunked framing");
+        return LINE_FAILED;
+    }
+    return (long)end;
+}
+
+int http_chunks_feed(struct http_chunks *c, const char *buf, size_t len, size_t *used,
+                     http_chunk_fn fn, void *arg, const char **why)
+{
+    ASSERT(c->state != CS_DONE && c->state != CS_ERROR && len <= UINT32_MAX);
+    size_t i = 0;
+    while (i < len) {
+        if (c->state == CS_DATA) {
+            size_t n = len - i < c->left ? len - i : (size_t)c->left;
+            fn(arg, buf + i, n);
+            i += n;
+            c->left -= n;
+            if (c->left == 0)
+                c->state = CS_DATA_CR;
+            continue;
+        }
+        if (c->state == CS_DATA_CR || c->state == CS_DATA_LF) {
+            if (buf[i] != (c->state == CS_DATA_CR ? '\r' : '\n'))
+                return chunks_fail(c, why, "missing CRLF after chunk data");
+            c->state = c->state == CS_DATA_CR ? CS_DATA_LF : CS_SIZE;
+            i++;
+            continue;
+        }
+        long lf = chunks_line(c, buf, i, len, why);
+        if (lf == LINE_FAILED)
+            return HTTP_CHUNKS_ERROR;
+        if (lf == LINE_MORE)
+            break; /* the line's start stays unconsumed until its end arrives */
+        uint32_t start = (uint32_t)i, cr = (uint32_t)lf - 1;
+        i = (size_t)lf + 1;
+        if (c->state == CS_SIZE) {
+            if (chunks_size(c, buf, start, cr, why) == HTTP_CHUNKS_ERROR)
+                return HTTP_CHUNKS_ERROR;
+            continue;
+        }
+        if (cr == start) { /* the empty line after the trailers */
+            c->state = CS_DONE;
+            *used = i;
+            return HTTP_CHUNKS_DONE;
+        }
+        uint32_t name_end, v, v_end;
+        const char *bad = field_syntax(buf, start, cr, &name_end, &v, &v_end);
+        if (bad != NULL)
+            return chunks_fail(c, why, bad);
+    }
+    *used = i;
+    return HTTP_CHUNKS_MORE;
+}
+
 /* ---- Exported ------------------------------------------------------------------------ */
 
 void http_parser_init(struct http_parser *p)
 {
     memset(p, 0, sizeof(*p));
+}
+
+void http_parser_report_heads(struct http_parser *p)
+{
+    ASSERT(p->state == S_INIT);
+    p->flags |= F_REPORT_HEADS;
 }
 
 int http_parse(struct http_parser *p, char *buf, size_t len, struct http_request *req)
@@ -693,6 +827,11 @@ int http_parse(struct http_parser *p, char *buf, size_t len, struct http_request
         return HTTP_PARSE_ERROR;
     default:
         break;
+    }
+    if (p->flags & F_HEAD_REPORTED) {
+        rc = after_head(p, len, req);
+        if (rc != HTTP_PARSE_AGAIN)
+            return rc;
     }
     if (p->state == S_BODY_LENGTH)
         return parse_fixed_body(p, len, req);

@@ -31,6 +31,15 @@
  *     request-target is origin-form ("/" ...), or "*" for OPTIONS only: otherwise 400;
  *     single spaces separate the three parts of the request line.
  *
+ * Streamed bodies: after http_parser_report_heads(), a request with a Content-Length body
+ * (at least one byte) or a chunked one returns HTTP_PARSE_HEAD once its head is
+ * complete, before any body limit is applied: the caller either takes the body bytes
+ * itself as they arrive (they start at head_bytes; content_length is the declared
+ * length, up to HTTP_STREAM_LENGTH_MAX, saturated above it; a chunked body's framing is
+ * decoded with http_chunks_feed) and never calls http_parse for this request again, or
+ * calls http_parse again to read the body as usual (then the 413 limit and the 100
+ * Continue apply as they would have).
+ *
  * Empty lines (CRLF) before the request line are skipped (RFC 9112 §2.2); they count in
  * head_bytes and in the head limit. "Expect: 100-continue" is honoured on HTTP/1.1 only.
  *
@@ -115,6 +124,9 @@ enum http_parse_result {
                                 again as usual (returned at most once per request,
                                 and only when no body byte has arrived yet: a client
                                 that already sends its body is not waiting) */
+    HTTP_PARSE_HEAD = 3,     /* head complete, a body follows (Content-Length or chunked),
+                                and heads are reported (http_parser_report_heads): see
+                                the top */
 };
 
 /* Private: the caller embeds it and only calls http_parser_init() on it. */
@@ -131,6 +143,9 @@ struct http_parser {
 /* Prepares a parser for the next request on a connection. */
 void http_parser_init(struct http_parser *p);
 
+/* After http_parser_init: this request may answer HTTP_PARSE_HEAD (see the top). */
+void http_parser_report_heads(struct http_parser *p);
+
 /*
  * Parses the request that starts at buf[0], of which len bytes have arrived.
  * buf may be modified (chunked decoding happens in place). On HTTP_PARSE_DONE, req
@@ -144,6 +159,36 @@ void http_parser_init(struct http_parser *p);
  * the same answer without looking at buf.
  */
 int http_parse(struct http_parser *p, char *buf, size_t len, struct http_request *req);
+
+/*
+ * A chunked body read as a stream (after HTTP_PARSE_HEAD of a chunked request), with
+ * the parser's rules for chunked framing: sizes of 1..15 hex digits, extensions checked
+ * against the RFC grammar and skipped, the CRLF after each chunk's data required,
+ * trailer fields checked like header fields and ignored, bare LF refused. Unlike the
+ * parser, there is no body limit (the caller counts) and the framing budget is per line
+ * (HTTP_LINE_MAX_BYTES): a long stream has a size line per chunk.
+ */
+struct http_chunks {
+    uint8_t state;
+    uint64_t left; /* data bytes of the current chunk still to come */
+};
+
+typedef void (*http_chunk_fn)(void *arg, const char *data, size_t len);
+
+enum { HTTP_CHUNKS_ERROR = -1, HTTP_CHUNKS_MORE = 0, HTTP_CHUNKS_DONE = 1 };
+
+void http_chunks_init(struct http_chunks *c);
+
+/*
+ * Decodes buf[0..len), the next bytes of the body after what earlier calls consumed:
+ * calls fn for every run of data bytes, in order, and sets *used to the bytes consumed.
+ * HTTP_CHUNKS_MORE: more input is needed; a framing line that has not ended is not
+ * consumed (*used stops at its start) and must be passed again with what follows.
+ * HTTP_CHUNKS_DONE: the body ended at *used (bytes after it belong to the next request).
+ * HTTP_CHUNKS_ERROR: malformed framing, *why says how; the reader is dead.
+ */
+int http_chunks_feed(struct http_chunks *c, const char *buf, size_t len, size_t *used,
+                     http_chunk_fn fn, void *arg, const char **why);
 
 /* The first header named `name` (case-insensitive), or NULL. */
 const struct http_header *http_header_find(const struct http_request *req, const char *buf,

@@ -115,6 +115,11 @@ struct conn {
     bool counted;     /* counted in the clients table (clients_connect) */
     bool budget_paid; /* the request being dispatched was charged to its address */
     bool overloaded;  /* the application made no progress for REACTOR_BUSY_WAIT_MAX_MS */
+    bool streaming;   /* the input is the body of request stream_seq (on_body) */
+    bool stream_chunked;
+    uint32_t stream_seq;
+    uint64_t stream_left;      /* Content-Length: body bytes still to come */
+    struct http_chunks chunks; /* chunked: the framing decoder */
     char *in;
     uint32_t in_len, in_cap;
     uint32_t recv_len; /* bytes the receive in flight asked for */
@@ -296,6 +301,8 @@ static void set_client(struct conn *c, const struct sockaddr_storage *ss)
     c->peer_len = (uint8_t)(n > 0 && (size_t)n < sizeof(c->peer) ? n : 0);
 }
 
+static void parser_reset(struct reactor *r, struct conn *c);
+
 static struct conn *conn_alloc(struct reactor *r, int fd, const struct sockaddr_storage *peer)
 {
     if (r->free_head == NO_CONN)
@@ -316,7 +323,7 @@ static struct conn *conn_alloc(struct reactor *r, int fd, const struct sockaddr_
     c->in_cap = CONN_SMALL_BUF_BYTES;
     c->want_input = true;
     c->last_active_ms = r->now_ms;
-    http_parser_init(&c->parser);
+    parser_reset(r, c);
     set_client(c, peer);
     r->conns_open++;
     metrics_add(&r->metrics.connections_open, 1);
@@ -374,11 +381,15 @@ static void conn_maybe_free(struct reactor *r, struct conn *c)
     metrics_add(&r->metrics.connections_open, -1);
 }
 
+static void stream_end(struct reactor *r, struct conn *c, int end);
+
 static void conn_kill(struct reactor *r, struct conn *c)
 {
     if (c->state == CONN_DEAD || c->state == CONN_FREE)
         return;
     c->state = CONN_DEAD;
+    if (c->streaming) /* after DEAD: an answer the application gives now is dropped */
+        stream_end(r, c, -ECONNRESET);
     busy_set(r, c, false);
     /* shutdown ends a pending recv with EOF and fails a pending send. */
     shutdown(c->fd, SHUT_RDWR);
@@ -552,7 +563,11 @@ void reactor_reply(struct reactor *r, struct reactor_ref ref, const struct react
     uint64_t now_ns = clock_mono_ns();
     metrics_request(&r->metrics, resp->route, resp->status, now_ns - s->start_ns);
     access_line(r, c, s, resp, now_ns);
-    bool close = s->close_after || r->stopping;
+    /* Answered before its streamed body ended: the rest is not read; close after. */
+    bool stream_cut = c->streaming && ref.seq == c->stream_seq;
+    if (stream_cut)
+        c->streaming = false;
+    bool close = s->close_after || r->stopping || stream_cut;
     size_t bound = answer_bound(s, resp);
     ASSERT(c->reserved >= s->reserved);
     c->reserved -= s->reserved;
@@ -767,8 +782,10 @@ static void reply_fatal(struct reactor *r, struct conn *c, int status, const cha
                         status == 503 || status == 429 ? "Retry-After: 1\r\n" : NULL);
 }
 
-/* Hands one parsed request to the application: 0, or -EBUSY (nothing taken). */
-static int dispatch(struct reactor *r, struct conn *c, const struct http_request *req)
+/* Hands one parsed request (or the head of a streamed one) to the application: 0, or
+ * -EBUSY (nothing taken). */
+static int dispatch(struct reactor *r, struct conn *c, const struct http_request *req,
+                    bool streamed)
 {
     struct slot *s = slot_open(r, c, req, c->in);
     struct reactor_request rq = {
@@ -778,6 +795,7 @@ static int dispatch(struct reactor *r, struct conn *c, const struct http_request
         .buf = c->in,
         .request_id = s->request_id,
         .request_id_len = s->request_id_len,
+        .body_streamed = streamed,
     };
     /* The client address's budget, charged once per request (not again when the
      * application refuses it for now and it is offered again). */
@@ -793,13 +811,15 @@ static int dispatch(struct reactor *r, struct conn *c, const struct http_request
         c->budget_paid = true;
     }
     int rc = r->cfg.handler->on_request(r->cfg.handler_ctx, r, &rq);
+    ASSERT(rc == 0 || (rc == -EBUSY && !streamed));
     if (rc == -EBUSY) {
         slot_cancel(c, s);
         return rc;
     }
     ASSERT(rc == 0);
     c->budget_paid = false;
-    if ((!req->keep_alive || r->stopping) && c->state == CONN_OPEN)
+    /* A streamed body must still be read: its answer closes the connection instead. */
+    if ((!req->keep_alive || r->stopping) && c->state == CONN_OPEN && !streamed)
         c->state = CONN_CLOSING;
     return 0;
 }
@@ -838,6 +858,14 @@ static bool grow_input(struct reactor *r, struct conn *c)
     return true;
 }
 
+/* A fresh parser for the connection's next request. */
+static void parser_reset(struct reactor *r, struct conn *c)
+{
+    http_parser_init(&c->parser);
+    if (r->cfg.handler->stream_body)
+        http_parser_report_heads(&c->parser);
+}
+
 /* Drops the request just dispatched from the front of the input buffer. */
 static void consume(struct reactor *r, struct conn *c, uint32_t n)
 {
@@ -845,7 +873,7 @@ static void consume(struct reactor *r, struct conn *c, uint32_t n)
     memmove(c->in, c->in + n, c->in_len - n);
     c->in_len -= n;
     c->request_start_ms = 0;
-    http_parser_init(&c->parser);
+    parser_reset(r, c);
     if (c->in_large && c->in_len <= CONN_SMALL_BUF_BYTES) {
         memcpy(c->small, c->in, c->in_len);
         large_release(r, c);
@@ -906,6 +934,121 @@ static bool take_proxy_header(struct reactor *r, struct conn *c)
     return true;
 }
 
+/* The streamed body of the connection ends (end 1) or will not complete (end < 0). */
+static void stream_end(struct reactor *r, struct conn *c, int end)
+{
+    ASSERT(c->streaming);
+    c->streaming = false;
+    struct reactor_ref ref = {.conn = c->idx, .gen = c->gen, .seq = c->stream_seq};
+    r->cfg.handler->on_body(r->cfg.handler_ctx, r, ref, NULL, 0, end);
+}
+
+/*
+ * HTTP_PARSE_HEAD: asks the application whether it takes the body as a stream. If so,
+ * sends the 100 Continue the client may wait for (only when no earlier answer is
+ * pending: an interim answer may not overtake them; the client then sends after its
+ * own wait), dispatches the request and drops its head from the input. True when the
+ * body is now streamed (or the request was answered at once); false to read the body
+ * as usual.
+ */
+static bool stream_start(struct reactor *r, struct conn *c, const struct http_request *req)
+{
+    const struct reactor_handler *h = r->cfg.handler;
+    struct reactor_request probe = {.http = req, .client = &c->peer_addr, .buf = c->in};
+    if (h->on_body == NULL || !h->stream_body(r->cfg.handler_ctx, &probe))
+        return false;
+    ASSERT(req->chunked || (req->has_content_length && req->content_length > 0));
+    if (req->expect_continue && c->in_len == req->head_bytes && c->win_head == c->win_tail) {
+        owe_continue(r, c);
+        if (c->state != CONN_OPEN)
+            return true;
+    }
+    c->continue_owed = false;
+    c->streaming = true;
+    c->stream_chunked = req->chunked;
+    c->stream_seq = c->win_tail;
+    c->stream_left = req->content_length;
+    http_chunks_init(&c->chunks);
+    uint32_t head = req->head_bytes;
+    dispatch(r, c, req, true);
+    if (c->state == CONN_DEAD || c->state == CONN_FREE)
+        return true;
+    consume(r, c, head);
+    return true;
+}
+
+/* A run of decoded chunk data: to the application while it still wants the body. */
+struct chunk_run {
+    struct reactor *r;
+    struct conn *c;
+};
+
+static void chunk_data_cb(void *arg, const char *data, size_t len)
+{
+    struct chunk_run *x = arg;
+    struct conn *c = x->c;
+    if (!c->streaming || c->state != CONN_OPEN)
+        return; /* answered early: the rest is read and dropped */
+    struct reactor_ref ref = {.conn = c->idx, .gen = c->gen, .seq = c->stream_seq};
+    x->r->cfg.handler->on_body(x->r->cfg.handler_ctx, x->r, ref, data, len, 0);
+}
+
+/* stream_feed of a chunked body: the framing decoded as it arrives. Malformed framing
+ * ends the stream with -EPROTO; its answer closes the connection. */
+static bool stream_feed_chunked(struct reactor *r, struct conn *c)
+{
+    struct chunk_run x = {r, c};
+    size_t used = 0;
+    const char *why = NULL;
+    int rc = http_chunks_feed(&c->chunks, c->in, c->in_len, &used, chunk_data_cb, &x, &why);
+    if (c->state == CONN_DEAD || c->state == CONN_FREE)
+        return false;
+    if (rc == HTTP_CHUNKS_ERROR ||
+        (rc == HTTP_CHUNKS_MORE && used == 0 && c->in_len == c->in_cap)) {
+        if (c->streaming) {
+            c->slots[c->stream_seq % CONN_PIPELINE_MAX].close_after = true;
+            stream_end(r, c, -EPROTO);
+        }
+        if (c->state == CONN_OPEN)
+            c->state = CONN_CLOSING;
+        c->want_input = false;
+        return false;
+    }
+    consume(r, c, (uint32_t)used);
+    if (!c->streaming) /* answered early */
+        return c->state == CONN_OPEN;
+    if (rc == HTTP_CHUNKS_DONE) {
+        stream_end(r, c, 1);
+        return c->state == CONN_OPEN;
+    }
+    c->want_input = true; /* a framing line's start may wait in the buffer for its end */
+    return false;
+}
+
+/* Gives the buffered bytes of a streamed body to the application. False when it needs
+ * more input (want_input set) or the connection cannot go on. */
+static bool stream_feed(struct reactor *r, struct conn *c)
+{
+    if (c->in_len == 0) {
+        c->want_input = true;
+        return false;
+    }
+    if (c->stream_chunked)
+        return stream_feed_chunked(r, c);
+    uint32_t n = c->stream_left < c->in_len ? (uint32_t)c->stream_left : c->in_len;
+    struct reactor_ref ref = {.conn = c->idx, .gen = c->gen, .seq = c->stream_seq};
+    r->cfg.handler->on_body(r->cfg.handler_ctx, r, ref, c->in, n, 0);
+    if (c->state == CONN_DEAD || c->state == CONN_FREE)
+        return false;
+    consume(r, c, n);
+    if (!c->streaming) /* answered early: the rest of the body is not read */
+        return c->state == CONN_OPEN;
+    c->stream_left -= n;
+    if (c->stream_left == 0)
+        stream_end(r, c, 1);
+    return c->state == CONN_OPEN;
+}
+
 /*
  * Parses and dispatches every complete request in the input buffer while the
  * connection may go on. Leaves want_input set when it stopped for lack of bytes (then
@@ -917,6 +1060,11 @@ static void conn_process(struct reactor *r, struct conn *c)
     struct http_request *req = &c->req;
     c->want_input = false;
     while (c->state == CONN_OPEN) {
+        if (c->streaming) {
+            if (!stream_feed(r, c))
+                break;
+            continue;
+        }
         if (c->in_len == 0) {
             c->want_input = true;
             break;
@@ -943,6 +1091,10 @@ static void conn_process(struct reactor *r, struct conn *c)
             owe_continue(r, c);
             continue;
         }
+        if (rc == HTTP_PARSE_HEAD) {
+            stream_start(r, c, req);
+            continue;
+        }
         if (rc == HTTP_PARSE_ERROR) {
             reply_fatal(r, c, req->error_status ? req->error_status : 400,
                         req->error_reason ? req->error_reason : "malformed request");
@@ -950,7 +1102,7 @@ static void conn_process(struct reactor *r, struct conn *c)
         }
         ASSERT(rc == HTTP_PARSE_DONE && req->wire_bytes <= c->in_len);
         c->continue_owed = false; /* the body is here: no 100 Continue any more */
-        if (dispatch(r, c, req) == -EBUSY) {
+        if (dispatch(r, c, req, false) == -EBUSY) {
             if (!c->overloaded) {
                 if (r->busy_count == 0 && !r->resuming)
                     r->wait_start_ms = r->now_ms; /* waiting starts now */
@@ -966,6 +1118,8 @@ static void conn_process(struct reactor *r, struct conn *c)
         consume(r, c, req->wire_bytes);
     }
     if (c->read_closed && c->want_input && c->state == CONN_OPEN) {
+        if (c->streaming)
+            stream_end(r, c, -ECONNRESET);
         c->want_input = false;
         c->in_len = 0;
         c->request_start_ms = 0;
@@ -1219,6 +1373,12 @@ static void check_timeouts(struct reactor *r, struct conn *c)
     }
     if (c->state != CONN_OPEN)
         return;
+    /* A streamed body that stopped arriving (it has no overall deadline: it may be long). */
+    if (c->streaming && c->want_input && now - c->last_active_ms >= r->cfg.idle_timeout_ms) {
+        metrics_add(&r->metrics.timeouts, 1);
+        conn_kill(r, c);
+        return;
+    }
     /* Only while we wait for the client's bytes: requests held back by us (window,
      * budget, a busy application) are not the client's delay. */
     if (c->want_input && c->request_start_ms && c->in_len > 0 &&
@@ -1278,6 +1438,8 @@ static void begin_stop(struct reactor *r)
         struct conn *c = &r->conns[i];
         if (c->state != CONN_OPEN)
             continue;
+        if (c->streaming) /* a long body cannot finish within the grace period */
+            stream_end(r, c, -ESHUTDOWN);
         if (!conn_idle(c))
             c->state = CONN_CLOSING;
         else if (c->in_len == 0)

@@ -59,6 +59,7 @@ struct reactor_request {
     const char *buf;                       /* the offsets of http are relative to this */
     const char *request_id;                /* NUL-terminated, echoed from X-Request-Id or made */
     size_t request_id_len;
+    bool body_streamed; /* the body is not here: it comes through on_body */
 };
 
 struct reactor_response {
@@ -79,6 +80,28 @@ struct reactor_handler {
     void (*on_wake)(void *ctx, struct reactor *r, int res);
     /* Once per turn, before the reactor submits and sleeps: flush cross-core work. */
     void (*on_turn)(void *ctx, struct reactor *r);
+    /*
+     * Streamed bodies (optional; both or neither). stream_body is asked about a request
+     * whose head is complete and whose body (Content-Length >= 1 byte, or chunked) has
+     * not been read (req->ref is not valid yet): true takes the body as a stream. The
+     * request then goes to on_request at once with body_streamed set (on_request must
+     * take it: -EBUSY is not allowed), and its bytes go to on_body as they arrive, in
+     * order, in pieces of any size (end 0; a chunked body decoded, net/http.h
+     * http_chunks_feed), then on_body(NULL, 0, end 1) once content_length bytes came or
+     * the last chunk and trailers ended. end < 0: the body will not complete
+     * (-ECONNRESET: the client closed, reset or sent nothing for the idle timeout;
+     * -ESHUTDOWN: the reactor is stopping; -EPROTO: malformed chunked framing, and the
+     * connection closes after the answer); no call follows. The request is answered with
+     * reactor_reply as usual, exactly once, also after end < 0 (the answer may find the connection
+     * gone). Answered before its body ended, the body is not read further (no more on_body calls)
+     * and the connection closes after the answer. A body is never buffered whole: input stays the
+     * connection's buffer, and the reactor reads more only after on_body returns, so a slow
+     * application slows the client through TCP. false (or no handler): the body is read as usual,
+     * with its limit (413).
+     */
+    bool (*stream_body)(void *ctx, const struct reactor_request *req);
+    void (*on_body)(void *ctx, struct reactor *r, struct reactor_ref ref, const char *data,
+                    size_t len, int end);
 };
 
 struct reactor_config {

@@ -11,5 +11,6 @@ int cmd_check(int argc, char **argv);
 int cmd_load(int argc, char **argv);
 int cmd_keys(int argc, char **argv);
 int cmd_client(int argc, char **argv);
+int cmd_settle(int argc, char **argv);
 
 #endif

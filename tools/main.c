@@ -16,6 +16,7 @@ static const struct {
     {"load", cmd_load, "load generator: throughput and latency percentiles"},
     {"keys", cmd_keys, "manage API keys: add, list, revoke"},
     {"client", cmd_client, "signed client for every API call"},
+    {"settle", cmd_settle, "run the back office: settlement batches, reconciliation"},
 };
 
 static void usage(FILE *f)

@@ -9,6 +9,13 @@
  * requests and the same request bytes. Every answer is checked for its invariants.
  * Any violation calls abort(), which libFuzzer reports with the input.
  *
+ * Every chunked body the whole run accepts is also decoded by the streaming decoder
+ * (http_chunks_feed) in pieces: the same bytes, ending at the same place.
+ *
+ * When byte 0's high bit is set, the split run's parsers also report heads
+ * (http_parser_report_heads) and answer HTTP_PARSE_HEAD by reading the body as usual:
+ * the answers must still be those of the whole run, which never reports heads.
+ *
  * In the split run the bytes past `len` are poisoned for AddressSanitizer, so a parser
  * that peeks at bytes it was not given crashes here.
  */
@@ -108,10 +115,27 @@ static void check_same(const struct step *a, int result, const struct http_reque
     CHECK(a->bytes_hash == bytes_hash);
 }
 
-/* Calls http_parse and answers CONTINUE the way a connection does. */
+/* The split run's parsers report heads (byte 0's high bit). */
+static int report_heads;
+
+static void parser_init(struct http_parser *p, int heads)
+{
+    http_parser_init(p);
+    if (heads)
+        http_parser_report_heads(p);
+}
+
+/* Calls http_parse and answers HEAD and CONTINUE the way a connection that does not
+ * stream does. */
 static int parse(struct http_parser *p, char *buf, size_t len, struct http_request *req)
 {
     int rc = http_parse(p, buf, len, req);
+    if (rc == HTTP_PARSE_HEAD) {
+        CHECK(report_heads && req->head_bytes <= len);
+        CHECK(req->chunked || (req->has_content_length && req->content_length > 0));
+        rc = http_parse(p, buf, len, req);
+        CHECK(rc != HTTP_PARSE_HEAD);
+    }
     if (rc == HTTP_PARSE_CONTINUE) {
         CHECK(req->expect_continue && len == req->head_bytes);
         rc = http_parse(p, buf, len, req);
@@ -119,6 +143,50 @@ static int parse(struct http_parser *p, char *buf, size_t len, struct http_reque
     }
     check_invariants(rc, req, len);
     return rc;
+}
+
+/* The streaming decoder (http_chunks_feed) against the parser: a chunked body the parser
+ * accepted decodes to the same bytes and ends at the same place, fed in pieces of
+ * `piece` bytes the way the reactor feeds it (an unfinished line kept in front). */
+struct sink {
+    char *out;
+    size_t len, cap;
+};
+
+static void sink_add(void *arg, const char *data, size_t len)
+{
+    struct sink *k = arg;
+    CHECK(k->len + len <= k->cap);
+    memcpy(k->out + k->len, data, len);
+    k->len += len;
+}
+
+static void check_chunks(const char *raw, size_t n, const char *body, size_t body_len, size_t piece)
+{
+    struct sink k = {malloc(body_len + 1), 0, body_len + 1};
+    char *buf = malloc(n + 1);
+    CHECK(k.out != NULL && buf != NULL);
+    struct http_chunks c;
+    http_chunks_init(&c);
+    size_t have = 0, fed = 0, consumed = 0;
+    int rc = HTTP_CHUNKS_MORE;
+    while (rc == HTTP_CHUNKS_MORE && fed < n) {
+        size_t add = n - fed < piece ? n - fed : piece;
+        memcpy(buf + have, raw + fed, add);
+        have += add;
+        fed += add;
+        size_t used = 0;
+        const char *why = NULL;
+        rc = http_chunks_feed(&c, buf, have, &used, sink_add, &k, &why);
+        CHECK(rc != HTTP_CHUNKS_ERROR);
+        memmove(buf, buf + used, have - used);
+        have -= used;
+        consumed += used;
+    }
+    CHECK(rc == HTTP_CHUNKS_DONE && consumed == n);
+    CHECK(k.len == body_len && memcmp(k.out, body, body_len) == 0);
+    free(k.out);
+    free(buf);
 }
 
 /* The stream as one buffer. Returns the number of steps recorded. */
@@ -138,6 +206,9 @@ static size_t run_whole(const char *data, size_t n, struct step *steps, size_t m
             break;
         uint32_t wire = s->req.wire_bytes;
         s->bytes_hash = fnv1a(buf + off, wire);
+        if (s->req.chunked) /* the raw body is still in data; the decoded one in buf */
+            check_chunks(data + off + s->req.head_bytes, wire - s->req.head_bytes,
+                         buf + off + s->req.body.off, s->req.body.len, 1 + (k * 7) % 64);
         /* Bytes after the request (pipelined ones) are never touched. */
         CHECK(memcmp(buf + off + wire, data + off + wire, n - off - wire) == 0);
         off += wire;
@@ -157,7 +228,7 @@ static void run_split(const char *data, size_t n, uint8_t seed, const struct ste
     size_t have = 0, fed = 0, k = 0;
     struct http_parser p;
     struct http_request req;
-    http_parser_init(&p);
+    parser_init(&p, report_heads);
     for (;;) {
         ASAN_POISON_MEMORY_REGION(buf + have, n - have);
         int rc = parse(&p, buf, have, &req);
@@ -179,7 +250,7 @@ static void run_split(const char *data, size_t n, uint8_t seed, const struct ste
             break;
         memmove(buf, buf + req.wire_bytes, have - req.wire_bytes);
         have -= req.wire_bytes;
-        http_parser_init(&p);
+        parser_init(&p, report_heads);
     }
     CHECK(k == nsteps);
     free(buf);
@@ -195,7 +266,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t max = n / 16 + 2;
     struct step *steps = malloc(max * sizeof(*steps));
     CHECK(steps != NULL);
+    report_heads = 0;
     size_t nsteps = run_whole(stream, n, steps, max);
+    report_heads = (data[0] & 0x80) != 0;
     run_split(stream, n, data[0], steps, nsteps);
     free(steps);
     return 0;

@@ -106,6 +106,12 @@ static void live_add(pid_t pid, const char *dir)
         atexit(live_kill_all);
         atexit_done = true;
     }
+    for (int i = 0; i < RP_LIVE_MAX; i++) { /* a restart in the same directory */
+        if (live[i].dir[0] && strcmp(live[i].dir, dir) == 0 && live[i].pid == 0) {
+            live[i].pid = pid;
+            return;
+        }
+    }
     for (int i = 0; i < RP_LIVE_MAX; i++) {
         if (live[i].pid == 0 && live[i].dir[0] == '\0') {
             live[i].pid = pid;
@@ -339,6 +345,64 @@ int rp_server_spawn(struct rp_server *s, const char *const extra_args[],
     s->pid = pid;
     live_add(pid, s->dir);
     return 0;
+}
+
+int rp_server_prepare(struct rp_server *s)
+{
+    memset(s, 0, sizeof(*s));
+    snprintf(s->dir, sizeof(s->dir), "/tmp/ringpay-itest-XXXXXX");
+    if (!mkdtemp(s->dir))
+        return -errno;
+    snprintf(s->data_dir, sizeof(s->data_dir), "%.400s/data", s->dir);
+    snprintf(s->log_path, sizeof(s->log_path), "%.400s/stderr.log", s->dir);
+    if (mkdir(s->data_dir, 0700) != 0)
+        return -errno;
+    live_add(0, s->dir);
+    return 0;
+}
+
+static bool healthz_ok(int port);
+
+int rp_server_respawn(struct rp_server *s, const char *command, const char *const extra_args[],
+                      const char *const extra_env[])
+{
+    if (s->pid > 0)
+        return -EBUSY;
+    s->port = rp_pick_port();
+    if (s->port < 0)
+        return s->port;
+    int log_fd = open(s->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (log_fd < 0)
+        return -errno;
+    char listen[64];
+    snprintf(listen, sizeof(listen), "127.0.0.1:%d", s->port);
+    const char *args[RP_ARGS_MAX + 1] = {command, "--listen", listen, "--data", s->data_dir};
+    int n = 5;
+    for (int i = 0; extra_args && extra_args[i] && n < RP_ARGS_MAX; i++)
+        args[n++] = extra_args[i];
+    args[n] = NULL;
+    pid_t pid = spawn(args, extra_env, log_fd, log_fd, NULL);
+    close(log_fd);
+    if (pid < 0)
+        return pid;
+    s->pid = pid;
+    live_add(pid, s->dir);
+    for (int64_t deadline = rp_now_ms() + RP_READY_TIMEOUT_MS; rp_now_ms() < deadline;
+         rp_sleep_ms(50)) {
+        if (!rp_server_alive(s)) {
+            fprintf(stderr, "harness: ringpay %s exited during start (status %d)\n", command,
+                    s->wait_status);
+            rp_server_dump_log(s, 8192);
+            return -ECHILD;
+        }
+        if (healthz_ok(s->port))
+            return 0;
+    }
+    fprintf(stderr, "harness: ringpay %s not ready within %d ms\n", command, RP_READY_TIMEOUT_MS);
+    rp_server_dump_log(s, 8192);
+    kill(pid, SIGKILL);
+    rp_server_wait(s, RP_STOP_TIMEOUT_MS);
+    return -ETIMEDOUT;
 }
 
 /* One GET /healthz with a short timeout: true on 200. */

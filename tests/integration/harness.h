@@ -63,6 +63,17 @@ typedef void (*rp_pre_exec_fn)(void);
 int rp_server_start(struct rp_server *s, const char *const extra_args[],
                     const char *const extra_env[]);
 
+/* Makes the temporary directory (dir, data_dir, log_path) without starting anything,
+ * so a test can prepare the data first. Removed by rp_server_stop or rp_teardown. */
+int rp_server_prepare(struct rp_server *s);
+
+/* Starts `ringpay COMMAND --listen 127.0.0.1:PORT --data DIR <extra_args...>` (a new
+ * port) in s's existing directory, its output appended to the same log, and waits until
+ * GET /healthz answers 200. For another subcommand than serve (settle), and for
+ * restarts on the same data. The previous process must have been reaped. */
+int rp_server_respawn(struct rp_server *s, const char *command, const char *const extra_args[],
+                      const char *const extra_env[]);
+
 /* Sends `sig` to the server. */
 int rp_server_signal(struct rp_server *s, int sig);
 

@@ -377,6 +377,161 @@ static void test_post_chunked(void **state)
     free(s.p);
 }
 
+/* Streamed bodies: HEAD once the head is complete, before any body limit; the caller
+ * may go on reading the body as usual (limit and 100 Continue as before), and
+ * requests without a Content-Length body never answer HEAD. */
+static void test_report_heads(void **state)
+{
+    (void)state;
+    struct http_parser p;
+    struct http_request req;
+    char buf[sizeof(REQ_CONTINUE)];
+    memcpy(buf, REQ_CONTINUE, sizeof(buf));
+    size_t head = strlen(REQ_CONTINUE) - 53;
+    http_parser_init(&p);
+    http_parser_report_heads(&p);
+    assert_int_equal(http_parse(&p, buf, head - 1, &req), HTTP_PARSE_AGAIN);
+    assert_int_equal(http_parse(&p, buf, head, &req), HTTP_PARSE_HEAD);
+    assert_int_equal(req.content_length, 53);
+    assert_int_equal(req.head_bytes, head);
+    /* not taken as a stream: the deferred 100 Continue, then the body as usual */
+    assert_int_equal(http_parse(&p, buf, head, &req), HTTP_PARSE_CONTINUE);
+    assert_int_equal(http_parse(&p, buf, head + 53, &req), HTTP_PARSE_DONE);
+    assert_int_equal(req.body.len, 53);
+
+    /* Over the body limit: HEAD with the real length, and 413 only if read as usual. */
+    static const char big[] = "POST /v1/reconciliation/files HTTP/1.1\r\nHost: a\r\n"
+                              "Content-Length: 45000000000\r\n\r\n";
+    char b2[sizeof(big)];
+    memcpy(b2, big, sizeof(big));
+    http_parser_init(&p);
+    http_parser_report_heads(&p);
+    assert_int_equal(http_parse(&p, b2, sizeof(big) - 1, &req), HTTP_PARSE_HEAD);
+    assert_int_equal(req.content_length, 45000000000ULL);
+    assert_int_equal(http_parse(&p, b2, sizeof(big) - 1, &req), HTTP_PARSE_ERROR);
+    assert_int_equal(req.error_status, 413);
+    /* A declared length past HTTP_STREAM_LENGTH_MAX saturates. */
+    static const char huge[] = "POST / HTTP/1.1\r\nHost: a\r\n"
+                               "Content-Length: 99999999999999999999999\r\n\r\n";
+    char b3[sizeof(huge)];
+    memcpy(b3, huge, sizeof(huge));
+    http_parser_init(&p);
+    http_parser_report_heads(&p);
+    assert_int_equal(http_parse(&p, b3, sizeof(huge) - 1, &req), HTTP_PARSE_HEAD);
+    assert_true(req.content_length == HTTP_STREAM_LENGTH_MAX + 1);
+
+    /* No body: never HEAD. A chunked one: HEAD, then read as usual if not streamed. */
+    static const char get[] = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+    char b4[sizeof(get)];
+    memcpy(b4, get, sizeof(get));
+    http_parser_init(&p);
+    http_parser_report_heads(&p);
+    assert_int_equal(http_parse(&p, b4, sizeof(get) - 1, &req), HTTP_PARSE_DONE);
+    static const char chunked[] = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked"
+                                  "\r\n\r\n1\r\nx\r\n0\r\n\r\n";
+    char b5[sizeof(chunked)];
+    memcpy(b5, chunked, sizeof(chunked));
+    http_parser_init(&p);
+    http_parser_report_heads(&p);
+    assert_int_equal(http_parse(&p, b5, sizeof(chunked) - 1, &req), HTTP_PARSE_HEAD);
+    assert_true(req.chunked);
+    assert_int_equal(http_parse(&p, b5, sizeof(chunked) - 1, &req), HTTP_PARSE_DONE);
+    assert_int_equal(req.body.len, 1);
+}
+
+struct decoded {
+    char out[256];
+    size_t len;
+};
+
+static void collect_chunk(void *arg, const char *data, size_t len)
+{
+    struct decoded *d = arg;
+    assert_true(d->len + len <= sizeof(d->out));
+    memcpy(d->out + d->len, data, len);
+    d->len += len;
+}
+
+/* Feeds body in pieces of `piece` bytes the way the reactor does (an unconsumed line
+ * start stays in front of the next bytes). Returns the last result; *end the bytes of
+ * the body consumed when DONE. */
+static int chunks_in_pieces(const char *body, size_t n, size_t piece, struct decoded *d,
+                            size_t *end, const char **why)
+{
+    struct http_chunks c;
+    http_chunks_init(&c);
+    char buf[512];
+    size_t have = 0, fed = 0, total = 0;
+    memset(d, 0, sizeof(*d));
+    for (;;) {
+        size_t k = n - fed < piece ? n - fed : piece;
+        memcpy(buf + have, body + fed, k);
+        have += k;
+        fed += k;
+        size_t used = 0;
+        int rc = http_chunks_feed(&c, buf, have, &used, collect_chunk, d, why);
+        if (rc != HTTP_CHUNKS_MORE) {
+            *end = total + used;
+            return rc;
+        }
+        memmove(buf, buf + used, have - used);
+        have -= used;
+        total += used;
+        if (fed == n)
+            return rc;
+    }
+}
+
+/* The streaming chunk decoder: any split gives the same data and end; the parser's
+ * framing rules; bytes after the body are not consumed. */
+static void test_chunks_stream(void **state)
+{
+    (void)state;
+    static const char body[] = "4;ext=1\r\nWiki\r\n5\r\npedia\r\nE\r\n in\r\n\r\nchunks."
+                               "\r\n0\r\nX-Trailer: t\r\n\r\nGET / HTTP/1.1\r\n";
+    size_t body_end = sizeof(body) - 1 - strlen("GET / HTTP/1.1\r\n");
+    for (size_t piece = 1; piece <= sizeof(body); piece++) {
+        struct decoded d;
+        size_t end = 0;
+        const char *why = NULL;
+        int rc = chunks_in_pieces(body, sizeof(body) - 1, piece, &d, &end, &why);
+        assert_int_equal(rc, HTTP_CHUNKS_DONE);
+        assert_int_equal(end, body_end);
+        assert_int_equal(d.len, 23);
+        assert_memory_equal(d.out, "Wikipedia in\r\n\r\nchunks.", 23);
+    }
+    static const struct {
+        const char *body, *why;
+    } bad[] = {
+        {"g\r\n", "malformed chunk size"},
+        {"1234567890abcdef\r\n", "chunk size too long"},
+        {"1;=\r\nx\r\n", "malformed chunk extension"},
+        {"1\nx\r\n", "bare LF in chunked framing"},
+        {"1\r\nxy", "missing CRLF after chunk data"},
+        {"0\r\nbad trailer\r\n\r\n", "whitespace before colon"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct decoded d;
+        size_t end;
+        const char *why = NULL;
+        int rc = chunks_in_pieces(bad[i].body, strlen(bad[i].body), 1, &d, &end, &why);
+        assert_int_equal(rc, HTTP_CHUNKS_ERROR);
+        assert_string_equal(why, bad[i].why);
+    }
+    /* A framing line longer than HTTP_LINE_MAX_BYTES, even before its end arrives. */
+    static char longext[HTTP_LINE_MAX_BYTES + 16];
+    memset(longext, 'a', sizeof(longext) - 1);
+    memcpy(longext, "1;", 2);
+    struct http_chunks c;
+    http_chunks_init(&c);
+    size_t used;
+    const char *why = NULL;
+    struct decoded d = {0};
+    assert_int_equal(http_chunks_feed(&c, longext, strlen(longext), &used, collect_chunk, &d, &why),
+                     HTTP_CHUNKS_ERROR);
+    assert_string_equal(why, "chunked framing line too long");
+}
+
 static void test_expect_continue(void **state)
 {
     struct run r;
@@ -1119,6 +1274,8 @@ int main(void)
         cmocka_unit_test(test_post_content_length),
         cmocka_unit_test(test_post_chunked),
         cmocka_unit_test(test_expect_continue),
+        cmocka_unit_test(test_report_heads),
+        cmocka_unit_test(test_chunks_stream),
         cmocka_unit_test(test_http10_and_leading_empty_lines),
         cmocka_unit_test(test_pipelined),
         cmocka_unit_test(test_limit_request_line),

@@ -31,6 +31,7 @@ struct seen {
 
 struct gate {
     bool enabled;
+    bool admin_only; /* settle: every route needs an admin key */
     unsigned cores;
     struct keyset *current; /* atomic pointer: __atomic_load_n / __atomic_store_n */
     uint64_t epoch;         /* atomic */
@@ -72,6 +73,11 @@ void gate_destroy(struct gate *g)
         keyfile_free(g->retired[i].set);
     keyfile_free(g->current);
     free(g);
+}
+
+void gate_set_admin_only(struct gate *g)
+{
+    g->admin_only = true;
 }
 
 bool gate_enabled(const struct gate *g)
@@ -145,50 +151,30 @@ static int refuse(int status, const char *text, const char **message)
     return status;
 }
 
-int gate_check(struct gate *g, const struct reactor_request *rq, int64_t now_s,
-               struct gate_pass *pass, const char **message)
+int gate_check_parts(struct gate *g, const struct gate_parts *gp, int64_t now_s,
+                     struct gate_pass *pass, const char **message)
 {
     memset(pass, 0, sizeof(*pass));
     if (!g->enabled)
         return 0;
     static const char unauthenticated[] = "the request is not signed by a valid key";
-    const struct http_request *h = rq->http;
-    const char *key_id, *ts, *sig;
-    size_t key_len, ts_len, sig_len;
-    if (!one_header(rq, "x-ringpay-key", &key_id, &key_len) ||
-        !one_header(rq, "x-ringpay-timestamp", &ts, &ts_len) ||
-        !one_header(rq, "x-ringpay-signature", &sig, &sig_len))
-        return refuse(401, unauthenticated, message);
-    const char *idem = NULL;
-    size_t idem_len = 0;
-    const struct http_header *ih = http_header_find(h, rq->buf, "idempotency-key");
-    if (ih != NULL) {
-        idem = rq->buf + ih->value.off;
-        idem_len = ih->value.len;
-    }
-    struct sign_request sr = {
-        .timestamp = ts,
-        .timestamp_len = ts_len,
-        .method = rq->buf + h->method_token.off,
-        .method_len = h->method_token.len,
-        .target = rq->buf + h->target.off,
-        .target_len = h->target.len,
-        .idempotency_key = idem,
-        .idempotency_key_len = idem_len,
-        .body = h->body.len ? rq->buf + h->body.off : NULL,
-        .body_len = h->body.len,
-    };
     const struct keyset *set = __atomic_load_n(&g->current, __ATOMIC_ACQUIRE);
-    const struct sign_key *key = keyfile_verify_key(set, key_id, key_len);
-    if (sign_verify(key, &sr, sig, sig_len, now_s) != SIGN_OK)
+    const struct sign_key *key = keyfile_verify_key(set, gp->key_id, gp->key_id_len);
+    if (sign_verify_hashed(key, &gp->sr, gp->body_hex, gp->signature, gp->signature_len, now_s) !=
+        SIGN_OK)
         return refuse(401, unauthenticated, message);
-    const struct keyfile_key *k = keyfile_find(set, key_id, key_len);
+    const struct keyfile_key *k = keyfile_find(set, gp->key_id, gp->key_id_len);
     ASSERT(k != NULL && k->status == KEYFILE_ACTIVE); /* verify_key found it active */
-    bool reads = h->method == HTTP_GET || h->method == HTTP_HEAD;
-    if (k->scope == KEYFILE_SCOPE_READ && !reads)
+    if (g->admin_only) {
+        if (k->scope != KEYFILE_SCOPE_ADMIN)
+            return refuse(403, "the back office needs an admin key", message);
+        pass->admin = true;
+        return 0;
+    }
+    if (k->scope == KEYFILE_SCOPE_READ && !gp->reads)
         return refuse(403, "this key may only read", message);
     if (k->scope == KEYFILE_SCOPE_ADMIN) {
-        if (!reads)
+        if (!gp->reads)
             return refuse(403, "an admin key may only read the engine", message);
         pass->admin = true;
         return 0;
@@ -196,4 +182,47 @@ int gate_check(struct gate *g, const struct reactor_request *rq, int64_t now_s,
     pass->merchant = k->merchant_id;
     pass->merchant_len = k->merchant_id_len;
     return 0;
+}
+
+bool gate_parts_of(const struct reactor_request *rq, struct gate_parts *gp)
+{
+    memset(gp, 0, sizeof(*gp));
+    const struct http_request *h = rq->http;
+    const char *key_id, *ts, *sig;
+    size_t key_len, ts_len, sig_len;
+    if (!one_header(rq, "x-ringpay-key", &key_id, &key_len) ||
+        !one_header(rq, "x-ringpay-timestamp", &ts, &ts_len) ||
+        !one_header(rq, "x-ringpay-signature", &sig, &sig_len))
+        return false;
+    const struct http_header *ih = http_header_find(h, rq->buf, "idempotency-key");
+    gp->key_id = key_id;
+    gp->key_id_len = key_len;
+    gp->signature = sig;
+    gp->signature_len = sig_len;
+    gp->reads = h->method == HTTP_GET || h->method == HTTP_HEAD;
+    gp->sr = (struct sign_request){
+        .timestamp = ts,
+        .timestamp_len = ts_len,
+        .method = rq->buf + h->method_token.off,
+        .method_len = h->method_token.len,
+        .target = rq->buf + h->target.off,
+        .target_len = h->target.len,
+        .idempotency_key = ih ? rq->buf + ih->value.off : NULL,
+        .idempotency_key_len = ih ? ih->value.len : 0,
+        .body = h->body.len ? rq->buf + h->body.off : NULL,
+        .body_len = h->body.len,
+    };
+    return true;
+}
+
+int gate_check(struct gate *g, const struct reactor_request *rq, int64_t now_s,
+               struct gate_pass *pass, const char **message)
+{
+    memset(pass, 0, sizeof(*pass));
+    if (!g->enabled)
+        return 0;
+    struct gate_parts gp;
+    if (!gate_parts_of(rq, &gp))
+        return refuse(401, "the request is not signed by a valid key", message);
+    return gate_check_parts(g, &gp, now_s, pass, message);
 }

@@ -36,6 +36,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "engine/sign.h"
 #include "net/reactor.h"
 
 struct gate;
@@ -60,6 +61,10 @@ void gate_destroy(struct gate *g);
 
 bool gate_enabled(const struct gate *g);
 
+/* The back office (`ringpay settle`, SPEC §5): every checked route needs an admin key;
+ * a merchant or read key is 403 forbidden. Call before any reactor runs. */
+void gate_set_admin_only(struct gate *g);
+
 /* Keys in the current set (active and revoked), for the reload log line. */
 size_t gate_key_count(const struct gate *g);
 
@@ -79,5 +84,26 @@ void gate_quiesce(struct gate *g, unsigned core);
  */
 int gate_check(struct gate *g, const struct reactor_request *rq, int64_t now_s,
                struct gate_pass *pass, const char **message);
+
+/* The signed parts of one request, as pointers (gate_check's steps apart, for a body
+ * that streams by: its parts are copied when its head arrives and checked, with the
+ * body's hash in body_hex, once the body is complete). */
+struct gate_parts {
+    const char *key_id;
+    size_t key_id_len;
+    const char *signature;
+    size_t signature_len;
+    bool reads; /* GET or HEAD */
+    struct sign_request sr;
+    const char *body_hex; /* NULL: hash sr.body; else the streamed body's SHA-256 hex */
+};
+
+/* Step 1 of gate_check: false when a signing header is missing or repeated. The parts
+ * point into rq's buffer. */
+bool gate_parts_of(const struct reactor_request *rq, struct gate_parts *gp);
+
+/* Steps 2 and 3 of gate_check over parts: 0 with *pass, or 401/403 and *message. */
+int gate_check_parts(struct gate *g, const struct gate_parts *gp, int64_t now_s,
+                     struct gate_pass *pass, const char **message);
 
 #endif
