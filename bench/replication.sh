@@ -17,7 +17,7 @@
 #     backlog at that moment over the time until it is empty (polled every 50 ms), set
 #     against the rate events were produced during the outage.
 #
-# usage: bench/replication.sh [build dir]   (env: CONNS=64 DURATION=6 ROUNDS=10
+# usage: bench/replication.sh [build dir]   (env: ON_FLAGS="--kafka-conf linger.ms=50" CONNS=64 DURATION=6 ROUNDS=10
 #        CORES=$(nproc) OUTAGE_S=60 OUTAGE_RATE=<half> SKIP_DRAIN=)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -66,7 +66,7 @@ PY
 }
 
 # ---- 1. throughput, on versus off ----------------------------------------------------
-serve $ON_PORT on
+serve $ON_PORT on ${ON_FLAGS:-}
 on_pid=$!
 serve $OFF_PORT off --replication off
 off_pid=$!
