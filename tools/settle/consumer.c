@@ -80,6 +80,16 @@ static int conf_set(rd_kafka_conf_t *c, const char *k, const char *v, char *why,
     return -EINVAL;
 }
 
+/* conf_set of each name-value pair in turn, stopping at the first refusal. */
+static int conf_set_all(rd_kafka_conf_t *c, const char *const kv[][2], size_t n, char *why,
+                        size_t why_bytes)
+{
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        rc = conf_set(c, kv[i][0], kv[i][1], why, why_bytes);
+    return rc;
+}
+
 /* "k=v;k=v" on top of the defaults. */
 static int conf_extra(rd_kafka_conf_t *c, const char *extra, char *why, size_t why_bytes)
 {
@@ -206,23 +216,15 @@ static int make_consumer(struct skafka *k, const struct skafka_config *cfg, char
 {
     char err[512];
     rd_kafka_conf_t *c = rd_kafka_conf_new();
-    int rc = conf_set(c, "bootstrap.servers", cfg->brokers, why, why_bytes);
-    if (!rc)
-        rc = conf_set(c, "group.id", cfg->group, why, why_bytes);
-    if (!rc)
-        rc = conf_set(c, "enable.auto.commit", "false", why, why_bytes);
-    if (!rc)
-        rc = conf_set(c, "enable.auto.offset.store", "false", why, why_bytes);
-    if (!rc)
-        rc = conf_set(c, "auto.offset.reset", "earliest", why, why_bytes);
-    if (!rc)
-        rc = conf_set(c, "topic.metadata.refresh.interval.ms", "5000", why, why_bytes);
     /* A settle that died holds its partitions until its session expires: 10 s rather
      * than librdkafka's 45 s, so a restarted or standby instance takes over sooner. */
-    if (!rc)
-        rc = conf_set(c, "session.timeout.ms", "10000", why, why_bytes);
-    if (!rc)
-        rc = conf_set(c, "heartbeat.interval.ms", "1000", why, why_bytes);
+    const char *const kv[][2] = {
+        {"bootstrap.servers", cfg->brokers}, {"group.id", cfg->group},
+        {"enable.auto.commit", "false"},     {"enable.auto.offset.store", "false"},
+        {"auto.offset.reset", "earliest"},   {"topic.metadata.refresh.interval.ms", "5000"},
+        {"session.timeout.ms", "10000"},     {"heartbeat.interval.ms", "1000"},
+    };
+    int rc = conf_set_all(c, kv, sizeof(kv) / sizeof(kv[0]), why, why_bytes);
     if (!rc)
         rc = conf_extra(c, cfg->conf, why, why_bytes);
     if (rc) {
@@ -290,13 +292,13 @@ static int make_producer(struct skafka *k, const struct skafka_config *cfg, char
 {
     char err[512];
     rd_kafka_conf_t *c = rd_kafka_conf_new();
-    int rc = conf_set(c, "bootstrap.servers", cfg->brokers, why, why_bytes);
-    if (!rc)
-        rc = conf_set(c, "enable.idempotence", "true", why, why_bytes);
-    if (!rc)
-        rc = conf_set(c, "message.timeout.ms", "0", why, why_bytes);
-    if (!rc)
-        rc = conf_set(c, "linger.ms", "5", why, why_bytes);
+    const char *const kv[][2] = {
+        {"bootstrap.servers", cfg->brokers},
+        {"enable.idempotence", "true"},
+        {"message.timeout.ms", "0"},
+        {"linger.ms", "5"},
+    };
+    int rc = conf_set_all(c, kv, sizeof(kv) / sizeof(kv[0]), why, why_bytes);
     if (!rc)
         rc = conf_extra(c, cfg->conf, why, why_bytes);
     if (rc) {
