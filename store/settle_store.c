@@ -47,6 +47,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -96,6 +97,9 @@ struct settle_store {
     MDB_env *env;
     MDB_dbi dbi[D_COUNT];
     struct dirlock lock;
+    bool shared;
+    int publisher_fd; /* shared stores: DIR/PUBLISHER, locked while we publish; -1 */
+    char data_dir[STORE_PATH_MAX];
     size_t map_bytes, map_max_bytes;
     uint32_t retention_days;
     uint64_t replicated_pending, replicated_stored;
@@ -434,10 +438,27 @@ static int manifest_check(const char *dir, char *why, size_t why_bytes)
     return rc;
 }
 
+/* mdb_txn_begin, adopting the map another member of a shared store grew beyond ours
+ * (MDB_MAP_RESIZED: our next transaction sees its data only through a map as large). */
+static int txn_begin(struct settle_store *s, unsigned flags, MDB_txn **txn)
+{
+    int rc = mdb_txn_begin(s->env, NULL, flags, txn);
+    if (rc != MDB_MAP_RESIZED)
+        return rc;
+    MDB_envinfo info;
+    if ((rc = mdb_env_set_mapsize(s->env, 0)) || (rc = mdb_env_info(s->env, &info)))
+        return rc;
+    s->map_bytes = info.me_mapsize;
+    if (s->map_max_bytes < s->map_bytes)
+        s->map_max_bytes = s->map_bytes;
+    s->stats.map_adopted++;
+    return mdb_txn_begin(s->env, NULL, flags, txn);
+}
+
 static int open_dbis(struct settle_store *s)
 {
     MDB_txn *txn = NULL;
-    int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    int rc = txn_begin(s, 0, &txn);
     if (rc)
         return rc;
     for (int i = 0; i < D_COUNT && rc == 0; i++)
@@ -535,14 +556,20 @@ int settle_store_open(struct settle_store **out, const char *data_dir,
     if (s == NULL)
         return -ENOMEM;
     s->lock.fd = -1;
+    s->publisher_fd = -1;
+    s->shared = opt && opt->shared;
+    snprintf(s->data_dir, sizeof(s->data_dir), "%s", data_dir);
     options_apply(s, opt);
+    bool alone = true;
     int rc = 0;
     if (mkdir(data_dir, 0700) && errno != EEXIST) {
         rc = -errno;
         snprintf(why, why_bytes, "cannot create %s: %s", data_dir, strerror(errno));
         goto out_free;
     }
-    if ((rc = dirlock_acquire(&s->lock, data_dir, true, why, why_bytes)))
+    rc = s->shared ? dirlock_acquire_shared(&s->lock, data_dir, &alone, why, why_bytes)
+                   : dirlock_acquire(&s->lock, data_dir, true, why, why_bytes);
+    if (rc)
         goto out_free;
     if ((rc = manifest_check(data_dir, why, why_bytes)))
         goto out_unlock;
@@ -559,10 +586,13 @@ int settle_store_open(struct settle_store **out, const char *data_dir,
     if ((rc = store_manifest_sync_dir(s->path)))
         goto out_close_env;
     stats_init(s);
-    if ((rc = txn_run(s, NULL, 0, recover_uploads, NULL))) {
+    if (alone && (rc = txn_run(s, NULL, 0, recover_uploads, NULL))) {
         snprintf(why, why_bytes, "cannot recover %s: %s", s->path, strerror(-rc));
         goto out_close_env;
     }
+    /* Alone, a member held the lock exclusively for the recovery: now it shares it. */
+    if (s->shared && alone && (rc = dirlock_share(&s->lock, data_dir, why, why_bytes)))
+        goto out_close_env;
     *out = s;
     return 0;
 
@@ -580,6 +610,8 @@ void settle_store_close(struct settle_store *s)
     if (s == NULL)
         return;
     mdb_env_close(s->env);
+    if (s->publisher_fd >= 0)
+        close(s->publisher_fd);
     dirlock_release(&s->lock);
     free(s);
 }
@@ -594,7 +626,7 @@ static void stats_init(struct settle_store *s)
 {
     MDB_txn *txn = NULL;
     MDB_stat st;
-    if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn))
+    if (txn_begin(s, MDB_RDONLY, &txn))
         return;
     if (mdb_stat(txn, s->dbi[D_OPEN_SEQ], &st) == 0)
         s->stats.open_batches = st.ms_entries;
@@ -612,6 +644,62 @@ void settle_store_get_stats(const struct settle_store *s, struct settle_store_st
     *out = s->stats;
     out->map_bytes = s->map_bytes;
     out->replicated_seq = s->replicated_stored;
+    if (!s->shared)
+        return;
+    /* Other members change these too: read them (a failed read keeps our own). */
+    MDB_txn *txn = NULL;
+    MDB_stat st;
+    if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn))
+        return;
+    if (mdb_stat(txn, s->dbi[D_OPEN_SEQ], &st) == 0)
+        out->open_batches = st.ms_entries;
+    struct stx t = {.s = (struct settle_store *)s, .txn = txn};
+    int64_t v;
+    if (meta_get(&t, "seq:outbox", &v) == 0)
+        out->outbox_seq = (uint64_t)v;
+    mdb_txn_abort(txn);
+}
+
+bool settle_store_shared(const struct settle_store *s)
+{
+    ASSERT(s != NULL);
+    return s->shared;
+}
+
+bool settle_store_publisher(struct settle_store *s, bool *took)
+{
+    ASSERT(s != NULL && took != NULL);
+    *took = false;
+    if (!s->shared || s->publisher_fd >= 0)
+        return true;
+    char path[STORE_PATH_MAX + 16];
+    snprintf(path, sizeof(path), "%s/PUBLISHER", s->data_dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return false;
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        close(fd);
+        return false;
+    }
+    /* The mark the previous publisher stored: resume after it. */
+    MDB_txn *txn = NULL;
+    int64_t v = 0;
+    if (txn_begin(s, MDB_RDONLY, &txn)) {
+        close(fd);
+        return false;
+    }
+    struct stx t = {.s = s, .txn = txn};
+    int rc = meta_get(&t, "replicated", &v);
+    mdb_txn_abort(txn);
+    if (rc && rc != MDB_NOTFOUND) {
+        close(fd);
+        return false;
+    }
+    s->replicated_stored = s->replicated_pending = rc == 0 ? (uint64_t)v : 0;
+    s->trim_pending = true;
+    s->publisher_fd = fd;
+    *took = true;
+    return true;
 }
 
 /* ---- Write transactions ---------------------------------------------------------------- */
@@ -732,8 +820,14 @@ static void housekeep(struct stx *t)
 {
     struct settle_store *s = t->s;
     t->trim_done = !s->trim_pending;
-    if (s->replicated_pending > s->replicated_stored)
-        meta_put(t, "replicated", (int64_t)s->replicated_pending);
+    if (s->replicated_pending > s->replicated_stored) {
+        int64_t stored = 0; /* never backwards, whoever wrote it (shared stores) */
+        int rc = meta_get(t, "replicated", &stored);
+        if (rc && rc != MDB_NOTFOUND)
+            tfail(t, rc);
+        else if ((uint64_t)stored < s->replicated_pending)
+            meta_put(t, "replicated", (int64_t)s->replicated_pending);
+    }
     if (s->trim_pending || s->replicated_pending > s->replicated_stored)
         outbox_trim(t, s->replicated_pending);
     if (t->cal != NULL) {
@@ -763,7 +857,7 @@ static void stats_add(struct settle_store_stats *a, const struct settle_store_st
 /* Runs body once in a fresh write transaction and commits it. */
 static int txn_once(struct settle_store *s, struct stx *t, stx_body_fn body, void *arg)
 {
-    int rc = mdb_txn_begin(s->env, NULL, 0, &t->txn);
+    int rc = txn_begin(s, 0, &t->txn);
     if (rc)
         return rc;
     t->err = 0;
@@ -845,7 +939,7 @@ static int rtxn_begin(struct settle_store *s, struct stx *t)
 {
     memset(t, 0, sizeof(*t));
     t->s = s;
-    return errno_of(mdb_txn_begin(s->env, NULL, MDB_RDONLY, &t->txn));
+    return errno_of(txn_begin(s, MDB_RDONLY, &t->txn));
 }
 
 static void rtxn_end(struct stx *t)
@@ -1365,6 +1459,80 @@ int settle_store_offset_get(struct settle_store *s, const char *topic, size_t to
         rc = -EBADMSG;
     rtxn_end(&t);
     return errno_of(rc);
+}
+
+/* ---- A shared store's group progress (D_META "p:" + offset key -> high, wall ms) ------ */
+
+#define PROGRESS_PREFIX     "p:"
+#define PROGRESS_PREFIX_LEN 2
+#define PROGRESS_VAL        16
+
+struct progress_run {
+    const struct settle_progress *p;
+    size_t n;
+    int64_t wall_ms;
+};
+
+static void progress_body(struct stx *t, void *arg)
+{
+    const struct progress_run *r = arg;
+    for (size_t i = 0; i < r->n && t->err == 0; i++) {
+        uint8_t k[PROGRESS_PREFIX_LEN + 1 + SETTLE_TOPIC_MAX_BYTES + 4], v[PROGRESS_VAL];
+        memcpy(k, PROGRESS_PREFIX, PROGRESS_PREFIX_LEN);
+        size_t klen = PROGRESS_PREFIX_LEN + offset_key(k + PROGRESS_PREFIX_LEN, r->p[i].topic,
+                                                       r->p[i].topic_len, r->p[i].partition);
+        record_put_u64be(v, (uint64_t)r->p[i].high);
+        record_put_u64be(v + 8, (uint64_t)r->wall_ms);
+        tput(t, D_META, k, klen, v, sizeof(v), 0);
+    }
+}
+
+int settle_store_progress_put(struct settle_store *s, struct settle_calendar *cal,
+                              const struct settle_progress *p, size_t n, int64_t now_ms,
+                              int64_t wall_ms)
+{
+    struct progress_run r = {.p = p, .n = n, .wall_ms = wall_ms};
+    return txn_run(s, cal, now_ms, progress_body, &r);
+}
+
+bool settle_store_progress_caught_up(struct settle_store *s, int64_t wall_ms, int64_t fresh_ms)
+{
+    struct stx t;
+    MDB_cursor *c = NULL;
+    if (rtxn_begin(s, &t))
+        return false;
+    if (mdb_cursor_open(t.txn, s->dbi[D_META], &c)) {
+        rtxn_end(&t);
+        return false;
+    }
+    MDB_val k = {.mv_size = PROGRESS_PREFIX_LEN, .mv_data = (void *)PROGRESS_PREFIX}, v;
+    bool ok = true;
+    size_t seen = 0;
+    int rc;
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0 && ok;
+         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        if (k.mv_size <= PROGRESS_PREFIX_LEN + 5 ||
+            memcmp(k.mv_data, PROGRESS_PREFIX, PROGRESS_PREFIX_LEN) != 0)
+            break;
+        seen++;
+        if (v.mv_size != PROGRESS_VAL) {
+            ok = false;
+            break;
+        }
+        int64_t high = (int64_t)record_get_u64be(v.mv_data);
+        int64_t at = (int64_t)record_get_u64be((const uint8_t *)v.mv_data + 8);
+        MDB_val next_v;
+        MDB_val ok_k = {.mv_size = k.mv_size - PROGRESS_PREFIX_LEN,
+                        .mv_data = (uint8_t *)k.mv_data + PROGRESS_PREFIX_LEN};
+        int64_t next = 0;
+        int g = mdb_get(t.txn, s->dbi[D_OFFSETS], &ok_k, &next_v);
+        if (g == 0 && record_i64_decode(next_v.mv_data, next_v.mv_size, &next))
+            g = MDB_CORRUPTED;
+        ok = (g == 0 || g == MDB_NOTFOUND) && high >= 0 && wall_ms - at <= fresh_ms && next >= high;
+    }
+    mdb_cursor_close(c);
+    rtxn_end(&t);
+    return ok && seen > 0;
 }
 
 int settle_store_offsets(struct settle_store *s, settle_offset_visit_fn fn, void *arg)

@@ -52,6 +52,19 @@
  * fails the store for good (after a failed fsync nothing later can be trusted): every
  * later write returns it (settle_store_failed) until the process reopens the store.
  *
+ * Shared stores (decision, `settle --shared`; docs/backoffice.md): the members of one
+ * consumer group on one host may open the same directory together (options.shared: the
+ * directory lock in its shared form, store/dirlock.h). LMDB serialises their write
+ * transactions across processes, and everything exactly-once depends on is read and
+ * written inside those transactions (stored offsets, ids seen, batches, counters, the
+ * replicated mark only ever moves forward), so a partition that moves from one member
+ * to another in a rebalance is resumed from what the other committed, and a message
+ * both happen to apply is counted once. Per member: the statistics (counters of what
+ * this process did), the map size (a map another member grew is adopted at the next
+ * transaction: MDB_MAP_RESIZED), and the right to publish the outbox, which one member
+ * holds at a time (settle_store_publisher). Uploads left "processing" are failed only
+ * by a member that opens the store alone (the others may still be streaming theirs).
+ *
  * Threads: one thread owns a store and makes every write call. Reads take their own
  * read transaction; they may run on other threads only when growth is off
  * (map_max_bytes == map_bytes: LMDB may not resize the map under a reader).
@@ -90,6 +103,7 @@ struct settle_store_options {
     int fault_persistent;
     unsigned fault_after_commits;
     int fault_commit_errno;
+    bool shared; /* open next to the other members of a group (see the top) */
 };
 
 struct settle_store_stats {
@@ -107,9 +121,10 @@ struct settle_store_stats {
     uint64_t failed_commits;
     uint64_t map_full;
     uint64_t map_grows;
+    uint64_t map_adopted; /* maps another member grew, adopted (shared stores) */
     size_t map_bytes;
-    uint64_t open_batches;   /* batches open now */
-    uint64_t outbox_seq;     /* last outbox message committed */
+    uint64_t open_batches;   /* batches open now (read from the store: every member's) */
+    uint64_t outbox_seq;     /* last outbox message committed (by any member) */
     uint64_t replicated_seq; /* outbox replicated (and trimmed) up to this */
     int32_t horizon;         /* dates before it are forgotten and refused */
 };
@@ -118,7 +133,8 @@ struct settle_store_stats {
  * *out, or -errno with one line in why: -EBUSY (another process holds the directory),
  * -EINVAL (not a settle directory: an engine's, or another format version), -EBADMSG
  * (a corrupt store), other -errno from the file system. Nothing stays open on error.
- * Reconciliation uploads left "processing" by a crash are marked failed. */
+ * Reconciliation uploads left "processing" by a crash are marked failed (when no other
+ * member shares the directory). */
 int settle_store_open(struct settle_store **out, const char *data_dir,
                       const struct settle_store_options *opt, char *why, size_t why_bytes);
 
@@ -129,6 +145,19 @@ void settle_store_close(struct settle_store *s);
 int settle_store_failed(const struct settle_store *s);
 
 void settle_store_get_stats(const struct settle_store *s, struct settle_store_stats *out);
+
+/* Opened with options.shared. */
+bool settle_store_shared(const struct settle_store *s);
+
+/*
+ * Whether this process publishes the outbox: always, for a store opened alone; for a
+ * shared store, the one member holding DIR/PUBLISHER's lock (tried without waiting: the
+ * lock of a member that dies is released by the kernel and the next try of another
+ * takes it). When this call made it the publisher, *took is set and the replicated mark
+ * is read again from the store (the previous publisher moved it): publishing resumes
+ * after settle_store_get_stats' replicated_seq, at least once.
+ */
+bool settle_store_publisher(struct settle_store *s, bool *took);
 
 /* ---- Consuming ------------------------------------------------------------------------ */
 
@@ -184,6 +213,33 @@ typedef int (*settle_offset_visit_fn)(void *arg, const char *topic, size_t topic
                                       int32_t partition, int64_t next);
 /* Visits every stored (topic, partition, next offset). Returns 0, fn's nonzero, -errno. */
 int settle_store_offsets(struct settle_store *s, settle_offset_visit_fn fn, void *arg);
+
+/* ---- A shared store's group progress ------------------------------------------------ */
+
+/* One partition a member consumes and the high watermark its consumer last saw (-1:
+ * not known yet). */
+struct settle_progress {
+    const char *topic;
+    size_t topic_len;
+    int32_t partition;
+    int64_t high;
+};
+
+/*
+ * Shared stores: a member reports the partitions the group gave it, stamped wall_ms (the
+ * host's clock, the same for every member), in one transaction (with the housekeeping of
+ * settle_store_flush). So a member can tell whether the others are caught up without
+ * asking the brokers: settle_store_progress_caught_up. 0 or -errno.
+ */
+int settle_store_progress_put(struct settle_store *s, struct settle_calendar *cal,
+                              const struct settle_progress *p, size_t n, int64_t now_ms,
+                              int64_t wall_ms);
+
+/* Every partition any member ever reported was reported again within fresh_ms of wall_ms
+ * with a known high watermark, and its stored next offset has reached it. A partition
+ * whose member died is stale until the group gives it to another member and that one
+ * reports it. False when nothing was reported, or on a read error. */
+bool settle_store_progress_caught_up(struct settle_store *s, int64_t wall_ms, int64_t fresh_ms);
 
 /* ---- Closing ---------------------------------------------------------------------- */
 

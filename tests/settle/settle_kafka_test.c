@@ -569,6 +569,146 @@ static void test_standby_takes_over(void **state)
     kc_mock_stop(&mk);
 }
 
+/* The "event_id" of a message's JSON value into out ("" when it has none). */
+static void event_id_of(const char *v, char out[96])
+{
+    out[0] = '\0';
+    const char *p = strstr(v, "\"event_id\":\"");
+    if (p == NULL)
+        return;
+    p += strlen("\"event_id\":\"");
+    size_t n = strcspn(p, "\"");
+    snprintf(out, 96, "%.*s", (int)(n < 95 ? n : 95), p);
+}
+
+/* Waits until settlement.closed holds `want` distinct batches, and checks that the
+ * copies of one batch (at least once: a publisher that died may have sent some twice)
+ * are the same message. */
+static void expect_closed_once(int want)
+{
+    for (int64_t dl = rp_now_ms() + WAIT_MS;; rp_sleep_ms(200)) {
+        struct kcat_msg *msgs = NULL;
+        size_t n = 0;
+        assert_int_equal(kcat_consume(mk.bootstrap, "settlement.closed", 20000, &msgs, &n), 0);
+        size_t distinct = kcat_distinct_event_ids(msgs, n);
+        for (size_t i = 0; i < n; i++)
+            for (size_t j = 0; j < i; j++) {
+                char a[96], b[96];
+                event_id_of(msgs[i].value, a);
+                event_id_of(msgs[j].value, b);
+                assert_true(a[0] != '\0');
+                if (strcmp(a, b) == 0 && strcmp(msgs[i].value, msgs[j].value) != 0)
+                    fail_msg("batch %s published twice with different content", a);
+            }
+        kcat_free(msgs, n);
+        if (distinct == (size_t)want)
+            return;
+        if (rp_now_ms() > dl)
+            fail_msg("settlement.closed has %zu distinct batches, want %d", distinct, want);
+    }
+}
+
+static double metric_of(const struct rp_server *srv, const char *name)
+{
+    return rp_scrape(srv->port, name, NULL);
+}
+
+/*
+ * Two active members of one group on one host sharing a data directory (`--shared`):
+ * the group splits the partitions between them and both consume into the one store;
+ * exactly one publishes the outbox. The publisher is killed with SIGKILL in the middle
+ * of the traffic: the group gives its partitions to the other member once its session
+ * expires, which resumes them from what the dead one committed, and takes over
+ * publishing. Every batch equals the ledger, through either member before the kill and
+ * the survivor after, and closing publishes each batch once (after removing duplicates
+ * by id, all copies identical).
+ */
+static void test_shared_members(void **state)
+{
+    (void)state;
+    settle_srv = &st;
+    assert_int_equal(kc_mock_start(&mk, RP_MOCK_KAFKA), 0);
+    const char *eargs[] = {"--cores",    "2", "--access-log", "off", "--kafka-brokers",
+                           mk.bootstrap, NULL};
+    rp_must_start(&eng, eargs);
+    pc_init(&pc, eng.port);
+    traffic("g0", 1); /* the topics exist, with their partitions, before the group forms */
+    assert_int_equal(rp_server_prepare(&st), 0);
+    assert_int_equal(rp_server_prepare(&sb), 0);
+    const char *margs[] = {"--kafka-brokers", mk.bootstrap,
+                           "--access-log",    "off",
+                           "--close-poll-ms", "200",
+                           "--kafka-conf",    "session.timeout.ms=3000;heartbeat.interval.ms=300",
+                           "--shared",        "--data",
+                           st.data_dir,       NULL};
+    assert_int_equal(rp_server_respawn(&st, "settle", margs, NULL), 0);
+    assert_int_equal(rp_server_respawn(&sb, "settle", margs, NULL), 0);
+
+    /* A settle without --shared refuses the directory the members hold. */
+    struct rp_server lone;
+    assert_int_equal(rp_server_prepare(&lone), 0);
+    const char *largs[] = {"--kafka-brokers", mk.bootstrap, "--data", st.data_dir, NULL};
+    assert_int_not_equal(rp_server_respawn(&lone, "settle", largs, NULL), 0);
+    rp_server_stop(&lone);
+
+    /* Both members hold partitions; one publishes. */
+    double pa = 0, pb = 0;
+    for (int64_t dl = rp_now_ms() + WAIT_MS;; rp_sleep_ms(100)) {
+        pa = metric_of(&st, "ringpay_settle_consumer_partitions");
+        pb = metric_of(&sb, "ringpay_settle_consumer_partitions");
+        if (pa > 0 && pb > 0 && pa + pb == 8)
+            break;
+        if (rp_now_ms() > dl)
+            fail_msg("the group did not split the partitions: %g and %g", pa, pb);
+    }
+    double pub_a = 0, pub_b = 0;
+    for (int64_t dl = rp_now_ms() + WAIT_MS;; rp_sleep_ms(100)) {
+        pub_a = metric_of(&st, "ringpay_settle_publisher");
+        pub_b = metric_of(&sb, "ringpay_settle_publisher");
+        if (pub_a + pub_b == 1)
+            break;
+        if (rp_now_ms() > dl)
+            fail_msg("publishers: %g and %g, want exactly one", pub_a, pub_b);
+    }
+
+    traffic("g1", 2);
+    settle_srv = &st;
+    expect_settle_equals_ledger();
+    settle_srv = &sb;
+    expect_settle_equals_ledger();
+
+    /* Kill the publisher in the middle of the traffic. */
+    struct rp_server *dead = pub_a == 1 ? &st : &sb, *live = pub_a == 1 ? &sb : &st;
+    traffic("g2a", 1);
+    assert_int_equal(rp_server_signal(dead, SIGKILL), 0);
+    assert_int_equal(rp_server_wait(dead, RP_STOP_TIMEOUT_MS), 128 + SIGKILL);
+    traffic("g2b", 1);
+    for (int64_t dl = rp_now_ms() + WAIT_MS;; rp_sleep_ms(100)) {
+        if (metric_of(live, "ringpay_settle_consumer_partitions") == 8 &&
+            metric_of(live, "ringpay_settle_publisher") == 1)
+            break;
+        if (rp_now_ms() > dl)
+            fail_msg("the survivor did not take the partitions and the outbox over");
+    }
+    settle_srv = live;
+    expect_settle_equals_ledger();
+
+    char d[11], body[64];
+    today(d);
+    snprintf(body, sizeof(body), "{\"date\":\"%s\"}", d);
+    const char *h[] = {"Idempotency-Key: close-g", "Content-Type: application/json", NULL};
+    struct rp_response r;
+    assert_int_equal(rp_request(live->port, "POST", "/v1/settlements/close", h, body, &r), 0);
+    assert_int_equal(r.status, 200);
+    rp_response_free(&r);
+    expect_closed_once(2 * MERCHANTS);
+    pc_close(&pc);
+    assert_int_equal(rp_server_stop(live), 0);
+    assert_int_equal(rp_server_stop(dead), 128 + SIGKILL);
+    assert_int_equal(rp_server_stop(&eng), 0);
+    kc_mock_stop(&mk);
+}
+
 static int teardown(void **state)
 {
     kc_mock_stop(&mk);
@@ -584,6 +724,7 @@ int main(void)
         cmocka_unit_test_teardown(test_end_to_end, teardown),
         cmocka_unit_test_teardown(test_late_events_adjust, teardown),
         cmocka_unit_test_teardown(test_standby_takes_over, teardown),
+        cmocka_unit_test_teardown(test_shared_members, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

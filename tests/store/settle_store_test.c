@@ -19,6 +19,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "engine/ids.h"
 #include "engine/settle.h"
@@ -963,6 +965,147 @@ static void test_doc_worked_example(void **state)
     assert_string_equal(a, "pay_030000000000000001");
 }
 
+/* ---- A shared store: members of one group on one host --------------------------------- */
+
+/* The captures of g (settle consumes payment.captured; the authorizations are not). */
+static size_t captures_of(const struct settle_gen *g, size_t *idx, size_t cap)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < settle_gen_events(g); i++) {
+        const char *topic;
+        size_t len;
+        settle_gen_event(g, i, &len, &topic);
+        if (strcmp(topic, "payment.captured") == 0 && n < cap)
+            idx[n++] = i;
+    }
+    return n;
+}
+
+/* Applies captures idx[from, to) of g, each its own message of `partition` at offset
+ * off0 + i - from, in transactions of 32; results into r (may be NULL). */
+static void apply_range(struct settle_store *s, struct settle_calendar *cal,
+                        const struct settle_gen *g, const size_t *idx, size_t from, size_t to,
+                        int32_t partition, int64_t off0, int64_t now, enum settle_msg_result *r)
+{
+    for (size_t i = from; i < to;) {
+        struct settle_msg m[32];
+        size_t n = 0;
+        for (; n < 32 && i < to; n++, i++) {
+            memset(&m[n], 0, sizeof(m[n]));
+            m[n].value = settle_gen_event(g, idx[i], &m[n].value_len, &m[n].topic);
+            m[n].topic_len = strlen(m[n].topic);
+            m[n].partition = partition;
+            m[n].offset = off0 + (int64_t)(i - from);
+        }
+        if (settle_store_apply(s, cal, m, n, now) != 0)
+            fail_msg("apply");
+        for (size_t j = 0; r && j < n; j++)
+            r[i - n + j - from] = m[j].result;
+    }
+}
+
+static void test_shared_members(void **state)
+{
+    struct fx *f = *state;
+    settle_store_close(f->s);
+    /* small maps: the child's writes grow the map past ours */
+    struct settle_store_options so = {.shared = true, .map_bytes = 64 << 10};
+    f->s = open_store(f->dir, &so);
+    char why[256];
+    struct settle_store *lone = NULL;
+    assert_int_equal(settle_store_open(&lone, f->dir, NULL, why, sizeof(why)), -EBUSY);
+
+    struct settle_gen g;
+    settle_gen_init(&g, 3, 2048);
+    int64_t t = T("2026-11-25T10:00:00.000Z");
+    for (int i = 0; i < 800; i++) {
+        char id[ID_BYTES + 1];
+        assert_int_equal(settle_gen_authorize(&g, i % 2 ? "m-1" : "m-2", "KRW", 100 + i, t, id),
+                         201);
+        assert_int_equal(settle_gen_capture(&g, id, 0, t + 1), 200);
+    }
+    static size_t idx[800];
+    size_t n = captures_of(&g, idx, 800), half = n / 2;
+    assert_int_equal(n, 800);
+    bool took = false;
+    assert_true(settle_store_publisher(f->s, &took));
+    assert_true(took);
+
+    /* A second member (its own process) applies the first half as partition 1, while
+     * this one holds the store; it may not publish. */
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct settle_store *m = NULL;
+        int code = 0;
+        if (settle_store_open(&m, f->dir, &so, why, sizeof(why)) != 0)
+            _exit(10);
+        bool t2 = false;
+        if (settle_store_publisher(m, &t2))
+            code = 11;
+        for (size_t i = 0; i < half && code == 0; i += 32) {
+            struct settle_msg msg[32];
+            size_t k = 0;
+            for (; k < 32 && i + k < half; k++) {
+                memset(&msg[k], 0, sizeof(msg[k]));
+                msg[k].value = settle_gen_event(&g, idx[i + k], &msg[k].value_len, &msg[k].topic);
+                msg[k].topic_len = strlen(msg[k].topic);
+                msg[k].partition = 1;
+                msg[k].offset = (int64_t)(i + k);
+            }
+            if (settle_store_apply(m, &f->cal, msg, k, t + HOUR))
+                code = 12;
+            for (size_t j = 0; j < k; j++)
+                if (msg[j].result != SETTLE_MSG_COUNTED)
+                    code = 15;
+        }
+        struct settle_progress pr = {"payment.captured", 16, 1, (int64_t)half};
+        if (code == 0 && settle_store_progress_put(m, &f->cal, &pr, 1, t + HOUR, 1000))
+            code = 13;
+        struct settle_store_stats st;
+        settle_store_get_stats(m, &st);
+        if (code == 0 && st.map_grows == 0)
+            code = 14; /* the test needs the child to grow the map */
+        settle_store_close(m);
+        _exit(code);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+
+    /* This member: the second half as partition 0, then the first half again at new
+     * offsets of partition 0 (the at-least-once producer's duplicates): counted once. */
+    enum settle_msg_result *r = calloc(n, sizeof(*r));
+    apply_range(f->s, &f->cal, &g, idx, half, n, 0, 0, t + HOUR, NULL);
+    struct settle_store_stats st;
+    settle_store_get_stats(f->s, &st);
+    assert_true(st.map_adopted >= 1); /* the child's larger map */
+    apply_range(f->s, &f->cal, &g, idx, 0, half, 0, (int64_t)(n - half), t + HOUR, r);
+    for (size_t i = 0; i < half; i++)
+        assert_int_equal(r[i], SETTLE_MSG_DUPLICATE);
+    free(r);
+    struct settle_batch b1 = batch(f, "m-1", "KRW", "2026-11-25");
+    struct settle_batch b2 = batch(f, "m-2", "KRW", "2026-11-25");
+    int64_t want1 = 0, want2 = 0;
+    for (int i = 0; i < 800; i++)
+        *(i % 2 ? &want1 : &want2) += 100 + i;
+    assert_int_equal(b1.gross, want1);
+    assert_int_equal(b2.gross, want2);
+    assert_int_equal(b1.capture_count + b2.capture_count, 800);
+
+    /* Group progress: partition 1 as the child reported it (wall 1000), partition 0 now. */
+    assert_true(settle_store_progress_caught_up(f->s, 1000, 5000));
+    struct settle_progress pr = {"payment.captured", 16, 0, (int64_t)n};
+    assert_int_equal(settle_store_progress_put(f->s, &f->cal, &pr, 1, t + HOUR, 3000), 0);
+    assert_true(settle_store_progress_caught_up(f->s, 3000, 5000));
+    assert_false(settle_store_progress_caught_up(f->s, 6500, 5000)); /* 1's member is gone */
+    pr.high = (int64_t)n + 1; /* partition 0 has a message not consumed yet */
+    assert_int_equal(settle_store_progress_put(f->s, &f->cal, &pr, 1, t + HOUR, 3000), 0);
+    assert_false(settle_store_progress_caught_up(f->s, 3000, 5000));
+    settle_gen_free(&g);
+}
+
 int main(void)
 {
 #define T_(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -979,6 +1122,7 @@ int main(void)
         T_(test_fault_put_once_and_persistent),
         T_(test_fault_map_full),
         T_(test_doc_worked_example),
+        T_(test_shared_members),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -29,6 +29,10 @@
 #define TOPICS_MAX 2
 #define PARTS_MAX  1024 /* assigned partitions tracked for lag */
 
+#define SKAFKA_CLAIM_MS  1000 /* a shared store's publisher lock is tried this often */
+#define SKAFKA_REPORT_MS 1000 /* a shared store's member reports its partitions */
+#define SKAFKA_FRESH_MS  5000 /* ... and a report older than this is a member gone */
+
 static const char *const topics[TOPICS_MAX] = {"payment.captured", "payment.refunded"};
 
 struct part {
@@ -59,6 +63,10 @@ struct skafka {
     uint64_t produced, delivered, delivery_errors;
     uint64_t flushed_mark;
     int64_t last_flush_ms;
+    bool publisher;         /* this member publishes the outbox (settle_store_publisher) */
+    int64_t last_claim_ms;  /* a shared store's publisher lock, last tried */
+    int64_t last_report_ms; /* a shared store's member progress, last stored (wall) */
+    uint64_t publisher_takes;
     int64_t last_now_ms;       /* settle's clock at the last turn */
     size_t pending;            /* messages taken, not yet applied (msgs, smsgs) */
     uint64_t pending_since_ms; /* monotonic: when the first of them was taken */
@@ -345,9 +353,35 @@ static int produce_one(void *arg, const struct settle_out_msg *m)
     return 0;
 }
 
+/* Whether this member publishes: a shared store's other members are tried for the
+ * publisher's lock once a second; taking it resumes from the mark the last one stored. */
+static bool may_publish(struct skafka *k, int64_t now_ms)
+{
+    if (k->publisher)
+        return true;
+    if (now_ms - k->last_claim_ms < SKAFKA_CLAIM_MS && now_ms >= k->last_claim_ms)
+        return false;
+    k->last_claim_ms = now_ms;
+    bool took = false;
+    if (!settle_store_publisher(k->store, &took))
+        return false;
+    k->publisher = true;
+    if (took) {
+        struct settle_store_stats st;
+        settle_store_get_stats(k->store, &st);
+        k->mark = k->sent = k->flushed_mark = st.replicated_seq;
+        memset(k->window, 0, sizeof(k->window));
+        k->publisher_takes++;
+        log_write(LOG_INFO, "this member publishes settle's outbox now", NULL);
+    }
+    return true;
+}
+
 static void publish(struct skafka *k, int64_t now_ms)
 {
     rd_kafka_poll(k->producer, 0); /* delivery reports */
+    if (!may_publish(k, now_ms))
+        return;
     size_t room = (size_t)(k->mark + SETTLE_PUBLISH_WINDOW - k->sent);
     if (room > 0)
         settle_store_outbox_scan(k->store, k->sent, room, produce_one, k);
@@ -445,6 +479,29 @@ static void arm_timer(struct skafka *k, struct io_uring *ring)
     k->timer_armed = true;
 }
 
+/* A shared store's member: its partitions and their high watermarks, once a second. */
+static void report_progress(struct skafka *k, int64_t now_ms)
+{
+    int64_t wall = clock_wall_ms();
+    if (!settle_store_shared(k->store) || k->nparts == 0 ||
+        (wall - k->last_report_ms < SKAFKA_REPORT_MS && wall >= k->last_report_ms))
+        return;
+    k->last_report_ms = wall;
+    static struct settle_progress p[PARTS_MAX];
+    for (size_t i = 0; i < k->nparts; i++) {
+        int64_t lo, hi;
+        const char *t = topics[k->parts[i].topic];
+        if (rd_kafka_get_watermark_offsets(k->consumer, t, k->parts[i].partition, &lo, &hi) !=
+                RD_KAFKA_RESP_ERR_NO_ERROR ||
+            hi < 0)
+            hi = -1;
+        p[i] = (struct settle_progress){
+            .topic = t, .topic_len = strlen(t), .partition = k->parts[i].partition, .high = hi};
+    }
+    if (settle_store_progress_put(k->store, k->cal, p, k->nparts, now_ms, wall) != 0)
+        log_write(LOG_WARN, "cannot store this member's progress; tried again", NULL);
+}
+
 bool skafka_turn(struct skafka *k, struct io_uring *ring, int64_t now_ms)
 {
     size_t before = k->pending;
@@ -460,6 +517,7 @@ bool skafka_turn(struct skafka *k, struct io_uring *ring, int64_t now_ms)
         arm_timer(k, ring); /* linger: a larger commit costs less per event */
     k->last_now_ms = now_ms;
     publish(k, now_ms);
+    report_progress(k, now_ms);
     return full;
 }
 
@@ -512,6 +570,12 @@ bool skafka_caught_up(const struct skafka *k)
 {
     if (!k->assigned_once)
         return false;
+    /* Other members consume the other partitions into the same store: a date closes
+     * only when theirs are consumed too (or a lagging member's events would become
+     * adjustments), as their reports in the store say. */
+    if (settle_store_shared(k->store) &&
+        !settle_store_progress_caught_up(k->store, clock_wall_ms(), SKAFKA_FRESH_MS))
+        return false;
     for (size_t i = 0; i < k->nparts; i++) {
         int64_t lo, hi;
         const struct part *p = &k->parts[i];
@@ -561,6 +625,10 @@ void skafka_metrics(const struct skafka *k, struct metrics_out *o)
     metrics_family(o, "ringpay_settle_publish_errors_total", "counter",
                    "Outbox deliveries that failed and were sent again.");
     metrics_sample_u64(o, "ringpay_settle_publish_errors_total", NULL, k->delivery_errors);
+    metrics_family(o, "ringpay_settle_publisher", "gauge",
+                   "1 when this process publishes settle's outbox (one member of a shared "
+                   "store at a time).");
+    metrics_sample_u64(o, "ringpay_settle_publisher", NULL, k->publisher);
 }
 
 /* ---- life ------------------------------------------------------------------------ */

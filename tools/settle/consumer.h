@@ -20,14 +20,18 @@
  *    revokes a partition in the middle changes nothing: the batch is applied before the
  *    callback returns (it runs inside the poll of the same thread, after the batch), and
  *    a message of a partition this instance lost and another took is counted once,
- *    because ids are deduplicated too (two instances share no store: each has its own
- *    totals; SPEC's "two settle instances in one group" are two back offices splitting
- *    the partitions).
+ *    because ids are deduplicated too. Members of one group on one host may share the
+ *    store (settle --shared): a moved partition resumes from what the other member
+ *    committed, and each member reports its partitions' progress to the store once a
+ *    second (SKAFKA_REPORT_MS) so that the close timer can wait for the whole group.
+ *  - Outbox: published by this process only while settle_store_publisher says so (one
+ *    member of a shared store at a time), from the store's replicated mark.
  *  - A poison message is a dead letter (store), published to payment.dlq by the
  *    producer below; its partition goes on.
  *  - Lag per partition (high watermark - stored next offset) for /metrics, and
  *    "caught up" for the close timer: every assigned partition's stored offset has
- *    reached the high watermark librdkafka last reported.
+ *    reached the high watermark librdkafka last reported (and, for a shared store,
+ *    settle_store_progress_caught_up: every member's).
  *
  * Producer: settle's outbox is read SETTLE_PUBLISH_WINDOW messages ahead of the
  * delivered mark (settle_store_outbox_scan), produced with enable.idempotence=true, key

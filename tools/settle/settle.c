@@ -21,6 +21,12 @@
  * failover on the same host (or storage that honours flock) that resumes exactly where
  * the last owner committed.
  *
+ * --shared: several settle processes of one --group on one host open the same data
+ * directory together (the lock's shared form; store/settle_store.h "Shared stores"),
+ * each an active member of the group consuming the partitions it is given into the one
+ * store; one of them at a time publishes the outbox. A settle without --shared, and the
+ * dlq commands, still refuse a directory the members hold, and the reverse.
+ *
  * `ringpay settle dlq list|replay` work on the data directory of a stopped settle (the
  * store's lock: one process owns it); a replayed event's outbox messages are published
  * when settle runs again.
@@ -87,6 +93,7 @@ enum {
     O_IDLE_TMO,
     O_CLOSE_POLL,
     O_STANDBY,
+    O_SHARED,
     O_COUNT
 };
 
@@ -134,6 +141,9 @@ static void opts_init(struct opt *o, char *recon_def, size_t cap)
         [O_STANDBY] = {"standby", OPT_FLAG, NULL,
                        "when another settle holds --data, wait for it (serving /healthz, "
                        "/readyz 503) and take over when it is released"},
+        [O_SHARED] = {"shared", OPT_FLAG, NULL,
+                      "share --data with the other --shared members of --group on this host: "
+                      "each consumes the partitions the group gives it, into the one store"},
     };
     memcpy(o, all, sizeof(all));
 }
@@ -443,7 +453,13 @@ int cmd_settle(int argc, char **argv)
     app.ops_allow = &ops_allow_list;
     app.recon_max_bytes = o[O_RECON_MAX].num;
     app.close_poll_ms = o[O_CLOSE_POLL].num;
-    struct settle_store_options so = {.retention_days = (uint32_t)o[O_RETENTION].num};
+    if (o[O_SHARED].set && o[O_STANDBY].set) {
+        fprintf(stderr, "ringpay: --shared and --standby exclude each other (a --shared member is "
+                        "active at once)\n");
+        return 2;
+    }
+    struct settle_store_options so = {.retention_days = (uint32_t)o[O_RETENTION].num,
+                                      .shared = o[O_SHARED].set};
     char why[512] = "";
     int err = settle_store_open(&app.store, app.data_dir, &so, why, sizeof(why));
     if (err == -EBUSY && o[O_STANDBY].set) {
