@@ -709,6 +709,58 @@ static void test_shared_members(void **state)
     kc_mock_stop(&mk);
 }
 
+/*
+ * Two settles in one group with their own data directories (not --shared): A counts
+ * every partition alone; B joins with an empty store and is given half the partitions,
+ * whose committed group offsets (A's) are ahead of B's store: B must not count them
+ * again (they would be counted in two stores), says so (/readyz 503, the metric), and
+ * counts nothing. When B leaves, A gets them back and resumes from its own store: every
+ * batch equals the ledger.
+ */
+static void test_foreign_store_refused(void **state)
+{
+    (void)state;
+    settle_srv = &st;
+    assert_int_equal(kc_mock_start(&mk, RP_MOCK_KAFKA), 0);
+    const char *eargs[] = {"--cores",    "2", "--access-log", "off", "--kafka-brokers",
+                           mk.bootstrap, NULL};
+    rp_must_start(&eng, eargs);
+    pc_init(&pc, eng.port);
+    assert_int_equal(rp_server_prepare(&st), 0);
+    settle_start();
+    traffic("f1", 2);
+    expect_settle_equals_ledger();
+    assert_int_equal(rp_server_prepare(&sb), 0);
+    const char *bargs[] = {"--kafka-brokers",
+                           mk.bootstrap,
+                           "--access-log",
+                           "off",
+                           "--kafka-conf",
+                           "session.timeout.ms=3000;heartbeat.interval.ms=300",
+                           NULL};
+    assert_int_equal(rp_server_respawn(&sb, "settle", bargs, NULL), 0);
+    for (int64_t dl = rp_now_ms() + WAIT_MS;; rp_sleep_ms(100)) {
+        if (metric_of(&sb, "ringpay_settle_foreign_partitions") > 0)
+            break;
+        if (rp_now_ms() > dl)
+            fail_msg("B did not refuse the partitions A counted");
+    }
+    struct rp_response r;
+    assert_int_equal(rp_request(sb.port, "GET", "/readyz", NULL, NULL, &r), 0);
+    assert_int_equal(r.status, 503);
+    rp_response_free(&r);
+    traffic("f2", 1);
+    rp_sleep_ms(1500);
+    const char *counted[] = {"outcome=\"counted\"", NULL};
+    assert_true(rp_scrape(sb.port, "ringpay_settle_events_total", counted) == 0);
+    assert_int_equal(rp_server_stop(&sb), 0);
+    expect_settle_equals_ledger(); /* A has them back, from its own offsets */
+    pc_close(&pc);
+    assert_int_equal(rp_server_stop(&st), 0);
+    assert_int_equal(rp_server_stop(&eng), 0);
+    kc_mock_stop(&mk);
+}
+
 static int teardown(void **state)
 {
     kc_mock_stop(&mk);
@@ -725,6 +777,7 @@ int main(void)
         cmocka_unit_test_teardown(test_late_events_adjust, teardown),
         cmocka_unit_test_teardown(test_standby_takes_over, teardown),
         cmocka_unit_test_teardown(test_shared_members, teardown),
+        cmocka_unit_test_teardown(test_foreign_store_refused, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -943,6 +943,11 @@ static void serve_ops(struct settle_app *app, struct reactor *r, const struct re
         rq_error(r, rq, 503, route, "not_ready", "the store failed", NULL);
         return;
     }
+    if (route == SR_READYZ && app->kafka && skafka_foreign_partitions(app->kafka) > 0) {
+        rq_error(r, rq, 503, route, "not_ready",
+                 "partitions counted by another settle store are not consumed (see the log)", NULL);
+        return;
+    }
     static const char ok[] = "{\"status\":\"ok\"}";
     static const char ready[] = "{\"status\":\"ready\"}";
     const char *b = route == SR_HEALTHZ ? ok : ready;

@@ -29,9 +29,10 @@
 #define TOPICS_MAX 2
 #define PARTS_MAX  1024 /* assigned partitions tracked for lag */
 
-#define SKAFKA_CLAIM_MS  1000 /* a shared store's publisher lock is tried this often */
-#define SKAFKA_REPORT_MS 1000 /* a shared store's member reports its partitions */
-#define SKAFKA_FRESH_MS  5000 /* ... and a report older than this is a member gone */
+#define SKAFKA_CLAIM_MS     1000 /* a shared store's publisher lock is tried this often */
+#define SKAFKA_REPORT_MS    1000 /* a shared store's member reports its partitions */
+#define SKAFKA_COMMITTED_MS 5000 /* the group's committed offsets, fetched at assignment */
+#define SKAFKA_FRESH_MS     5000 /* ... and a report older than this is a member gone */
 
 static const char *const topics[TOPICS_MAX] = {"payment.captured", "payment.refunded"};
 
@@ -53,6 +54,11 @@ struct skafka {
     bool assigned_once;
     struct part parts[PARTS_MAX];
     size_t nparts;
+    /* Partitions refused because the group's committed offset is ahead of this store's:
+     * another store counted them (see offsets_from_store). */
+    struct part foreign[PARTS_MAX];
+    size_t nforeign;
+    uint64_t commit_errors;
     uint64_t rebalances;
     uint64_t consume_errors;
     uint64_t batches, batch_messages;
@@ -152,23 +158,93 @@ static void parts_forget(struct skafka *k, const rd_kafka_topic_partition_list_t
             }
 }
 
-/* Sets every partition's start to settle's stored next offset (or the beginning). */
+static void foreign_forget(struct skafka *k, const rd_kafka_topic_partition_list_t *l)
+{
+    for (int i = 0; i < l->cnt; i++)
+        for (size_t j = 0; j < k->nforeign; j++)
+            if (k->foreign[j].partition == l->elems[i].partition &&
+                topic_index(l->elems[i].topic) == k->foreign[j].topic) {
+                k->foreign[j] = k->foreign[--k->nforeign];
+                break;
+            }
+}
+
+/*
+ * Sets every partition's start to settle's stored next offset (or the beginning), and
+ * takes out of l the partitions another store counted: settle commits each applied
+ * batch's offsets to the group too (commit_applied), after its own store, so a
+ * group's committed offset ahead of this store's is another store's progress (a member
+ * started with its own --data instead of --shared, or a store restored from an older
+ * copy). Counting such a partition here again would count its events twice across the
+ * two stores: it is left unconsumed, logged, and /readyz says so until an operator
+ * decides (docs/backoffice.md). The committed offsets are fetched from the group
+ * coordinator (blocking, bounded) once per assignment.
+ */
 static int offsets_from_store(struct skafka *k, rd_kafka_topic_partition_list_t *l)
 {
+    rd_kafka_topic_partition_list_t *committed = rd_kafka_topic_partition_list_copy(l);
+    rd_kafka_resp_err_t ce = rd_kafka_committed(k->consumer, committed, SKAFKA_COMMITTED_MS);
+    if (ce != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        /* The guard is for a misconfiguration; this store's own exactly once does not
+         * depend on it: go on without it rather than stop consuming. */
+        log_write_str(LOG_WARN, "cannot fetch the group's committed offsets; not checked", "error",
+                      rd_kafka_err2str(ce), NULL);
+        for (int i = 0; i < committed->cnt; i++)
+            committed->elems[i].offset = -1;
+    }
+    int out = 0;
     for (int i = 0; i < l->cnt; i++) {
         rd_kafka_topic_partition_t *p = &l->elems[i];
         int64_t next;
         int rc = settle_store_offset_get(k->store, p->topic, strlen(p->topic), p->partition, &next);
         if (rc == -ENOENT)
-            next = RD_KAFKA_OFFSET_BEGINNING;
-        else if (rc != 0)
+            next = -1;
+        else if (rc != 0) {
+            rd_kafka_topic_partition_list_destroy(committed);
             return rc;
-        p->offset = next;
+        }
         int t = topic_index(p->topic);
+        int64_t group = committed->elems[i].err ? -1 : committed->elems[i].offset;
+        if (group >= 0 && group > next) {
+            char m[160];
+            snprintf(m, sizeof(m), "%s[%d]: group committed %lld, this store %lld", p->topic,
+                     p->partition, (long long)group, (long long)next);
+            log_write_str(LOG_ERROR,
+                          "partition counted by another settle store; not consumed here (use "
+                          "--shared members on one data directory)",
+                          "partition", m, NULL);
+            if (t >= 0 && k->nforeign < PARTS_MAX)
+                k->foreign[k->nforeign++] = (struct part){.topic = t, .partition = p->partition};
+            continue;
+        }
+        p->offset = next >= 0 ? next : RD_KAFKA_OFFSET_BEGINNING;
         if (t >= 0 && k->nparts < PARTS_MAX)
             k->parts[k->nparts++] = (struct part){.topic = t, .partition = p->partition};
+        l->elems[out++] = *p;
     }
+    l->cnt = out;
+    rd_kafka_topic_partition_list_destroy(committed);
     return 0;
+}
+
+/* After a batch is in the store: its partitions' next offsets to the group as well
+ * (asynchronously; never read back as a start, see offsets_from_store). */
+static void commit_applied(struct skafka *k, const struct settle_msg *m, size_t n)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
+    for (size_t i = 0; i < n; i++) {
+        if (m[i].offset < 0)
+            continue;
+        rd_kafka_topic_partition_t *p =
+            rd_kafka_topic_partition_list_find(l, m[i].topic, m[i].partition);
+        if (p == NULL)
+            p = rd_kafka_topic_partition_list_add(l, m[i].topic, m[i].partition);
+        if (m[i].offset + 1 > p->offset)
+            p->offset = m[i].offset + 1;
+    }
+    if (l->cnt > 0 && rd_kafka_commit(k->consumer, l, 1) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        k->commit_errors++;
+    rd_kafka_topic_partition_list_destroy(l);
 }
 
 static void log_assignment(const char *what, const rd_kafka_topic_partition_list_t *l)
@@ -190,7 +266,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     k->rebalances++;
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         if (!coop)
-            k->nparts = 0;
+            k->nparts = k->nforeign = 0;
         int rc = offsets_from_store(k, l);
         if (rc != 0) {
             /* Without the stored offsets nothing may be consumed: take nothing. */
@@ -212,9 +288,10 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     log_assignment("partitions revoked", l);
     if (coop) {
         parts_forget(k, l);
+        foreign_forget(k, l);
         rd_kafka_incremental_unassign(rk, l);
     } else {
-        k->nparts = 0;
+        k->nparts = k->nforeign = 0;
         rd_kafka_assign(rk, NULL);
     }
 }
@@ -455,6 +532,7 @@ static void apply_pending(struct skafka *k, int64_t now_ms)
     } else {
         k->batches++;
         k->batch_messages += n;
+        commit_applied(k, k->smsgs, n);
     }
     for (size_t i = 0; i < n; i++)
         rd_kafka_message_destroy(k->msgs[i]);
@@ -566,6 +644,11 @@ static int64_t stored_next(const struct skafka *k, const struct part *p)
     return next;
 }
 
+size_t skafka_foreign_partitions(const struct skafka *k)
+{
+    return k->nforeign;
+}
+
 bool skafka_caught_up(const struct skafka *k)
 {
     if (!k->assigned_once)
@@ -609,6 +692,13 @@ void skafka_metrics(const struct skafka *k, struct metrics_out *o)
     }
     metrics_family(o, "ringpay_settle_consumer_partitions", "gauge", "Partitions assigned now.");
     metrics_sample_u64(o, "ringpay_settle_consumer_partitions", NULL, k->nparts);
+    metrics_family(o, "ringpay_settle_foreign_partitions", "gauge",
+                   "Assigned partitions not consumed: the group's committed offset is ahead of "
+                   "this store's (another store counted them).");
+    metrics_sample_u64(o, "ringpay_settle_foreign_partitions", NULL, k->nforeign);
+    metrics_family(o, "ringpay_settle_group_commit_errors_total", "counter",
+                   "Applied offsets that could not be handed to the group's commit.");
+    metrics_sample_u64(o, "ringpay_settle_group_commit_errors_total", NULL, k->commit_errors);
     metrics_family(o, "ringpay_settle_rebalances_total", "counter",
                    "Group assignments and revocations.");
     metrics_sample_u64(o, "ringpay_settle_rebalances_total", NULL, k->rebalances);

@@ -6,7 +6,10 @@
  *
  * Consumer, exactly once (store/settle_store.h):
  *  - librdkafka's consumer group `--group`, enable.auto.commit=false and
- *    enable.auto.offset.store=false: the group's committed offsets are never used. On
+ *    enable.auto.offset.store=false: the group's committed offsets are never used as a
+ *    start (settle commits each applied batch's offsets to the group after its store,
+ *    for the usual tools and as a guard: a committed offset ahead of this store's means
+ *    another store counted the partition, and it is not consumed here). On
  *    every assignment (start and each rebalance) each assigned partition starts at the
  *    offset settle's store holds for it (settle_store_offset_get), or at the beginning
  *    when it has none, through rd_kafka_assign (eager) or rd_kafka_incremental_assign
@@ -87,6 +90,10 @@ bool skafka_turn(struct skafka *k, struct io_uring *ring, int64_t now_ms);
 /* Every assigned partition is consumed up to the last high watermark seen (and at
  * least one assignment happened). */
 bool skafka_caught_up(const struct skafka *k);
+
+/* Assigned partitions left unconsumed because another store counted them (the group's
+ * committed offset is ahead of this store's): /readyz is 503 while there are any. */
+size_t skafka_foreign_partitions(const struct skafka *k);
 
 /* The consumer and producer families of /metrics. */
 void skafka_metrics(const struct skafka *k, struct metrics_out *o);
