@@ -16,6 +16,9 @@
      full; authorizations until the overlay holds RECOVER_OPS operations; kill -9; time
      from the restart to /readyz = 200, and the replay's own log line.
 
+  6. openab (only when named in --parts): the open loop of 3. for two engines side by
+     side, B with --ab-flags, alternating rounds at the same offered rate.
+
 usage: bench/wal.py [--build build] [--quick] [--json OUT]
 Loopback only; every engine and its data directory are removed at the end.
 """
@@ -193,6 +196,37 @@ class Bench:
         self.drop(e)
         return {"max": mx, "half": d, "where_max": where(m0, m1), "where_half": where(m1, m2)}
 
+    def open_ab(self):
+        """A/B of the open loop: engine A (--serve-flags) and B (also --ab-flags), side by
+        side; A's closed-loop maximum, then ROUNDS alternating open-loop runs of each at
+        half of it (the same offered rate for both)."""
+        a = self.engine("ab-a")
+        b = self.engine("ab-b", self.a.ab_flags.split())
+        for e in (a, b):
+            e.load(conns=64, dur=3)  # warm
+        mx = a.load(conns=64, dur=self.a.dur)
+        mxb = b.load(conns=64, dur=self.a.dur)
+        half = mx["rps"] / 2
+        rows = {"a": [], "b": []}
+        for rnd in range(self.a.rounds):
+            for e, k in ((a, "a"), (b, "b")) if rnd % 2 == 0 else ((b, "b"), (a, "a")):
+                m0 = e.metrics()
+                d = e.load(conns=64, dur=max(self.a.dur, 15), rate=half)
+                m1 = e.metrics()
+                w = where(m0, m1)
+                w["overlay_full"] = int(m1.get("ringpay_overlay_full_total", 0)
+                                        - m0.get("ringpay_overlay_full_total", 0))
+                rows[k].append({"p50_us": d["latency_us"]["p50"], "p99_us": d["latency_us"]["p99"],
+                                "p999_us": d["latency_us"]["p999"], "rps": d["rps"], "where": w})
+                self.log(f"open {k}: {d['rps']:.0f}/s p50 {d['latency_us']['p50']} "
+                         f"p99 {d['latency_us']['p99']} p99.9 {d['latency_us']['p999']} {w}")
+        self.drop(a)
+        self.drop(b)
+        med = {k: {q: statistics.median(r[q] for r in v) for q in ("p50_us", "p99_us", "p999_us")}
+               for k, v in rows.items()}
+        return {"ab_flags": self.a.ab_flags, "max_a": mx["rps"], "max_b": mxb["rps"],
+                "rate": half, "median": med, "rounds": rows}
+
     def soak_one(self, e, rate, dur):
         samples = []
         proc = subprocess.Popen(
@@ -303,7 +337,7 @@ class Bench:
             self.res["fsync"] = self.fsync()
             for part in self.a.parts.split(","):
                 self.res[part] = {"lone": self.lone, "open": self.open_loop, "soak": self.soak,
-                                  "recovery": self.recovery}[part]()
+                                  "recovery": self.recovery, "openab": self.open_ab}[part]()
             self.res["fsync_after"] = self.fsync()
             self.res["loadavg_after"] = os.getloadavg()
         finally:
@@ -339,6 +373,8 @@ def main():
     p.add_argument("--soak-s", type=int, default=300)
     p.add_argument("--recover-ops", type=int, default=100_000)
     p.add_argument("--serve-flags", default="", help="more flags for every engine (A/B runs)")
+    p.add_argument("--ab-flags", default="--checkpoint-nice 19",
+                   help="part openab: engine B's flags on top of --serve-flags")
     p.add_argument("--json", default=None)
     a = p.parse_args()
     if a.quick:
