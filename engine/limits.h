@@ -682,8 +682,20 @@ _Static_assert((long long)BUCKET_BURST_MAX * 1000 < (1LL << 62), "milli-tokens f
  * LMDB, not librdkafka's memory, is the buffer while Kafka is away. */
 #define SETTLE_PUBLISH_WINDOW 1024
 
+/* Idempotency records of settle's own POSTs (store/settle_store.h). Kept this long
+ * after their answer (SPEC §2: at least 24 h). Their answers are a close, a file's
+ * summary, a dead letter's outcome or an error body: each fits the engine's answer
+ * bound, which is also the cap of a stored answer. Expired records are deleted at most
+ * SETTLE_IDEM_EXPIRE_MAX per transaction (settle's POSTs are a few a day; the bound
+ * only keeps the first commit after a long pause small). */
+#define SETTLE_IDEM_TTL_MS         (24LL * 3600 * 1000)
+#define SETTLE_IDEM_BODY_MAX_BYTES ENGINE_ANSWER_MAX_BYTES
+#define SETTLE_IDEM_EXPIRE_MAX     256
+
 _Static_assert(SETTLE_RECON_MAX_BYTES_DEFAULT <= HTTP_STREAM_LENGTH_MAX, "an upload may stream");
 _Static_assert(SETTLE_UPLOAD_CHUNK_BYTES >= CSV_LINE_MAX_BYTES, "a chunk holds a line");
+_Static_assert(API_ERROR_BODY_MAX_BYTES <= SETTLE_IDEM_BODY_MAX_BYTES,
+               "settle stores error answers for replay");
 
 _Static_assert(SETTLE_TOTAL_MAX > AMOUNT_MAX && SETTLE_TOTAL_MAX <= (1LL << 62),
                "totals below it hold an amount, and three of them add within int64");

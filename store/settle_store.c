@@ -31,6 +31,9 @@
  *   recon_items   [file][item]                          item (80 + strings)
  *   recon_seen    [file][transaction id]                [line u64] (0: listed missing)
  *   recon_dates   [file][date]                          empty
+ *   idem          idempotency key (1..255)              [ver][0][status u16][body len u32]
+ *                                                       [created i64][fp 32][body]
+ *   idem_exp      [created_ms u64][idempotency key]     empty
  *
  * Invariants: every write happens inside txn_run, whose transaction is committed whole
  * or aborted whole; the first LMDB error of a transaction sticks (t->err) and every
@@ -85,13 +88,16 @@ enum sdbi {
     D_RECON_ITEMS,
     D_RECON_SEEN,
     D_RECON_DATES,
+    D_IDEM,
+    D_IDEM_EXP,
     D_COUNT
 };
 
 static const char *const dbi_names[D_COUNT] = {
-    "meta",  "batches", "batch_seq",   "batch_merch", "batch_date",   "open_seq",    "open_date",
-    "dates", "seen",    "seen_exp",    "captures",    "capture_date", "adjustments", "offsets",
-    "dlq",   "outbox",  "recon_files", "recon_items", "recon_seen",   "recon_dates"};
+    "meta",        "batches",     "batch_seq", "batch_merch", "batch_date",  "open_seq",
+    "open_date",   "dates",       "seen",      "seen_exp",    "captures",    "capture_date",
+    "adjustments", "offsets",     "dlq",       "outbox",      "recon_files", "recon_items",
+    "recon_seen",  "recon_dates", "idem",      "idem_exp"};
 
 struct settle_store {
     MDB_env *env;
@@ -111,6 +117,12 @@ struct settle_store {
     int fault_commit_errno;
     struct settle_store_stats stats;
     char path[STORE_PATH_MAX];
+    /* idempotency (section "Idempotency"): the record the running *_idem call writes in
+     * its final transaction, at which point, and whether a commit wrote it */
+    int64_t idem_ttl_ms;
+    const struct settle_idem_put *idem;
+    int idem_at;
+    bool idem_written;
 };
 
 /* One write (or read) transaction. */
@@ -125,6 +137,7 @@ struct stx {
     int64_t closed_through;      /* dates <= it are closed */
     struct settle_store_stats d; /* counters to add on commit */
     bool trim_done;
+    bool idem_put; /* this transaction wrote the armed idempotency record */
 };
 
 typedef void (*stx_body_fn)(struct stx *t, void *arg);
@@ -526,6 +539,7 @@ static void options_apply(struct settle_store *s, const struct settle_store_opti
     if (s->map_max_bytes < s->map_bytes)
         s->map_max_bytes = s->map_bytes;
     s->retention_days = o && o->retention_days ? o->retention_days : SETTLE_RETENTION_DAYS_DEFAULT;
+    s->idem_ttl_ms = o && o->idem_ttl_ms > 0 ? o->idem_ttl_ms : SETTLE_IDEM_TTL_MS;
     if (o) {
         s->fault_after_puts = o->fault_after_puts;
         s->fault_errno = o->fault_errno;
@@ -815,6 +829,119 @@ static void outbox_trim(struct stx *t, uint64_t mark)
         tfail(t, rc);
 }
 
+/* ---- Idempotency ------------------------------------------------------------------------ */
+
+/* Where a *_idem call's record is written: the transaction that completes it. */
+enum idem_at { IDEM_AT_NONE = 0, IDEM_AT_CLOSE, IDEM_AT_UPLOAD, IDEM_AT_REMATCH, IDEM_AT_DLQ };
+
+#define IDEM_FIXED   48
+#define IDEM_KEY_MAX (8 + IDEMPOTENCY_KEY_MAX_BYTES)
+
+_Static_assert(SETTLE_IDEM_BODY_MAX_BYTES <= UINT32_MAX, "a body length fits its field");
+
+static size_t idem_exp_key(uint8_t *k, int64_t created_ms, const char *key, size_t key_len)
+{
+    record_put_u64be(k, (uint64_t)created_ms);
+    memcpy(k + 8, key, key_len);
+    return 8 + key_len;
+}
+
+/* Writes a record and its expiry entry; the key must be new. */
+static void idem_write(struct stx *t, const char *key, size_t key_len, const uint8_t *fp,
+                       uint16_t status, const char *body, size_t len)
+{
+    ASSERT(key_len >= 1 && key_len <= IDEMPOTENCY_KEY_MAX_BYTES);
+    ASSERT(len <= SETTLE_IDEM_BODY_MAX_BYTES && status >= 200 && status <= 599);
+    ASSERT(t->now_ms > 0);
+    uint8_t *v;
+    MDB_val old;
+    /* The caller looked the key up with nothing in between on the one writing thread;
+     * only another member of a shared store can have stored it since (the same request
+     * sent to two members at once: both did the work, as after a crash between the
+     * work and its record). The first record stays: later replays answer it. */
+    int rc = tget(t, D_IDEM, key, key_len, &old);
+    if (rc == 0 && t->s->shared)
+        return;
+    if (rc != -ENOENT) {
+        ASSERT(t->err != 0);
+        return;
+    }
+    if (treserve(t, D_IDEM, key, key_len, IDEM_FIXED + len, (void **)&v))
+        return;
+    memset(v, 0, IDEM_FIXED);
+    v[0] = RECORD_VERSION;
+    v[2] = (uint8_t)status;
+    v[3] = (uint8_t)(status >> 8);
+    record_put_u32le(v + 4, (uint32_t)len);
+    record_put_u64le(v + 8, (uint64_t)t->now_ms);
+    memcpy(v + 16, fp, SETTLE_IDEM_FP_BYTES);
+    put_bytes(v + IDEM_FIXED, body, len);
+    uint8_t xk[IDEM_KEY_MAX];
+    tput(t, D_IDEM_EXP, xk, idem_exp_key(xk, t->now_ms, key, key_len), "", 0, 0);
+}
+
+static int idem_decode(const void *data, size_t size, struct settle_idem_record *out)
+{
+    const uint8_t *v = data;
+    if (size < IDEM_FIXED || v[0] != RECORD_VERSION)
+        return -EBADMSG;
+    uint32_t len = record_get_u32le(v + 4);
+    uint16_t status = (uint16_t)(v[2] | v[3] << 8);
+    if (len > SETTLE_IDEM_BODY_MAX_BYTES || size != IDEM_FIXED + (size_t)len || status < 200 ||
+        status > 599)
+        return -EBADMSG;
+    out->status = status;
+    out->created_at_ms = (int64_t)record_get_u64le(v + 8);
+    memcpy(out->fp, v + 16, SETTLE_IDEM_FP_BYTES);
+    out->body_len = len;
+    put_bytes((uint8_t *)out->body, v + IDEM_FIXED, len);
+    return 0;
+}
+
+/* The final transaction of a *_idem call writes its record, the answer rendered from
+ * the results. Other transactions (and other calls' bodies) pass. */
+static void idem_emit(struct stx *t, enum idem_at at, const struct settle_idem_result *res)
+{
+    const struct settle_idem_put *p = t->s->idem;
+    if (p == NULL || t->s->idem_at != (int)at || t->err)
+        return;
+    char body[SETTLE_IDEM_BODY_MAX_BYTES];
+    size_t len = p->render(p->arg, res, body, sizeof(body));
+    ASSERT(len <= sizeof(body)); /* every stored answer fits by construction */
+    idem_write(t, p->key, p->key_len, p->fp, p->status, body, len);
+    if (t->err == 0)
+        t->idem_put = true;
+}
+
+/* Deletes records created before now - ttl, oldest first, a bounded number. */
+static void idem_expire(struct stx *t)
+{
+    int64_t cutoff = t->now_ms - t->s->idem_ttl_ms;
+    MDB_cursor *c = NULL;
+    if (t->now_ms <= 0 || cutoff <= 0 || cursor_open(t, D_IDEM_EXP, &c))
+        return;
+    MDB_val k, v;
+    int rc;
+    size_t n = 0;
+    while (n < SETTLE_IDEM_EXPIRE_MAX && (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST)) == 0) {
+        if (k.mv_size <= 8 || k.mv_size > IDEM_KEY_MAX) {
+            rc = MDB_CORRUPTED;
+            break;
+        }
+        if ((int64_t)record_get_u64be(k.mv_data) >= cutoff)
+            break;
+        MDB_val key = {.mv_size = k.mv_size - 8, .mv_data = (uint8_t *)k.mv_data + 8};
+        rc = mdb_del(t->txn, t->s->dbi[D_IDEM], &key, NULL);
+        if ((rc && rc != MDB_NOTFOUND) || (rc = mdb_cursor_del(c, 0)))
+            break;
+        n++;
+    }
+    mdb_cursor_close(c);
+    t->d.idem_expired += n;
+    if (rc && rc != MDB_NOTFOUND)
+        tfail(t, rc);
+}
+
 /* Housekeeping at the end of every write transaction. */
 static void housekeep(struct stx *t)
 {
@@ -835,6 +962,7 @@ static void housekeep(struct stx *t)
         expire_index(t, D_SEEN_EXP, D_SEEN, &budget);
         expire_index(t, D_CAPTURE_DATE, D_CAPTURES, &budget);
     }
+    idem_expire(t);
 }
 
 static void stats_add(struct settle_store_stats *a, const struct settle_store_stats *d)
@@ -849,6 +977,7 @@ static void stats_add(struct settle_store_stats *a, const struct settle_store_st
     a->batches_closed += d->batches_closed;
     a->expired += d->expired;
     a->recon_lines += d->recon_lines;
+    a->idem_expired += d->idem_expired;
     a->open_batches += d->open_batches; /* may wrap negative: added as a difference */
     if (d->outbox_seq)
         a->outbox_seq = d->outbox_seq;
@@ -862,6 +991,7 @@ static int txn_once(struct settle_store *s, struct stx *t, stx_body_fn body, voi
         return rc;
     t->err = 0;
     t->writable = true;
+    t->idem_put = false;
     memset(&t->d, 0, sizeof(t->d));
     int64_t through = SETTLE_DATE_MIN - 1;
     rc = meta_get(t, "closed_through", &through);
@@ -888,6 +1018,7 @@ static int txn_once(struct settle_store *s, struct stx *t, stx_body_fn body, voi
         s->trim_pending = !t->trim_done;
         stats_add(&s->stats, &t->d);
         s->stats.horizon = t->horizon;
+        s->idem_written |= t->idem_put;
     }
     return rc;
 }
@@ -1604,11 +1735,12 @@ static void close_one(struct stx *t, const MDB_val *k, const MDB_val *bkv)
 }
 
 struct close_run {
-    int32_t first, last; /* close open batches with first <= date <= last */
-    int32_t mark_date;   /* a date to mark closed (close request), or -1 */
-    int32_t through;     /* advance closed_through to this (automatic), or -1 */
-    bool more;           /* out: open batches of the range are left */
-    uint64_t closed;     /* out */
+    int32_t first, last;    /* close open batches with first <= date <= last */
+    int32_t mark_date;      /* a date to mark closed (close request), or -1 */
+    int32_t through;        /* advance closed_through to this (automatic), or -1 */
+    bool more;              /* out: open batches of the range are left */
+    uint64_t closed;        /* out */
+    uint64_t closed_before; /* batches the earlier transactions of this call closed */
 };
 
 static void close_body(struct stx *t, void *arg)
@@ -1655,6 +1787,9 @@ static void close_body(struct stx *t, void *arg)
     if (rc && rc != MDB_NOTFOUND)
         tfail(t, rc);
     r->closed = t->d.batches_closed - before;
+    if (!r->more)
+        idem_emit(t, IDEM_AT_CLOSE,
+                  &(struct settle_idem_result){.closed = r->closed_before + r->closed});
 }
 
 static int close_loop(struct settle_store *s, struct settle_calendar *cal, int64_t now_ms,
@@ -1663,6 +1798,7 @@ static int close_loop(struct settle_store *s, struct settle_calendar *cal, int64
     uint64_t total = 0;
     int rc;
     do {
+        r->closed_before = total;
         rc = txn_run(s, cal, now_ms, close_body, r);
         if (rc == 0)
             total += r->closed;
@@ -2005,6 +2141,7 @@ static void replay_body(struct stx *t, void *arg)
     if (why) {
         r->result = SETTLE_MSG_DEAD_LETTER;
         dlq_rewrite(t, &d, false, why, strlen(why));
+        idem_emit(t, IDEM_AT_DLQ, &(struct settle_idem_result){.outcome = r->result});
         return;
     }
     r->result = res.outcome == SETTLE_COUNTED     ? SETTLE_MSG_COUNTED
@@ -2014,6 +2151,7 @@ static void replay_body(struct stx *t, void *arg)
     t->d.counted += res.outcome == SETTLE_COUNTED;
     t->d.adjusted += res.outcome == SETTLE_ADJUSTED;
     dlq_rewrite(t, &d, true, d.reason, d.reason_len);
+    idem_emit(t, IDEM_AT_DLQ, &(struct settle_idem_result){.outcome = r->result});
 }
 
 int settle_store_dlq_replay(struct settle_store *s, struct settle_calendar *cal, uint64_t id,
@@ -2498,6 +2636,8 @@ static void missing_body(struct stx *t, void *arg)
     record_put_u64be(k, m->file);
     file_encode(v, &m->sum, m->next_item, m->ndates);
     tput(t, D_RECON_FILES, k, sizeof(k), v, sizeof(v), 0);
+    if (m->done) /* a rematch's last transaction (an upload's is status_body) */
+        idem_emit(t, IDEM_AT_REMATCH, &(struct settle_idem_result){.sum = &m->sum});
 }
 
 static int missing_pass(struct settle_store *s, int64_t now_ms, uint64_t file, uint32_t round,
@@ -2531,6 +2671,8 @@ static void status_body(struct stx *t, void *arg)
     record_put_u64be(k, f->seq);
     file_encode(v, &f->sum, f->next_item, f->ndates);
     tput(t, D_RECON_FILES, k, sizeof(k), v, sizeof(v), 0);
+    if (f->sum.status == RECON_STATUS_DONE)
+        idem_emit(t, IDEM_AT_UPLOAD, &(struct settle_idem_result){.sum = &f->sum});
 }
 
 int settle_recon_finish(struct settle_recon *r, struct recon_summary *out)
@@ -2813,4 +2955,113 @@ int settle_store_recon_rematch(struct settle_store *s, uint64_t file_seq, int64_
     if (rc == 0)
         *out = m.sum_in;
     return rc;
+}
+
+/* ---- Idempotency: reads and the *_idem calls -------------------------------------------- */
+
+int settle_store_idem_get(struct settle_store *s, const char *key, size_t key_len,
+                          struct settle_idem_record *out)
+{
+    ASSERT(s != NULL && out != NULL && key_len >= 1 && key_len <= IDEMPOTENCY_KEY_MAX_BYTES);
+    struct stx t;
+    MDB_val v;
+    int rc = rtxn_begin(s, &t);
+    if (rc)
+        return rc;
+    rc = tget(&t, D_IDEM, key, key_len, &v);
+    if (rc == 0)
+        rc = idem_decode(v.mv_data, v.mv_size, out);
+    else if (rc != -ENOENT)
+        rc = errno_of(rc);
+    rtxn_end(&t);
+    return rc;
+}
+
+struct idem_alone {
+    const char *key;
+    size_t key_len;
+    const uint8_t *fp;
+    uint16_t status;
+    const char *body;
+    size_t len;
+};
+
+static void idem_alone_body(struct stx *t, void *arg)
+{
+    const struct idem_alone *a = arg;
+    idem_write(t, a->key, a->key_len, a->fp, a->status, a->body, a->len);
+}
+
+int settle_store_idem_put(struct settle_store *s, const char *key, size_t key_len,
+                          const uint8_t fp[SETTLE_IDEM_FP_BYTES], uint16_t status, const char *body,
+                          size_t len, int64_t now_ms)
+{
+    ASSERT(s != NULL && s->idem == NULL && now_ms > 0);
+    struct idem_alone a = {key, key_len, fp, status, body, len};
+    return txn_run(s, NULL, now_ms, idem_alone_body, &a);
+}
+
+int settle_store_idem_count(struct settle_store *s, uint64_t *out)
+{
+    struct stx t;
+    MDB_stat st;
+    int rc = rtxn_begin(s, &t);
+    if (rc)
+        return rc;
+    rc = errno_of(mdb_stat(t.txn, s->dbi[D_IDEM], &st));
+    if (rc == 0)
+        *out = st.ms_entries;
+    rtxn_end(&t);
+    return rc;
+}
+
+/* Arms idem for the call about to run; idem_disarm checks it was written on success. */
+static void idem_arm(struct settle_store *s, const struct settle_idem_put *idem, enum idem_at at)
+{
+    ASSERT(s->idem == NULL);
+    ASSERT(idem == NULL || (idem->render != NULL && idem->key_len >= 1 &&
+                            idem->key_len <= IDEMPOTENCY_KEY_MAX_BYTES));
+    s->idem = idem;
+    s->idem_at = idem ? (int)at : IDEM_AT_NONE;
+    s->idem_written = false;
+}
+
+static int idem_disarm(struct settle_store *s, int rc)
+{
+    /* an operation that completed committed its record with its last transaction */
+    ASSERT(rc != 0 || s->idem == NULL || s->idem_written);
+    s->idem = NULL;
+    s->idem_at = IDEM_AT_NONE;
+    return rc;
+}
+
+int settle_store_close_date_idem(struct settle_store *s, struct settle_calendar *cal, int32_t date,
+                                 int64_t now_ms, uint64_t *closed,
+                                 const struct settle_idem_put *idem)
+{
+    idem_arm(s, idem, IDEM_AT_CLOSE);
+    return idem_disarm(s, settle_store_close_date(s, cal, date, now_ms, closed));
+}
+
+int settle_recon_finish_idem(struct settle_recon *r, struct recon_summary *out,
+                             const struct settle_idem_put *idem)
+{
+    struct settle_store *s = r->s;
+    idem_arm(s, idem, IDEM_AT_UPLOAD);
+    return idem_disarm(s, settle_recon_finish(r, out));
+}
+
+int settle_store_recon_rematch_idem(struct settle_store *s, uint64_t file_seq, int64_t now_ms,
+                                    struct recon_summary *out, const struct settle_idem_put *idem)
+{
+    idem_arm(s, idem, IDEM_AT_REMATCH);
+    return idem_disarm(s, settle_store_recon_rematch(s, file_seq, now_ms, out));
+}
+
+int settle_store_dlq_replay_idem(struct settle_store *s, struct settle_calendar *cal, uint64_t id,
+                                 int64_t now_ms, enum settle_msg_result *result,
+                                 const struct settle_idem_put *idem)
+{
+    idem_arm(s, idem, IDEM_AT_DLQ);
+    return idem_disarm(s, settle_store_dlq_replay(s, cal, id, now_ms, result));
 }

@@ -33,6 +33,8 @@
  *    (duplicates, missing_in_bank), the unmatched items; rematch;
  *  - dead letters: reason, source topic/partition/offset, key and original bytes (cut
  *    at SETTLE_DLQ_VALUE_MAX_BYTES, marked), pending or replayed;
+ *  - idempotency records of settle's own POSTs, written with the change they answer
+ *    (section "Idempotency" below);
  *  - settle's own OUTBOX of settlement.closed, recon.unmatched and payment.dlq messages
  *    in one sequence (so in commit order, hence ordered per merchant), at least once:
  *    a replicated mark (settle_store_set_replicated) is written by the next
@@ -104,6 +106,9 @@ struct settle_store_options {
     unsigned fault_after_commits;
     int fault_commit_errno;
     bool shared; /* open next to the other members of a group (see the top) */
+    /* Idempotency records are kept this long; 0: SETTLE_IDEM_TTL_MS (tests may shorten
+     * it to see expiry, the program never does: SPEC §2 asks for at least 24 h). */
+    int64_t idem_ttl_ms;
 };
 
 struct settle_store_stats {
@@ -115,8 +120,9 @@ struct settle_store_stats {
     uint64_t stale;        /* messages below their partition's stored offset */
     uint64_t dead_letters; /* poison or refused messages stored as dead letters */
     uint64_t batches_closed;
-    uint64_t expired;     /* processed ids and index entries deleted by the horizon */
-    uint64_t recon_lines; /* reconciliation lines classified */
+    uint64_t expired;      /* processed ids and index entries deleted by the horizon */
+    uint64_t recon_lines;  /* reconciliation lines classified */
+    uint64_t idem_expired; /* idempotency records deleted by their retention */
     uint64_t commits;
     uint64_t failed_commits;
     uint64_t map_full;
@@ -408,6 +414,101 @@ int settle_store_dlq_replay(struct settle_store *s, struct settle_calendar *cal,
 /* Marks dead letter id replayed without processing it (an operator fixed it by other
  * means). 0, -ENOENT, -EALREADY or -errno. */
 int settle_store_dlq_mark_replayed(struct settle_store *s, uint64_t id, int64_t now_ms);
+
+/* ---- Idempotency of settle's POSTs --------------------------------------------------------- */
+
+/*
+ * SPEC §2 for settle's own POST routes (§5): a key seen before with the same request
+ * replays the stored answer; with another request it is 409 idempotency_key_reused.
+ *
+ * Table (decision): idem [key bytes] -> [ver][0][status u16][body len u32][created
+ * i64][fingerprint 32][body], and idem_exp [created_ms u64 BE][key] -> empty, the
+ * time-ordered index by which records older than the retention (idem_ttl_ms, default
+ * SETTLE_IDEM_TTL_MS) are deleted in every write transaction's housekeeping, at most
+ * SETTLE_IDEM_EXPIRE_MAX per transaction. Keys are global to the store: settle's callers
+ * are admin keys of no merchant, so there is no scope to put them in (two operators
+ * using the same key for different requests get 409). The fingerprint is the caller's
+ * (tools/settle/app.c: SHA-256 of method, path and the body's SHA-256); the store keeps
+ * its 32 bytes and compares nothing.
+ *
+ * Same transaction (decision): the record of a request that changed something is
+ * written in the LAST transaction of that change, by the *_idem variants below, so a
+ * crash leaves either the completed change with its record or no record (a retry then
+ * does the work again: a close or a rematch redoes only what is left; an upload cut
+ * short by a crash was marked failed at open and never answered). The answer body is
+ * rendered inside that transaction by the caller's render function from the operation's
+ * results (struct settle_idem_result): it must be a pure function of them, since a
+ * transaction that did not fit the map runs again. Answers that changed nothing (a
+ * stored 404 or 409) are written alone by settle_store_idem_put.
+ *
+ * Bound (decision): an answer body is at most SETTLE_IDEM_BODY_MAX_BYTES. Every answer a
+ * settle route stores fits it by construction (asserted at compile time in app.c), so a
+ * larger one is a programmer error and ASSERTs; a stored record that claims more is
+ * corrupt (-EBADMSG).
+ *
+ * The caller looks a key up (settle_store_idem_get) and then writes it on the same, only
+ * writing thread with nothing in between, so a put never finds the key present
+ * (asserted).
+ */
+
+#define SETTLE_IDEM_FP_BYTES 32
+
+struct settle_idem_record {
+    uint8_t fp[SETTLE_IDEM_FP_BYTES];
+    uint16_t status;
+    int64_t created_at_ms;
+    size_t body_len;
+    char body[SETTLE_IDEM_BODY_MAX_BYTES];
+};
+
+/* Results of the operation, for the render function. */
+struct settle_idem_result {
+    const struct recon_summary *sum; /* upload, rematch: the final summary */
+    uint64_t closed;                 /* close: batches this call closed */
+    enum settle_msg_result outcome;  /* dead-letter replay */
+};
+
+/* Writes the answer body into buf (cap == SETTLE_IDEM_BODY_MAX_BYTES), returns its
+ * length. Runs inside the store's write transaction: it must not call the store. */
+typedef size_t (*settle_idem_render_fn)(void *arg, const struct settle_idem_result *res, char *buf,
+                                        size_t cap);
+
+struct settle_idem_put {
+    const char *key; /* 1..IDEMPOTENCY_KEY_MAX_BYTES */
+    size_t key_len;
+    uint8_t fp[SETTLE_IDEM_FP_BYTES];
+    uint16_t status; /* the answer's status */
+    settle_idem_render_fn render;
+    void *arg;
+};
+
+/* The record of key: 0 and *out, -ENOENT, or -errno (-EBADMSG: corrupt). */
+int settle_store_idem_get(struct settle_store *s, const char *key, size_t key_len,
+                          struct settle_idem_record *out);
+
+/* Stores an answer that changed nothing (status, body of len bytes) for key, created
+ * at now_ms, in a transaction of its own. 0 or -errno. */
+int settle_store_idem_put(struct settle_store *s, const char *key, size_t key_len,
+                          const uint8_t fp[SETTLE_IDEM_FP_BYTES], uint16_t status, const char *body,
+                          size_t len, int64_t now_ms);
+
+/* Records stored (for /metrics and tests): a count of the table. 0 or -errno. */
+int settle_store_idem_count(struct settle_store *s, uint64_t *out);
+
+/* settle_store_close_date, settle_recon_finish, settle_store_recon_rematch and
+ * settle_store_dlq_replay, each writing idem's record (rendered from its results) in
+ * the transaction that completes the operation. They return what the plain function
+ * returns; on 0 the record is durable with the change. idem NULL: the plain function. */
+int settle_store_close_date_idem(struct settle_store *s, struct settle_calendar *cal, int32_t date,
+                                 int64_t now_ms, uint64_t *closed,
+                                 const struct settle_idem_put *idem);
+int settle_recon_finish_idem(struct settle_recon *r, struct recon_summary *out,
+                             const struct settle_idem_put *idem);
+int settle_store_recon_rematch_idem(struct settle_store *s, uint64_t file_seq, int64_t now_ms,
+                                    struct recon_summary *out, const struct settle_idem_put *idem);
+int settle_store_dlq_replay_idem(struct settle_store *s, struct settle_calendar *cal, uint64_t id,
+                                 int64_t now_ms, enum settle_msg_result *result,
+                                 const struct settle_idem_put *idem);
 
 /* ---- Outbox ---------------------------------------------------------------------------- */
 

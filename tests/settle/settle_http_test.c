@@ -108,15 +108,21 @@ static void fill_store(void)
     settle_gen_free(&g);
 }
 
-static void start(const char *const extra[])
+/* Starts settle with settle's clock from env (clock_env unless given). */
+static void start_at(const char *const extra[], const char *const env[])
 {
     const char *args[16] = {"--kafka-brokers", "none", "--access-log", "off"};
     int n = 4;
     for (int i = 0; extra && extra[i]; i++)
         args[n++] = extra[i];
     args[n] = NULL;
-    if (rp_server_respawn(&st, "settle", args, clock_env) != 0)
+    if (rp_server_respawn(&st, "settle", args, env) != 0)
         fail_msg("settle did not start");
+}
+
+static void start(const char *const extra[])
+{
+    start_at(extra, clock_env);
 }
 
 static int setup(void **state)
@@ -141,12 +147,24 @@ static int get(const char *path, struct rp_response *r)
     return rp_request(st.port, "GET", path, NULL, NULL, r);
 }
 
+/* A POST with the given Idempotency-Key. */
+static int post_key(const char *path, const char *type, const char *body, const char *key,
+                    struct rp_response *r)
+{
+    char ct[64], k[300];
+    snprintf(ct, sizeof(ct), "Content-Type: %s", type);
+    snprintf(k, sizeof(k), "Idempotency-Key: %s", key);
+    const char *h[] = {k, ct, NULL};
+    return rp_request(st.port, "POST", path, h, body, r);
+}
+
+/* A POST with a key of its own (settle stores answers by key: a reused key replays). */
 static int post(const char *path, const char *type, const char *body, struct rp_response *r)
 {
-    char ct[64];
-    snprintf(ct, sizeof(ct), "Content-Type: %s", type);
-    const char *h[] = {"Idempotency-Key: k-1", ct, NULL};
-    return rp_request(st.port, "POST", path, h, body, r);
+    static unsigned seq;
+    char key[32];
+    snprintf(key, sizeof(key), "k-%u", ++seq);
+    return post_key(path, type, body, key, r);
 }
 
 static void expect_status(struct rp_response *r, int status)
@@ -295,14 +313,14 @@ static void expect_every_category(const char *body)
 }
 
 /* Sends the bank file with Transfer-Encoding: chunked (a whole body, not streamed). */
-static void upload_chunked(const char *csv, struct rp_response *r)
+static void upload_chunked(const char *csv, const char *key, struct rp_response *r)
 {
     char raw[2048];
     int n = snprintf(
         raw, sizeof(raw),
-        "POST /v1/reconciliation/files HTTP/1.1\r\nHost: a\r\nIdempotency-Key: c\r\n"
+        "POST /v1/reconciliation/files HTTP/1.1\r\nHost: a\r\nIdempotency-Key: %s\r\n"
         "Content-Type: text/csv\r\nTransfer-Encoding: chunked\r\n\r\n%zx\r\n%s\r\n0\r\n\r\n",
-        strlen(csv), csv);
+        key, strlen(csv), csv);
     assert_int_equal(pc_raw(st.port, raw, (size_t)n, r), 0);
 }
 
@@ -319,7 +337,7 @@ static void test_reconciliation(void **state)
     assert_true(pc_body_str(r.body, "id", id, sizeof(id)));
     rp_response_free(&r);
 
-    upload_chunked(csv, &r);
+    upload_chunked(csv, "c", &r);
     expect_status(&r, 201);
     expect_every_category(r.body);
     rp_response_free(&r);
@@ -486,6 +504,183 @@ static void test_reconciliation(void **state)
     log[fread(log, 1, sizeof(log) - 1, f)] = '\0';
     fclose(f);
     assert_non_null(strstr(log, "\"reconciliation progress\",\"lines\":6,"));
+}
+
+/* ---- idempotent replay of settle's POSTs ------------------------------------------------ */
+
+/* POSTs with key and checks the status, and whether the answer is a replay. The body is
+ * copied to out (may be NULL). */
+static void idem_post(const char *path, const char *type, const char *body, const char *key,
+                      int status, bool replayed, char *out, size_t cap)
+{
+    struct rp_response r;
+    assert_int_equal(post_key(path, type, body, key, &r), 0);
+    expect_status(&r, status);
+    const char *h = rp_header(&r, "idempotent-replayed");
+    if (replayed ? h == NULL || strcmp(h, "true") != 0 : h != NULL)
+        fail_msg("%s %s key %s: Idempotent-Replayed %s, want %s: %s", path, body, key,
+                 h ? h : "absent", replayed ? "true" : "absent", r.body);
+    assert_true(rp_header_count(&r, "idempotent-replayed") <= 1);
+    assert_non_null(rp_header(&r, "x-request-id"));
+    if (out)
+        snprintf(out, cap, "%s", r.body);
+    rp_response_free(&r);
+}
+
+/* The same POST twice with one key: the second is the first answer, byte for byte. */
+static void idem_twice(const char *path, const char *type, const char *body, const char *key,
+                       int status, char *first, size_t cap)
+{
+    char again[4096];
+    idem_post(path, type, body, key, status, false, first, cap);
+    idem_post(path, type, body, key, status, true, again, sizeof(again));
+    if (strcmp(first, again) != 0)
+        fail_msg("replay differs:\n%s\n%s", first, again);
+}
+
+static void expect_file_count(unsigned files)
+{
+    char path[96];
+    struct rp_response r;
+    for (unsigned i = 1; i <= files + 1; i++) {
+        snprintf(path, sizeof(path), "/v1/reconciliation/files/rcf_%016x", i);
+        assert_int_equal(get(path, &r), 0);
+        if (r.status != (i <= files ? 200 : 404))
+            fail_msg("%s: %d, want %d files", path, r.status, files);
+        rp_response_free(&r);
+    }
+}
+
+static void test_idempotency(void **state)
+{
+    (void)state;
+    start(NULL);
+    const char *json = "application/json", *csvt = "text/csv";
+    const char *csv = make_bank_file();
+    char a[4096], b[4096];
+
+    /* Close: replayed with the first count (a second close would say 0). */
+    idem_twice("/v1/settlements/close", json, "{\"date\":\"2026-11-25\"}", "close-1", 200, a,
+               sizeof(a));
+    expect_int(a, "batches_closed", 1);
+    idem_post("/v1/settlements/close", json, "{\"date\":\"2026-11-24\"}", "close-1", 409, false, b,
+              sizeof(b));
+    assert_non_null(strstr(b, "\"code\":\"idempotency_key_reused\""));
+    idem_post("/v1/settlements/close", json, "{\"date\":\"2026-11-25\"}", "close-2", 200, false, b,
+              sizeof(b));
+    expect_int(b, "batches_closed", 0);
+    /* the same key on another route is another request */
+    idem_post("/v1/dead-letters/1/replay", json, "{\"date\":\"2026-11-25\"}", "close-1", 409, false,
+              NULL, 0);
+
+    /* Upload (streamed, Content-Length): one file, the same summary replayed. */
+    idem_twice("/v1/reconciliation/files", csvt, csv, "bank-1", 201, a, sizeof(a));
+    assert_non_null(strstr(a, "\"id\":\"rcf_0000000000000001\""));
+    expect_every_category(a);
+    expect_file_count(1);
+    /* the same bytes chunked (read whole, not streamed) are the same request */
+    struct rp_response r;
+    upload_chunked(csv, "bank-1", &r);
+    expect_status(&r, 201);
+    assert_non_null(rp_header(&r, "idempotent-replayed"));
+    assert_string_equal(r.body, a);
+    rp_response_free(&r);
+    /* another body with the key: 409 at its last byte, nothing stored */
+    idem_post("/v1/reconciliation/files", csvt, "transaction_id,amount,currency,value_date\n",
+              "bank-1", 409, false, b, sizeof(b));
+    assert_non_null(strstr(b, "\"code\":\"idempotency_key_reused\""));
+    expect_file_count(1);
+
+    /* Validation errors are not stored: the key may be used again for a good request. */
+    idem_post("/v1/reconciliation/files", csvt, "transaction_id,amount\n", "bank-2", 400, false,
+              NULL, 0);
+    idem_post("/v1/reconciliation/files", csvt, csv, "bank-2", 201, false, b, sizeof(b));
+    assert_non_null(strstr(b, "\"id\":\"rcf_0000000000000002\""));
+    idem_post("/v1/settlements/close", json, "{\"date\":\"2026-11-26\"}", "close-3", 400, false,
+              NULL, 0);
+    idem_post("/v1/settlements/close", json, "{\"date\":", "close-3", 400, false, NULL, 0);
+    idem_post("/v1/settlements/close", json, "{\"date\":\"2026-11-24\"}", "close-3", 200, false,
+              NULL, 0);
+    expect_file_count(2);
+
+    /* Rematch: replayed (a second one would say "rematches":2). */
+    idem_twice("/v1/reconciliation/files/rcf_0000000000000001/rematch", json, "", "rm-1", 200, a,
+               sizeof(a));
+    expect_int(a, "rematches", 1);
+    idem_post("/v1/reconciliation/files/rcf_0000000000000001/rematch", json, "", "rm-2", 200, false,
+              b, sizeof(b));
+    expect_int(b, "rematches", 2);
+    /* a 404 the route gave is an answer: stored and replayed */
+    idem_twice("/v1/reconciliation/files/rcf_00000000000000ff/rematch", json, "", "rm-404", 404, a,
+               sizeof(a));
+    assert_non_null(strstr(a, "\"code\":\"not_found\""));
+
+    /* Dead-letter replay: the outcome replayed, the letter processed once. */
+    idem_twice("/v1/dead-letters/1/replay", json, "", "dlq-1", 200, a, sizeof(a));
+    assert_string_equal(a, "{\"id\":1,\"outcome\":\"still_refused\"}");
+    idem_twice("/v1/dead-letters/9/replay", json, "", "dlq-9", 404, a, sizeof(a));
+    assert_non_null(strstr(a, "\"code\":\"not_found\""));
+
+    /* Durable: after a restart the same keys still replay, and no file was added. */
+    assert_int_equal(rp_server_signal(&st, SIGTERM), 0);
+    assert_int_equal(rp_server_wait(&st, RP_STOP_TIMEOUT_MS), 0);
+    start(NULL);
+    idem_post("/v1/settlements/close", json, "{\"date\":\"2026-11-25\"}", "close-1", 200, true, b,
+              sizeof(b));
+    expect_int(b, "batches_closed", 1);
+    idem_post("/v1/reconciliation/files", csvt, csv, "bank-1", 201, true, b, sizeof(b));
+    assert_non_null(strstr(b, "\"id\":\"rcf_0000000000000001\""));
+    idem_post("/v1/reconciliation/files/rcf_0000000000000001/rematch", json, "", "rm-1", 200, true,
+              b, sizeof(b));
+    expect_int(b, "rematches", 1);
+    idem_post("/v1/dead-letters/1/replay", json, "", "dlq-1", 200, true, NULL, 0);
+    expect_file_count(2);
+
+    /* Two uploads with one key in flight at once: the first to end classifies, the other
+     * (the same body) replays its answer at its last byte: still one file. */
+    char head[512];
+    int hn = snprintf(head, sizeof(head),
+                      "POST /v1/reconciliation/files HTTP/1.1\r\nHost: a\r\nIdempotency-Key: "
+                      "bank-3\r\nContent-Type: text/csv\r\nContent-Length: %zu\r\n\r\n",
+                      strlen(csv));
+    struct rp_conn c1, c2;
+    assert_int_equal(rp_conn_open(&c1, st.port), 0);
+    assert_int_equal(rp_conn_open(&c2, st.port), 0);
+    assert_int_equal(rp_send_all(c1.fd, head, (size_t)hn), 0);
+    assert_int_equal(rp_send_all(c1.fd, csv, 10), 0);
+    assert_int_equal(rp_send_all(c2.fd, head, (size_t)hn), 0);
+    assert_int_equal(rp_send_all(c2.fd, csv, strlen(csv)), 0);
+    assert_int_equal(rp_read_response(&c2, &r, false, RP_IO_TIMEOUT_MS), 0);
+    expect_status(&r, 201);
+    assert_null(rp_header(&r, "idempotent-replayed"));
+    snprintf(a, sizeof(a), "%s", r.body);
+    rp_response_free(&r);
+    assert_int_equal(rp_send_all(c1.fd, csv + 10, strlen(csv) - 10), 0);
+    assert_int_equal(rp_read_response(&c1, &r, false, RP_IO_TIMEOUT_MS), 0);
+    expect_status(&r, 201);
+    assert_non_null(rp_header(&r, "idempotent-replayed"));
+    assert_string_equal(r.body, a);
+    rp_response_free(&r);
+    rp_conn_close(&c1);
+    rp_conn_close(&c2);
+    expect_file_count(3);
+
+    /* Kept 24 h: a day and a half later the records are gone (deleted by the first write
+     * transaction), so the key is new again. */
+    assert_int_equal(rp_server_signal(&st, SIGTERM), 0);
+    assert_int_equal(rp_server_wait(&st, RP_STOP_TIMEOUT_MS), 0);
+    static const char *const later[] = {"RINGPAY_SETTLE_TEST_CLOCK=2026-11-27T00:00:00.000Z", NULL};
+    start_at(NULL, later);
+    idem_post("/v1/settlements/close", json, "{\"date\":\"2026-11-26\"}", "close-9", 200, false,
+              NULL, 0);
+    idem_post("/v1/settlements/close", json, "{\"date\":\"2026-11-25\"}", "close-1", 200, false, b,
+              sizeof(b));
+    expect_int(b, "batches_closed", 0);
+    idem_post("/v1/reconciliation/files", csvt, csv, "bank-1", 201, false, b, sizeof(b));
+    assert_non_null(strstr(b, "\"id\":\"rcf_0000000000000004\""));
+    /* the new records are kept */
+    idem_post("/v1/settlements/close", json, "{\"date\":\"2026-11-26\"}", "close-9", 200, true,
+              NULL, 0);
 }
 
 /* ---- the admin gate ------------------------------------------------------------------ */
@@ -696,6 +891,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_settlements, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reconciliation, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_idempotency, setup, teardown),
         cmocka_unit_test_setup_teardown(test_admin_gate, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lock_and_dlq, setup, teardown),
         cmocka_unit_test_setup_teardown(test_calendar_flags, setup, teardown),

@@ -370,8 +370,11 @@ static void test_end_to_end(void **state)
     snprintf(path, sizeof(path), "/v1/payments/%s/capture", pay);
     post_ok(path, "bank-cap", NULL, NULL);
     snprintf(path, sizeof(path), "/v1/reconciliation/files/%s/rematch", file);
-    const char *hr[] = {"Idempotency-Key: rematch", NULL};
-    for (int64_t dl = rp_now_ms() + WAIT_MS;; rp_sleep_ms(100)) {
+    /* each attempt is a new request: the same key would replay the first answer */
+    char hk[48];
+    const char *hr[] = {hk, NULL};
+    for (int64_t dl = rp_now_ms() + WAIT_MS, i = 0;; rp_sleep_ms(100)) {
+        snprintf(hk, sizeof(hk), "Idempotency-Key: rematch-%lld", (long long)++i);
         assert_int_equal(rp_request(st.port, "POST", path, hr, "", &r), 0);
         assert_int_equal(r.status, 200);
         bool matched = strstr(r.body, "\"matched\":1,") != NULL &&

@@ -5,8 +5,10 @@
  * their replay; closing by request and by time, late events as adjustments; listings
  * and their paging; the retention horizon; reconciliation with every category, a wrong
  * header, chunked uploads, an upload cut by a crash, rematch; the outbox and its
- * replicated mark; fault injection (a failing put once and persistently, MAP_FULL with
- * growth and at the ceiling, a failing commit) with the state after each.
+ * replicated mark; idempotency records (written with the operation's last commit, gone
+ * with a failed one, durable, expired in bounded steps); fault injection (a failing put once and
+ * persistently, MAP_FULL with growth and at the ceiling, a failing commit) with the state after
+ * each.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -751,6 +753,169 @@ static void test_upload_cut_by_a_crash(void **state)
     assert_int_equal(s.status, RECON_STATUS_FAILED);
 }
 
+/* ---- Idempotency records ------------------------------------------------------------------- */
+
+/* Renders what the test can check: the results the store handed over. */
+static size_t idem_render(void *arg, const struct settle_idem_result *res, char *buf, size_t cap)
+{
+    int n = snprintf(buf, cap, "%s file=%llu rematches=%u closed=%llu outcome=%d",
+                     (const char *)arg, res->sum ? (unsigned long long)res->sum->seq : 0ull,
+                     res->sum ? (unsigned)res->sum->rematches : 0u, (unsigned long long)res->closed,
+                     (int)res->outcome);
+    assert_true(n > 0 && (size_t)n < cap);
+    return (size_t)n;
+}
+
+static struct settle_idem_put idem_of(const char *key, uint16_t status, const char *tag)
+{
+    struct settle_idem_put p = {.key = key,
+                                .key_len = strlen(key),
+                                .status = status,
+                                .render = idem_render,
+                                .arg = (void *)tag};
+    memset(p.fp, key[0], sizeof(p.fp));
+    return p;
+}
+
+static void expect_idem(struct fx *f, const char *key, uint16_t status, const char *body)
+{
+    struct settle_idem_record *rec = malloc(sizeof(*rec));
+    assert_int_equal(settle_store_idem_get(f->s, key, strlen(key), rec), 0);
+    assert_int_equal(rec->status, status);
+    assert_int_equal(rec->fp[0], (uint8_t)key[0]);
+    assert_int_equal(rec->fp[SETTLE_IDEM_FP_BYTES - 1], (uint8_t)key[0]);
+    if (rec->body_len != strlen(body) || memcmp(rec->body, body, rec->body_len) != 0)
+        fail_msg("%s: %.*s, want %s", key, (int)rec->body_len, rec->body, body);
+    free(rec);
+}
+
+static int upload_idem(struct fx *f, const char *text, int64_t now, const struct settle_idem_put *p,
+                       struct recon_summary *sum)
+{
+    struct settle_recon *r;
+    assert_int_equal(settle_recon_begin(f->s, now, &r), 0);
+    assert_int_equal(settle_recon_feed(r, text, strlen(text)), 0);
+    return settle_recon_finish_idem(r, sum, p);
+}
+
+/* Each *_idem call writes its record with the results, and in no extra transaction: the
+ * record is part of the operation's last commit. */
+static void test_idempotency_records(void **state)
+{
+    struct fx *f = *state;
+    int64_t t = T("2026-11-25T10:00:00.000Z");
+    char p[ID_BYTES + 1], text[256];
+    pay(f, "m-1", "KRW", 500, 0, t, p);
+    deliver(f, t, NULL);
+    snprintf(text, sizeof(text), RECON_HEADER "\n%s,400,KRW,2026-11-25\n", p);
+    struct settle_store_stats st0, st1;
+    struct recon_summary sum;
+    settle_store_get_stats(f->s, &st0);
+    assert_int_equal(upload(f, text, 1 << 20, t, &sum), 0); /* file 1, no record */
+    settle_store_get_stats(f->s, &st1);
+    uint64_t upload_commits = st1.commits - st0.commits;
+    struct settle_idem_put up = idem_of("up", 201, "upload");
+    assert_int_equal(upload_idem(f, text, t, &up, &sum), 0);
+    settle_store_get_stats(f->s, &st0);
+    assert_int_equal(st0.commits - st1.commits, upload_commits);
+    expect_idem(f, "up", 201, "upload file=2 rematches=0 closed=0 outcome=0");
+    uint64_t n;
+    assert_int_equal(settle_store_idem_count(f->s, &n), 0);
+    assert_int_equal(n, 1);
+
+    struct settle_idem_put rm = idem_of("rm", 200, "rematch");
+    assert_int_equal(settle_store_recon_rematch_idem(f->s, 2, t, &sum, &rm), 0);
+    expect_idem(f, "rm", 200, "rematch file=2 rematches=1 closed=0 outcome=0");
+    struct settle_idem_put cl = idem_of("cl", 200, "close");
+    uint64_t closed;
+    assert_int_equal(settle_store_close_date_idem(f->s, &f->cal, D("2026-11-25"), t, &closed, &cl),
+                     0);
+    assert_int_equal(closed, 1);
+    expect_idem(f, "cl", 200, "close file=0 rematches=0 closed=1 outcome=0");
+    /* a refused close (the future) writes nothing */
+    struct settle_idem_put fut = idem_of("fut", 200, "close");
+    assert_int_equal(settle_store_close_date_idem(f->s, &f->cal, D("2026-11-27"), t, &closed, &fut),
+                     -EINVAL);
+    struct settle_idem_record *rec = malloc(sizeof(*rec));
+    assert_int_equal(settle_store_idem_get(f->s, "fut", 3, rec), -ENOENT);
+    /* a dead letter's replay, and a 404 stored alone */
+    struct settle_msg m = {.topic = "payment.captured",
+                           .topic_len = 16,
+                           .partition = 3,
+                           .offset = 0,
+                           .value = "{bad",
+                           .value_len = 4};
+    assert_int_equal(settle_store_apply(f->s, &f->cal, &m, 1, t), 0);
+    struct settle_idem_put dl = idem_of("dl", 200, "dlq");
+    enum settle_msg_result res;
+    assert_int_equal(settle_store_dlq_replay_idem(f->s, &f->cal, 1, t, &res, &dl), 0);
+    expect_idem(f, "dl", 200, "dlq file=0 rematches=0 closed=0 outcome=5");
+    uint8_t fp[SETTLE_IDEM_FP_BYTES];
+    memset(fp, 'n', sizeof(fp));
+    assert_int_equal(settle_store_idem_put(f->s, "nf", 2, fp, 404, "{\"error\":{}}", 12, t), 0);
+    expect_idem(f, "nf", 404, "{\"error\":{}}");
+
+    /* Durable across a reopen. */
+    settle_store_close(f->s);
+    f->s = open_store(f->dir, NULL);
+    expect_idem(f, "up", 201, "upload file=2 rematches=0 closed=0 outcome=0");
+    assert_int_equal(settle_store_idem_count(f->s, &n), 0);
+    assert_int_equal(n, 5);
+
+    /* The upload's last commit fails (its fsync): neither the file's completion nor the
+     * record is there; the file is failed at the next open. */
+    settle_store_close(f->s);
+    struct settle_store_options o = {.fault_after_commits = (unsigned)upload_commits,
+                                     .fault_commit_errno = EIO};
+    f->s = open_store(f->dir, &o); /* its recovery transaction is a commit */
+    struct settle_idem_put up2 = idem_of("up2", 201, "upload");
+    assert_int_equal(upload_idem(f, text, t, &up2, &sum), -EIO);
+    settle_store_close(f->s);
+    f->s = open_store(f->dir, NULL);
+    assert_int_equal(settle_store_idem_get(f->s, "up2", 3, rec), -ENOENT);
+    assert_int_equal(settle_store_recon_get(f->s, 3, &sum), 0);
+    assert_int_equal(sum.status, RECON_STATUS_FAILED);
+    free(rec);
+}
+
+/* Records older than the retention are deleted by later transactions, at most
+ * SETTLE_IDEM_EXPIRE_MAX each, oldest first; younger ones stay. */
+static void test_idempotency_expiry(void **state)
+{
+    struct fx *f = *state;
+    settle_store_close(f->s);
+    struct settle_store_options o = {.idem_ttl_ms = HOUR};
+    f->s = open_store(f->dir, &o);
+    int64_t t = T("2026-11-25T10:00:00.000Z");
+    uint8_t fp[SETTLE_IDEM_FP_BYTES] = {0};
+    char key[32];
+    unsigned total = SETTLE_IDEM_EXPIRE_MAX + 10;
+    for (unsigned i = 0; i < total; i++) {
+        snprintf(key, sizeof(key), "old-%u", i);
+        assert_int_equal(settle_store_idem_put(f->s, key, strlen(key), fp, 200, "{}", 2, t + i), 0);
+    }
+    assert_int_equal(settle_store_idem_put(f->s, "young", 5, fp, 200, "{}", 2, t + HOUR), 0);
+    uint64_t n;
+    struct settle_store_stats st;
+    /* an hour after the first: only those created before now - ttl go */
+    assert_int_equal(settle_store_flush(f->s, &f->cal, t + HOUR + 5), 0);
+    assert_int_equal(settle_store_idem_count(f->s, &n), 0);
+    assert_int_equal(n, total + 1 - 5);
+    /* later: the bound per transaction, then the rest */
+    assert_int_equal(settle_store_flush(f->s, &f->cal, t + 2 * HOUR - 1), 0);
+    assert_int_equal(settle_store_idem_count(f->s, &n), 0);
+    assert_int_equal(n, total + 1 - 5 - SETTLE_IDEM_EXPIRE_MAX);
+    assert_int_equal(settle_store_flush(f->s, &f->cal, t + 2 * HOUR - 1), 0);
+    assert_int_equal(settle_store_idem_count(f->s, &n), 0);
+    assert_int_equal(n, 1);
+    struct settle_idem_record *rec = malloc(sizeof(*rec));
+    assert_int_equal(settle_store_idem_get(f->s, "old-9", 5, rec), -ENOENT);
+    assert_int_equal(settle_store_idem_get(f->s, "young", 5, rec), 0);
+    settle_store_get_stats(f->s, &st);
+    assert_int_equal(st.idem_expired, total);
+    free(rec);
+}
+
 /* ---- Outbox ---------------------------------------------------------------------------------- */
 
 static void test_outbox_replicated_mark(void **state)
@@ -1123,6 +1288,8 @@ int main(void)
         T_(test_fault_map_full),
         T_(test_doc_worked_example),
         T_(test_shared_members),
+        T_(test_idempotency_records),
+        T_(test_idempotency_expiry),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

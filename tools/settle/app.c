@@ -10,9 +10,18 @@
  *  - ?format=csv answers the same page as CSV (text/csv), with the next page's cursor
  *    in the X-Next-After header (absent on the last page);
  *  - POST /v1/settlements/close answers 200 {"date","status":"closed","batches_closed"};
- *  - settle keeps no idempotency records: the close and the rematch are idempotent by
- *    nature, and an upload sent twice is two files (the header is still required, and
- *    signed, as on every POST);
+ *  - idempotency (SPEC §2 on settle's POSTs, store/settle_store.h "Idempotency"): after
+ *    the gate and the request's shape (method, query, one valid key) the key is looked
+ *    up: the same fingerprint (SHA-256 of method, path and the body's SHA-256) replays
+ *    the stored status and body with Idempotent-Replayed: true; another one is 409
+ *    idempotency_key_reused; else the route runs and its answer is stored in the
+ *    transaction that completes its change. A streamed upload is looked up at its last
+ *    byte, after its signature, before it is classified. Keys are global (admin keys
+ *    have no merchant). Stored, as the engine does (engine/apply.h): the answers the
+ *    operation gave (2xx; 404 of a file or dead letter; 409 invalid_state of a failed
+ *    upload's rematch or a dead letter replayed before). Not stored: validation errors
+ *    (400, 413, 415), 401/403/405, 409 idempotency_key_reused, the transient 409 of a
+ *    file still being uploaded, and 5xx: the client may retry those with the same key;
  *  - dead letters are listed and replayed through two admin routes while settle runs
  *    (GET /v1/dead-letters, POST /v1/dead-letters/{id}/replay; a value longer than an
  *    event is shown by its size only, the dlq commands print it whole).
@@ -29,6 +38,7 @@
 #include "engine/clock.h"
 #include "engine/json.h"
 #include "engine/limits.h"
+#include "engine/sign.h"
 #include "net/log.h"
 #include "net/metrics.h"
 #include "tools/serve/gate.h"
@@ -118,6 +128,98 @@ static void store_error(struct settle_app *app, struct reactor *r, struct reacto
     reply_error(r, ref, request_id, 503, route, "overloaded",
                 err == -ENOSPC ? "the store is full" : "the store cannot answer now", NULL,
                 "Retry-After: 1\r\n");
+}
+
+/* ---- idempotency -------------------------------------------------------------------- */
+
+/* A POST's key and fingerprint. */
+struct idem_req {
+    const char *key;
+    size_t key_len;
+    uint8_t fp[SETTLE_IDEM_FP_BYTES];
+};
+
+static const char idem_replayed[] = "Idempotent-Replayed: true\r\n";
+
+static unsigned hex_nibble(char c)
+{
+    return c <= '9' ? (unsigned)(c - '0') : (unsigned)(c - 'a' + 10);
+}
+
+/* SHA-256 of METHOD "\n" path "\n" hex(SHA-256(body)): the request, byte for byte, in
+ * 32 bytes (a POST has no query string). */
+static void idem_fingerprint(const char *path, size_t path_len, const char body_hex[SIGN_HEX_BYTES],
+                             uint8_t fp[SETTLE_IDEM_FP_BYTES])
+{
+    struct sign_sha256 h;
+    char hex[SIGN_HEX_BYTES];
+    sign_sha256_init(&h);
+    sign_sha256_update(&h, "POST\n", 5);
+    sign_sha256_update(&h, path, path_len);
+    sign_sha256_update(&h, "\n", 1);
+    sign_sha256_update(&h, body_hex, SIGN_HEX_BYTES);
+    sign_sha256_final_hex(&h, hex);
+    for (size_t i = 0; i < SETTLE_IDEM_FP_BYTES; i++)
+        fp[i] = (uint8_t)(hex_nibble(hex[2 * i]) << 4 | hex_nibble(hex[2 * i + 1]));
+}
+
+/*
+ * The lookup before a POST does its work: false when answered (a replay, 409
+ * idempotency_key_reused, or a store error), true when the key is new and the route
+ * must run and store its answer.
+ */
+static bool idem_check(struct settle_app *app, struct reactor *r, struct reactor_ref ref,
+                       const char *request_id, unsigned route, const struct idem_req *ir)
+{
+    struct settle_idem_record *rec = malloc(sizeof(*rec));
+    int rc = rec ? settle_store_idem_get(app->store, ir->key, ir->key_len, rec) : -ENOMEM;
+    if (rc == -ENOENT) {
+        free(rec);
+        return true;
+    }
+    if (rc != 0)
+        store_error(app, r, ref, request_id, route, rc);
+    else if (memcmp(rec->fp, ir->fp, SETTLE_IDEM_FP_BYTES) == 0)
+        reply_body(r, ref, rec->status, route, "application/json", idem_replayed, rec->body,
+                   rec->body_len);
+    else
+        reply_error(r, ref, request_id, 409, route, "idempotency_key_reused",
+                    "this Idempotency-Key was used for another request", NULL, NULL);
+    free(rec);
+    return false;
+}
+
+/* The key and fingerprint of a POST whose body arrived whole. */
+static void idem_of(const struct reactor_request *rq, struct idem_req *ir)
+{
+    const struct http_header *h = http_header_find(rq->http, rq->buf, "idempotency-key");
+    ASSERT(h != NULL); /* request_shape_ok */
+    ir->key = rq->buf + h->value.off;
+    ir->key_len = h->value.len;
+    char hex[SIGN_HEX_BYTES];
+    sign_sha256_hex(rq->buf + rq->http->body.off, rq->http->body.len, hex);
+    idem_fingerprint(rq->buf + rq->http->path.off, rq->http->path.len, hex, ir->fp);
+}
+
+/* An answer that changed nothing but is stored (a 404 or a final 409): stored first,
+ * answered once it is on disk. */
+static void reply_error_stored(struct settle_app *app, struct reactor *r,
+                               const struct reactor_request *rq, const struct idem_req *ir,
+                               int status, unsigned route, const char *code, const char *message)
+{
+    struct api_error e;
+    api_error_set(&e, (uint16_t)status, code, message, NULL);
+    char body[API_ERROR_BODY_MAX_BYTES];
+    struct jw w;
+    jw_init(&w, body, sizeof(body));
+    api_render_error(&w, &e, rq->request_id, strlen(rq->request_id));
+    ASSERT(jw_finish(&w) == 0);
+    int rc = settle_store_idem_put(app->store, ir->key, ir->key_len, ir->fp, (uint16_t)status, body,
+                                   w.len, settle_app_now_ms(app));
+    if (rc != 0)
+        store_error(app, r, rq->ref, rq->request_id, route, rc);
+    else
+        reply_body(r, rq->ref, status, route, "application/json", NULL, body, w.len);
 }
 
 /* A JSON or CSV answer built in a buffer of the largest page. */
@@ -464,7 +566,24 @@ static bool json_body_ok(struct reactor *r, const struct reactor_request *rq, un
     return false;
 }
 
-static void serve_close(struct settle_app *app, struct reactor *r, const struct reactor_request *rq)
+/* The answer of a close (also the body its idempotency record stores). */
+static size_t close_answer(char *buf, size_t cap, int32_t date, uint64_t closed)
+{
+    char ds[SETTLE_DATE_BYTES + 1];
+    settle_date_format(ds, date);
+    int n = snprintf(buf, cap, "{\"date\":\"%s\",\"status\":\"closed\",\"batches_closed\":%llu}",
+                     ds, (unsigned long long)closed);
+    ASSERT(n > 0 && (size_t)n < cap);
+    return (size_t)n;
+}
+
+static size_t render_close(void *arg, const struct settle_idem_result *res, char *buf, size_t cap)
+{
+    return close_answer(buf, cap, *(const int32_t *)arg, res->closed);
+}
+
+static void serve_close(struct settle_app *app, struct reactor *r, const struct reactor_request *rq,
+                        const struct idem_req *ir)
 {
     if (!json_body_ok(r, rq, SR_CLOSE))
         return;
@@ -488,7 +607,14 @@ static void serve_close(struct settle_app *app, struct reactor *r, const struct 
         return;
     }
     uint64_t closed = 0;
-    int rc = settle_store_close_date(app->store, &app->cal, date, settle_app_now_ms(app), &closed);
+    struct settle_idem_put put = {.key = ir->key,
+                                  .key_len = ir->key_len,
+                                  .status = 200,
+                                  .render = render_close,
+                                  .arg = &date};
+    memcpy(put.fp, ir->fp, sizeof(put.fp));
+    int rc = settle_store_close_date_idem(app->store, &app->cal, date, settle_app_now_ms(app),
+                                          &closed, &put);
     if (rc == -EINVAL) {
         rq_error(r, rq, 400, SR_CLOSE, "invalid_param",
                  "a date after today's business date cannot be closed", "date");
@@ -500,14 +626,12 @@ static void serve_close(struct settle_app *app, struct reactor *r, const struct 
     }
     char out[160], ds[SETTLE_DATE_BYTES + 1];
     settle_date_format(ds, date);
-    int n = snprintf(out, sizeof(out),
-                     "{\"date\":\"%s\",\"status\":\"closed\",\"batches_closed\":%llu}", ds,
-                     (unsigned long long)closed);
+    size_t n = close_answer(out, sizeof(out), date, closed);
     char cl[24];
     snprintf(cl, sizeof(cl), "%llu", (unsigned long long)closed);
     log_write_str(LOG_INFO, "date closed on request", "date", ds, "batches_closed", cl,
                   "request_id", rq->request_id, NULL);
-    reply_body(r, rq->ref, 200, SR_CLOSE, "application/json", NULL, out, (size_t)n);
+    reply_body(r, rq->ref, 200, SR_CLOSE, "application/json", NULL, out, n);
 }
 
 /* ---- reconciliation --------------------------------------------------------------- */
@@ -535,17 +659,41 @@ static void summary_fields(struct jw *w, const struct recon_summary *s)
     jw_uint(w, s->rematches);
 }
 
-static void reply_summary(struct reactor *r, struct reactor_ref ref, int status, unsigned route,
-                          const struct recon_summary *s)
+/* A file's summary as an answer body (also what its idempotency record stores). */
+#define SUMMARY_MAX_BYTES 1024
+_Static_assert(SUMMARY_MAX_BYTES <= SETTLE_IDEM_BODY_MAX_BYTES, "a summary answer is stored");
+
+static size_t summary_answer(char *buf, size_t cap, const struct recon_summary *s)
 {
-    char body[1024];
     struct jw w;
-    jw_init(&w, body, sizeof(body));
+    jw_init(&w, buf, cap);
     jw_obj_begin(&w);
     summary_fields(&w, s);
     jw_obj_end(&w);
     ASSERT(jw_finish(&w) == 0);
-    reply_body(r, ref, status, route, "application/json", NULL, body, w.len);
+    return w.len;
+}
+
+static size_t render_summary(void *arg, const struct settle_idem_result *res, char *buf, size_t cap)
+{
+    (void)arg;
+    return summary_answer(buf, cap < SUMMARY_MAX_BYTES ? cap : SUMMARY_MAX_BYTES, res->sum);
+}
+
+static void reply_summary(struct reactor *r, struct reactor_ref ref, int status, unsigned route,
+                          const struct recon_summary *s)
+{
+    char body[SUMMARY_MAX_BYTES];
+    size_t len = summary_answer(body, sizeof(body), s);
+    reply_body(r, ref, status, route, "application/json", NULL, body, len);
+}
+
+/* The record of a new file (201 summary), written with its last transaction. */
+static void upload_put(struct settle_idem_put *put, const struct idem_req *ir)
+{
+    *put = (struct settle_idem_put){
+        .key = ir->key, .key_len = ir->key_len, .status = 201, .render = render_summary};
+    memcpy(put->fp, ir->fp, sizeof(put->fp));
 }
 
 /* The answer of a classification (upload_classify*). */
@@ -585,7 +733,7 @@ static bool csv_type(const struct reactor_request *rq)
 
 /* An upload that arrived whole (a chunked body within the HTTP body limit). */
 static void serve_upload_whole(struct settle_app *app, struct reactor *r,
-                               const struct reactor_request *rq)
+                               const struct reactor_request *rq, const struct idem_req *ir)
 {
     if (!csv_type(rq)) {
         rq_error(r, rq, 415, SR_UPLOAD, "unsupported_media_type", "the body must be text/csv",
@@ -595,8 +743,11 @@ static void serve_upload_whole(struct settle_app *app, struct reactor *r,
     struct recon_summary sum;
     const char *why = NULL;
     uint64_t t0 = clock_mono_ns();
-    int rc = upload_classify_memory(app->store, rq->buf + rq->http->body.off, rq->http->body.len,
-                                    settle_app_now_ms(app), rq->request_id, &sum, &why);
+    struct settle_idem_put put;
+    upload_put(&put, ir);
+    int rc =
+        upload_classify_memory_idem(app->store, rq->buf + rq->http->body.off, rq->http->body.len,
+                                    settle_app_now_ms(app), rq->request_id, &put, &sum, &why);
     upload_answer(app, r, rq->ref, rq->request_id, rc, &sum, why, t0);
 }
 
@@ -630,7 +781,11 @@ static void serve_upload_head(struct settle_app *app, struct reactor *r,
     if (rc != 0) {
         log_write_str(LOG_ERROR, "cannot spool an upload", "error", strerror(-rc), NULL);
         rq_error(r, rq, 503, SR_UPLOAD, "overloaded", "cannot store the upload now", NULL);
+        return;
     }
+    /* looked up at the last byte: the fingerprint needs the whole body's hash */
+    const struct http_header *h = http_header_find(rq->http, rq->buf, "idempotency-key");
+    upload_set_idempotency_key(up, rq->buf + h->value.off, h->value.len);
 }
 
 static int visit_item(void *arg, const struct recon_item *it)
@@ -687,20 +842,26 @@ static void serve_file(struct settle_app *app, struct reactor *r, const struct r
 }
 
 static void serve_rematch(struct settle_app *app, struct reactor *r,
-                          const struct reactor_request *rq, struct span id)
+                          const struct reactor_request *rq, struct span id,
+                          const struct idem_req *ir)
 {
     uint64_t seq;
     struct recon_summary sum;
-    int rc = recon_file_id_parse(id.p, id.n, &seq) == 0
-                 ? settle_store_recon_rematch(app->store, seq, settle_app_now_ms(app), &sum)
-                 : -ENOENT;
+    struct settle_idem_put put = {
+        .key = ir->key, .key_len = ir->key_len, .status = 200, .render = render_summary};
+    memcpy(put.fp, ir->fp, sizeof(put.fp));
+    int rc =
+        recon_file_id_parse(id.p, id.n, &seq) == 0
+            ? settle_store_recon_rematch_idem(app->store, seq, settle_app_now_ms(app), &sum, &put)
+            : -ENOENT;
     if (rc == -ENOENT)
-        rq_error(r, rq, 404, SR_REMATCH, "not_found", "no such reconciliation file", NULL);
-    else if (rc == -EBUSY)
+        reply_error_stored(app, r, rq, ir, 404, SR_REMATCH, "not_found",
+                           "no such reconciliation file");
+    else if (rc == -EBUSY) /* passes: not stored */
         rq_error(r, rq, 409, SR_REMATCH, "invalid_state", "the file is still being uploaded", NULL);
     else if (rc == -EINVAL)
-        rq_error(r, rq, 409, SR_REMATCH, "invalid_state",
-                 "the upload of this file failed; upload it again", NULL);
+        reply_error_stored(app, r, rq, ir, 409, SR_REMATCH, "invalid_state",
+                           "the upload of this file failed; upload it again");
     else if (rc != 0)
         store_error(app, r, rq->ref, rq->request_id, SR_REMATCH, rc);
     else
@@ -815,20 +976,40 @@ static void serve_dlq_list(struct settle_app *app, struct reactor *r,
     free(pg);
 }
 
-static void serve_dlq_replay(struct settle_app *app, struct reactor *r,
-                             const struct reactor_request *rq, struct span id)
+/* The answer of a dead letter's replay (also what its idempotency record stores). */
+static size_t dlq_answer(char *buf, size_t cap, uint64_t id, enum settle_msg_result res)
 {
-    uint64_t n;
+    int n = snprintf(buf, cap, "{\"id\":%llu,\"outcome\":\"%s\"}", (unsigned long long)id,
+                     dlq_outcome_name(res));
+    ASSERT(n > 0 && (size_t)n < cap);
+    return (size_t)n;
+}
+
+static size_t render_dlq(void *arg, const struct settle_idem_result *res, char *buf, size_t cap)
+{
+    return dlq_answer(buf, cap, *(const uint64_t *)arg, res->outcome);
+}
+
+static void serve_dlq_replay(struct settle_app *app, struct reactor *r,
+                             const struct reactor_request *rq, struct span id,
+                             const struct idem_req *ir)
+{
+    uint64_t n = 0;
     enum settle_msg_result res = SETTLE_MSG_DEAD_LETTER;
+    struct settle_idem_put put = {
+        .key = ir->key, .key_len = ir->key_len, .status = 200, .render = render_dlq, .arg = &n};
+    memcpy(put.fp, ir->fp, sizeof(put.fp));
     int rc = parse_u64(id, UINT32_MAX, &n) && n >= 1
-                 ? settle_store_dlq_replay(app->store, &app->cal, n, settle_app_now_ms(app), &res)
+                 ? settle_store_dlq_replay_idem(app->store, &app->cal, n, settle_app_now_ms(app),
+                                                &res, &put)
                  : -ENOENT;
     if (rc == -ENOENT) {
-        rq_error(r, rq, 404, SR_DLQ_REPLAY, "not_found", "no such dead letter", NULL);
+        reply_error_stored(app, r, rq, ir, 404, SR_DLQ_REPLAY, "not_found", "no such dead letter");
         return;
     }
     if (rc == -EALREADY) {
-        rq_error(r, rq, 409, SR_DLQ_REPLAY, "invalid_state", "this dead letter was replayed", NULL);
+        reply_error_stored(app, r, rq, ir, 409, SR_DLQ_REPLAY, "invalid_state",
+                           "this dead letter was replayed");
         return;
     }
     if (rc != 0) {
@@ -836,9 +1017,8 @@ static void serve_dlq_replay(struct settle_app *app, struct reactor *r,
         return;
     }
     char body[96];
-    int len = snprintf(body, sizeof(body), "{\"id\":%llu,\"outcome\":\"%s\"}",
-                       (unsigned long long)n, dlq_outcome_name(res));
-    reply_body(r, rq->ref, 200, SR_DLQ_REPLAY, "application/json", NULL, body, (size_t)len);
+    size_t len = dlq_answer(body, sizeof(body), n, res);
+    reply_body(r, rq->ref, 200, SR_DLQ_REPLAY, "application/json", NULL, body, len);
 }
 
 /* ---- operations endpoints --------------------------------------------------------- */
@@ -1042,6 +1222,12 @@ static void serve_v1(struct settle_app *app, struct reactor *r, const struct rea
     }
     if (!request_shape_ok(r, rq, rt))
         return;
+    struct idem_req ir = {0};
+    if (route_is_post(rt) && !rq->body_streamed) {
+        idem_of(rq, &ir);
+        if (!idem_check(app, r, rq->ref, rq->request_id, rt, &ir))
+            return;
+    }
     switch (rt) {
     case SR_LIST:
         serve_list(app, r, rq);
@@ -1050,13 +1236,13 @@ static void serve_v1(struct settle_app *app, struct reactor *r, const struct rea
         serve_get(app, r, rq, id);
         break;
     case SR_CLOSE:
-        serve_close(app, r, rq);
+        serve_close(app, r, rq, &ir);
         break;
     case SR_UPLOAD:
         if (rq->body_streamed)
             serve_upload_head(app, r, rq, have_parts ? &gp : NULL);
         else
-            serve_upload_whole(app, r, rq);
+            serve_upload_whole(app, r, rq, &ir);
         break;
     case SR_FILE:
         serve_file(app, r, rq, id);
@@ -1065,10 +1251,10 @@ static void serve_v1(struct settle_app *app, struct reactor *r, const struct rea
         serve_dlq_list(app, r, rq);
         break;
     case SR_DLQ_REPLAY:
-        serve_dlq_replay(app, r, rq, id);
+        serve_dlq_replay(app, r, rq, id, &ir);
         break;
     default:
-        serve_rematch(app, r, rq, id);
+        serve_rematch(app, r, rq, id, &ir);
         break;
     }
 }
@@ -1138,9 +1324,21 @@ static void on_body(void *ctx, struct reactor *r, struct reactor_ref ref, const 
         upload_end(up);
         return;
     }
+    /* the key at the last byte, before any line is classified (no second file) */
+    struct idem_req ir;
+    ir.key = upload_idempotency_key(up, &ir.key_len);
+    ASSERT(ir.key != NULL);
+    const char *path = settle_route_names[SR_UPLOAD]; /* the route is this exact path */
+    idem_fingerprint(path, strlen(path), upload_body_hex(up), ir.fp);
+    if (!idem_check(app, r, ref, rid, SR_UPLOAD, &ir)) {
+        upload_end(up);
+        return;
+    }
+    struct settle_idem_put put;
+    upload_put(&put, &ir);
     struct recon_summary sum;
     uint64_t t0 = clock_mono_ns();
-    int rc = upload_classify(up, app->store, settle_app_now_ms(app), &sum, &why);
+    int rc = upload_classify_idem(up, app->store, settle_app_now_ms(app), &put, &sum, &why);
     upload_answer(app, r, ref, rid, rc, &sum, why, t0);
     upload_end(up);
 }

@@ -40,6 +40,8 @@ struct upload {
     size_t target_len;
     char idem[IDEMPOTENCY_KEY_MAX_BYTES + 1];
     size_t idem_len;
+    char body_hex[SIGN_HEX_BYTES]; /* set by upload_verify */
+    bool hashed;
 };
 
 struct settle_uploads {
@@ -198,6 +200,8 @@ int upload_verify(struct upload *up, struct gate *g, int64_t now_s, struct gate_
     ASSERT(up->used && up->received <= up->length);
     char hex[SIGN_HEX_BYTES];
     sign_sha256_final_hex(&up->hash, hex);
+    memcpy(up->body_hex, hex, SIGN_HEX_BYTES);
+    up->hashed = true;
     if (!up->auth)
         return gate_check_parts(g, &(struct gate_parts){0}, now_s, pass, message);
     struct gate_parts gp = {
@@ -256,8 +260,10 @@ static int feed(struct feeder *f, const char *data, size_t len)
 
 static const char bad_body[] = "the body is empty or its header row is not exactly " RECON_HEADER;
 
-/* The end of a classification: the summary, or the error and its reason. */
-static int finish(struct settle_recon *r, int rc, struct recon_summary *out, const char **why)
+/* The end of a classification: the summary, or the error and its reason; idem's record
+ * (may be NULL) is written with the file's last transaction. */
+static int finish(struct settle_recon *r, int rc, struct recon_summary *out, const char **why,
+                  const struct settle_idem_put *idem)
 {
     if (rc == -EPROTO) {
         *why = settle_recon_error(r) ? settle_recon_error(r) : bad_body;
@@ -269,7 +275,7 @@ static int finish(struct settle_recon *r, int rc, struct recon_summary *out, con
         settle_recon_abort(r);
         return rc;
     }
-    rc = settle_recon_finish(r, out);
+    rc = settle_recon_finish_idem(r, out, idem);
     if (rc == -EPROTO)
         *why = bad_body;
     else if (rc != 0)
@@ -279,6 +285,13 @@ static int finish(struct settle_recon *r, int rc, struct recon_summary *out, con
 
 int upload_classify(struct upload *up, struct settle_store *s, int64_t now_ms,
                     struct recon_summary *out, const char **why)
+{
+    return upload_classify_idem(up, s, now_ms, NULL, out, why);
+}
+
+int upload_classify_idem(struct upload *up, struct settle_store *s, int64_t now_ms,
+                         const struct settle_idem_put *idem, struct recon_summary *out,
+                         const char **why)
 {
     char *chunk = up->pool->chunk;
     struct settle_recon *r;
@@ -305,11 +318,19 @@ int upload_classify(struct upload *up, struct settle_store *s, int64_t now_ms,
     }
     if (rc == 0 && settle_recon_lines(r) != f.logged) /* the last line, once */
         log_progress(up->request_id, settle_recon_lines(r), f.bytes, f.t0_ns);
-    return finish(r, rc, out, why);
+    return finish(r, rc, out, why, idem);
 }
 
 int upload_classify_memory(struct settle_store *s, const char *body, size_t len, int64_t now_ms,
                            const char *request_id, struct recon_summary *out, const char **why)
+{
+    return upload_classify_memory_idem(s, body, len, now_ms, request_id, NULL, out, why);
+}
+
+int upload_classify_memory_idem(struct settle_store *s, const char *body, size_t len,
+                                int64_t now_ms, const char *request_id,
+                                const struct settle_idem_put *idem, struct recon_summary *out,
+                                const char **why)
 {
     struct settle_recon *r;
     int rc = settle_recon_begin(s, now_ms, &r);
@@ -324,7 +345,27 @@ int upload_classify_memory(struct settle_store *s, const char *body, size_t len,
     rc = len ? feed(&f, body, len) : 0;
     if (rc == 0 && settle_recon_lines(r) != f.logged)
         log_progress(request_id, settle_recon_lines(r), f.bytes, f.t0_ns);
-    return finish(r, rc, out, why);
+    return finish(r, rc, out, why, idem);
+}
+
+void upload_set_idempotency_key(struct upload *up, const char *key, size_t len)
+{
+    ASSERT(up->used && len >= 1 && len <= IDEMPOTENCY_KEY_MAX_BYTES);
+    memcpy(up->idem, key, len);
+    up->idem[len] = '\0';
+    up->idem_len = len;
+}
+
+const char *upload_idempotency_key(const struct upload *up, size_t *len)
+{
+    *len = up->idem_len;
+    return up->idem_len ? up->idem : NULL;
+}
+
+const char *upload_body_hex(const struct upload *up)
+{
+    ASSERT(up->used && up->hashed);
+    return up->body_hex;
 }
 
 void upload_end(struct upload *up)

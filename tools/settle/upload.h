@@ -17,6 +17,12 @@
  * --recon-max-bytes as they come since their length is known only at the end.
  * upload_classify_memory classifies a body that arrived whole, without the spool.
  *
+ * Idempotency (app.c): the request's Idempotency-Key is kept with the upload and looked
+ * up at the last byte, after the signature and before any line is classified (its
+ * fingerprint covers the body's hash); a new key's record is written with the file's
+ * last transaction (upload_classify_idem), so a replayed upload never makes a second
+ * file.
+ *
  * Everything runs on settle's reactor thread.
  */
 #ifndef RINGPAY_TOOLS_SETTLE_UPLOAD_H
@@ -76,6 +82,28 @@ int upload_classify(struct upload *up, struct settle_store *s, int64_t now_ms,
 /* The same for a body that arrived whole. */
 int upload_classify_memory(struct settle_store *s, const char *body, size_t len, int64_t now_ms,
                            const char *request_id, struct recon_summary *out, const char **why);
+
+/* The same two, writing idem's record (NULL: none) in the transaction that completes
+ * the file (store/settle_store.h settle_recon_finish_idem), so a replayed upload never
+ * creates a second file. */
+int upload_classify_idem(struct upload *up, struct settle_store *s, int64_t now_ms,
+                         const struct settle_idem_put *idem, struct recon_summary *out,
+                         const char **why);
+int upload_classify_memory_idem(struct settle_store *s, const char *body, size_t len,
+                                int64_t now_ms, const char *request_id,
+                                const struct settle_idem_put *idem, struct recon_summary *out,
+                                const char **why);
+
+/* The request's Idempotency-Key (1..IDEMPOTENCY_KEY_MAX_BYTES, checked by the caller),
+ * kept for the idempotency check at the last byte also when --auth is off. */
+void upload_set_idempotency_key(struct upload *up, const char *key, size_t len);
+
+/* The key set above (NULL when none), its length in *len. */
+const char *upload_idempotency_key(const struct upload *up, size_t *len);
+
+/* The lower-case hex SHA-256 of the whole body (SIGN_HEX_BYTES, no NUL), known once
+ * upload_verify ran. */
+const char *upload_body_hex(const struct upload *up);
 
 /* Ends the upload: closes (and so deletes) its spool, frees its slot. */
 void upload_end(struct upload *up);
