@@ -307,6 +307,8 @@ static int tfail(struct stx *t, int rc)
     return rc;
 }
 
+static MDB_cursor *hot_cursor(struct stx *t, int dbi);
+
 /* The test-only fault injection of a put: 0, or the error it injects (sticky). */
 static int put_fault(struct stx *t)
 {
@@ -335,6 +337,9 @@ static int tput(struct stx *t, int dbi, const void *k, size_t klen, const void *
         return t->err;
     MDB_val key = {.mv_size = klen, .mv_data = (void *)k};
     MDB_val val = {.mv_size = vlen, .mv_data = (void *)v};
+    MDB_cursor *c = hot_cursor(t, dbi);
+    if (c)
+        return tfail(t, mdb_cursor_put(c, &key, &val, flags));
     return tfail(t, mdb_put(t->txn, t->s->dbi[dbi], &key, &val, flags));
 }
 
@@ -350,7 +355,9 @@ static int tput_new(struct stx *t, int dbi, const void *k, size_t klen, const vo
         return t->err;
     MDB_val key = {.mv_size = klen, .mv_data = (void *)k};
     *old = (MDB_val){.mv_size = vlen, .mv_data = (void *)v};
-    int rc = mdb_put(t->txn, t->s->dbi[dbi], &key, old, MDB_NOOVERWRITE);
+    MDB_cursor *c = hot_cursor(t, dbi);
+    int rc = c ? mdb_cursor_put(c, &key, old, MDB_NOOVERWRITE)
+               : mdb_put(t->txn, t->s->dbi[dbi], &key, old, MDB_NOOVERWRITE);
     return rc == MDB_KEYEXIST ? 1 : tfail(t, rc);
 }
 
@@ -383,7 +390,8 @@ static int tget(struct stx *t, int dbi, const void *k, size_t klen, MDB_val *v)
     if (t->err)
         return t->err;
     MDB_val key = {.mv_size = klen, .mv_data = (void *)k};
-    int rc = mdb_get(t->txn, t->s->dbi[dbi], &key, v);
+    MDB_cursor *c = hot_cursor(t, dbi);
+    int rc = c ? mdb_cursor_get(c, &key, v, MDB_SET) : mdb_get(t->txn, t->s->dbi[dbi], &key, v);
     if (rc == MDB_NOTFOUND)
         return -ENOENT;
     return tfail(t, rc);
@@ -931,6 +939,7 @@ struct txn_offset {
 };
 
 struct txn_cache {
+    MDB_cursor *cur[D_COUNT]; /* opened on first use, closed at the end of the body */
     uint32_t nbatches, noffsets, ndates;
     uint16_t slot[TXN_BATCH_SLOTS]; /* 0: empty, else index + 1 into batches */
     struct txn_batch batches[TXN_BATCHES_MAX];
@@ -946,8 +955,32 @@ static struct txn_cache *txn_cache_alloc(void)
 
 static void txn_cache_reset(struct txn_cache *c)
 {
+    memset(c->cur, 0, sizeof(c->cur));
     c->nbatches = c->noffsets = c->ndates = 0;
     memset(c->slot, 0, sizeof(c->slot));
+}
+
+/* The apply transaction's own cursor on dbi (NULL outside one, or when it cannot be
+ * opened: the caller then uses mdb_get / mdb_put). Gets and puts go through it because
+ * LMDB looks for a key on the cursor's current leaf page before it descends from the
+ * root, and a consumer's keys come in runs that share pages (event and payment ids of
+ * one engine shard are sequential). */
+static MDB_cursor *hot_cursor(struct stx *t, int dbi)
+{
+    if (t->c == NULL)
+        return NULL;
+    MDB_cursor **c = &t->c->cur[dbi];
+    if (*c == NULL && mdb_cursor_open(t->txn, t->s->dbi[dbi], c))
+        *c = NULL;
+    return *c;
+}
+
+static void txn_cache_close_cursors(struct txn_cache *c)
+{
+    for (int i = 0; i < D_COUNT; i++)
+        if (c->cur[i])
+            mdb_cursor_close(c->cur[i]);
+    memset(c->cur, 0, sizeof(c->cur));
 }
 
 static uint32_t key_hash(const struct settle_key *k)
@@ -1589,6 +1622,7 @@ static void apply_body(struct stx *t, void *arg)
         apply_msg(t, &a->msgs[i]);
     if (t->err == 0)
         txn_cache_flush(t);
+    txn_cache_close_cursors(t->c);
     t->c = NULL;
 }
 
