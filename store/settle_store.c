@@ -37,7 +37,10 @@
  * later call of it returns that error; in-memory state (stats, the replicated mark, an
  * upload's summary) changes only after a commit succeeded, so a body may run twice
  * (after MAP_FULL) with the same result; a batch is checked before it is written and
- * after it is read; an open batch has exactly its two open-index entries.
+ * after it is read; an open batch has exactly its two open-index entries. An apply
+ * transaction keeps what it read and changed (batches, partition offsets, closed dates,
+ * its cursors) in memory for its own body only (txn_cache): written before the body
+ * ends, never carried into another transaction.
  */
 #include "store/settle_store.h"
 
