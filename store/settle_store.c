@@ -1030,6 +1030,7 @@ static void cache_flush_batches(struct stx *t)
 static void cache_batch_hold(struct stx *t, const struct settle_batch *b, bool dirty)
 {
     struct txn_cache *c = t->c;
+    ASSERT(c->nbatches <= TXN_BATCHES_MAX);
     uint16_t *sl = cache_slot(c, &b->key);
     if (*sl == 0 && c->nbatches == TXN_BATCHES_MAX) {
         cache_flush_batches(t); /* full: write everything, start empty */
@@ -1039,9 +1040,11 @@ static void cache_batch_hold(struct stx *t, const struct settle_batch *b, bool d
     }
     if (*sl == 0) {
         c->batches[c->nbatches].dirty = false;
+        c->batches[c->nbatches].b.seq = b->seq;
         *sl = (uint16_t)++c->nbatches;
     }
     struct txn_batch *e = &c->batches[*sl - 1];
+    ASSERT(b->seq >= 1 && e->b.seq == b->seq); /* stored, and the same batch */
     settle_batch_check(b);
     e->b = *b;
     e->dirty = e->dirty || dirty;
@@ -1534,6 +1537,7 @@ static struct txn_offset *offset_held(struct stx *t, const uint8_t *ok, size_t o
     if (c->noffsets == TXN_OFFSETS_MAX)
         return NULL;
     struct txn_offset *o = &c->offsets[c->noffsets];
+    ASSERT(oklen <= sizeof(o->key));
     if (offset_read(t, ok, oklen, &o->next))
         return NULL;
     memcpy(o->key, ok, oklen);
@@ -1597,7 +1601,8 @@ static void apply_msg(struct stx *t, struct settle_msg *m)
         offset_write(t, ok, oklen, m->offset + 1);
         return;
     }
-    held->next = m->offset + 1; /* written once, at the end of the body */
+    ASSERT(m->offset >= held->next); /* never backwards: a lower one was stale */
+    held->next = m->offset + 1;      /* written once, at the end of the body */
     held->dirty = true;
 }
 
@@ -1619,6 +1624,7 @@ static void txn_cache_flush(struct stx *t)
 static void apply_body(struct stx *t, void *arg)
 {
     struct apply_run *a = arg;
+    ASSERT(t->c == NULL && t->s->cache != NULL);
     t->c = t->s->cache;
     txn_cache_reset(t->c);
     for (size_t i = 0; i < a->n && t->err == 0; i++)
