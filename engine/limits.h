@@ -668,9 +668,10 @@ _Static_assert((long long)BUCKET_BURST_MAX * 1000 < (1LL << 62), "milli-tokens f
 #define SETTLE_RECON_PROGRESS_LINES 100000
 
 /* Messages the consumer applies in one transaction at most (whatever librdkafka has
- * fetched, up to this). Measured (docs/backoffice.md): a durable commit of 4,096 events
- * takes ~30 ms, 135,000 events/s, above the engine's best authorization rate, so settle
- * does not fall behind. */
+ * fetched, up to this). Measured (docs/benchmarks.md section 9): a durable commit of
+ * 4,096 events takes ~13 ms, ~320,000 events/s, above the engine's best authorization
+ * rate, so the store does not make settle fall behind (its Kafka fetches may: see there);
+ * a larger batch would hold the reactor (and the API) longer per commit for little. */
 #define SETTLE_CONSUME_BATCH_MAX 4096
 
 /* ...and the longest a batch waits to fill once its first message was taken: fetch

@@ -137,15 +137,42 @@ static int escape(struct jp *p, char tmp[4], size_t *tlen)
     return 0;
 }
 
+/* A byte a string holds as itself: printable ASCII other than '"' and '\\'. */
+static bool plain_byte(unsigned char c)
+{
+    return c >= 0x20 && c < 0x80 && c != '"' && c != '\\';
+}
+
+/* Appends n decoded bytes to out at *w, keeping what fits in cap - 1 bytes (the rest is
+ * only counted). */
+static void string_put(char *out, size_t cap, size_t *w, const char *src, size_t n)
+{
+    if (out != NULL && *w + 1 < cap) {
+        size_t room = cap - 1 - *w;
+        memcpy(out + *w, src, n < room ? n : room);
+    }
+    *w += n;
+}
+
 /* A string at p->i (which must be '"'): decoded into out (cap bytes with the NUL) when
  * out != NULL, its decoded length in *len. Returns 0, -EINVAL (syntax), or -E2BIG when
- * it is valid but longer than cap - 1 (the position is then past it). */
+ * it is valid but longer than cap - 1 (the position is then past it). Runs of plain
+ * ASCII are copied whole; the UTF-8 check runs only when a byte >= 0x80 was seen (ASCII
+ * is valid UTF-8), so the engine's all-ASCII values cost a scan and a copy. */
 static int string(struct jp *p, char *out, size_t cap, size_t *len)
 {
     if (p->i >= p->n || p->s[p->i] != '"')
         return jp_fail(p, "expected a string");
     size_t begin = ++p->i, w = 0;
-    while (p->i < p->n && p->s[p->i] != '"') {
+    bool ascii = true;
+    while (p->i < p->n) {
+        size_t run = p->i;
+        while (run < p->n && plain_byte((unsigned char)p->s[run]))
+            run++;
+        string_put(out, cap, &w, p->s + p->i, run - p->i);
+        p->i = run;
+        if (p->i >= p->n || p->s[p->i] == '"')
+            break;
         unsigned char c = (unsigned char)p->s[p->i];
         char tmp[4];
         size_t tlen = 1;
@@ -155,16 +182,15 @@ static int string(struct jp *p, char *out, size_t cap, size_t *len)
             if (escape(p, tmp, &tlen))
                 return -EINVAL;
         } else {
+            ascii = false;
             tmp[0] = (char)c;
             p->i++;
         }
-        for (size_t k = 0; k < tlen; k++, w++)
-            if (out != NULL && w + 1 < cap)
-                out[w] = tmp[k];
+        string_put(out, cap, &w, tmp, tlen);
     }
     if (p->i >= p->n)
         return jp_fail(p, "unterminated string");
-    if (!json_utf8_valid(p->s + begin, p->i - begin, NULL))
+    if (!ascii && !json_utf8_valid(p->s + begin, p->i - begin, NULL))
         return jp_fail(p, "a string is not valid UTF-8");
     p->i++;
     if (len)
@@ -367,7 +393,7 @@ static int object(struct jp *p, struct jfield *f, size_t nf, const char *prefix,
         ws(p);
         struct jfield *m = NULL;
         for (size_t k = 0; known_len && k < nf && m == NULL; k++)
-            if (strcmp(f[k].name, key) == 0)
+            if (f[k].name[0] == key[0] && strcmp(f[k].name, key) == 0)
                 m = &f[k];
         rc = m ? member_value(p, m, prefix, depth) : value_skip(p, depth + 1);
         if (rc)

@@ -40,7 +40,10 @@
  * later call of it returns that error; in-memory state (stats, the replicated mark, an
  * upload's summary) changes only after a commit succeeded, so a body may run twice
  * (after MAP_FULL) with the same result; a batch is checked before it is written and
- * after it is read; an open batch has exactly its two open-index entries.
+ * after it is read; an open batch has exactly its two open-index entries. An apply
+ * transaction keeps what it read and changed (batches, partition offsets, closed dates,
+ * its cursors) in memory for its own body only (txn_cache): written before the body
+ * ends, never carried into another transaction.
  */
 #include "store/settle_store.h"
 
@@ -99,6 +102,8 @@ static const char *const dbi_names[D_COUNT] = {
     "adjustments", "offsets",     "dlq",       "outbox",      "recon_files", "recon_items",
     "recon_seen",  "recon_dates", "idem",      "idem_exp"};
 
+struct txn_cache;
+
 struct settle_store {
     MDB_env *env;
     MDB_dbi dbi[D_COUNT];
@@ -116,6 +121,7 @@ struct settle_store {
     unsigned fault_after_commits;
     int fault_commit_errno;
     struct settle_store_stats stats;
+    struct txn_cache *cache; /* apply transactions' working memory (allocated at open) */
     char path[STORE_PATH_MAX];
     /* idempotency (section "Idempotency"): the record the running *_idem call writes in
      * its final transaction, at which point, and whether a commit wrote it */
@@ -137,7 +143,8 @@ struct stx {
     int64_t closed_through;      /* dates <= it are closed */
     struct settle_store_stats d; /* counters to add on commit */
     bool trim_done;
-    bool idem_put; /* this transaction wrote the armed idempotency record */
+    bool idem_put;       /* this transaction wrote the armed idempotency record */
+    struct txn_cache *c; /* apply transactions only (else NULL): see txn_cache */
 };
 
 typedef void (*stx_body_fn)(struct stx *t, void *arg);
@@ -320,13 +327,11 @@ static int tfail(struct stx *t, int rc)
     return rc;
 }
 
-/* mdb_put with the test-only fault injection. */
-static int tput(struct stx *t, int dbi, const void *k, size_t klen, const void *v, size_t vlen,
-                unsigned flags)
+static MDB_cursor *hot_cursor(struct stx *t, int dbi);
+
+/* The test-only fault injection of a put: 0, or the error it injects (sticky). */
+static int put_fault(struct stx *t)
 {
-    ASSERT(t->writable);
-    if (t->err)
-        return t->err;
     struct settle_store *s = t->s;
     if (s->fault_errno) {
         if (s->fault_after_puts > 0) {
@@ -338,9 +343,42 @@ static int tput(struct stx *t, int dbi, const void *k, size_t klen, const void *
             return tfail(t, e);
         }
     }
+    return 0;
+}
+
+/* mdb_put with the test-only fault injection. */
+static int tput(struct stx *t, int dbi, const void *k, size_t klen, const void *v, size_t vlen,
+                unsigned flags)
+{
+    ASSERT(t->writable);
+    if (t->err)
+        return t->err;
+    if (put_fault(t))
+        return t->err;
     MDB_val key = {.mv_size = klen, .mv_data = (void *)k};
     MDB_val val = {.mv_size = vlen, .mv_data = (void *)v};
-    return tfail(t, mdb_put(t->txn, s->dbi[dbi], &key, &val, flags));
+    MDB_cursor *c = hot_cursor(t, dbi);
+    if (c)
+        return tfail(t, mdb_cursor_put(c, &key, &val, flags));
+    return tfail(t, mdb_put(t->txn, t->s->dbi[dbi], &key, &val, flags));
+}
+
+/* Inserts k -> v unless k exists (one search for both): 0 when inserted, 1 with the
+ * stored value in *old (nothing written), or the sticky error. */
+static int tput_new(struct stx *t, int dbi, const void *k, size_t klen, const void *v, size_t vlen,
+                    MDB_val *old)
+{
+    ASSERT(t->writable);
+    if (t->err)
+        return t->err;
+    if (put_fault(t))
+        return t->err;
+    MDB_val key = {.mv_size = klen, .mv_data = (void *)k};
+    *old = (MDB_val){.mv_size = vlen, .mv_data = (void *)v};
+    MDB_cursor *c = hot_cursor(t, dbi);
+    int rc = c ? mdb_cursor_put(c, &key, old, MDB_NOOVERWRITE)
+               : mdb_put(t->txn, t->s->dbi[dbi], &key, old, MDB_NOOVERWRITE);
+    return rc == MDB_KEYEXIST ? 1 : tfail(t, rc);
 }
 
 /* Reserves vlen bytes for key k and returns them in *out (MDB_RESERVE). */
@@ -372,7 +410,8 @@ static int tget(struct stx *t, int dbi, const void *k, size_t klen, MDB_val *v)
     if (t->err)
         return t->err;
     MDB_val key = {.mv_size = klen, .mv_data = (void *)k};
-    int rc = mdb_get(t->txn, t->s->dbi[dbi], &key, v);
+    MDB_cursor *c = hot_cursor(t, dbi);
+    int rc = c ? mdb_cursor_get(c, &key, v, MDB_SET) : mdb_get(t->txn, t->s->dbi[dbi], &key, v);
     if (rc == MDB_NOTFOUND)
         return -ENOENT;
     return tfail(t, rc);
@@ -553,6 +592,7 @@ static int txn_run(struct settle_store *s, struct settle_calendar *cal, int64_t 
                    stx_body_fn body, void *arg);
 static void recover_uploads(struct stx *t, void *arg);
 static void stats_init(struct settle_store *s);
+static struct txn_cache *txn_cache_alloc(void);
 
 int settle_store_open(struct settle_store **out, const char *data_dir,
                       const struct settle_store_options *opt, char *why, size_t why_bytes)
@@ -569,6 +609,11 @@ int settle_store_open(struct settle_store **out, const char *data_dir,
     struct settle_store *s = calloc(1, sizeof(*s));
     if (s == NULL)
         return -ENOMEM;
+    s->cache = txn_cache_alloc();
+    if (s->cache == NULL) {
+        free(s);
+        return -ENOMEM;
+    }
     s->lock.fd = -1;
     s->publisher_fd = -1;
     s->shared = opt && opt->shared;
@@ -615,6 +660,7 @@ out_close_env:
 out_unlock:
     dirlock_release(&s->lock);
 out_free:
+    free(s->cache);
     free(s);
     return rc;
 }
@@ -627,6 +673,7 @@ void settle_store_close(struct settle_store *s)
     if (s->publisher_fd >= 0)
         close(s->publisher_fd);
     dirlock_release(&s->lock);
+    free(s->cache);
     free(s);
 }
 
@@ -1079,6 +1126,166 @@ static void rtxn_end(struct stx *t)
     t->txn = NULL;
 }
 
+/* ---- One apply transaction's working memory ------------------------------------------- */
+
+/*
+ * What an apply transaction (settle_store_apply) read and changed, kept in memory until
+ * its end so that each is read from LMDB once and written once, instead of once per
+ * message: the batches it touched (a message's aggregate read-modify-write becomes an
+ * update in memory), the next offset of each partition, and whether each date is closed.
+ * Rules:
+ *  - It lives for ONE transaction body: txn_cache_reset at the start of every body (so
+ *    also of a body run again after MAP_FULL), and nothing in it survives the body.
+ *    Nothing of the store is cached across transactions: another process may write the
+ *    store between two of them.
+ *  - Reads see it first (it holds this transaction's newest state); a batch is checked
+ *    when it enters it (batch_read, op_batch_put) and again when written (batch_encode).
+ *  - Every dirty entry is written before the body ends (txn_cache_flush), and dirty
+ *    batches before a cursor reads the batches table (op_batch_next_open), so the
+ *    transaction commits exactly the records the uncached path would have written.
+ *  - Bounded: when a table is full, batches are flushed and the table emptied; a
+ *    partition or date that finds no room is read and written directly, every time in
+ *    that transaction (so a value is never in both places).
+ */
+#define TXN_BATCHES_MAX 4096                  /* distinct batches held (a full consumer batch) */
+#define TXN_BATCH_SLOTS (2 * TXN_BATCHES_MAX) /* open addressing, at most half full */
+#define TXN_OFFSETS_MAX 256                   /* (topic, partition) pairs held */
+#define TXN_DATES_MAX   8                     /* dates whose closed state is held */
+_Static_assert((TXN_BATCH_SLOTS & (TXN_BATCH_SLOTS - 1)) == 0, "a power of two");
+_Static_assert(TXN_BATCHES_MAX < UINT16_MAX, "a slot holds an index + 1 in 16 bits");
+
+struct txn_batch {
+    struct settle_batch b;
+    bool dirty; /* changed since read: written at the flush */
+};
+
+struct txn_offset {
+    uint8_t key[1 + SETTLE_TOPIC_MAX_BYTES + 4];
+    size_t klen;
+    int64_t next; /* -1: none stored */
+    bool dirty;
+};
+
+struct txn_cache {
+    MDB_cursor *cur[D_COUNT]; /* opened on first use, closed at the end of the body */
+    uint32_t nbatches, noffsets, ndates;
+    uint16_t slot[TXN_BATCH_SLOTS]; /* 0: empty, else index + 1 into batches */
+    struct txn_batch batches[TXN_BATCHES_MAX];
+    struct txn_offset offsets[TXN_OFFSETS_MAX];
+    int32_t dates[TXN_DATES_MAX];
+    bool closed[TXN_DATES_MAX];
+};
+
+static struct txn_cache *txn_cache_alloc(void)
+{
+    return malloc(sizeof(struct txn_cache));
+}
+
+static void txn_cache_reset(struct txn_cache *c)
+{
+    memset(c->cur, 0, sizeof(c->cur));
+    c->nbatches = c->noffsets = c->ndates = 0;
+    memset(c->slot, 0, sizeof(c->slot));
+}
+
+/* The apply transaction's own cursor on dbi (NULL outside one, or when it cannot be
+ * opened: the caller then uses mdb_get / mdb_put). Gets and puts go through it because
+ * LMDB looks for a key on the cursor's current leaf page before it descends from the
+ * root, and a consumer's keys come in runs that share pages (event and payment ids of
+ * one engine shard are sequential). */
+static MDB_cursor *hot_cursor(struct stx *t, int dbi)
+{
+    if (t->c == NULL)
+        return NULL;
+    MDB_cursor **c = &t->c->cur[dbi];
+    if (*c == NULL && mdb_cursor_open(t->txn, t->s->dbi[dbi], c))
+        *c = NULL;
+    return *c;
+}
+
+static void txn_cache_close_cursors(struct txn_cache *c)
+{
+    for (int i = 0; i < D_COUNT; i++)
+        if (c->cur[i])
+            mdb_cursor_close(c->cur[i]);
+    memset(c->cur, 0, sizeof(c->cur));
+}
+
+static uint32_t key_hash(const struct settle_key *k)
+{
+    uint32_t h = 2166136261u; /* FNV-1a over merchant, currency and date */
+    for (size_t i = 0; i < k->merchant_id_len; i++)
+        h = (h ^ (uint8_t)k->merchant_id[i]) * 16777619u;
+    for (size_t i = 0; i < CURRENCY_BYTES; i++)
+        h = (h ^ (uint8_t)k->currency[i]) * 16777619u;
+    return (h ^ (uint32_t)k->date) * 16777619u;
+}
+
+/* The slot of key k: its entry's, or the empty one where it would go. */
+static uint16_t *cache_slot(struct txn_cache *c, const struct settle_key *k)
+{
+    uint32_t i = key_hash(k) & (TXN_BATCH_SLOTS - 1);
+    for (;; i = (i + 1) & (TXN_BATCH_SLOTS - 1)) {
+        uint16_t *sl = &c->slot[i];
+        if (*sl == 0 || settle_key_equal(&c->batches[*sl - 1].b.key, k))
+            return sl;
+    }
+}
+
+static int batch_write(struct stx *t, const struct settle_batch *b)
+{
+    uint8_t bk[BKEY_MAX], v[BATCH_MAX];
+    size_t bklen = bkey_encode(bk, &b->key);
+    return tput(t, D_BATCHES, bk, bklen, v, batch_encode(v, b), 0);
+}
+
+/* Writes the dirty batches; they stay held, clean. */
+static void cache_flush_batches(struct stx *t)
+{
+    struct txn_cache *c = t->c;
+    for (uint32_t i = 0; i < c->nbatches && t->err == 0; i++) {
+        if (!c->batches[i].dirty)
+            continue;
+        batch_write(t, &c->batches[i].b);
+        c->batches[i].dirty = false;
+    }
+}
+
+/* Holds b (read from the store, or changed: dirty). */
+static void cache_batch_hold(struct stx *t, const struct settle_batch *b, bool dirty)
+{
+    struct txn_cache *c = t->c;
+    ASSERT(c->nbatches <= TXN_BATCHES_MAX);
+    uint16_t *sl = cache_slot(c, &b->key);
+    if (*sl == 0 && c->nbatches == TXN_BATCHES_MAX) {
+        cache_flush_batches(t); /* full: write everything, start empty */
+        c->nbatches = 0;
+        memset(c->slot, 0, sizeof(c->slot));
+        sl = cache_slot(c, &b->key);
+    }
+    if (*sl == 0) {
+        c->batches[c->nbatches].dirty = false;
+        c->batches[c->nbatches].b.seq = b->seq;
+        *sl = (uint16_t)++c->nbatches;
+    }
+    struct txn_batch *e = &c->batches[*sl - 1];
+    ASSERT(b->seq >= 1 && e->b.seq == b->seq); /* stored, and the same batch */
+    settle_batch_check(b);
+    e->b = *b;
+    e->dirty = e->dirty || dirty;
+}
+
+/* The held closed state of date: 1 closed, 0 open, or -1 when not held (then *room is
+ * where to hold it, TXN_DATES_MAX when there is no room). */
+static int cache_date(struct txn_cache *c, int32_t date, uint32_t *room)
+{
+    for (uint32_t i = 0; i < c->ndates; i++)
+        if (c->dates[i] == date)
+            return c->closed[i];
+    *room = c->ndates < TXN_DATES_MAX ? c->ndates : TXN_DATES_MAX;
+    return -1;
+}
+
 /* ---- The rules' store (struct settle_ops) --------------------------------------------- */
 
 static int op_seen_get(void *ctx, const struct settle_event *ev)
@@ -1116,9 +1323,21 @@ static int op_date_closed(void *ctx, int32_t date)
     MDB_val v;
     if (date <= t->closed_through)
         return t->err ? t->err : 1;
+    uint32_t room = TXN_DATES_MAX;
+    if (t->c) {
+        int held = cache_date(t->c, date, &room);
+        if (held >= 0)
+            return t->err ? t->err : held;
+    }
     put_u32be(k, (uint32_t)date);
     int rc = tget(t, D_DATES, k, sizeof(k), &v);
-    return rc == -ENOENT ? 0 : rc == 0 ? 1 : rc;
+    rc = rc == -ENOENT ? 0 : rc == 0 ? 1 : rc;
+    if (rc >= 0 && t->c && room < TXN_DATES_MAX) { /* an apply closes no date: it holds */
+        t->c->dates[room] = date;
+        t->c->closed[room] = rc;
+        t->c->ndates++;
+    }
+    return rc;
 }
 
 static int batch_read(struct stx *t, const uint8_t *bk, size_t bklen, struct settle_batch *out)
@@ -1136,8 +1355,19 @@ static int batch_read(struct stx *t, const uint8_t *bk, size_t bklen, struct set
 
 static int op_batch_get(void *ctx, const struct settle_key *k, struct settle_batch *out)
 {
+    struct stx *t = ctx;
     uint8_t bk[BKEY_MAX];
-    return batch_read(ctx, bk, bkey_encode(bk, k), out);
+    if (t->c) {
+        uint16_t sl = *cache_slot(t->c, k);
+        if (sl) {
+            *out = t->c->batches[sl - 1].b;
+            return t->err;
+        }
+    }
+    int rc = batch_read(t, bk, bkey_encode(bk, k), out);
+    if (rc == 0 && t->c)
+        cache_batch_hold(t, out, false);
+    return rc;
 }
 
 static int op_batch_next_open(void *ctx, const struct settle_key *k, struct settle_batch *out)
@@ -1150,6 +1380,8 @@ static int op_batch_next_open(void *ctx, const struct settle_key *k, struct sett
     from.date = k->date + 1;
     size_t n = bkey_encode(bk, &from), prefix = n - 4;
     MDB_cursor *c = NULL;
+    if (t->c)
+        cache_flush_batches(t); /* the cursor reads the table: it must hold them */
     if (cursor_open(t, D_BATCHES, &c))
         return t->err;
     MDB_val key = {.mv_size = n, .mv_data = bk}, v;
@@ -1209,6 +1441,10 @@ static int op_batch_put(void *ctx, struct settle_batch *b)
         tput(t, D_OPEN_DATE, dk, sizeof(dk), bk, bklen, MDB_NOOVERWRITE);
         t->d.open_batches++;
     }
+    if (t->c) {
+        cache_batch_hold(t, b, true); /* written once, at the end of the body */
+        return t->err;
+    }
     return tput(t, D_BATCHES, bk, bklen, v, batch_encode(v, b), 0);
 }
 
@@ -1228,20 +1464,21 @@ static int op_capture_put(void *ctx, const struct settle_capture *cap)
     struct stx *t = ctx;
     uint8_t v[CAPTURE_FIXED + MERCHANT_ID_MAX_BYTES], x[4 + ID_BYTES];
     MDB_val old;
-    int rc = tget(t, D_CAPTURES, cap->payment_id, ID_BYTES, &old);
-    if (rc == 0) { /* one capture per payment: a second would be a new id; keep one entry */
+    size_t vlen = capture_encode(v, cap);
+    int rc = tput_new(t, D_CAPTURES, cap->payment_id, ID_BYTES, v, vlen, &old);
+    if (rc < 0)
+        return rc;
+    if (rc == 1) { /* one capture per payment: a second would be a new id; keep one entry */
         struct settle_capture prev;
         if (capture_decode(old.mv_data, old.mv_size, cap->payment_id, &prev))
             return tfail(t, MDB_CORRUPTED);
         put_u32be(x, (uint32_t)prev.value_date);
         memcpy(x + 4, cap->payment_id, ID_BYTES);
         tdel(t, D_CAPTURE_DATE, x, sizeof(x));
-    } else if (rc != -ENOENT) {
-        return rc;
+        tput(t, D_CAPTURES, cap->payment_id, ID_BYTES, v, vlen, 0);
     }
     put_u32be(x, (uint32_t)cap->value_date);
     memcpy(x + 4, cap->payment_id, ID_BYTES);
-    tput(t, D_CAPTURES, cap->payment_id, ID_BYTES, v, capture_encode(v, cap), 0);
     return tput(t, D_CAPTURE_DATE, x, sizeof(x), NULL, 0, 0);
 }
 
@@ -1494,24 +1731,65 @@ static size_t offset_key(uint8_t *k, const char *topic, size_t tlen, int32_t par
     return 1 + tlen + 4;
 }
 
+/* The stored next offset of ok (-1: none), read from the store. */
+static int offset_read(struct stx *t, const uint8_t *ok, size_t oklen, int64_t *next)
+{
+    MDB_val v;
+    int rc = tget(t, D_OFFSETS, ok, oklen, &v);
+    *next = -1;
+    if (rc == -ENOENT)
+        return 0;
+    if (rc == 0 && (record_i64_decode(v.mv_data, v.mv_size, next) || *next < 0))
+        rc = tfail(t, MDB_CORRUPTED);
+    return rc;
+}
+
+static void offset_write(struct stx *t, const uint8_t *ok, size_t oklen, int64_t next)
+{
+    uint8_t buf[RECORD_I64_BYTES];
+    record_i64_encode(buf, next);
+    tput(t, D_OFFSETS, ok, oklen, buf, sizeof(buf), 0);
+}
+
+/* The transaction's entry of the partition of key ok, read once (NULL: no room, or the
+ * store failed: the caller reads and writes the store directly). */
+static struct txn_offset *offset_held(struct stx *t, const uint8_t *ok, size_t oklen)
+{
+    struct txn_cache *c = t->c;
+    for (uint32_t i = c->noffsets; i-- > 0;)
+        if (c->offsets[i].klen == oklen && memcmp(c->offsets[i].key, ok, oklen) == 0)
+            return &c->offsets[i];
+    if (c->noffsets == TXN_OFFSETS_MAX)
+        return NULL;
+    struct txn_offset *o = &c->offsets[c->noffsets];
+    ASSERT(oklen <= sizeof(o->key));
+    if (offset_read(t, ok, oklen, &o->next))
+        return NULL;
+    memcpy(o->key, ok, oklen);
+    o->klen = oklen;
+    o->dirty = false;
+    c->noffsets++;
+    return o;
+}
+
 /* One message: see settle_store_apply. */
 static void apply_msg(struct stx *t, struct settle_msg *m)
 {
     uint8_t ok[1 + SETTLE_TOPIC_MAX_BYTES + 4];
     size_t oklen = 0;
-    MDB_val v;
-    int64_t next = 0;
+    struct txn_offset *held = NULL;
+    int64_t next = -1;
     m->date = 0;
     memset(&m->batch, 0, sizeof(m->batch));
     t->d.messages++;
     if (m->offset >= 0) {
         oklen = offset_key(ok, m->topic, m->topic_len, m->partition);
-        int rc = tget(t, D_OFFSETS, ok, oklen, &v);
-        if (rc == 0 && record_i64_decode(v.mv_data, v.mv_size, &next))
-            rc = tfail(t, MDB_CORRUPTED);
-        if (rc && rc != -ENOENT)
+        held = offset_held(t, ok, oklen);
+        if (held)
+            next = held->next;
+        else if (t->err || offset_read(t, ok, oklen, &next))
             return;
-        if (rc == 0 && m->offset < next) {
+        if (m->offset < next) {
             m->result = SETTLE_MSG_STALE;
             t->d.stale++;
             return;
@@ -1542,11 +1820,15 @@ static void apply_msg(struct stx *t, struct settle_msg *m)
         if (res.outcome == SETTLE_REFUSED)
             dead_letter(t, m, res.reason);
     }
-    if (m->offset >= 0) {
-        uint8_t buf[RECORD_I64_BYTES];
-        record_i64_encode(buf, m->offset + 1);
-        tput(t, D_OFFSETS, ok, oklen, buf, sizeof(buf), 0);
+    if (m->offset < 0)
+        return;
+    if (held == NULL) {
+        offset_write(t, ok, oklen, m->offset + 1);
+        return;
     }
+    ASSERT(m->offset >= held->next); /* never backwards: a lower one was stale */
+    held->next = m->offset + 1;      /* written once, at the end of the body */
+    held->dirty = true;
 }
 
 struct apply_run {
@@ -1554,11 +1836,28 @@ struct apply_run {
     size_t n;
 };
 
+/* Writes what the transaction holds changed (see txn_cache). */
+static void txn_cache_flush(struct stx *t)
+{
+    struct txn_cache *c = t->c;
+    cache_flush_batches(t);
+    for (uint32_t i = 0; i < c->noffsets && t->err == 0; i++)
+        if (c->offsets[i].dirty)
+            offset_write(t, c->offsets[i].key, c->offsets[i].klen, c->offsets[i].next);
+}
+
 static void apply_body(struct stx *t, void *arg)
 {
     struct apply_run *a = arg;
+    ASSERT(t->c == NULL && t->s->cache != NULL);
+    t->c = t->s->cache;
+    txn_cache_reset(t->c);
     for (size_t i = 0; i < a->n && t->err == 0; i++)
         apply_msg(t, &a->msgs[i]);
+    if (t->err == 0)
+        txn_cache_flush(t);
+    txn_cache_close_cursors(t->c);
+    t->c = NULL;
 }
 
 int settle_store_apply(struct settle_store *s, struct settle_calendar *cal, struct settle_msg *msgs,

@@ -1271,6 +1271,70 @@ static void test_shared_members(void **state)
     settle_gen_free(&g);
 }
 
+/* One settle_store_apply larger than the transaction's working memory (store/
+ * settle_store.c, txn_cache): more distinct batches than it holds (it writes them out
+ * and starts empty, then a batch written out is touched again), more partitions than it
+ * holds (those go to the store directly), a refund on an evicted batch; every total and
+ * every partition's offset as if each message had been applied alone. */
+static void test_one_commit_beyond_its_working_memory(void **state)
+{
+    struct fx *f = *state;
+    enum { NMER = 4200, NPART = 300, AGAIN = 40 };
+    struct settle_gen g;
+    settle_gen_init(&g, 4, NMER + AGAIN);
+    int64_t t = T("2026-11-25T10:00:00.000Z");
+    char id[ID_BYTES + 1], first[ID_BYTES + 1], m[16];
+    for (int i = 0; i < NMER + AGAIN; i++) {
+        snprintf(m, sizeof(m), "m-%d", i % NMER);
+        assert_int_equal(settle_gen_authorize(&g, m, "USD", 1000 + i, t + i, id), 201);
+        assert_int_equal(settle_gen_capture(&g, id, 0, t + i), 200);
+        if (i == 0)
+            memcpy(first, id, sizeof(first));
+    }
+    assert_int_equal(settle_gen_refund(&g, first, 300, t + NMER + AGAIN), 201);
+    size_t n = settle_gen_events(&g);
+    struct settle_msg *msgs = calloc(2 * n, sizeof(*msgs));
+    int64_t next[NPART] = {0};
+    for (size_t i = 0; i < n; i++) {
+        struct settle_msg *x = &msgs[i];
+        x->value = settle_gen_event(&g, i, &x->value_len, &x->topic);
+        x->topic_len = strlen(x->topic);
+        x->partition = (int32_t)(i % NPART);
+        x->offset = next[i % NPART]++;
+        msgs[n + i] = *x; /* the same again at the same offsets: all stale */
+    }
+    assert_int_equal(settle_store_apply(f->s, &f->cal, msgs, 2 * n, t + DAY / 2), 0);
+    size_t counted = 0, ignored = 0, stale = 0;
+    for (size_t i = 0; i < 2 * n; i++) {
+        counted += msgs[i].result == SETTLE_MSG_COUNTED;
+        ignored += msgs[i].result == SETTLE_MSG_IGNORED;
+        stale += msgs[i].result == SETTLE_MSG_STALE;
+    }
+    assert_int_equal(counted, NMER + AGAIN + 1);
+    assert_int_equal(ignored, NMER + AGAIN);
+    assert_int_equal(stale, n);
+    for (int i = 0; i < NMER; i++) {
+        snprintf(m, sizeof(m), "m-%d", i);
+        struct settle_batch b = batch(f, m, "USD", "2026-11-25");
+        int again = i < AGAIN;
+        assert_int_equal(b.capture_count, 1 + again);
+        assert_int_equal(b.gross, 1000 + i + (again ? 1000 + NMER + i : 0));
+        assert_int_equal(b.refunds, i == 0 ? 300 : 0);
+        assert_int_equal(b.refund_count, i == 0);
+    }
+    for (int p = 0; p < NPART; p++) {
+        int64_t got = -1, want = -1;
+        for (size_t i = 0; i < n; i++)
+            if ((int)(i % NPART) == p && strcmp(msgs[i].topic, "payment.captured") == 0)
+                want = msgs[i].offset + 1;
+        int rc = settle_store_offset_get(f->s, "payment.captured", 16, p, &got);
+        assert_int_equal(rc, want < 0 ? -ENOENT : 0);
+        assert_int_equal(got, want);
+    }
+    free(msgs);
+    settle_gen_free(&g);
+}
+
 int main(void)
 {
 #define T_(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -1290,6 +1354,7 @@ int main(void)
         T_(test_shared_members),
         T_(test_idempotency_records),
         T_(test_idempotency_expiry),
+        T_(test_one_commit_beyond_its_working_memory),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
