@@ -125,10 +125,6 @@ struct shard_store_options {
     size_t overlay_bytes;     /* per layer; 0: OVERLAY_ARENA_DEFAULT_BYTES */
     uint64_t checkpoint_ops;  /* 0: CHECKPOINT_OPS_DEFAULT */
     uint32_t checkpoint_ms;   /* 0: CHECKPOINT_MS_DEFAULT */
-    /* The checkpointer thread's nice value, 0..19 (setpriority on the thread): above 0 it
-     * yields the CPU to the request path (reactors, shards, the log's syncers) and takes
-     * what is left; when that is too little the overlay fills and the shard waits. */
-    int checkpoint_nice;
     /* Tests only: the log's n-th write or sync fails with wal_fault_errno (0: none). */
     unsigned wal_fault_after_syncs;
     int wal_fault_errno;
@@ -166,17 +162,17 @@ struct shard_store_stats {
     uint64_t wal_written, wal_durable; /* log positions (bytes) */
     uint64_t wal_writes, wal_syncs, wal_bytes, wal_sync_ns;
     uint64_t wal_segments_made, wal_segments_recycled;
-    uint64_t checkpoints;      /* checkpoints committed */
-    uint64_t checkpoint_ns;    /* time spent writing and committing them */
-    uint64_t checkpoint_ops;   /* operations they covered */
-    uint64_t checkpoint_bytes; /* bytes the checkpointer thread wrote (/proc/thread-self/io) */
-    uint64_t checkpoint_pos;   /* the log position the last one covers */
-    uint64_t overlay_bytes;    /* bytes held in the two layers now */
-    uint64_t overlay_ops;      /* operations in the active layer */
-    uint64_t overlay_full;     /* times the shard waited for a checkpoint to make room */
-    uint64_t replayed_records; /* at open: log records replayed */
-    uint64_t replayed_ops;     /* at open: operations replayed */
-    uint64_t replay_ns;        /* at open: time of the replay */
+    uint64_t checkpoints;         /* checkpoints committed */
+    uint64_t checkpoint_ns;       /* time spent writing and committing them */
+    uint64_t checkpoint_ops;      /* operations they covered */
+    uint64_t checkpoint_bytes;    /* bytes the checkpointer thread wrote (/proc/thread-self/io) */
+    uint64_t checkpoint_pos;      /* the log position the last one covers */
+    uint64_t overlay_bytes;       /* bytes held in the two layers now */
+    uint64_t overlay_ops;         /* operations in the active layer */
+    uint64_t overlay_full;        /* times the shard waited for a checkpoint to make room */
+    uint64_t replayed_records;    /* at open: log records replayed */
+    uint64_t replayed_ops;        /* at open: operations replayed */
+    uint64_t replay_ns;           /* at open: time of the replay */
 };
 
 /*

@@ -54,7 +54,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -101,7 +100,6 @@ struct shard_wal {
     uint64_t active_ops;    /* operations in the active layer */
     uint64_t ckpt_ops_max;
     uint32_t ckpt_ms;
-    int ckpt_nice;
     struct walrec_writer *wr; /* the record being built, or NULL */
     size_t rec_bound;         /* the most its operations can have added to a layer */
     size_t rec_ops;           /* its operations */
@@ -814,9 +812,6 @@ static void *ckpt_main(void *arg)
     struct shard_store *s = arg;
     struct shard_wal *m = s->wal;
     pthread_setname_np(pthread_self(), "rp-ckpt");
-    /* Linux: a thread's own nice value (best effort: a refusal leaves it at 0). */
-    if (m->ckpt_nice > 0 && setpriority(PRIO_PROCESS, (id_t)gettid(), m->ckpt_nice) != 0)
-        m->ckpt_nice = 0;
     pthread_mutex_lock(&m->mu);
     while (!m->stop) {
         if (!m->job_pending || m->job_done) {
@@ -1280,7 +1275,6 @@ int shard_wal_open(struct shard_store *s, const struct shard_store_options *opt,
     s->wal = m;
     m->ckpt_ops_max = opt->checkpoint_ops ? opt->checkpoint_ops : CHECKPOINT_OPS_DEFAULT;
     m->ckpt_ms = opt->checkpoint_ms ? opt->checkpoint_ms : CHECKPOINT_MS_DEFAULT;
-    m->ckpt_nice = opt->checkpoint_nice;
     m->hook = opt->ckpt_hook;
     m->hook_arg = opt->ckpt_hook_arg;
     m->last_ckpt_ms = clock_mono_ns() / 1000000;

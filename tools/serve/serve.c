@@ -156,7 +156,6 @@ enum {
     O_OVERLAY,
     O_CKPT_OPS,
     O_CKPT_MS,
-    O_CKPT_NICE,
     O_KAFKA_BROKERS,
     O_KAFKA_CONF,
     O_REPLICATION,
@@ -261,8 +260,7 @@ static int start_parts(struct opt *o, struct app *app)
                   .wal_segment_bytes = (size_t)o[O_WAL_SEGMENT].num << 20,
                   .overlay_bytes = (size_t)o[O_OVERLAY].num << 20,
                   .checkpoint_ops = (uint64_t)o[O_CKPT_OPS].num,
-                  .checkpoint_ms = (uint32_t)o[O_CKPT_MS].num,
-                  .checkpoint_nice = (int)o[O_CKPT_NICE].num},
+                  .checkpoint_ms = (uint32_t)o[O_CKPT_MS].num},
         .kafka = kafka,
     };
     if (shards_start(&app->shards, &sc, why, sizeof(why)) != 0) {
@@ -406,10 +404,6 @@ int cmd_serve(int argc, char **argv)
                         100000000},
         [O_CKPT_MS] = {"checkpoint-ms", OPT_UINT, "2000",
                        "...or when this long passed since the last one", 1, 3600000},
-        [O_CKPT_NICE] = {"checkpoint-nice", OPT_UINT, "0",
-                         "nice value of the checkpointer threads (0..19): above 0 they yield "
-                         "the CPU to requests",
-                         0, 19},
         [O_KAFKA_BROKERS] = {"kafka-brokers", OPT_STRING, NULL,
                              "Kafka bootstrap servers HOST:PORT,... (default: an embedded "
                              "in-memory cluster)"},
