@@ -373,7 +373,8 @@ def main():
     p.add_argument("--soak-s", type=int, default=300)
     p.add_argument("--recover-ops", type=int, default=100_000)
     p.add_argument("--serve-flags", default="", help="more flags for every engine (A/B runs)")
-    p.add_argument("--ab-flags", default="--checkpoint-nice 19",
+    p.add_argument("--ab-flags",
+                   default="--checkpoint-ms 3600000 --checkpoint-ops 100000000 --overlay-mb 1024",
                    help="part openab: engine B's flags on top of --serve-flags")
     p.add_argument("--json", default=None)
     a = p.parse_args()
