@@ -11,6 +11,10 @@
 #include <unistd.h>
 int main(int argc, char **argv)
 {
+    if (argc < 3) {
+        fprintf(stderr, "usage: fsync_cpu FILE N\n");
+        return 2;
+    }
     int n = atoi(argv[2]);
     int fd = open(argv[1], O_RDWR | O_CREAT | O_TRUNC, 0600);
     static char buf[4096];

@@ -12,6 +12,10 @@ static double now(void)
 }
 int main(int argc, char **argv)
 {
+    if (argc < 2) {
+        fprintf(stderr, "usage: stall SECONDS\n");
+        return 2;
+    }
     double secs = atof(argv[1]);
     double t0 = now(), last = t0;
     int hist[6] = {0};
