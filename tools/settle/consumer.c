@@ -247,14 +247,19 @@ static void commit_applied(struct skafka *k, const struct settle_msg *m, size_t 
     rd_kafka_topic_partition_list_destroy(l);
 }
 
-static void log_assignment(const char *what, const rd_kafka_topic_partition_list_t *l)
+/* The partitions of l, with the offsets they start at (an assignment) or without (a
+ * revocation: librdkafka's list holds no offsets then). */
+static void log_assignment(const char *what, const rd_kafka_topic_partition_list_t *l, bool offsets)
 {
     char list[1024] = "";
     size_t o = 0;
-    for (int i = 0; i < l->cnt && o + 80 < sizeof(list); i++)
-        o += (size_t)snprintf(list + o, sizeof(list) - o, "%s%s[%d]@%lld", i ? "," : "",
-                              l->elems[i].topic, l->elems[i].partition,
-                              (long long)l->elems[i].offset);
+    for (int i = 0; i < l->cnt && o + 80 < sizeof(list); i++) {
+        o += (size_t)snprintf(list + o, sizeof(list) - o, "%s%s[%d]", i ? "," : "",
+                              l->elems[i].topic, l->elems[i].partition);
+        if (offsets)
+            o += (size_t)snprintf(list + o, sizeof(list) - o, "@%lld",
+                                  (long long)l->elems[i].offset);
+    }
     log_write_str(LOG_INFO, what, "partitions", list, NULL);
 }
 
@@ -277,7 +282,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                 rd_kafka_assign(rk, NULL);
             return;
         }
-        log_assignment("partitions assigned (from settle's stored offsets)", l);
+        log_assignment("partitions assigned (from settle's stored offsets)", l, true);
         k->assigned_once = true;
         if (coop)
             rd_kafka_incremental_assign(rk, l);
@@ -285,7 +290,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             rd_kafka_assign(rk, l);
         return;
     }
-    log_assignment("partitions revoked", l);
+    log_assignment("partitions revoked", l, false);
     if (coop) {
         parts_forget(k, l);
         foreign_forget(k, l);
