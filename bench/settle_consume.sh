@@ -32,6 +32,11 @@ sleep 3 # the engine's last events reach the cluster
 count() { kcat -b "$BOOT" -C -t "$1" -o beginning -e -q -f 'x\n' 2>/dev/null | wc -l; }
 N=$(($(count payment.captured) + $(count payment.refunded)))
 echo "events in payment.captured + payment.refunded: $N"
+# settle's own rate, not the engine's leftover writeback: the page cache is flushed first
+# (the engine's checkpoints just wrote tens of MB that would otherwise compete with
+# settle's durable commits on the same disk).
+sync
+sleep "${SETTLE_DELAY:-0}"
 
 "$BIN" settle --kafka-brokers "$BOOT" --auth off --access-log off --data "$T/settle" \
     --listen 127.0.0.1:18191 2>"$T/settle.log" &
