@@ -200,6 +200,16 @@ static void expect_settle_equals_ledger(void)
     }
 }
 
+/* rp_mock_kafka, then the engine (--cores cores) replicating to it, and pc on it. */
+static void start_kafka_and_engine(const char *cores)
+{
+    assert_int_equal(kc_mock_start(&mk, RP_MOCK_KAFKA), 0);
+    const char *eargs[] = {"--cores",    cores, "--access-log", "off", "--kafka-brokers",
+                           mk.bootstrap, NULL};
+    rp_must_start(&eng, eargs);
+    pc_init(&pc, eng.port);
+}
+
 /* ---- settle ----------------------------------------------------------------------- */
 
 static void settle_start(void)
@@ -229,11 +239,7 @@ static double settle_metric(const char *name, const char *label)
 static void test_end_to_end(void **state)
 {
     (void)state;
-    assert_int_equal(kc_mock_start(&mk, RP_MOCK_KAFKA), 0);
-    const char *eargs[] = {"--cores",    "2", "--access-log", "off", "--kafka-brokers",
-                           mk.bootstrap, NULL};
-    rp_must_start(&eng, eargs);
-    pc_init(&pc, eng.port);
+    start_kafka_and_engine("2");
     assert_int_equal(rp_server_prepare(&st), 0);
     settle_start();
 
@@ -433,11 +439,7 @@ static char *wait_body(const char *path, const char *want)
 static void test_late_events_adjust(void **state)
 {
     (void)state;
-    assert_int_equal(kc_mock_start(&mk, RP_MOCK_KAFKA), 0);
-    const char *eargs[] = {"--cores",    "1", "--access-log", "off", "--kafka-brokers",
-                           mk.bootstrap, NULL};
-    rp_must_start(&eng, eargs);
-    pc_init(&pc, eng.port);
+    start_kafka_and_engine("1");
     char id[32], td[11], tm[11], path[128], env[64];
     post_ok("/v1/payments/authorize", "l-a0",
             "{\"merchant_id\":\"late-0\",\"amount\":1000,\"currency\":\"EUR\"}", id);
@@ -495,83 +497,6 @@ static void test_late_events_adjust(void **state)
     kc_mock_stop(&mk);
 }
 
-/*
- * Two settle processes in one group: B runs with --standby on A's data directory (it
- * serves /healthz, /readyz answers 503). A is killed with SIGKILL in the middle of the
- * traffic; B takes the directory over, joins the group (a rebalance once A's session
- * expires) and resumes from the offsets A committed with its totals: every batch
- * equals the ledger, and closing publishes one settlement.closed per batch.
- */
-static void test_standby_takes_over(void **state)
-{
-    (void)state;
-    settle_srv = &st;
-    assert_int_equal(kc_mock_start(&mk, RP_MOCK_KAFKA), 0);
-    const char *eargs[] = {"--cores",    "2", "--access-log", "off", "--kafka-brokers",
-                           mk.bootstrap, NULL};
-    rp_must_start(&eng, eargs);
-    pc_init(&pc, eng.port);
-    assert_int_equal(rp_server_prepare(&st), 0);
-    settle_start();
-    assert_int_equal(rp_server_prepare(&sb), 0);
-    const char *bargs[] = {"--kafka-brokers", mk.bootstrap,
-                           "--access-log",    "off",
-                           "--kafka-conf",    "session.timeout.ms=3000;heartbeat.interval.ms=300",
-                           "--standby",       "--data",
-                           st.data_dir,       NULL};
-    assert_int_equal(rp_server_respawn(&sb, "settle", bargs, NULL), 0);
-    struct rp_response r;
-    assert_int_equal(rp_request(sb.port, "GET", "/readyz", NULL, NULL, &r), 0);
-    assert_int_equal(r.status, 503);
-    rp_response_free(&r);
-    assert_int_equal(rp_request(sb.port, "GET", "/v1/settlements", NULL, NULL, &r), 0);
-    assert_int_equal(r.status, 503);
-    rp_response_free(&r);
-
-    traffic("s1", 2);
-    expect_settle_equals_ledger();
-    traffic("s2a", 1);
-    assert_int_equal(rp_server_signal(&st, SIGKILL), 0);
-    assert_int_equal(rp_server_wait(&st, RP_STOP_TIMEOUT_MS), 128 + SIGKILL);
-    traffic("s2b", 1);
-    settle_srv = &sb;
-    for (int64_t dl = rp_now_ms() + WAIT_MS;; rp_sleep_ms(50)) {
-        assert_int_equal(rp_request(sb.port, "GET", "/readyz", NULL, NULL, &r), 0);
-        int status = r.status;
-        rp_response_free(&r);
-        if (status == 200)
-            break;
-        if (rp_now_ms() > dl)
-            fail_msg("the standby did not take over");
-    }
-    expect_settle_equals_ledger();
-
-    char d[11], body[64];
-    today(d);
-    snprintf(body, sizeof(body), "{\"date\":\"%s\"}", d);
-    const char *h[] = {"Idempotency-Key: close-1", "Content-Type: application/json", NULL};
-    assert_int_equal(rp_request(sb.port, "POST", "/v1/settlements/close", h, body, &r), 0);
-    assert_int_equal(r.status, 200);
-    rp_response_free(&r);
-    for (int64_t dl = rp_now_ms() + WAIT_MS;; rp_sleep_ms(200)) {
-        struct kcat_msg *msgs = NULL;
-        size_t n = 0;
-        assert_int_equal(kcat_consume(mk.bootstrap, "settlement.closed", 20000, &msgs, &n), 0);
-        size_t distinct = kcat_distinct_event_ids(msgs, n);
-        kcat_free(msgs, n);
-        if (distinct == 2 * MERCHANTS)
-            break;
-        if (rp_now_ms() > dl)
-            fail_msg("settlement.closed has %zu distinct batches, want %d", distinct,
-                     2 * MERCHANTS);
-    }
-    pc_close(&pc);
-    assert_int_equal(rp_server_stop(&sb), 0);
-    assert_int_equal(rp_server_stop(&st), 128 + SIGKILL); /* its SIGKILL, above */
-    assert_int_equal(rp_server_stop(&eng), 0);
-    kc_mock_stop(&mk);
-}
-
 /* The "event_id" of a message's JSON value into out ("" when it has none). */
 static void event_id_of(const char *v, char out[96])
 {
@@ -611,6 +536,76 @@ static void expect_closed_once(int want)
     }
 }
 
+/* POST /v1/settlements/close for today to the settle on port, with key. */
+static void close_today(int port, const char *key)
+{
+    char d[11], body[64], kh[96];
+    today(d);
+    snprintf(body, sizeof(body), "{\"date\":\"%s\"}", d);
+    snprintf(kh, sizeof(kh), "Idempotency-Key: %s", key);
+    const char *h[] = {kh, "Content-Type: application/json", NULL};
+    struct rp_response r;
+    assert_int_equal(rp_request(port, "POST", "/v1/settlements/close", h, body, &r), 0);
+    assert_int_equal(r.status, 200);
+    rp_response_free(&r);
+}
+
+/*
+ * Two settle processes in one group: B runs with --standby on A's data directory (it
+ * serves /healthz, /readyz answers 503). A is killed with SIGKILL in the middle of the
+ * traffic; B takes the directory over, joins the group (a rebalance once A's session
+ * expires) and resumes from the offsets A committed with its totals: every batch
+ * equals the ledger, and closing publishes one settlement.closed per batch.
+ */
+static void test_standby_takes_over(void **state)
+{
+    (void)state;
+    settle_srv = &st;
+    start_kafka_and_engine("2");
+    assert_int_equal(rp_server_prepare(&st), 0);
+    settle_start();
+    assert_int_equal(rp_server_prepare(&sb), 0);
+    const char *bargs[] = {"--kafka-brokers", mk.bootstrap,
+                           "--access-log",    "off",
+                           "--kafka-conf",    "session.timeout.ms=3000;heartbeat.interval.ms=300",
+                           "--standby",       "--data",
+                           st.data_dir,       NULL};
+    assert_int_equal(rp_server_respawn(&sb, "settle", bargs, NULL), 0);
+    struct rp_response r;
+    assert_int_equal(rp_request(sb.port, "GET", "/readyz", NULL, NULL, &r), 0);
+    assert_int_equal(r.status, 503);
+    rp_response_free(&r);
+    assert_int_equal(rp_request(sb.port, "GET", "/v1/settlements", NULL, NULL, &r), 0);
+    assert_int_equal(r.status, 503);
+    rp_response_free(&r);
+
+    traffic("s1", 2);
+    expect_settle_equals_ledger();
+    traffic("s2a", 1);
+    assert_int_equal(rp_server_signal(&st, SIGKILL), 0);
+    assert_int_equal(rp_server_wait(&st, RP_STOP_TIMEOUT_MS), 128 + SIGKILL);
+    traffic("s2b", 1);
+    settle_srv = &sb;
+    for (int64_t dl = rp_now_ms() + WAIT_MS;; rp_sleep_ms(50)) {
+        assert_int_equal(rp_request(sb.port, "GET", "/readyz", NULL, NULL, &r), 0);
+        int status = r.status;
+        rp_response_free(&r);
+        if (status == 200)
+            break;
+        if (rp_now_ms() > dl)
+            fail_msg("the standby did not take over");
+    }
+    expect_settle_equals_ledger();
+
+    close_today(sb.port, "close-1");
+    expect_closed_once(2 * MERCHANTS);
+    pc_close(&pc);
+    assert_int_equal(rp_server_stop(&sb), 0);
+    assert_int_equal(rp_server_stop(&st), 128 + SIGKILL); /* its SIGKILL, above */
+    assert_int_equal(rp_server_stop(&eng), 0);
+    kc_mock_stop(&mk);
+}
+
 static double metric_of(const struct rp_server *srv, const char *name)
 {
     return rp_scrape(srv->port, name, NULL);
@@ -630,11 +625,7 @@ static void test_shared_members(void **state)
 {
     (void)state;
     settle_srv = &st;
-    assert_int_equal(kc_mock_start(&mk, RP_MOCK_KAFKA), 0);
-    const char *eargs[] = {"--cores",    "2", "--access-log", "off", "--kafka-brokers",
-                           mk.bootstrap, NULL};
-    rp_must_start(&eng, eargs);
-    pc_init(&pc, eng.port);
+    start_kafka_and_engine("2");
     traffic("g0", 1); /* the topics exist, with their partitions, before the group forms */
     assert_int_equal(rp_server_prepare(&st), 0);
     assert_int_equal(rp_server_prepare(&sb), 0);
@@ -696,14 +687,7 @@ static void test_shared_members(void **state)
     settle_srv = live;
     expect_settle_equals_ledger();
 
-    char d[11], body[64];
-    today(d);
-    snprintf(body, sizeof(body), "{\"date\":\"%s\"}", d);
-    const char *h[] = {"Idempotency-Key: close-g", "Content-Type: application/json", NULL};
-    struct rp_response r;
-    assert_int_equal(rp_request(live->port, "POST", "/v1/settlements/close", h, body, &r), 0);
-    assert_int_equal(r.status, 200);
-    rp_response_free(&r);
+    close_today(live->port, "close-g");
     expect_closed_once(2 * MERCHANTS);
     pc_close(&pc);
     assert_int_equal(rp_server_stop(live), 0);
@@ -724,11 +708,7 @@ static void test_foreign_store_refused(void **state)
 {
     (void)state;
     settle_srv = &st;
-    assert_int_equal(kc_mock_start(&mk, RP_MOCK_KAFKA), 0);
-    const char *eargs[] = {"--cores",    "2", "--access-log", "off", "--kafka-brokers",
-                           mk.bootstrap, NULL};
-    rp_must_start(&eng, eargs);
-    pc_init(&pc, eng.port);
+    start_kafka_and_engine("2");
     assert_int_equal(rp_server_prepare(&st), 0);
     settle_start();
     traffic("f1", 2);

@@ -147,24 +147,14 @@ static int topic_index(const char *t)
     return -1;
 }
 
-static void parts_forget(struct skafka *k, const rd_kafka_topic_partition_list_t *l)
+/* Removes the partitions of l from the set parts[0, *n). */
+static void parts_forget(struct part *parts, size_t *n, const rd_kafka_topic_partition_list_t *l)
 {
     for (int i = 0; i < l->cnt; i++)
-        for (size_t j = 0; j < k->nparts; j++)
-            if (k->parts[j].partition == l->elems[i].partition &&
-                topic_index(l->elems[i].topic) == k->parts[j].topic) {
-                k->parts[j] = k->parts[--k->nparts];
-                break;
-            }
-}
-
-static void foreign_forget(struct skafka *k, const rd_kafka_topic_partition_list_t *l)
-{
-    for (int i = 0; i < l->cnt; i++)
-        for (size_t j = 0; j < k->nforeign; j++)
-            if (k->foreign[j].partition == l->elems[i].partition &&
-                topic_index(l->elems[i].topic) == k->foreign[j].topic) {
-                k->foreign[j] = k->foreign[--k->nforeign];
+        for (size_t j = 0; j < *n; j++)
+            if (parts[j].partition == l->elems[i].partition &&
+                topic_index(l->elems[i].topic) == parts[j].topic) {
+                parts[j] = parts[--*n];
                 break;
             }
 }
@@ -292,8 +282,8 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     }
     log_assignment("partitions revoked", l, false);
     if (coop) {
-        parts_forget(k, l);
-        foreign_forget(k, l);
+        parts_forget(k->parts, &k->nparts, l);
+        parts_forget(k->foreign, &k->nforeign, l);
         rd_kafka_incremental_unassign(rk, l);
     } else {
         k->nparts = k->nforeign = 0;
