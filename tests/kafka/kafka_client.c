@@ -119,23 +119,45 @@ void kc_mock_stop(struct kc_mock *m)
     m->pid = 0;
 }
 
-/* Runs argv with its stdout captured, at most timeout_ms. The output is malloc'd;
- * *code gets the exit status, or -ETIMEDOUT when it had to be killed. */
-static char *capture(const char *const argv[], int timeout_ms, int *code)
+int kc_run(const char *const argv[], const char *input, int timeout_ms, char **output)
 {
-    int out[2];
-    if (pipe2(out, O_CLOEXEC))
-        return NULL;
+    int in[2], out[2];
+    if (pipe2(in, O_CLOEXEC))
+        return -errno;
+    if (pipe2(out, O_CLOEXEC)) {
+        int e = -errno;
+        close(in[0]);
+        close(in[1]);
+        return e;
+    }
     pid_t pid = fork();
-    if (pid < 0)
-        return NULL;
+    if (pid < 0) {
+        int e = -errno;
+        close(in[0]);
+        close(in[1]);
+        close(out[0]);
+        close(out[1]);
+        return e;
+    }
     if (pid == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
+        dup2(in[0], 0);
         dup2(out[1], 1);
         execvp(argv[0], (char *const *)argv);
         _exit(127);
     }
+    close(in[0]);
     close(out[1]);
+    if (input) {
+        size_t len = strlen(input), off = 0;
+        while (off < len) {
+            ssize_t w = write(in[1], input + off, len - off);
+            if (w <= 0)
+                break;
+            off += (size_t)w;
+        }
+    }
+    close(in[1]);
     size_t cap = 1 << 20, len = 0;
     char *buf = malloc(cap);
     int64_t deadline = now_ms() + timeout_ms;
@@ -169,10 +191,13 @@ static char *capture(const char *const argv[], int timeout_ms, int *code)
     close(out[0]);
     int st = 0;
     waitpid(pid, &st, 0);
-    *code = killed ? -ETIMEDOUT : WIFEXITED(st) ? WEXITSTATUS(st) : -ECHILD;
     if (buf)
         buf[len] = '\0';
-    return buf;
+    if (output)
+        *output = buf;
+    else
+        free(buf);
+    return killed ? -ETIMEDOUT : WIFEXITED(st) ? WEXITSTATUS(st) : -ECHILD;
 }
 
 /* "topic \t partition \t offset \t key \t value" into msg. */
@@ -210,10 +235,10 @@ int kc_consume(const char *bootstrap, const char *topic, int timeout_ms, struct 
     const char *const argv[] = {"kcat", "-b",        bootstrap, "-C", "-t", topic,
                                 "-o",   "beginning", "-e",      "-q", "-f", "%t\t%p\t%o\t%k\t%s\n",
                                 NULL};
-    int code = 0;
-    char *out = capture(argv, timeout_ms, &code);
+    char *out = NULL;
+    int code = kc_run(argv, NULL, timeout_ms, &out);
     if (out == NULL)
-        return -ENOMEM;
+        return code ? code : -ENOMEM;
     int rc = code;
     char *save = NULL;
     for (char *line = strtok_r(out, "\n", &save); rc == 0 && line;

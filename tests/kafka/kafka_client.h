@@ -55,4 +55,10 @@ int kc_consume(const char *bootstrap, const char *topic, int timeout_ms, struct 
 /* Frees the payloads of msgs[0..n). */
 void kc_free(struct kc_msg *msgs, size_t n);
 
+/* Runs argv (kcat, for the tests) with `input` on its stdin (NULL: none) and its stdout
+ * captured into *output (malloc'd, NUL-terminated; NULL: discarded), for at most
+ * timeout_ms; the child dies with the test. Returns its exit code, -ETIMEDOUT (it had to
+ * be killed), -ECHILD, or -errno. */
+int kc_run(const char *const argv[], const char *input, int timeout_ms, char **output);
+
 #endif

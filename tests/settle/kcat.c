@@ -4,93 +4,13 @@
 #define _GNU_SOURCE
 #include "kcat.h"
 
+#include "kafka_client.h" /* kc_run */
+
 #include <errno.h>
-#include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
 #include <stdbool.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* Runs argv with `input` on its stdin and its stdout captured (malloc'd, or NULL), at
- * most timeout_ms. Returns the exit code, -ETIMEDOUT, or -errno. */
-static int run(const char *const argv[], const char *input, int timeout_ms, char **output)
-{
-    int in[2], out[2];
-    if (pipe2(in, O_CLOEXEC) || pipe2(out, O_CLOEXEC))
-        return -errno;
-    pid_t pid = fork();
-    if (pid < 0)
-        return -errno;
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        dup2(in[0], 0);
-        dup2(out[1], 1);
-        execvp(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    close(in[0]);
-    close(out[1]);
-    if (input) {
-        size_t len = strlen(input), off = 0;
-        while (off < len) {
-            ssize_t w = write(in[1], input + off, len - off);
-            if (w <= 0)
-                break;
-            off += (size_t)w;
-        }
-    }
-    close(in[1]);
-    size_t cap = 1 << 20, len = 0;
-    char *buf = malloc(cap);
-    int64_t deadline = now_ms() + timeout_ms;
-    bool killed = false;
-    while (buf) {
-        int left = (int)(deadline - now_ms());
-        if (left <= 0) {
-            kill(pid, SIGKILL);
-            killed = true;
-            break;
-        }
-        struct pollfd p = {.fd = out[0], .events = POLLIN};
-        if (poll(&p, 1, left) <= 0)
-            continue;
-        if (len + 65536 > cap) {
-            char *bigger = realloc(buf, cap * 2);
-            if (bigger == NULL)
-                break;
-            buf = bigger;
-            cap *= 2;
-        }
-        ssize_t got = read(out[0], buf + len, cap - len - 1);
-        if (got <= 0)
-            break;
-        len += (size_t)got;
-    }
-    close(out[0]);
-    int st = 0;
-    waitpid(pid, &st, 0);
-    if (buf)
-        buf[len] = '\0';
-    if (output)
-        *output = buf;
-    else
-        free(buf);
-    return killed ? -ETIMEDOUT : WIFEXITED(st) ? WEXITSTATUS(st) : -ECHILD;
-}
 
 int kcat_produce(const char *bootstrap, const char *topic, const char *key, const char *value)
 {
@@ -98,7 +18,7 @@ int kcat_produce(const char *bootstrap, const char *topic, const char *key, cons
     char *line;
     if (asprintf(&line, "%s\t%s\n", key, value) < 0)
         return -ENOMEM;
-    int rc = run(argv, line, 20000, NULL);
+    int rc = kc_run(argv, line, 20000, NULL);
     free(line);
     return rc;
 }
@@ -110,7 +30,7 @@ int kcat_consume(const char *bootstrap, const char *topic, int timeout_ms, struc
                                 "-o",   "beginning", "-e",      "-q", "-f", "%p\t%o\t%k\t%s\n",
                                 NULL};
     char *text = NULL;
-    int rc = run(argv, NULL, timeout_ms, &text);
+    int rc = kc_run(argv, NULL, timeout_ms, &text);
     *out = NULL;
     *n = 0;
     if (text == NULL)

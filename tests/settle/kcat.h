@@ -1,8 +1,8 @@
 /*
  * kcat for settle's tests: produce a message with a key, and read a whole topic raw.
- * tests/kafka/kafka_client.h reads the engine's topics (it parses the engine's event
- * ids); settle's topics carry other ids (evt_stl_..., evt_rcf_...) and payment.dlq the
- * original bytes, so these read any value. Every wait is bounded; children die with
+ * tests/kafka/kafka_client.h runs kcat for both (kc_run) and reads the engine's topics
+ * (it parses the engine's event ids); settle's topics carry other ids (evt_stl_...,
+ * evt_rcf_...) and payment.dlq the original bytes, so these read any value. Every wait is bounded; children die with
  * the test (PR_SET_PDEATHSIG). Values and keys must not hold tabs or newlines.
  */
 #ifndef RINGPAY_TESTS_SETTLE_KCAT_H
