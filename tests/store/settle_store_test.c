@@ -153,6 +153,10 @@ static void test_directory_lock_and_manifest(void **state)
     char why[256];
     assert_int_equal(settle_store_open(&second, f->dir, NULL, why, sizeof(why)), -EBUSY);
     assert_non_null(strstr(why, "in use"));
+    /* nor may a --shared member join a directory a settle owns alone (after its wait) */
+    struct settle_store_options sh = {.shared = true};
+    assert_int_equal(settle_store_open(&second, f->dir, &sh, why, sizeof(why)), -EBUSY);
+    assert_non_null(strstr(why, "in use"));
     /* an engine's data directory is not settle's */
     char *engine = make_tmp();
     char err[256];
