@@ -44,6 +44,7 @@
 #include "tools/serve/gate.h"
 #include "tools/serve/kafka.h"
 #include "tools/serve/shards.h"
+#include "tools/signals.h"
 
 static const char serve_usage[] =
     "usage: ringpay serve [options]\n\n"
@@ -90,36 +91,16 @@ static int make_dir(const char *dir)
 }
 
 /* SIGHUP: the key file again. A file the reader refuses keeps the keys in force. */
-static void reload_keys(struct app *app)
-{
-    char why[512] = "", count[24];
-    if (gate_reload(app->gate, why, sizeof(why)) != 0) {
-        log_write_str(LOG_ERROR, "keys not reloaded; the keys in force stay", "reason", why, NULL);
-        return;
-    }
-    snprintf(count, sizeof(count), "%zu", gate_key_count(app->gate));
-    log_write(LOG_INFO, "keys reloaded", "keys", count, NULL);
-}
-
 /* Waits for SIGTERM/SIGINT (stop) or a reactor failing; returns the exit code. SIGHUP
  * reloads the keys; every tick frees key sets no reactor can hold any more. */
 static int wait_for_stop(struct app *app, struct serve_thread *threads)
 {
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
-    struct timespec tick = {.tv_sec = 0, .tv_nsec = 200 * 1000000L};
     for (;;) {
-        int sig = sigtimedwait(&set, NULL, &tick);
-        if (sig == SIGTERM || sig == SIGINT) {
-            log_write_str(LOG_INFO, "stopping", "signal", sig == SIGTERM ? "SIGTERM" : "SIGINT",
-                          NULL);
+        int sig = signals_wait(200);
+        if (sig == SIGTERM || sig == SIGINT)
             return 0;
-        }
         if (sig == SIGHUP) {
-            reload_keys(app);
+            signals_reload_keys(app->gate);
             continue;
         }
         gate_collect(app->gate);
@@ -451,14 +432,7 @@ int cmd_serve(int argc, char **argv)
     }
     raise_fd_limit();
 
-    /* Block the stop signals before any thread exists, so only sigtimedwait sees them. */
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
-    sigaddset(&set, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signals_block(); /* before any thread exists */
 
     static struct app app;
     static struct serve_thread threads[CORES_MAX];

@@ -685,35 +685,44 @@ void skafka_metrics(const struct skafka *k, struct metrics_out *o)
         metrics_sample_u64(o, "ringpay_settle_consumer_lag", l,
                            (uint64_t)(hi > next ? hi - next : 0));
     }
-    metrics_family(o, "ringpay_settle_consumer_partitions", "gauge", "Partitions assigned now.");
-    metrics_sample_u64(o, "ringpay_settle_consumer_partitions", NULL, k->nparts);
-    metrics_family(o, "ringpay_settle_foreign_partitions", "gauge",
-                   "Assigned partitions not consumed: the group's committed offset is ahead of "
-                   "this store's (another store counted them).");
-    metrics_sample_u64(o, "ringpay_settle_foreign_partitions", NULL, k->nforeign);
-    metrics_family(o, "ringpay_settle_group_commit_errors_total", "counter",
-                   "Applied offsets that could not be handed to the group's commit.");
-    metrics_sample_u64(o, "ringpay_settle_group_commit_errors_total", NULL, k->commit_errors);
-    metrics_family(o, "ringpay_settle_rebalances_total", "counter",
-                   "Group assignments and revocations.");
-    metrics_sample_u64(o, "ringpay_settle_rebalances_total", NULL, k->rebalances);
-    metrics_family(o, "ringpay_settle_consume_batches_total", "counter",
-                   "Transactions of consumed messages.");
-    metrics_sample_u64(o, "ringpay_settle_consume_batches_total", NULL, k->batches);
-    metrics_family(o, "ringpay_settle_apply_seconds_total", "counter",
-                   "Time spent applying consumed batches (parse, rules, durable commit).");
-    metrics_sample_seconds(o, "ringpay_settle_apply_seconds_total", NULL, k->apply_ns);
-    metrics_family(o, "ringpay_settle_published_total", "counter",
-                   "Outbox messages delivered to Kafka (settlement.closed, recon.unmatched, "
-                   "payment.dlq).");
-    metrics_sample_u64(o, "ringpay_settle_published_total", NULL, k->delivered);
-    metrics_family(o, "ringpay_settle_publish_errors_total", "counter",
-                   "Outbox deliveries that failed and were sent again.");
-    metrics_sample_u64(o, "ringpay_settle_publish_errors_total", NULL, k->delivery_errors);
-    metrics_family(o, "ringpay_settle_publisher", "gauge",
-                   "1 when this process publishes settle's outbox (one member of a shared "
-                   "store at a time).");
-    metrics_sample_u64(o, "ringpay_settle_publisher", NULL, k->publisher);
+    /* The unlabelled families, one sample each. */
+    const struct {
+        const char *name, *type, *help;
+        uint64_t v;
+        bool seconds; /* v in nanoseconds, shown in seconds */
+    } one[] = {
+        {"ringpay_settle_consumer_partitions", "gauge", "Partitions assigned now.", k->nparts,
+         false},
+        {"ringpay_settle_foreign_partitions", "gauge",
+         "Assigned partitions not consumed: the group's committed offset is ahead of this "
+         "store's (another store counted them).",
+         k->nforeign, false},
+        {"ringpay_settle_group_commit_errors_total", "counter",
+         "Applied offsets that could not be handed to the group's commit.", k->commit_errors,
+         false},
+        {"ringpay_settle_rebalances_total", "counter", "Group assignments and revocations.",
+         k->rebalances, false},
+        {"ringpay_settle_consume_batches_total", "counter", "Transactions of consumed messages.",
+         k->batches, false},
+        {"ringpay_settle_apply_seconds_total", "counter",
+         "Time spent applying consumed batches (parse, rules, durable commit).", k->apply_ns, true},
+        {"ringpay_settle_published_total", "counter",
+         "Outbox messages delivered to Kafka (settlement.closed, recon.unmatched, payment.dlq).",
+         k->delivered, false},
+        {"ringpay_settle_publish_errors_total", "counter",
+         "Outbox deliveries that failed and were sent again.", k->delivery_errors, false},
+        {"ringpay_settle_publisher", "gauge",
+         "1 when this process publishes settle's outbox (one member of a shared store at a "
+         "time).",
+         k->publisher, false},
+    };
+    for (size_t i = 0; i < sizeof(one) / sizeof(one[0]); i++) {
+        metrics_family(o, one[i].name, one[i].type, one[i].help);
+        if (one[i].seconds)
+            metrics_sample_seconds(o, one[i].name, NULL, one[i].v);
+        else
+            metrics_sample_u64(o, one[i].name, NULL, one[i].v);
+    }
 }
 
 /* ---- life ------------------------------------------------------------------------ */

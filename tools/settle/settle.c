@@ -61,6 +61,7 @@
 #include "tools/settle/consumer.h"
 #include "tools/settle/tz.h"
 #include "tools/settle/upload.h"
+#include "tools/signals.h"
 
 static const char settle_usage[] =
     "usage: ringpay settle --kafka-brokers LIST [options]\n"
@@ -247,26 +248,12 @@ static int try_take_over(struct opt *o, struct settle_app *app);
 
 static int wait_for_stop(struct opt *o, struct settle_app *app, struct runner *t)
 {
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
-    struct timespec tick = {.tv_sec = 0, .tv_nsec = 200 * 1000000L};
     for (;;) {
-        int sig = sigtimedwait(&set, NULL, &tick);
-        if (sig == SIGTERM || sig == SIGINT) {
-            log_write_str(LOG_INFO, "stopping", "signal", sig == SIGTERM ? "SIGTERM" : "SIGINT",
-                          NULL);
+        int sig = signals_wait(200);
+        if (sig == SIGTERM || sig == SIGINT)
             return 0;
-        }
         if (sig == SIGHUP) {
-            char why[512] = "";
-            if (gate_reload(app->gate, why, sizeof(why)) != 0)
-                log_write_str(LOG_ERROR, "keys not reloaded; the keys in force stay", "reason", why,
-                              NULL);
-            else
-                log_write(LOG_INFO, "keys reloaded", NULL);
+            signals_reload_keys(app->gate);
             continue;
         }
         gate_collect(app->gate);
@@ -277,17 +264,6 @@ static int wait_for_stop(struct opt *o, struct settle_app *app, struct runner *t
             return 1;
         }
     }
-}
-
-static void block_signals(void)
-{
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
-    sigaddset(&set, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
 }
 
 static int start_reactor(struct opt *o, struct settle_app *app)
@@ -400,7 +376,7 @@ static void announce(struct opt *o, struct settle_app *app, bool auth_on)
 static int run(struct opt *o, struct settle_app *app, bool auth_on)
 {
     static struct runner t;
-    block_signals();
+    signals_block();
     if (start_reactor(o, app) != 0 || start_parts(o, app, auth_on) != 0)
         return 2;
     if (app->store != NULL && go_live(o, app) != 0)
