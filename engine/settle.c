@@ -911,16 +911,10 @@ size_t settle_render_batch_csv(char *out, size_t cap, const struct settle_batch 
     return n > 0 && (size_t)n < cap ? (size_t)n : 0;
 }
 
-int recon_render_summary(struct jw *w, const struct recon_summary *s)
+void recon_summary_fields(struct jw *w, const struct recon_summary *s)
 {
     char id[RECON_FILE_ID_BYTES + 1];
-    uint64_t sum = 0;
-    for (int c = 0; c < RECON_CATEGORIES; c++)
-        if (c != RECON_MISSING_IN_BANK)
-            sum += s->counts[c];
-    ASSERT(sum == s->lines);
     recon_file_id(id, s->seq);
-    jw_obj_begin(w);
     jw_key(w, "id");
     jw_str(w, id, RECON_FILE_ID_BYTES);
     jw_key(w, "lines");
@@ -934,6 +928,17 @@ int recon_render_summary(struct jw *w, const struct recon_summary *s)
     jw_obj_end(w);
     jw_key(w, "status");
     jw_cstr(w, recon_status_name(s->status));
+}
+
+int recon_render_summary(struct jw *w, const struct recon_summary *s)
+{
+    uint64_t sum = 0;
+    for (int c = 0; c < RECON_CATEGORIES; c++)
+        if (c != RECON_MISSING_IN_BANK)
+            sum += s->counts[c];
+    ASSERT(sum == s->lines);
+    jw_obj_begin(w);
+    recon_summary_fields(w, s);
     jw_obj_end(w);
     return sticky(w);
 }

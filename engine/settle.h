@@ -451,6 +451,9 @@ size_t settle_render_batch_csv(char *out, size_t cap, const struct settle_batch 
 /* {"id":"rcf_…","lines":N,"counts":{"matched":…,…,"malformed":…},"status":"done"} */
 int recon_render_summary(struct jw *w, const struct recon_summary *s);
 
+/* The same members without the braces, for an answer that adds its own. */
+void recon_summary_fields(struct jw *w, const struct recon_summary *s);
+
 /* One item: {"item","line"|null,"category","transaction_id"|null,"amount"|null,
  * "currency"|null,"value_date"|null,"expected_amount"|null,"expected_currency"|null,
  * "expected_value_date"|null,"merchant_id"|null,"reason"|null}: the line's fields as

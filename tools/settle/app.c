@@ -638,21 +638,7 @@ static void serve_close(struct settle_app *app, struct reactor *r, const struct 
 
 static void summary_fields(struct jw *w, const struct recon_summary *s)
 {
-    char id[RECON_FILE_ID_BYTES + 1];
-    recon_file_id(id, s->seq);
-    jw_key(w, "id");
-    jw_str(w, id, RECON_FILE_ID_BYTES);
-    jw_key(w, "lines");
-    jw_uint(w, s->lines);
-    jw_key(w, "counts");
-    jw_obj_begin(w);
-    for (int c = 0; c < RECON_CATEGORIES; c++) {
-        jw_key(w, recon_category_name((enum recon_category)c));
-        jw_uint(w, s->counts[c]);
-    }
-    jw_obj_end(w);
-    jw_key(w, "status");
-    jw_cstr(w, recon_status_name(s->status));
+    recon_summary_fields(w, s);
     jw_key(w, "created_at");
     jw_time(w, s->created_at_ms);
     jw_key(w, "rematches");
