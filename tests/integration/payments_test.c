@@ -13,7 +13,8 @@
  *     balances equal what the answers said;
  *   - the same Idempotency-Key on many connections at once: exactly one operation;
  *   - a body in a later TCP segment than its head; pipelined authorizations to both
- *     shards answered in order.
+ *     shards answered in order;
+ *   - log syncs wake the shard threads, never the main thread.
  * Workers never call cmocka assertions: they record, the test thread asserts.
  */
 #define _GNU_SOURCE
@@ -1366,6 +1367,74 @@ static void test_pipelined(void **state)
     stop_and_check(PIPE_N);
 }
 
+/* Context switches of the server's main thread so far (voluntary + involuntary). */
+static long main_thread_switches(void)
+{
+    char path[64], line[128];
+    snprintf(path, sizeof(path), "/proc/%d/task/%d/status", (int)srv.pid, (int)srv.pid);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    long n = 0, v;
+    while (fgets(line, sizeof(line), f))
+        if (sscanf(line, "voluntary_ctxt_switches: %ld", &v) == 1 ||
+            sscanf(line, "nonvoluntary_ctxt_switches: %ld", &v) == 1)
+            n += v;
+    fclose(f);
+    return n;
+}
+
+/*
+ * Answers are handed from the log's syncer to the shard thread alone: the main thread
+ * only starts and stops threads and waits for signals (a 200 ms tick). A poll on the
+ * log's eventfd armed by the main thread made io_uring complete it on the main thread
+ * at every sync the syncer made (an extra wake-up and hop per group of answers). Each
+ * round below pipelines IDLE_PIPE authorizations of one merchant: one batch, too large
+ * to be synced inline by the shard (WAL_INLINE_BATCH_MAX), so the syncer writes it.
+ */
+#define IDLE_ROUNDS 100
+#define IDLE_PIPE   16
+static void test_main_thread_idle(void **state)
+{
+    (void)state;
+    nshards = NSHARDS;
+    rp_must_start(&srv, two_cores);
+    static char wire[IDLE_PIPE * 512];
+    struct rp_conn c;
+    assert_int_equal(rp_conn_open(&c, srv.port), 0);
+    long before = main_thread_switches();
+    int64_t t0 = rp_now_ms();
+    for (int round = 0; round < IDLE_ROUNDS; round++) {
+        size_t len = 0;
+        for (int i = 0; i < IDLE_PIPE; i++) {
+            char body[128];
+            snprintf(body, sizeof(body),
+                     "{\"merchant_id\":\"idle-m\",\"amount\":%d,\"currency\":\"KRW\"}", 100 + i);
+            len += (size_t)snprintf(wire + len, sizeof(wire) - len,
+                                    "POST " AUTH_PATH " HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                    "Idempotency-Key: idle-%d-%d\r\n"
+                                    "Content-Type: application/json\r\nContent-Length: %zu"
+                                    "\r\n\r\n%s",
+                                    round, i, strlen(body), body);
+        }
+        assert_int_equal(rp_send_all(c.fd, wire, len), 0);
+        for (int i = 0; i < IDLE_PIPE; i++) {
+            struct rp_response r;
+            assert_int_equal(rp_read_response(&c, &r, false, RP_IO_TIMEOUT_MS), 0);
+            expect_status(&r, 201, "pipelined authorization");
+            rp_response_free(&r);
+        }
+    }
+    long woke = main_thread_switches() - before;
+    int64_t ms = rp_now_ms() - t0;
+    rp_conn_close(&c);
+    /* Its tick: about 5 a second; allow ten times that, far below one per round. */
+    long allowed = 10 + (long)(ms / 20);
+    if (woke > allowed || woke >= IDLE_ROUNDS / 2)
+        fail_msg("the main thread switched %ld times during %d rounds in %lld ms (at most %ld)",
+                 woke, IDLE_ROUNDS, (long long)ms, allowed);
+    stop_and_check(IDLE_ROUNDS * IDLE_PIPE);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1376,6 +1445,7 @@ int main(void)
         cmocka_unit_test_teardown(test_concurrent_same_key, pc_teardown),
         cmocka_unit_test_teardown(test_split_body, pc_teardown),
         cmocka_unit_test_teardown(test_pipelined, pc_teardown),
+        cmocka_unit_test_teardown(test_main_thread_idle, pc_teardown),
         cmocka_unit_test_teardown(test_other_core_count_refused, pc_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

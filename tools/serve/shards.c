@@ -207,6 +207,11 @@ static void *shard_main(void *arg)
     char name[16];
     snprintf(name, sizeof(name), "rp-shard-%u", p->core);
     pthread_setname_np(pthread_self(), name);
+    /* The store's poll is armed (and the ring's first submit made) here, not by the
+     * thread that opened the shard: io_uring completes a poll through task work on
+     * the task that submitted it, so a poll armed by the main thread woke the main
+     * thread at every log sync, which then woke this one (an extra hop per sync). */
+    port_arm_store(p);
     shard_run(&p->shard);
     return NULL;
 }
@@ -275,7 +280,6 @@ static int port_init(struct shards *s, unsigned i, char *why, size_t why_bytes)
         return err;
     p->shard.replicator = p->kafka.repl;
     p->shard.store = p->store;
-    port_arm_store(p);
     p->shard.transport = &port_transport;
     p->shard.transport_ctx = p;
     return 0;
