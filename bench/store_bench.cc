@@ -12,6 +12,10 @@
 //                        records, written and fdatasynced by the log's syncer, and timed
 //                        until the log's durable position covers them; checkpoints run
 //                        meanwhile on their own thread, as in the engine.
+//   BM_OverlayGet/N      a lookup in one overlay layer the engine's size (256 MiB,
+//                        2^21 slots) holding N entries, alternating hits and misses at
+//                        random keys: the memory cost of the read path (a slot and an
+//                        entry, each a likely cache and TLB miss).
 //   BM_LogRecord/N       the CPU part alone: encoding N authorizations into one log
 //                        record (store/walrec.h) with its CRC-32C.
 //
@@ -30,6 +34,7 @@
 extern "C" {
 #include "engine/api.h"
 #include "store/manifest.h"
+#include "store/overlay.h"
 #include "store/shard_store.h"
 #include "store/walrec.h"
 }
@@ -222,6 +227,41 @@ void BM_LogRecord(benchmark::State &state)
     state.counters["record_bytes"] = static_cast<double>(bytes);
 }
 BENCHMARK(BM_LogRecord)->Arg(1)->Arg(16)->Arg(256);
+
+void BM_OverlayGet(benchmark::State &state)
+{
+    const size_t n = static_cast<size_t>(state.range(0));
+    overlay o;
+    if (overlay_init(&o, (size_t)256 << 20, (size_t)1 << 21) != 0)
+        std::abort();
+    uint8_t key[40] = {0};
+    auto make_key = [&](uint64_t i) {
+        uint64_t x = i * 0x9e3779b97f4a7c15ull;
+        std::memcpy(key, &x, sizeof(x));
+        std::memcpy(key + 32, &i, sizeof(i));
+    };
+    for (size_t i = 0; i < n; i++) {
+        make_key(i);
+        overlay_save(&o); /* the undo log holds one operation's changes */
+        uint8_t *val;
+        if (overlay_put(&o, 1, key, sizeof(key), 100, &val) != 0)
+            std::abort();
+        std::memset(val, (int)i, 100);
+    }
+    uint64_t r = 88172645463325252ull, found = 0;
+    for (auto _ : state) {
+        r ^= r << 13;
+        r ^= r >> 7;
+        r ^= r << 17;
+        make_key(r % (2 * n)); /* half of them were never put */
+        const uint8_t *v;
+        size_t vl;
+        found += overlay_get(&o, 1, key, sizeof(key), &v, &vl) == 0;
+    }
+    benchmark::DoNotOptimize(found);
+    overlay_fini(&o);
+}
+BENCHMARK(BM_OverlayGet)->Arg(1 << 12)->Arg(1 << 18)->Arg(1 << 20);
 
 } // namespace
 
