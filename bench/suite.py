@@ -47,7 +47,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PG_BIN = "/usr/lib/postgresql/15/bin"
-MERCHANTS = 64
+MERCHANTS = 64  # --merchants; the peers' scripts draw from the same number
 
 # Each mode: seconds per point, rounds of the side-by-side comparisons, the points.
 MODES = {
@@ -139,7 +139,8 @@ class Suite:
         self.tmp = tempfile.mkdtemp(prefix="ringpay-suite-", dir=args.tmpdir)
         os.chmod(self.tmp, 0o755)
         self.stoppers = []  # (name, function) in start order
-        self.res = {"mode": self.mode, "points": {}, "notes": []}
+        self.merchants = args.merchants
+        self.res = {"mode": self.mode, "points": {}, "notes": [], "merchants": args.merchants}
 
     # ---- logging and bounds ----
 
@@ -301,7 +302,7 @@ class Suite:
         dur = dur or self.m["dur"]
         argv = [self.rp, "load", "--target", srv.target, "--scenario", scenario,
                 "--connections", str(conns), "--pipeline", str(pipeline), "--json",
-                "--merchants", str(MERCHANTS), "--timeout-ms", "20000",
+                "--merchants", str(self.merchants), "--timeout-ms", "20000",
                 "--threads", str(threads), "--duration-s", str(int(math.ceil(dur)))]
         if requests:
             argv += ["--requests", str(requests)]
@@ -326,7 +327,7 @@ class Suite:
 
     def warm(self, srv, keys=None):
         """Makes the keys (--keys-data) and warms the server: a short untimed run."""
-        self.load(srv, conns=8, dur=1, requests=MERCHANTS * 4, keys=keys)
+        self.load(srv, conns=8, dur=1, requests=self.merchants * 4, keys=keys)
 
     def pgbench(self, pg, conns):
         # pgbench counts connecting inside -T but leaves it out of its tps; connecting a
@@ -337,6 +338,7 @@ class Suite:
         prefix = os.path.join(pg.dir, f"pgb-{conns}-{time.monotonic_ns()}")
         argv = [f"{PG_BIN}/pgbench", "-h", "127.0.0.1", "-p", str(pg.port), "-U", "postgres",
                 "-n", "-M", "prepared", "-f", os.path.join(ROOT, "bench/peers/pg_authorize.pgbench"),
+                "-D", f"merchants={self.merchants}",
                 "-c", str(conns), "-j", "1", "-T", str(int(math.ceil(dur + allowance))),
                 "-l", "--log-prefix", prefix, "postgres"]
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -367,7 +369,7 @@ class Suite:
     def redis_count(self, rd, conns, n):
         argv = ["redis-benchmark", "-p", str(rd.port), "-c", str(conns), "-n", str(n),
                 "-r", "2000000000", "--csv", "EVALSHA", rd.sha, "1", "idem:__rand_int__",
-                "__rand_int__"]
+                "__rand_int__", str(self.merchants)]
         t = time.monotonic()
         r = self.run(argv, self.m["dur"] * 6 + 60)
         took = time.monotonic() - t
@@ -830,6 +832,13 @@ class Suite:
             self.stop(pg)
         if rd:
             self.stop(rd)
+        if self.args.sweep_only:
+            p["fdatasync"] = self.fdatasync_probe()
+            self.stop(ng)
+            self.stop(rp)
+            self.res["elapsed_s"] = round(time.monotonic() - self.t0)
+            self.res["machine"]["loadavg_at_end"] = round(os.getloadavg()[0], 2)
+            return
         at64 = [d for d in p["sweep"] if d["server"] == "ringpay" and d["connections"] == 64]
         max_rps = (at64 or [d for d in p["sweep"] if d["server"] == "ringpay"])[-1]["rps"]
         p["fdatasync"] = self.fdatasync_probe()
@@ -1143,7 +1152,8 @@ def render_markdown(res, made, img_prefix):
     w("### Durable authorize against connections, ringpay and its peers")
     w("")
     w("Closed loop, one request in flight per connection. ringpay: `ringpay load --scenario "
-      "authorize` (signed, 64 merchants, access log on to a file, as deployed); nginx: the "
+      f"authorize` (signed, {res.get('merchants', MERCHANTS)} merchants, access log on to a "
+      "file, as deployed); nginx: the "
       "same signed POSTs from the same tool, answered with a fixed JSON body (the HTTP "
       "ceiling); PostgreSQL: `pgbench -M prepared -j 1` running "
       "[`bench/peers/pg_authorize.pgbench`](../bench/peers/pg_authorize.pgbench), one call of "
@@ -1194,8 +1204,9 @@ def render_markdown(res, made, img_prefix):
           + wal + " With one "
           "request in flight per connection the throughput is connections ÷ latency, and an "
           "answer waits for the group commit in progress and then its own, each ending in an "
-          "fsync (SPEC §6): the disk's sync latency, not the CPU, sets the pace (sections 2 "
-          "and 3).")
+          "fsync (SPEC §6). With the log, the fsync is no longer what sets the pace on this "
+          "machine: the engine, the load generator and the peers share 2 vCPUs, and the "
+          "engine's CPU per request does (section 8, \"Where the CPU goes\").")
         w("")
     # latency
     if p.get("latency"):
@@ -1247,7 +1258,8 @@ def render_markdown(res, made, img_prefix):
                 vs = f"{z['rps'] / base:.2f}×" if base else "–"
                 w(f"| {what} | {fmt(z['rps'])} | {lat(z, 'p50')} | {lat(z, 'p99')} | {vs} |")
             w("")
-            w("64 merchants over the shards by `hash(merchant_id) mod cores`: under skew one "
+            w(f"{res.get('merchants', MERCHANTS)} merchants over the shards by "
+              "`hash(merchant_id) mod cores`: under skew one "
               "shard holds the hot merchants; its group commits grow (more per batch), so the "
               "throughput holds as long as that shard's commits keep up.")
             w("")
@@ -1448,6 +1460,11 @@ def main():
     ap.add_argument("--tmpdir", default=None, help="where the servers' data live (default $TMPDIR)")
     ap.add_argument("--no-docs", action="store_true", help="do not touch docs/")
     ap.add_argument("--render", metavar="DIR", help="only render the results in DIR")
+    ap.add_argument("--merchants", type=int, default=MERCHANTS,
+                    help="merchants of every load, ringpay's and the peers' (default %(default)s)")
+    ap.add_argument("--sweep-only", action="store_true",
+                    help="only throughput against connections, ringpay and its peers "
+                         "(use with --no-docs --out DIR)")
     ap.add_argument("--tool-check", action="store_true",
                     help="only ringpay load against wrk (bench/load_vs_wrk.sh); prints its table")
     ap.add_argument("--tool-rounds", type=int, default=0, help="rounds of the tool check")

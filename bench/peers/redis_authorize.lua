@@ -1,12 +1,12 @@
 -- Redis peer of the suite (bench/suite.py): the authorization as one Lua script, run
 -- atomically by Redis with appendonly yes and appendfsync always (the answer leaves
 -- after the AOF write is fsynced). redis-benchmark calls it as
---   EVALSHA <sha> 1 idem:__rand_int__ __rand_int__
--- KEYS[1] is a fresh idempotency key (its random digits also pick one of 64 merchants),
--- ARGV[1] random digits that pick the amount. Keys derived here are not declared in
+--   EVALSHA <sha> 1 idem:__rand_int__ __rand_int__ <merchants>
+-- KEYS[1] is a fresh idempotency key (its random digits also pick one of ARGV[2]
+-- merchants, 64 when absent), ARGV[1] random digits that pick the amount. Keys derived here are not declared in
 -- KEYS: fine for one Redis, not for Redis Cluster.
 local digits = tonumber(string.sub(KEYS[1], -12)) or 0
-local merchant = 'm-' .. (digits % 64)
+local merchant = 'm-' .. (digits % (tonumber(ARGV[2]) or 64))
 local amount = 1000 + (tonumber(ARGV[1]) or 0) % 99000
 local idem = 'idem:' .. merchant .. ':' .. KEYS[1]
 local id = redis.call('INCR', 'payment:seq')
