@@ -281,6 +281,7 @@ static int do_write(struct wal *w, const struct stage *s)
 static void *syncer_main(void *arg)
 {
     struct wal *w = arg;
+    pthread_setname_np(pthread_self(), "rp-wal"); /* in per-thread CPU profiles */
     pthread_mutex_lock(&w->mu);
     for (;;) {
         while (w->todo == NULL && !w->stop)
