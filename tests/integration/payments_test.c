@@ -1323,6 +1323,23 @@ static void test_other_core_count_refused(void **state)
     assert_int_equal(pc_server_restart(&srv, two_cores), 0);
 }
 
+/* Appends a pipelined authorization of amount KRW for merchant to wire[len..cap), with
+ * key as its Idempotency-Key and X-Request-Id; returns the new length. */
+static size_t append_authorize(char *wire, size_t len, size_t cap, const char *merchant, int amount,
+                               const char *key)
+{
+    char body[128];
+    snprintf(body, sizeof(body), "{\"merchant_id\":\"%s\",\"amount\":%d,\"currency\":\"KRW\"}",
+             merchant, amount);
+    int n = snprintf(wire + len, cap - len,
+                     "POST " AUTH_PATH " HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     "X-Request-Id: %s\r\nIdempotency-Key: %s\r\n"
+                     "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+                     key, key, strlen(body), body);
+    assert_true(n > 0 && (size_t)n < cap - len);
+    return len + (size_t)n;
+}
+
 static void test_pipelined(void **state)
 {
     (void)state;
@@ -1333,15 +1350,9 @@ static void test_pipelined(void **state)
     size_t len = 0;
     assert_int_not_equal(pc_shard_of(pm[0], NSHARDS), pc_shard_of(pm[1], NSHARDS));
     for (int i = 0; i < PIPE_N; i++) {
-        char body[128];
-        snprintf(body, sizeof(body), "{\"merchant_id\":\"%s\",\"amount\":%d,\"currency\":\"KRW\"}",
-                 pm[i % 2], 100 + i);
-        len += (size_t)snprintf(wire + len, sizeof(wire) - len,
-                                "POST " AUTH_PATH " HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                                "X-Request-Id: pipe-%d\r\nIdempotency-Key: pipe-%d\r\n"
-                                "Content-Type: application/json\r\nContent-Length: %zu"
-                                "\r\n\r\n%s",
-                                i, i, strlen(body), body);
+        char key[32];
+        snprintf(key, sizeof(key), "pipe-%d", i);
+        len = append_authorize(wire, len, sizeof(wire), pm[i % 2], 100 + i, key);
     }
     struct rp_conn c;
     assert_int_equal(rp_conn_open(&c, srv.port), 0);
@@ -1406,15 +1417,9 @@ static void test_main_thread_idle(void **state)
     for (int round = 0; round < IDLE_ROUNDS; round++) {
         size_t len = 0;
         for (int i = 0; i < IDLE_PIPE; i++) {
-            char body[128];
-            snprintf(body, sizeof(body),
-                     "{\"merchant_id\":\"idle-m\",\"amount\":%d,\"currency\":\"KRW\"}", 100 + i);
-            len += (size_t)snprintf(wire + len, sizeof(wire) - len,
-                                    "POST " AUTH_PATH " HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                                    "Idempotency-Key: idle-%d-%d\r\n"
-                                    "Content-Type: application/json\r\nContent-Length: %zu"
-                                    "\r\n\r\n%s",
-                                    round, i, strlen(body), body);
+            char key[32];
+            snprintf(key, sizeof(key), "idle-%d-%d", round, i);
+            len = append_authorize(wire, len, sizeof(wire), "idle-m", 100 + i, key);
         }
         assert_int_equal(rp_send_all(c.fd, wire, len), 0);
         for (int i = 0; i < IDLE_PIPE; i++) {
