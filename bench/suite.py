@@ -836,9 +836,7 @@ class Suite:
             p["fdatasync"] = self.fdatasync_probe()
             self.stop(ng)
             self.stop(rp)
-            self.res["elapsed_s"] = round(time.monotonic() - self.t0)
-            self.res["machine"]["loadavg_at_end"] = round(os.getloadavg()[0], 2)
-            return
+            return self.finish()
         at64 = [d for d in p["sweep"] if d["server"] == "ringpay" and d["connections"] == 64]
         max_rps = (at64 or [d for d in p["sweep"] if d["server"] == "ringpay"])[-1]["rps"]
         p["fdatasync"] = self.fdatasync_probe()
@@ -853,6 +851,9 @@ class Suite:
         self.tool_check()
         if self.m["micro"]:
             self.microbench()
+        self.finish()
+
+    def finish(self):
         self.res["elapsed_s"] = round(time.monotonic() - self.t0)
         self.res["machine"]["loadavg_at_end"] = round(os.getloadavg()[0], 2)
         self.log(f"measured in {self.res['elapsed_s']} s")
