@@ -1432,9 +1432,11 @@ static void test_main_thread_idle(void **state)
     long woke = main_thread_switches() - before;
     int64_t ms = rp_now_ms() - t0;
     rp_conn_close(&c);
-    /* Its tick: about 5 a second; allow ten times that, far below one per round. */
-    long allowed = 10 + (long)(ms / 20);
-    if (woke > allowed || woke >= IDLE_ROUNDS / 2)
+    /* Its tick: about 5 a second; allow twice that and 10 more. The rounds take ~0.1 s
+     * here, so a wake-up per round (IDLE_ROUNDS) is far above it, and a slow machine
+     * only raises the allowance (never a failure from the tick alone). */
+    long allowed = 10 + (long)(ms / 100);
+    if (woke > allowed)
         fail_msg("the main thread switched %ld times during %d rounds in %lld ms (at most %ld)",
                  woke, IDLE_ROUNDS, (long long)ms, allowed);
     stop_and_check(IDLE_ROUNDS * IDLE_PIPE);
