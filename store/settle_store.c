@@ -346,9 +346,11 @@ static int put_fault(struct stx *t)
     return 0;
 }
 
-/* mdb_put with the test-only fault injection. */
-static int tput(struct stx *t, int dbi, const void *k, size_t klen, const void *v, size_t vlen,
-                unsigned flags)
+/* mdb_put (through the table's hot cursor when it has one) with the test-only fault
+ * injection: 0 or the sticky error. With `exists`, MDB_KEYEXIST is no error: it sets
+ * *exists (the stored value is then in *val). */
+static int tput_val(struct stx *t, int dbi, const void *k, size_t klen, MDB_val *val,
+                    unsigned flags, bool *exists)
 {
     ASSERT(t->writable);
     if (t->err)
@@ -356,11 +358,21 @@ static int tput(struct stx *t, int dbi, const void *k, size_t klen, const void *
     if (put_fault(t))
         return t->err;
     MDB_val key = {.mv_size = klen, .mv_data = (void *)k};
-    MDB_val val = {.mv_size = vlen, .mv_data = (void *)v};
     MDB_cursor *c = hot_cursor(t, dbi);
-    if (c)
-        return tfail(t, mdb_cursor_put(c, &key, &val, flags));
-    return tfail(t, mdb_put(t->txn, t->s->dbi[dbi], &key, &val, flags));
+    int rc =
+        c ? mdb_cursor_put(c, &key, val, flags) : mdb_put(t->txn, t->s->dbi[dbi], &key, val, flags);
+    if (exists != NULL && rc == MDB_KEYEXIST) {
+        *exists = true;
+        return 0;
+    }
+    return tfail(t, rc);
+}
+
+static int tput(struct stx *t, int dbi, const void *k, size_t klen, const void *v, size_t vlen,
+                unsigned flags)
+{
+    MDB_val val = {.mv_size = vlen, .mv_data = (void *)v};
+    return tput_val(t, dbi, k, klen, &val, flags, NULL);
 }
 
 /* Inserts k -> v unless k exists (one search for both): 0 when inserted, 1 with the
@@ -368,17 +380,10 @@ static int tput(struct stx *t, int dbi, const void *k, size_t klen, const void *
 static int tput_new(struct stx *t, int dbi, const void *k, size_t klen, const void *v, size_t vlen,
                     MDB_val *old)
 {
-    ASSERT(t->writable);
-    if (t->err)
-        return t->err;
-    if (put_fault(t))
-        return t->err;
-    MDB_val key = {.mv_size = klen, .mv_data = (void *)k};
     *old = (MDB_val){.mv_size = vlen, .mv_data = (void *)v};
-    MDB_cursor *c = hot_cursor(t, dbi);
-    int rc = c ? mdb_cursor_put(c, &key, old, MDB_NOOVERWRITE)
-               : mdb_put(t->txn, t->s->dbi[dbi], &key, old, MDB_NOOVERWRITE);
-    return rc == MDB_KEYEXIST ? 1 : tfail(t, rc);
+    bool exists = false;
+    int rc = tput_val(t, dbi, k, klen, old, MDB_NOOVERWRITE, &exists);
+    return rc ? rc : exists ? 1 : 0;
 }
 
 /* Reserves vlen bytes for key k and returns them in *out (MDB_RESERVE). */
